@@ -1,0 +1,3 @@
+from nlfit.cli.app import main
+
+main()

@@ -1,0 +1,234 @@
+"""``fit(dataset, model, ...) -> FitResult``: the library entry point. Input validation lives here.
+
+Every option is checked before any computation, and every problem is reported as an
+:class:`nlfit.errors.NlfitError` naming the option.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nlfit.errors import ModelError, OptionError
+from nlfit.io.dataset import Dataset
+from nlfit.solvers.catalog import resolve_globalization, resolve_method
+from nlfit.solvers.status import Status
+
+DEFAULTS = {
+    "method": "lm",
+    "globalization": None,
+    "jac": "auto",
+    "ftol": 1e-15,
+    "xtol": 1e-15,
+    "gtol": 1e-15,
+    "max_iter": 1000,
+    "step": 1e-3,
+    "momentum": 0.0,
+    "batch_size": None,
+    "seed": 0,
+    "timeout": None,
+}
+
+
+@dataclass
+class FitResult:
+    """Everything a fit produced; ``to_json()`` gives the documented JSON contract."""
+
+    model: object
+    method: str
+    globalization: str
+    jac_mode: str
+    param_names: tuple[str, ...]
+    params: np.ndarray
+    stderr: np.ndarray | None
+    covariance: np.ndarray | None
+    status: Status
+    stats: dict
+    counts: dict
+    history: list[dict]
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.status.success
+
+    @property
+    def message(self) -> str:
+        return self.status.message
+
+    @property
+    def loss(self) -> float:
+        return 0.5 * self.stats["rss"]
+
+    def to_json(self) -> dict:
+        def number(value):
+            return None if value is None or not math.isfinite(value) else float(value)
+
+        params = {}
+        for i, name in enumerate(self.param_names):
+            params[name] = {
+                "value": number(self.params[i]),
+                "stderr": None if self.stderr is None else number(self.stderr[i]),
+            }
+        return {
+            "success": self.success,
+            "status": self.status.label,
+            "message": self.message,
+            "model": self.model.spec,
+            "model_info": self.model.to_json(),
+            "method": self.method,
+            "globalization": self.globalization,
+            "jac": self.jac_mode,
+            "params": params,
+            "covariance": None if self.covariance is None else self.covariance.tolist(),
+            "stats": {k: (number(v) if isinstance(v, float) else v) for k, v in self.stats.items()},
+            "counts": self.counts,
+            "seconds": self.seconds,
+            "warnings": self.warnings,
+            "history": [{k: (number(v) if isinstance(v, float) else v) for k, v in row.items()} for row in self.history],
+        }
+
+
+def resolve_p0(model, dataset: Dataset, p0) -> np.ndarray:
+    """The start: given by position, by name (the rest from the model's default), or the default."""
+    names = list(model.param_names)
+    default = model.default_p0(np.asarray(dataset.x), np.asarray(dataset.y))
+    if p0 is None or (isinstance(p0, (Sequence, Mapping)) and len(p0) == 0):
+        if default is None:
+            raise ModelError(f"model '{model.spec}' needs a starting point: give --p0 with {len(names)} values ({', '.join(names)})")
+        return np.asarray(default, dtype=np.float64)
+    if isinstance(p0, Mapping):
+        unknown = [k for k in p0 if k not in names]
+        if unknown:
+            raise ModelError(f"--p0 names unknown parameter(s) {', '.join(unknown)}; the parameters are {', '.join(names)}")
+        missing = [k for k in names if k not in p0]
+        if missing and default is None:
+            raise ModelError(f"--p0 must set every parameter of '{model.spec}'; missing: {', '.join(missing)}")
+        start = np.array(default if default is not None else np.zeros(len(names)), dtype=np.float64)
+        for k, v in p0.items():
+            start[names.index(k)] = float(v)
+        return _check_finite(start)
+    values = np.asarray([float(v) for v in p0], dtype=np.float64)
+    if values.size != len(names):
+        raise ModelError(f"--p0 has {values.size} value(s) but model '{model.spec}' has {len(names)} parameters ({', '.join(names)})")
+    return _check_finite(values)
+
+
+def _check_finite(values: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(values)):
+        raise ModelError("--p0 values must be finite numbers")
+    return values
+
+
+def _positive(name: str, value, allow_zero: bool = False):
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise OptionError(f"--{name.replace('_', '-')} must be a {'non-negative' if allow_zero else 'positive'} number; got {value}")
+    return value
+
+
+def build_model(model_spec, dataset: Dataset):
+    from nlfit.models.registry import build_model as _build
+
+    if not isinstance(model_spec, str):
+        return model_spec
+    return _build(model_spec, np.asarray(dataset.x), y_name=dataset.y_name, x_names=dataset.x_names)
+
+
+def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitResult:
+    """Fit ``model`` (a spec string or a Model) to ``dataset``. Options: see ``DEFAULTS``."""
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise OptionError(f"unknown fit option(s): {', '.join(sorted(unknown))}")
+    opts = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    method = resolve_method(opts["method"])
+    globalization = resolve_globalization(opts["globalization"], method)
+    for name in ("ftol", "xtol", "gtol"):
+        _positive(name, opts[name], allow_zero=True)
+    _positive("step", opts["step"])
+    if not (isinstance(opts["max_iter"], int) and opts["max_iter"] >= 1):
+        raise OptionError(f"--max-iter must be a positive integer; got {opts['max_iter']}")
+    if not (0.0 <= opts["momentum"] < 1.0):
+        raise OptionError(f"--momentum must be in [0, 1); got {opts['momentum']}")
+    if opts["momentum"] and not (method == "gd" and globalization == "none"):
+        raise OptionError("--momentum applies to --method gd with --globalization none")
+    if opts["batch_size"] is not None:
+        if method != "gd" or globalization != "none":
+            raise OptionError("--batch-size (stochastic gradient descent) applies to --method gd with --globalization none")
+        if not (isinstance(opts["batch_size"], int) and opts["batch_size"] >= 1):
+            raise OptionError(f"--batch-size must be a positive integer; got {opts['batch_size']}")
+    if opts["timeout"] is not None:
+        _positive("timeout", opts["timeout"])
+
+    model = build_model(model, dataset)
+    start = resolve_p0(model, dataset, p0)
+    n_params, n_points = len(model.param_names), dataset.n_points
+
+    from nlfit import derivatives
+    from nlfit.problem import make_problem
+    from nlfit.solvers.directions import make_direction
+    from nlfit.solvers.globalization import make_globalization
+    from nlfit.solvers.loop import Settings, solve
+
+    jac_mode = derivatives.resolve_mode(opts["jac"], n_points, n_params)
+    problem = make_problem(model, dataset)
+    if not np.all(np.isfinite(np.asarray(problem.y))):
+        raise ModelError(f"the response transform of '{model.spec}' gives non-finite values (e.g. log of a value <= 0)")
+    direction = make_direction(method, opts["batch_size"])
+    settings = Settings(
+        ftol=float(opts["ftol"]),
+        xtol=float(opts["xtol"]),
+        gtol=float(opts["gtol"]),
+        max_iter=int(opts["max_iter"]),
+        step=float(opts["step"]),
+        momentum=float(opts["momentum"]),
+    )
+    output = solve(
+        problem,
+        start,
+        direction,
+        make_globalization(globalization),
+        jac_mode,
+        settings,
+        seed=int(opts["seed"]),
+        timeout=opts["timeout"],
+        on_iteration=on_iteration,
+    )
+    return _result(model, dataset, problem, output, method, globalization, jac_mode)
+
+
+def _result(model, dataset, problem, output, method, globalization, jac_mode) -> FitResult:
+    from nlfit import derivatives
+    from nlfit.stats import covariance_from_jacobian
+
+    state = output.state
+    params = np.asarray(state.params)
+    residuals = np.asarray(state.local.residuals)
+    rss = float(residuals @ residuals)
+    n, n_params = dataset.n_points, len(model.param_names)
+    dof = n - n_params
+    # The Jacobian at the solution for the statistics (not counted in njev).
+    _, jac = derivatives.jacobian(state.params, problem, "fwd" if jac_mode == "fd" else jac_mode)
+    uncertainty = covariance_from_jacobian(np.asarray(jac), rss, dof, model.param_names)
+    warnings = []
+    for group in uncertainty.unidentifiable:
+        warnings.append(f"parameters not identifiable from the data (rank-deficient Jacobian): {', '.join(group)}")
+    return FitResult(
+        model=model,
+        method=method,
+        globalization=globalization,
+        jac_mode=jac_mode,
+        param_names=tuple(model.param_names),
+        params=params,
+        stderr=uncertainty.stderr,
+        covariance=uncertainty.covariance,
+        status=output.status,
+        stats={"rss": rss, "n": n, "dof": dof},
+        counts={"iterations": int(state.iteration), "nfev": int(state.nfev), "njev": int(state.njev)},
+        history=output.history,
+        seconds=output.seconds,
+        warnings=warnings,
+    )

@@ -1,0 +1,173 @@
+"""``nlfit fit DATA``: fit a model, report to stderr, write the result to stdout or --output."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from nlfit.cli.common import emit, handle_errors, load_config, merge, parse_p0, stdout_is_terminal
+from nlfit.errors import OptionError
+
+FORMATS = ("json", "csv", "table")
+# Options a config file may set (the fit options plus data and output choices).
+CONFIG_KEYS = {
+    "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
+    "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
+}  # fmt: skip
+
+
+@handle_errors
+def fit(
+    data: Annotated[str, typer.Argument(help="CSV file, '-' for stdin, or a NIST StRD .dat file.")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="polynomial:D, chebyshev:D, rational, rational:P/Q, or a formula."),
+    ] = None,
+    x: Annotated[
+        str | None,
+        typer.Option("--x", help="Predictor column(s), comma-separated. Default: 'x', else the first column."),
+    ] = None,
+    y: Annotated[str | None, typer.Option("--y", help="Response column. Default: 'y', else the next column.")] = None,
+    sigma: Annotated[str | None, typer.Option("--sigma", help="Column of per-point standard deviations (weights 1/sigma^2).")] = None,
+    p0: Annotated[str | None, typer.Option("--p0", help="Start: by position '1,0,10' or by name 'c0=1,c2=10'.")] = None,
+    start: Annotated[int | None, typer.Option("--start", help="For a NIST .dat file: its start 1 or 2 (default 1).")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="gd | newton | gn | lm (default lm).")] = None,
+    globalization: Annotated[
+        str | None,
+        typer.Option("--globalization", "-g", help="line-search | trust-region | none (default per method)."),
+    ] = None,
+    jac: Annotated[str | None, typer.Option("--jac", help="auto | fwd | rev | fd (default auto).")] = None,
+    ftol: Annotated[float | None, typer.Option("--ftol", help="Relative loss-reduction tolerance (default 1e-15).")] = None,
+    xtol: Annotated[float | None, typer.Option("--xtol", help="Relative step tolerance (default 1e-15).")] = None,
+    gtol: Annotated[float | None, typer.Option("--gtol", help="Gradient tolerance (default 1e-15).")] = None,
+    max_iter: Annotated[int | None, typer.Option("--max-iter", help="Maximum iterations (default 1000).")] = None,
+    step: Annotated[
+        float | None,
+        typer.Option("--step", help="gd: learning rate (none) or first trial step (line search). Default 1e-3."),
+    ] = None,
+    momentum: Annotated[
+        float | None,
+        typer.Option("--momentum", help="gd with --globalization none: heavy-ball momentum beta in [0, 1)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", help="gd with --globalization none: minibatch size (stochastic gradient descent)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed for --batch-size.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds with the best result so far.")] = None,
+    output_format: Annotated[
+        str | None, typer.Option("--format", "-f", help="json | csv | table. Default: table on a terminal, else json.")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write the result to this file (atomically) instead of stdout.")
+    ] = None,
+    config: Annotated[str | None, typer.Option("--config", help="TOML file with any of these options; flags win.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No report on stderr.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Fit a model to data.
+
+    Examples:
+
+      nlfit fit runge.csv --model rational --method lm
+
+      nlfit fit runge.csv --model chebyshev:11 --format csv
+
+      nlfit fit data/nist/Thurber.dat --model rational:3/3 --start 1
+    """
+    options = merge(
+        {
+            "model": model,
+            "x": x,
+            "y": y,
+            "sigma": sigma,
+            "p0": p0,
+            "start": start,
+            "method": method,
+            "globalization": globalization,
+            "jac": jac,
+            "ftol": ftol,
+            "xtol": xtol,
+            "gtol": gtol,
+            "max_iter": max_iter,
+            "step": step,
+            "momentum": momentum,
+            "batch_size": batch_size,
+            "seed": seed,
+            "timeout": timeout,
+            "format": output_format,
+            "output": output,
+            "quiet": quiet or None,
+        },  # fmt: skip
+        load_config(config, CONFIG_KEYS),
+    )
+    run_fit(data, options)
+
+
+def run_fit(data: str, options: dict) -> None:
+    from nlfit.io.read import read_dataset
+
+    output_format = options.get("format") or ("table" if stdout_is_terminal() and not options.get("output") else "json")
+    if output_format not in FORMATS:
+        raise OptionError(f"--format must be one of {', '.join(FORMATS)}; got '{output_format}'")
+    x_columns = [c.strip() for c in str(options["x"]).split(",")] if options.get("x") else None
+    dataset = read_dataset(data, x_columns=x_columns, y_column=options.get("y"), sigma_column=options.get("sigma"))
+    model_spec = options.get("model") or dataset.extra.get("formula")
+    if not model_spec:
+        raise OptionError("--model is required for CSV data (see 'nlfit models')")
+    p0 = parse_p0(options.get("p0"))
+    if p0 is None and "starts" in dataset.extra:
+        start = options.get("start") or 1
+        if start not in dataset.extra["starts"]:
+            raise OptionError(f"--start must be 1 or 2 for a NIST file; got {start}")
+        p0 = dataset.extra["starts"][start]
+
+    from nlfit.api import fit as run
+
+    fit_options = {
+        k: options.get(k)
+        for k in (
+            "method",
+            "globalization",
+            "jac",
+            "ftol",
+            "xtol",
+            "gtol",
+            "max_iter",
+            "step",
+            "momentum",
+            "batch_size",
+            "seed",
+            "timeout",
+        )
+    }
+    result = run(dataset, model_spec, p0=p0, **fit_options)
+    payload = result.to_json()
+
+    if not options.get("quiet"):
+        from nlfit.report.console import print_report, stderr_console
+
+        print_report(payload, stderr_console(), show_params=output_format != "table" or bool(options.get("output")))
+    emit(render(payload, output_format), options.get("output"))
+    if result.status.label == "interrupted":
+        raise typer.Exit(130)
+    raise typer.Exit(0 if result.success else 1)
+
+
+def render(payload: dict, output_format: str) -> str:
+    from nlfit.io.write import json_text, params_csv_text
+
+    if output_format == "json":
+        return json_text(payload)
+    if output_format == "csv":
+        return params_csv_text(payload)
+    from io import StringIO
+
+    from rich.console import Console
+
+    from nlfit.report.console import params_table
+
+    buffer = StringIO()
+    Console(file=buffer, force_terminal=stdout_is_terminal(), width=100).print(params_table(payload))
+    return buffer.getvalue()

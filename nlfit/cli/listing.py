@@ -1,0 +1,36 @@
+"""``nlfit models`` and ``nlfit methods``: what can be fitted and how (no JAX import)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def models() -> None:
+    """List the built-in models and the formula syntax."""
+    from nlfit.models.registry import BUILTIN_MODELS
+
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("model", "parameters", "description"):
+        table.add_column(column)
+    for info in BUILTIN_MODELS.values():
+        table.add_row(info.syntax, info.parameters, info.description)
+    Console().print(table)
+
+
+def methods() -> None:
+    """The method x globalization matrix, one line per cell (* marks the default)."""
+    from nlfit.solvers.catalog import (
+        CELL_DESCRIPTIONS,
+        DEFAULT_GLOBALIZATION,
+        GLOBALIZATIONS,
+        METHOD_DESCRIPTIONS,
+        METHODS,
+    )
+
+    console = Console()
+    for method in METHODS:
+        console.print(f"[bold]{method}[/bold]: {METHOD_DESCRIPTIONS[method]}")
+        for globalization in GLOBALIZATIONS:
+            mark = "*" if DEFAULT_GLOBALIZATION[method] == globalization else " "
+            console.print(f"  {mark} {globalization:<13} {CELL_DESCRIPTIONS[(method, globalization)]}")

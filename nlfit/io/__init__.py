@@ -1,0 +1,1 @@
+"""Reading data in and writing results out. Nothing here imports JAX."""

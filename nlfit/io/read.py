@@ -1,0 +1,132 @@
+"""CSV (a path, or ``-`` for stdin) or a NIST StRD ``.dat`` file -> :class:`Dataset`.
+
+Column choice: ``x_columns`` and ``y_column`` name columns; by default the columns called
+``x`` and ``y`` are used, else the first and second columns. Every selected cell must be a
+finite number; the first one that is not is reported with its row and column.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from nlfit.errors import InputError
+from nlfit.io.dataset import Dataset
+
+
+def read_dataset(
+    source: str,
+    x_columns: list[str] | None = None,
+    y_column: str | None = None,
+    sigma_column: str | None = None,
+    stdin=None,
+) -> Dataset:
+    """Read ``source`` (a path, or ``-`` for stdin) and pick the columns of the fit."""
+    if source != "-" and source.lower().endswith(".dat"):
+        from nlfit.io.nist import read_nist
+
+        dataset = read_nist(Path(source))
+        if x_columns or y_column or sigma_column:
+            frame = _frame_from_dataset(dataset)
+            return _select(frame, x_columns, y_column, sigma_column, source, dataset.extra)
+        return dataset
+    frame = _read_csv(source, stdin)
+    return _select(frame, x_columns, y_column, sigma_column, source, {})
+
+
+def _read_csv(source: str, stdin=None):
+    import pandas as pd
+
+    if source == "-":
+        stream = stdin if stdin is not None else sys.stdin
+        text = stream.read()
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        handle = io.StringIO(text)
+        label = "stdin"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise InputError(f"data file not found: {source}")
+        if path.is_dir():
+            raise InputError(f"data path is a directory, not a file: {source}")
+        handle = path
+        label = source
+    try:
+        frame = pd.read_csv(handle, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{label} is empty: expected CSV with a header row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{label} is not valid CSV: {first}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {label}: {exc.strerror or exc}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if len(set(frame.columns)) != len(frame.columns):
+        duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+        raise InputError(f"{label} has duplicate column names: {', '.join(duplicated)}")
+    if frame.shape[0] == 0:
+        raise InputError(f"{label} has a header but no data rows")
+    return frame
+
+
+def _frame_from_dataset(dataset: Dataset):
+    import pandas as pd
+
+    columns = {dataset.y_name: dataset.y}
+    x = dataset.x.reshape(dataset.n_points, -1)
+    for i, name in enumerate(dataset.x_names):
+        columns[name] = x[:, i]
+    return pd.DataFrame({k: v.astype(str) for k, v in columns.items()})
+
+
+def _select(frame, x_columns, y_column, sigma_column, label, extra) -> Dataset:
+    names = list(frame.columns)
+    if x_columns is None:
+        x_columns = ["x"] if "x" in names else names[:1]
+    if y_column is None:
+        if "y" in names:
+            y_column = "y"
+        else:
+            rest = [c for c in names if c not in x_columns]
+            if not rest:
+                raise InputError(f"{label} needs at least two columns (x and y); it has {len(names)}")
+            y_column = rest[0]
+    wanted = [*x_columns, y_column] + ([sigma_column] if sigma_column else [])
+    for column in wanted:
+        if column not in names:
+            raise InputError(f"unknown column '{column}' in {label}; columns are: {', '.join(names)}")
+    values = {column: _numeric_column(frame, column, label) for column in dict.fromkeys(wanted)}
+    x = np.column_stack([values[c] for c in x_columns]) if len(x_columns) > 1 else values[x_columns[0]]
+    sigma = None
+    if sigma_column:
+        sigma = values[sigma_column]
+        bad = np.flatnonzero(sigma <= 0)
+        if bad.size:
+            raise InputError(f"{label}: sigma must be positive; row {bad[0] + 1}, column '{sigma_column}' is {sigma[bad[0]]:g}")
+    return Dataset(
+        x=x,
+        y=values[y_column],
+        x_names=tuple(x_columns),
+        y_name=y_column,
+        sigma=sigma,
+        source=label,
+        extra=extra,
+    )
+
+
+def _numeric_column(frame, column: str, label: str) -> np.ndarray:
+    import pandas as pd
+
+    raw = frame[column]
+    numbers = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(numbers))
+    if bad.size:
+        row = int(bad[0])
+        cell = raw.iloc[row]
+        what = "is missing" if cell.strip() == "" else f"is not a finite number: {cell.strip()!r}"
+        raise InputError(f"{label}: row {row + 1} (line {row + 2}), column '{column}' {what}")
+    return numbers

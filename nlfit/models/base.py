@@ -1,0 +1,50 @@
+"""The Model interface every built-in and user model implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Model(ABC):
+    """A model ``f(params, x)`` with named parameters.
+
+    Models are frozen dataclasses, so they are hashable: the solver uses the model as a
+    static argument of its compiled step. Data-dependent settings (a Chebyshev domain) are
+    fixed when the model is built for a dataset.
+    """
+
+    spec: str
+
+    @property
+    @abstractmethod
+    def param_names(self) -> tuple[str, ...]: ...
+
+    @abstractmethod
+    def predict(self, params, x):
+        """Model values at ``x`` for the parameter vector ``params`` (JAX arrays)."""
+
+    @property
+    def is_linear(self) -> bool:
+        """True when f is linear in the parameters (then no p0 is needed)."""
+        return False
+
+    def default_p0(self, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """A start computed from the data, or None when the user must give one."""
+        return np.zeros(len(self.param_names)) if self.is_linear else None
+
+    def transform_response(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The quantity that is fitted, computed from the response column (y itself)."""
+        return y
+
+    def to_json(self) -> dict:
+        """What is needed to rebuild this model later (``nlfit predict``)."""
+        return {"spec": self.spec}
+
+
+def require_one_predictor(x: np.ndarray, spec: str) -> None:
+    from nlfit.errors import ModelError
+
+    if np.ndim(x) != 1:
+        raise ModelError(f"model '{spec}' takes one predictor column; got {np.shape(x)[1]} (--x)")

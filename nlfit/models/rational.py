@@ -1,0 +1,76 @@
+"""Rational models.
+
+``rational``: the lecture's f(x) = 1 / (c0 + c1 x + c2 x^2).
+
+``rational:P/Q``: f(x) = (a0 + a1 x + ... + aP x^P) / (1 + b1 x + ... + bQ x^Q), NIST's
+normalization (the constant of the denominator is 1).
+
+Both get a default start from the linearized problem: multiplying through by the
+denominator gives equations that are linear in the parameters,
+
+    lecture:  y (c0 + c1 x + c2 x^2) = 1
+    P/Q:      a0 + ... + aP x^P - y (b1 x + ... + bQ x^Q) = y
+
+solved in the least-squares sense (an SVD-based lstsq). On the lecture's Runge data this
+start lies in the basin of the nonlinear optimum, so no p0 is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nlfit._jax import jnp
+from nlfit.models.base import Model
+
+
+def _powers(x, degree, start=0):
+    return np.column_stack([x**k for k in range(start, degree + 1)]) if degree >= start else np.zeros((len(x), 0))
+
+
+@dataclass(frozen=True)
+class LectureRational(Model):
+    spec: str = "rational"
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return ("c0", "c1", "c2")
+
+    def predict(self, params, x):
+        return 1.0 / (params[0] + params[1] * x + params[2] * x * x)
+
+    def default_p0(self, x, y):
+        design = _powers(x, 2) * y[:, None]
+        solution, *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
+        return solution
+
+
+@dataclass(frozen=True)
+class RationalPQ(Model):
+    numerator_degree: int
+    denominator_degree: int
+    spec: str = ""
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(f"a{i}" for i in range(self.numerator_degree + 1)) + tuple(f"b{i}" for i in range(1, self.denominator_degree + 1))
+
+    @property
+    def is_linear(self) -> bool:
+        return self.denominator_degree == 0
+
+    def predict(self, params, x):
+        p, q = self.numerator_degree, self.denominator_degree
+        numerator = jnp.full(jnp.shape(x), params[p])
+        for k in range(p - 1, -1, -1):
+            numerator = numerator * x + params[k]
+        denominator = jnp.zeros(jnp.shape(x))
+        for k in range(p + q, p, -1):
+            denominator = (denominator + params[k]) * x
+        return numerator / (1.0 + denominator)
+
+    def default_p0(self, x, y):
+        design = np.hstack([_powers(x, self.numerator_degree), -_powers(x, self.denominator_degree, 1) * y[:, None]])
+        solution, *_ = np.linalg.lstsq(design, y, rcond=None)
+        return solution

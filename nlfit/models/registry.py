@@ -1,0 +1,97 @@
+"""Model specifications -> Model objects. Listing and parsing import no JAX.
+
+Built-in specifications: ``polynomial:D``, ``chebyshev:D``, ``rational``, ``rational:P/Q``.
+Anything else that contains an operator, a parenthesis or ``=`` is a user formula
+(see ``nlfit.models.expression``). A bare word that names no built-in model is an error,
+so that a typo is not silently fitted as a constant.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from nlfit.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    syntax: str
+    parameters: str
+    description: str
+
+
+BUILTIN_MODELS: dict[str, ModelInfo] = {
+    "polynomial": ModelInfo("polynomial:D", "c0..cD", "c0 + c1 x + ... + cD x^D (monomial basis); linear, no p0 needed"),
+    "chebyshev": ModelInfo(
+        "chebyshev:D",
+        "c0..cD",
+        "c0 T0(t) + ... + cD TD(t), x mapped from the data range onto [-1, 1]; linear, no p0 needed",
+    ),
+    "rational": ModelInfo(
+        "rational | rational:P/Q",
+        "c0 c1 c2 | a0..aP b1..bQ",
+        "1/(c0 + c1 x + c2 x^2) (the lecture's model), or (a0 + ... + aP x^P)/(1 + b1 x + ... + bQ x^Q); "
+        "default p0 from the linearized fit",
+    ),
+    "formula": ModelInfo(
+        '"b1*(1-exp(-b2*x))"',
+        "every name that is not a data column",
+        "a user formula; also 'log(y) = ...' to fit a transformed response",
+    ),
+}
+
+_NAMED = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*(?::\s*(.*?))?\s*$")
+
+
+def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str, ...] = ("x",)):
+    """The Model for ``spec``, set up for predictors ``x`` (Chebyshev takes its domain)."""
+    from nlfit.models.base import require_one_predictor
+
+    spec = spec.strip()
+    if not spec:
+        raise ModelError("empty model specification; see 'nlfit models'")
+    match = _NAMED.match(spec)
+    if not match:
+        from nlfit.models.expression import FormulaModel
+
+        return FormulaModel.parse(spec, x_names=x_names, y_name=y_name)
+    name, argument = match.group(1).lower(), match.group(2)
+    if name in ("polynomial", "poly"):
+        from nlfit.models.polynomial import Polynomial
+
+        require_one_predictor(x, spec)
+        return Polynomial(degree=_degree(argument, spec), spec=f"polynomial:{_degree(argument, spec)}")
+    if name in ("chebyshev", "cheb"):
+        from nlfit.models.chebyshev import Chebyshev
+
+        require_one_predictor(x, spec)
+        degree = _degree(argument, spec)
+        lo, hi = float(np.min(x)), float(np.max(x))
+        if not hi > lo:
+            raise ModelError("chebyshev needs at least two distinct x values to set its domain")
+        return Chebyshev(degree=degree, lo=lo, hi=hi, spec=f"chebyshev:{degree}")
+    if name == "rational":
+        from nlfit.models.rational import LectureRational, RationalPQ
+
+        require_one_predictor(x, spec)
+        if argument is None:
+            return LectureRational()
+        parts = re.fullmatch(r"(\d+)\s*/\s*(\d+)", argument)
+        if not parts:
+            raise ModelError(f"bad model '{spec}': expected rational:P/Q with integer degrees, e.g. rational:3/3")
+        p, q = int(parts.group(1)), int(parts.group(2))
+        return RationalPQ(numerator_degree=p, denominator_degree=q, spec=f"rational:{p}/{q}")
+    known = ", ".join(m.syntax for m in BUILTIN_MODELS.values())
+    raise ModelError(f"unknown model '{spec}'; built-in models: {known} (or a formula such as \"b1*exp(-b2*x)\")")
+
+
+def _degree(argument: str | None, spec: str) -> int:
+    if argument is None or not re.fullmatch(r"\d+", argument):
+        raise ModelError(f"bad model '{spec}': give the degree as a non-negative integer, e.g. {spec.split(':')[0]}:5")
+    degree = int(argument)
+    if degree > 200:
+        raise ModelError(f"bad model '{spec}': degree {degree} is too large (at most 200)")
+    return degree

@@ -1,0 +1,106 @@
+"""Human-readable report of a fit, printed with rich to stderr.
+
+The loss history (shortened for long runs to the first rows, every k-th row and the last
+rows), a sparkline of log10(loss), the parameter table and the status line. Colour follows
+rich's rules: none when stderr is not a terminal or NO_COLOR is set.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def sparkline(values, width: int = 60) -> str:
+    """log10 of positive values as a row of block characters (resampled to ``width``)."""
+    logs = [math.log10(v) for v in values if v is not None and v > 0 and math.isfinite(v)]
+    if not logs:
+        return ""
+    if len(logs) > width:
+        logs = [logs[round(i * (len(logs) - 1) / (width - 1))] for i in range(width)]
+    lo, hi = min(logs), max(logs)
+    span = hi - lo or 1.0
+    return "".join(SPARK_CHARS[min(len(SPARK_CHARS) - 1, int((v - lo) / span * (len(SPARK_CHARS) - 1) + 0.5))] for v in logs)
+
+
+def shortened(rows: list, head: int = 6, tail: int = 6, middle: int = 8) -> list:
+    """The first ``head`` rows, about ``middle`` evenly spaced rows, and the last ``tail`` rows."""
+    if len(rows) <= head + tail + middle:
+        return rows
+    inner = rows[head:-tail]
+    every = max(1, math.ceil(len(inner) / middle))
+    return rows[:head] + inner[every - 1 :: every] + rows[-tail:]
+
+
+def _num(value, spec=".6g") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def history_table(history: list[dict]) -> Table:
+    table = Table(title="loss history", title_justify="left", show_edge=False, pad_edge=False)
+    has = {key: any(row.get(key) is not None for row in history) for key in ("damping", "radius", "step_length")}
+    table.add_column("iter", justify="right")
+    table.add_column("loss", justify="right")
+    table.add_column("‖grad‖", justify="right")
+    table.add_column("‖step‖", justify="right")
+    for key, label in (("damping", "damping"), ("radius", "radius"), ("step_length", "step len")):
+        if has[key]:
+            table.add_column(label, justify="right")
+    table.add_column("ok", justify="center")
+    previous = None
+    for row in shortened(history):
+        if previous is not None and row["iteration"] != previous + 1:
+            table.add_row("⋮", *[""] * (len(table.columns) - 1))
+        cells = [
+            str(row["iteration"]),
+            _num(row["loss"], ".10g"),
+            _num(row["grad_norm"], ".3e"),
+            _num(row["step_norm"], ".3e"),
+        ]
+        cells += [_num(row[key], ".3e") for key in ("damping", "radius", "step_length") if has[key]]
+        cells.append("✓" if row["accepted"] else "✗")
+        table.add_row(*cells)
+        previous = row["iteration"]
+    return table
+
+
+def params_table(result_json: dict) -> Table:
+    table = Table(title="parameters", title_justify="left", show_edge=False, pad_edge=False)
+    for column in ("name", "value", "stderr", "rel. err"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for name, entry in result_json["params"].items():
+        value, stderr = entry["value"], entry.get("stderr")
+        relative = "" if stderr is None or not value else f"{100 * abs(stderr / value):.3g} %"
+        table.add_row(name, _num(value, ".10g"), _num(stderr, ".4g"), relative)
+    return table
+
+
+def print_report(result_json: dict, console: Console, show_params: bool = True) -> None:
+    history = result_json["history"]
+    console.print(
+        f"[bold]{result_json['model']}[/bold]  method {result_json['method']} × {result_json['globalization']}"
+        f"  jac {result_json['jac']}  n {result_json['stats']['n']}"
+    )
+    console.print(history_table(history))
+    spark = sparkline([row["loss"] for row in history])
+    if spark:
+        console.print(f"log10(loss) {spark}")
+    if show_params:
+        console.print(params_table(result_json))
+    counts = result_json["counts"]
+    style = "green" if result_json["success"] else "yellow"
+    console.print(
+        f"[{style}]{result_json['status']}[/{style}]: {result_json['message']}\n"
+        f"iterations {counts['iterations']}  nfev {counts['nfev']}  njev {counts['njev']}  "
+        f"rss {result_json['stats']['rss']:.10g}  time {result_json['seconds']:.3f} s"
+    )
+    for warning in result_json.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")

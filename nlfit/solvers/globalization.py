@@ -1,0 +1,192 @@
+"""Globalizations: how a direction's step becomes an accepted (or rejected) move.
+
+Each ``propose`` takes the direction and the current state and returns a ``Proposal``: the
+trial step and point, the loss there, whether it is accepted, and the new damping, radius
+and step length. Nothing here knows which direction it drives.
+
+``NoGlobalization`` (none)
+    The step is taken as it comes: step = alpha d with alpha = ``--step`` for steepest
+    descent and 1 otherwise, plus heavy-ball momentum (Polyak 1964) when asked:
+    v <- beta v + alpha d, p <- p + v. Undamped directions accept every finite step.
+    A damped direction (LM) follows Marquardt's classical rule: accept only a decrease;
+    damping /10 on acceptance, x10 on rejection.
+``LineSearch`` (line-search)
+    Backtracking on the Armijo condition loss(p + alpha d) <= loss(p) + c1 alpha g^T d
+    (c1 = 1e-4), halving alpha up to 50 times. The first trial is alpha = 1 for Newton-like
+    directions and twice the last accepted alpha for steepest descent. A damped direction
+    updates its damping from the gain ratio rho of the full step by Nielsen's rule (1999):
+    rho > 0: damping *= max(1/3, 1 - (2 rho - 1)^3), nu = 2; else damping *= nu, nu *= 2.
+``TrustRegion`` (trust-region)
+    The direction solves its model inside ||D s|| <= radius. rho = actual / predicted
+    decrease; the step is accepted when rho > 1e-4; radius = 1/4 ||D s|| when rho < 1/4,
+    max(radius, 2 ||D s||) when rho > 3/4 (Moré 1978; Nocedal & Wright Alg. 4.1).
+    A trial point with non-finite residuals gets rho = -inf: the region shrinks instead of
+    the run failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from nlfit._jax import jax, jnp
+from nlfit.problem import loss as loss_at
+
+ARMIJO_C1 = 1e-4
+MAX_BACKTRACKS = 50
+ACCEPT_RATIO = 1e-4
+MAX_DAMPING = 1e16
+
+
+class Proposal(NamedTuple):
+    step: jax.Array
+    trial_params: jax.Array
+    trial_loss: jax.Array
+    accepted: jax.Array
+    predicted: jax.Array  # predicted decrease of the step taken (for the ftol test)
+    damping: jax.Array
+    nu: jax.Array
+    radius: jax.Array
+    step_length: jax.Array
+    velocity: jax.Array
+    nfev: jax.Array
+    stalled: jax.Array  # no acceptable step can be found any more
+
+
+def _finite_loss(params, problem):
+    value = loss_at(params, problem)
+    return jnp.where(jnp.isfinite(value), value, jnp.inf)
+
+
+def _gain_ratio(actual, predicted):
+    return jnp.where(predicted > 0, actual / jnp.where(predicted > 0, predicted, 1.0), jnp.where(actual > 0, 1.0, -1.0))
+
+
+@dataclass(frozen=True)
+class Globalization:
+    name = "globalization"
+
+    def propose(self, direction, problem, state, settings, key) -> Proposal:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class NoGlobalization(Globalization):
+    name = "none"
+
+    def propose(self, direction, problem, state, settings, key):
+        local = state.local
+        d = direction.step(problem, state.params, local, state.scale, state.damping, key)
+        alpha = jnp.asarray(1.0) if direction.natural_step else settings.step
+        velocity = settings.momentum * state.velocity + alpha * d
+        step = velocity
+        trial = state.params + step
+        trial_loss = _finite_loss(trial, problem)
+        finite = jnp.isfinite(trial_loss)
+        accepted = finite & (trial_loss < local.loss) if direction.damped else finite
+        damping = jnp.where(accepted, state.damping / 10.0, state.damping * 10.0) if direction.damped else state.damping
+        stalled = (damping > MAX_DAMPING) if direction.damped else ~finite
+        return Proposal(
+            step=step,
+            trial_params=trial,
+            trial_loss=trial_loss,
+            accepted=accepted,
+            predicted=direction.predicted_decrease(problem, state.params, local, step),
+            damping=damping,
+            nu=state.nu,
+            radius=state.radius,
+            step_length=alpha,
+            velocity=jnp.where(accepted, velocity, jnp.zeros_like(velocity)),
+            nfev=jnp.asarray(1),
+            stalled=stalled,
+        )
+
+
+@dataclass(frozen=True)
+class LineSearch(Globalization):
+    name = "line-search"
+
+    def propose(self, direction, problem, state, settings, key):
+        local = state.local
+        d = direction.descent_step(problem, state.params, local, state.scale, state.damping, key)
+        slope = jnp.dot(local.grad, d)
+        not_descent = ~(slope < 0) | ~jnp.all(jnp.isfinite(d))
+        d = jnp.where(not_descent, -local.grad, d)
+        slope = jnp.where(not_descent, -jnp.dot(local.grad, local.grad), slope)
+        first = jnp.asarray(1.0) if direction.natural_step else 2.0 * state.step_length
+
+        def armijo(alpha, value):
+            return value <= local.loss + ARMIJO_C1 * alpha * slope
+
+        def cond(carry):
+            alpha, value, _, count = carry
+            return ~armijo(alpha, value) & (count < MAX_BACKTRACKS)
+
+        def body(carry):
+            alpha, _, first_value, count = carry
+            alpha = 0.5 * alpha
+            return alpha, _finite_loss(state.params + alpha * d, problem), first_value, count + 1
+
+        first_value = _finite_loss(state.params + first * d, problem)
+        alpha, trial_loss, _, backtracks = jax.lax.while_loop(cond, body, (first, first_value, first_value, 0))
+        accepted = armijo(alpha, trial_loss)
+        step = alpha * d
+        damping, nu = state.damping, state.nu
+        if direction.damped:
+            full_predicted = direction.predicted_decrease(problem, state.params, local, first * d)
+            rho = _gain_ratio(local.loss - first_value, full_predicted)
+            good = rho > 0
+            damping = jnp.where(good, damping * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), damping * nu)
+            nu = jnp.where(good, 2.0, 2.0 * nu)
+        stalled = ~accepted & ((damping > MAX_DAMPING) if direction.damped else True)
+        return Proposal(
+            step=step,
+            trial_params=state.params + step,
+            trial_loss=trial_loss,
+            accepted=accepted,
+            predicted=direction.predicted_decrease(problem, state.params, local, step),
+            damping=damping,
+            nu=nu,
+            radius=state.radius,
+            step_length=jnp.where(accepted, alpha, state.step_length),
+            velocity=state.velocity,
+            nfev=backtracks + 1,
+            stalled=stalled,
+        )
+
+
+@dataclass(frozen=True)
+class TrustRegion(Globalization):
+    name = "trust-region"
+
+    def propose(self, direction, problem, state, settings, key):
+        local = state.local
+        step, damping = direction.trust_region_step(problem, state.params, local, state.scale, state.radius)
+        trial = state.params + step
+        trial_loss = _finite_loss(trial, problem)
+        predicted = direction.predicted_decrease(problem, state.params, local, step)
+        rho = jnp.where(jnp.isfinite(trial_loss), _gain_ratio(local.loss - trial_loss, predicted), -jnp.inf)
+        scaled_norm = jnp.linalg.norm(state.scale * step)
+        radius = jnp.where(
+            rho < 0.25,
+            0.25 * jnp.minimum(scaled_norm, state.radius),
+            jnp.where(rho > 0.75, jnp.maximum(state.radius, 2.0 * scaled_norm), state.radius),
+        )
+        return Proposal(
+            step=step,
+            trial_params=trial,
+            trial_loss=trial_loss,
+            accepted=rho > ACCEPT_RATIO,
+            predicted=predicted,
+            damping=damping if direction.damped else state.damping,
+            nu=state.nu,
+            radius=radius,
+            step_length=state.step_length,
+            velocity=state.velocity,
+            nfev=jnp.asarray(1),
+            stalled=jnp.asarray(False),
+        )
+
+
+def make_globalization(name: str) -> Globalization:
+    return {"none": NoGlobalization, "line-search": LineSearch, "trust-region": TrustRegion}[name]()

@@ -1,0 +1,253 @@
+"""The one iteration loop every method x globalization runs.
+
+``step(state) -> state`` is pure JAX and jitted once per (direction, globalization,
+Jacobian mode, problem shape): it asks the globalization for a proposal, accepts or
+rejects it, re-linearizes at an accepted point, and applies the termination tests, so a
+batch of problems can run the same step under ``vmap`` with finished members frozen.
+``solve`` drives it from Python: it records the history, honours ``max_iter`` and a time
+limit, reports progress, and turns Ctrl-C into an "interrupted" result at the best point.
+
+Termination tests (scipy.optimize.least_squares / MINPACK meanings):
+
+gtol
+    gradient measure <= gtol: for Jacobian methods MINPACK's
+    max_j |J_j^T r| / (||J_j|| ||r||) (the cosine between r and each column of J,
+    scale-invariant); for steepest descent ||g||_inf (it has no Jacobian). A zero loss
+    counts as gtol.
+ftol
+    |actual decrease| <= ftol * loss and predicted decrease <= ftol * loss (MINPACK's test,
+    checked on every trial step).
+xtol
+    an accepted step with ||step|| <= xtol (xtol + ||params||), or a trust region whose
+    radius fell to xtol * ||D params|| (MINPACK).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
+
+import numpy as np
+
+from nlfit._jax import jax, jnp
+from nlfit.solvers.directions import Direction, Local
+from nlfit.solvers.globalization import Globalization
+from nlfit.solvers.status import Status
+
+INITIAL_DAMPING = 1e-3
+RADIUS_FACTOR = 100.0
+
+
+class Settings(NamedTuple):
+    """Numbers that change no compiled code (traced, so editing them never recompiles)."""
+
+    ftol: float | jax.Array = 1e-15
+    xtol: float | jax.Array = 1e-15
+    gtol: float | jax.Array = 1e-15
+    max_iter: int | jax.Array = 1000
+    step: float | jax.Array = 1e-3
+    momentum: float | jax.Array = 0.0
+
+
+class State(NamedTuple):
+    params: jax.Array
+    local: Local
+    scale: jax.Array
+    damping: jax.Array
+    nu: jax.Array
+    radius: jax.Array
+    step_length: jax.Array
+    velocity: jax.Array
+    key: jax.Array
+    step_norm: jax.Array
+    accepted: jax.Array
+    iteration: jax.Array
+    nfev: jax.Array
+    njev: jax.Array
+    status: jax.Array
+
+
+# The per-iteration record the driver reads back: one small vector, one transfer.
+RECORD_FIELDS = (
+    "iteration",
+    "loss",
+    "grad_norm",
+    "step_norm",
+    "damping",
+    "radius",
+    "step_length",
+    "accepted",
+    "nfev",
+    "njev",
+    "status",
+)
+
+
+def _record(state: State):
+    values = (
+        state.iteration,
+        state.local.loss,
+        jnp.linalg.norm(state.local.grad),
+        state.step_norm,
+        state.damping,
+        state.radius,
+        state.step_length,
+        state.accepted,
+        state.nfev,
+        state.njev,
+        state.status,
+    )
+    return jnp.stack([jnp.asarray(v, dtype=jnp.float64) for v in values])
+
+
+@partial(jax.jit, static_argnames=("direction", "jac_mode"))
+def init_state(params, problem, settings: Settings, seed, *, direction: Direction, jac_mode: str):
+    params = jnp.asarray(params, dtype=jnp.float64)
+    local = direction.linearize(problem, params, jac_mode)
+    scale = direction.initial_scale(local)
+    scaled_norm = jnp.linalg.norm(scale * params)
+    finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
+    converged = finite & ((local.loss == 0) | (direction.gradient_measure(local) <= settings.gtol))
+    status = jnp.where(~finite, int(Status.NONFINITE), jnp.where(converged, int(Status.GTOL), int(Status.RUNNING)))
+    state = State(
+        params=params,
+        local=local,
+        scale=scale,
+        damping=jnp.asarray(INITIAL_DAMPING),
+        nu=jnp.asarray(2.0),
+        radius=jnp.where(scaled_norm > 0, RADIUS_FACTOR * scaled_norm, RADIUS_FACTOR),
+        step_length=jnp.asarray(settings.step, dtype=jnp.float64),
+        velocity=jnp.zeros_like(params),
+        key=jax.random.PRNGKey(seed),
+        step_norm=jnp.asarray(0.0),
+        accepted=jnp.asarray(True),
+        iteration=jnp.asarray(0),
+        nfev=jnp.asarray(1),
+        njev=jnp.asarray(1),
+        status=status.astype(jnp.int32),
+    )
+    return state, _record(state)
+
+
+def advance(state: State, problem, settings: Settings, direction: Direction, globalization: Globalization, jac_mode: str) -> State:
+    """One iteration: propose, accept or reject, re-linearize, test for termination."""
+    key, subkey = jax.random.split(state.key)
+    proposal = globalization.propose(direction, problem, state, settings, subkey)
+    accepted = proposal.accepted
+    params = jnp.where(accepted, proposal.trial_params, state.params)
+    local = jax.lax.cond(
+        accepted,
+        lambda: direction.linearize(problem, proposal.trial_params, jac_mode),
+        lambda: state.local,
+    )
+    scale = direction.update_scale(state.scale, local)
+    old_loss = state.local.loss
+    actual = old_loss - proposal.trial_loss
+    step_norm = jnp.linalg.norm(proposal.step)
+    iteration = state.iteration + 1
+
+    finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
+    gtol_met = accepted & ((local.loss == 0) | (direction.gradient_measure(local) <= settings.gtol))
+    ftol_met = (
+        jnp.isfinite(proposal.trial_loss) & (jnp.abs(actual) <= settings.ftol * old_loss) & (proposal.predicted <= settings.ftol * old_loss)
+    )
+    xtol_met = (accepted & (step_norm <= settings.xtol * (settings.xtol + jnp.linalg.norm(params)))) | (
+        proposal.radius <= settings.xtol * jnp.linalg.norm(scale * params)
+    )
+    status = jnp.select(
+        [~finite, gtol_met, ftol_met, xtol_met, proposal.stalled, iteration >= settings.max_iter],
+        [
+            int(Status.NONFINITE),
+            int(Status.GTOL),
+            int(Status.FTOL),
+            int(Status.XTOL),
+            int(Status.STALLED),
+            int(Status.MAX_ITER),
+        ],
+        default=int(Status.RUNNING),
+    ).astype(jnp.int32)
+    return State(
+        params=params,
+        local=local,
+        scale=scale,
+        damping=proposal.damping,
+        nu=proposal.nu,
+        radius=proposal.radius,
+        step_length=proposal.step_length,
+        velocity=proposal.velocity,
+        key=key,
+        step_norm=jnp.where(accepted, step_norm, 0.0),
+        accepted=accepted,
+        iteration=iteration,
+        nfev=state.nfev + proposal.nfev,
+        njev=state.njev + accepted.astype(state.njev.dtype),
+        status=status,
+    )
+
+
+@partial(jax.jit, static_argnames=("direction", "globalization", "jac_mode"))
+def step(state: State, problem, settings: Settings, *, direction, globalization, jac_mode):
+    new = advance(state, problem, settings, direction, globalization, jac_mode)
+    return new, _record(new)
+
+
+@dataclass
+class SolveOutput:
+    state: State
+    status: Status
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _history_row(record: np.ndarray, direction: Direction, globalization: Globalization) -> dict:
+    row = dict(zip(RECORD_FIELDS, record.tolist(), strict=True))
+    out = {
+        "iteration": int(row["iteration"]),
+        "loss": row["loss"],
+        "grad_norm": row["grad_norm"],
+        "step_norm": row["step_norm"],
+        "damping": row["damping"] if direction.damped else None,
+        "radius": row["radius"] if globalization.name == "trust-region" else None,
+        "step_length": row["step_length"] if globalization.name != "trust-region" else None,
+        "accepted": bool(row["accepted"]),
+        "nfev": int(row["nfev"]),
+        "njev": int(row["njev"]),
+    }
+    return out
+
+
+def solve(
+    problem,
+    params0,
+    direction: Direction,
+    globalization: Globalization,
+    jac_mode: str,
+    settings: Settings,
+    seed: int = 0,
+    timeout: float | None = None,
+    on_iteration: Callable[[dict], None] | None = None,
+) -> SolveOutput:
+    """Iterate ``step`` until a termination test, ``max_iter``, the time limit or Ctrl-C."""
+    started = time.perf_counter()
+    settings = Settings(*(jnp.asarray(v) for v in settings))
+    state, record = init_state(params0, problem, settings, seed, direction=direction, jac_mode=jac_mode)
+    record = np.asarray(record)
+    history = [_history_row(record, direction, globalization)]
+    status = Status(int(record[-1]))
+    try:
+        while status == Status.RUNNING:
+            if timeout is not None and time.perf_counter() - started > timeout:
+                status = Status.TIMEOUT
+                break
+            state, record = step(state, problem, settings, direction=direction, globalization=globalization, jac_mode=jac_mode)
+            record = np.asarray(record)
+            history.append(_history_row(record, direction, globalization))
+            status = Status(int(record[-1]))
+            if on_iteration is not None:
+                on_iteration(history[-1])
+    except KeyboardInterrupt:
+        status = Status.INTERRUPTED
+    return SolveOutput(state=state, status=status, history=history, seconds=time.perf_counter() - started)

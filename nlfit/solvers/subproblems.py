@@ -1,0 +1,167 @@
+"""Linear algebra shared by the directions: eigen forms, damped steps, trust-region steps.
+
+All work is done in *scaled* variables z = D p, where D is a positive diagonal (Moré 1978:
+D_j = running maximum of the norm of Jacobian column j). In them the quadratic model is
+
+    m(z) = g~^T z + 1/2 z^T B~ z,   g~ = D^-1 g,  B~ = D^-1 B D^-1,
+
+with B = J^T J (Gauss-Newton, Levenberg-Marquardt) or the exact Hessian H (Newton).
+
+*Eigen form.* Every solver below works from B~ = Q diag(e) Q^T and c = Q^T g~:
+
+- Gauss-Newton / LM: from the thin SVD J~ = U S V^T, so e = S^2, c = S (U^T r), Q = V.
+  J^T J is never formed, so the step is as accurate as a QR/SVD least-squares solve
+  (its error grows with cond(J), not cond(J)^2). Singular values below
+  eps * max(m, n) * S_max are treated as zero (pseudo-inverse).
+- Newton: from ``eigh`` of the scaled Hessian; e may be negative.
+
+*Damped step* for a damping lambda >= 0: z = -Q c / (e + lambda). At lambda = 0 this is
+the Gauss-Newton (or Newton) step, the minimum-norm one when B~ is singular.
+
+*Trust-region step* (the exact subproblem, Moré & Sorensen 1983; Nocedal & Wright,
+Numerical Optimization, 2nd ed., ch. 4.3): minimize m(z) subject to ||z|| <= radius.
+The solution is the damped step whose lambda >= max(0, -e_min) makes ||z(lambda)|| equal to
+the radius (or lambda = 0 when the full step already fits). lambda is found by Newton's
+method on psi(lambda) = 1/||z(lambda)|| - 1/radius, which is concave and increasing, so
+the iteration started left of the root converges monotonically. In the hard case (g~ has
+no component along the eigenvector of e_min) the step is completed along that
+eigenvector to reach the boundary.
+
+*Dogleg* (Powell 1970): the path from the Cauchy point -(|g~|^2 / g~^T B~ g~) g~ to the
+Gauss-Newton step, cut at the radius.
+
+*Cauchy step*: the minimizer of m along -g~ inside the radius.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from nlfit._jax import jax, jnp
+
+_EPS = float(jnp.finfo(jnp.float64).eps)
+
+
+class EigenForm(NamedTuple):
+    eigvals: jax.Array  # e, curvature along each basis vector
+    coeffs: jax.Array  # c = Q^T g~
+    basis: jax.Array  # Q, columns are the basis vectors (n x k)
+
+
+def eigen_form_from_jacobian(scaled_jac, residuals) -> EigenForm:
+    """Eigen form of B~ = J~^T J~ and g~ = J~^T r from the thin SVD of J~."""
+    u, s, vt = jnp.linalg.svd(scaled_jac, full_matrices=False)
+    cutoff = _EPS * max(scaled_jac.shape) * jnp.max(s)
+    s = jnp.where(s > cutoff, s, 0.0)
+    return EigenForm(eigvals=s * s, coeffs=s * (u.T @ residuals), basis=vt.T)
+
+
+def eigen_form_from_hessian(scaled_hess, scaled_grad) -> EigenForm:
+    eigvals, basis = jnp.linalg.eigh(0.5 * (scaled_hess + scaled_hess.T))
+    return EigenForm(eigvals=eigvals, coeffs=basis.T @ scaled_grad, basis=basis)
+
+
+def _safe_coefficients(form: EigenForm, damping):
+    """-c / (e + damping), with components of (numerically) zero curvature dropped."""
+    denominators = form.eigvals + damping
+    tiny = _EPS * form.eigvals.shape[0] * jnp.maximum(jnp.max(jnp.abs(form.eigvals)), jnp.finfo(jnp.float64).tiny)
+    ok = jnp.abs(denominators) > tiny
+    return jnp.where(ok, -form.coeffs / jnp.where(ok, denominators, 1.0), 0.0)
+
+
+def damped_step(form: EigenForm, damping):
+    """z = -(B~ + damping I)^+ g~ in scaled variables."""
+    return form.basis @ _safe_coefficients(form, damping)
+
+
+def modified_newton_step(form: EigenForm, relative_floor: float = 1e-8):
+    """-Q diag(1 / max(|e|, floor)) c: a descent direction when B~ is indefinite.
+
+    Eigenvalues are replaced by their absolute values, floored at ``relative_floor`` times
+    the largest (Nocedal & Wright ch. 3.4, 'modified Newton' by eigenvalue modification).
+    """
+    floor = relative_floor * jnp.maximum(jnp.max(jnp.abs(form.eigvals)), jnp.finfo(jnp.float64).tiny)
+    modified = jnp.maximum(jnp.abs(form.eigvals), floor)
+    return form.basis @ (-form.coeffs / modified)
+
+
+def trust_region_step(form: EigenForm, radius, max_iterations: int = 60, rtol: float = 1e-10):
+    """Exact solution of min m(z), ||z|| <= radius. Returns (z, lambda)."""
+    eigvals, coeffs = form.eigvals, form.coeffs
+    scale = jnp.maximum(jnp.max(jnp.abs(eigvals)), jnp.finfo(jnp.float64).tiny)
+    smallest = jnp.argmin(eigvals)
+    lower = jnp.maximum(0.0, -eigvals[smallest])
+    coeff_norm = jnp.linalg.norm(coeffs)
+    on_pole = (lower > 0) & (jnp.abs(coeffs[smallest]) > 1e-12 * coeff_norm)
+
+    partial = _safe_coefficients(form, lower)  # components along e_min dropped when lower = -e_min
+    partial_norm = jnp.linalg.norm(partial)
+    interior = (lower == 0) & (partial_norm <= radius)
+    hard_case = (lower > 0) & ~on_pole & (partial_norm <= radius)
+
+    def psi_and_slope(damping):
+        y = _safe_coefficients(form, damping)
+        norm_y = jnp.linalg.norm(y)
+        denominators = eigvals + damping
+        safe = jnp.where(jnp.abs(denominators) > 0, denominators, 1.0)
+        # d||y||/dlambda = -sum(y_i^2 / (e_i + lambda)) / ||y||
+        dnorm = -jnp.sum(y * y / safe) / jnp.maximum(norm_y, jnp.finfo(jnp.float64).tiny)
+        psi = 1.0 / jnp.maximum(norm_y, jnp.finfo(jnp.float64).tiny) - 1.0 / radius
+        slope = -dnorm / jnp.maximum(norm_y * norm_y, jnp.finfo(jnp.float64).tiny)
+        return psi, slope, norm_y
+
+    def cond(carry):
+        damping, iteration, done = carry
+        return (~done) & (iteration < max_iterations)
+
+    def body(carry):
+        damping, iteration, _ = carry
+        psi, slope, norm_y = psi_and_slope(damping)
+        new = damping - psi / jnp.where(slope > 0, slope, jnp.inf)
+        new = jnp.maximum(new, lower)
+        done = (jnp.abs(norm_y - radius) <= rtol * radius) | (new == damping)
+        return jnp.where(done, damping, new), iteration + 1, done
+
+    start = lower + jnp.where(on_pole, 1e-14 * scale, 0.0)
+    damping, _, _ = jax.lax.while_loop(cond, body, (start, 0, interior | hard_case))
+    damping = jnp.where(interior, 0.0, jnp.where(hard_case, lower, damping))
+
+    y = _safe_coefficients(form, damping)
+    # Hard case: add tau * (eigenvector of e_min) to reach the boundary.
+    tau = jnp.sqrt(jnp.maximum(radius * radius - jnp.dot(y, y), 0.0))
+    y = y.at[smallest].add(jnp.where(hard_case, tau, 0.0))
+    return form.basis @ y, damping
+
+
+def dogleg_step(form: EigenForm, radius):
+    """Powell's dogleg in scaled variables. Returns z."""
+    gn_coefficients = _safe_coefficients(form, 0.0)
+    gn_norm = jnp.linalg.norm(gn_coefficients)
+    grad_norm_sq = jnp.dot(form.coeffs, form.coeffs)
+    curvature = jnp.dot(form.eigvals * form.coeffs, form.coeffs)
+    cauchy_length = grad_norm_sq / jnp.where(curvature > 0, curvature, jnp.inf)
+    cauchy = -cauchy_length * form.coeffs
+    cauchy_norm = jnp.linalg.norm(cauchy)
+    grad_norm = jnp.sqrt(grad_norm_sq)
+    along_gradient = -radius * form.coeffs / jnp.maximum(grad_norm, jnp.finfo(jnp.float64).tiny)
+    # Between the Cauchy point and the GN step: the tau in [0, 1] with ||cauchy + tau d|| = radius.
+    leg = gn_coefficients - cauchy
+    a = jnp.dot(leg, leg)
+    b = 2.0 * jnp.dot(cauchy, leg)
+    c = cauchy_norm * cauchy_norm - radius * radius
+    tau = (-b + jnp.sqrt(jnp.maximum(b * b - 4.0 * a * c, 0.0))) / jnp.maximum(2.0 * a, jnp.finfo(jnp.float64).tiny)
+    on_leg = cauchy + jnp.clip(tau, 0.0, 1.0) * leg
+    y = jnp.where(
+        gn_norm <= radius,
+        gn_coefficients,
+        jnp.where((cauchy_norm >= radius) | (curvature <= 0), along_gradient, on_leg),
+    )
+    return form.basis @ y
+
+
+def cauchy_step(grad, curvature, radius):
+    """Minimizer of g^T s + 1/2 s^T B s along -g with ||s|| <= radius; curvature = g^T B g."""
+    grad_norm = jnp.linalg.norm(grad)
+    boundary = radius / jnp.maximum(grad_norm, jnp.finfo(jnp.float64).tiny)
+    length = jnp.where(curvature > 0, jnp.minimum(grad_norm * grad_norm / jnp.where(curvature > 0, curvature, 1.0), boundary), boundary)
+    return -length * grad

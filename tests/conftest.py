@@ -1,0 +1,44 @@
+"""Shared fixtures: the lecture's Runge data and the NIST files shipped in data/nist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nlfit.io.dataset import Dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+NIST_DIR = ROOT / "data" / "nist"
+NIST_NAMES = sorted(p.stem for p in NIST_DIR.glob("*.dat"))
+
+
+def runge_data(n: int = 200, noise: float = 0.5, seed: int = 0) -> Dataset:
+    """The same numbers as ``nlfit generate runge --n N --noise NOISE --seed SEED``."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-1.0, 1.0, n)
+    y = 1.0 / (1.0 + 10.0 * x * x) + rng.normal(0.0, noise, n)
+    return Dataset(x=x, y=y, x_names=("x",), y_name="y")
+
+
+@pytest.fixture(scope="session")
+def runge() -> Dataset:
+    return runge_data()
+
+
+@pytest.fixture(scope="session")
+def runge_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "runge.csv"
+    data = runge_data()
+    path.write_text("x,y\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(data.x, data.y, strict=True)))
+    return path
+
+
+def lre(estimate, certified) -> float:
+    """NIST's log relative error, minimum over parameters, capped at 11."""
+    estimate, certified = np.asarray(estimate, float), np.asarray(certified, float)
+    with np.errstate(divide="ignore"):
+        errors = np.abs(estimate - certified) / np.abs(certified)
+    worst = np.max(errors)
+    return 11.0 if worst == 0 else float(min(11.0, -np.log10(worst)))
