@@ -135,7 +135,7 @@ def build_model(model_spec, dataset: Dataset):
 
     if not isinstance(model_spec, str):
         return model_spec
-    return _build(model_spec, np.asarray(dataset.x), y_name=dataset.y_name, x_names=dataset.x_names)
+    return _build(model_spec, np.asarray(dataset.x), y_name=dataset.y_name, x_names=dataset.x_names, order=dataset.extra.get("param_names"))
 
 
 def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitResult:

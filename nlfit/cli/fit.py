@@ -32,7 +32,9 @@ def fit(
     sigma: Annotated[str | None, typer.Option("--sigma", help="Column of per-point standard deviations (weights 1/sigma^2).")] = None,
     p0: Annotated[str | None, typer.Option("--p0", help="Start: by position '1,0,10' or by name 'c0=1,c2=10'.")] = None,
     start: Annotated[int | None, typer.Option("--start", help="For a NIST .dat file: its start 1 or 2 (default 1).")] = None,
-    method: Annotated[str | None, typer.Option("--method", help="gd | newton | gn | lm (default lm).")] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", help="gd | newton | gn | lm (default lm); a comma list compares methods.")
+    ] = None,
     globalization: Annotated[
         str | None,
         typer.Option("--globalization", "-g", help="line-search | trust-region | none (default per method)."),
@@ -124,38 +126,32 @@ def run_fit(data: str, options: dict) -> None:
         p0 = dataset.extra["starts"][start]
 
     from nlfit.api import fit as run
+    from nlfit.solvers.catalog import resolve_method
 
-    fit_options = {
-        k: options.get(k)
-        for k in (
-            "method",
-            "globalization",
-            "jac",
-            "ftol",
-            "xtol",
-            "gtol",
-            "max_iter",
-            "step",
-            "momentum",
-            "batch_size",
-            "seed",
-            "timeout",
-        )
-    }
-    result = run(dataset, model_spec, p0=p0, **fit_options)
-    payload = result.to_json()
+    keys = ("globalization", "jac", "ftol", "xtol", "gtol", "max_iter", "step", "momentum", "batch_size", "seed", "timeout")
+    fit_options = {k: options.get(k) for k in keys}
+    methods = [m.strip() for m in str(options.get("method") or "lm").split(",") if m.strip()]
+    for name in methods:
+        resolve_method(name)  # every name is checked before the first fit starts
+    results = [run(dataset, model_spec, p0=p0, method=name, **fit_options) for name in methods]
+    payloads = [r.to_json() for r in results]
 
     if not options.get("quiet"):
-        from nlfit.report.console import print_report, stderr_console
+        from nlfit.report.console import comparison_table, print_report, stderr_console
 
-        print_report(payload, stderr_console(), show_params=output_format != "table" or bool(options.get("output")))
-    emit(render(payload, output_format), options.get("output"))
-    if result.status.label == "interrupted":
+        console = stderr_console()
+        for payload in payloads:
+            print_report(payload, console, show_params=output_format != "table" or bool(options.get("output")))
+        if len(payloads) > 1:
+            console.print(comparison_table(payloads))
+    emit(render(payloads if len(payloads) > 1 else payloads[0], output_format), options.get("output"))
+    if any(r.status.label == "interrupted" for r in results):
         raise typer.Exit(130)
-    raise typer.Exit(0 if result.success else 1)
+    raise typer.Exit(0 if all(r.success for r in results) else 1)
 
 
-def render(payload: dict, output_format: str) -> str:
+def render(payload: dict | list[dict], output_format: str) -> str:
+    """The result text: one fit's payload, or a list of them for a method comparison."""
     from nlfit.io.write import json_text, params_csv_text
 
     if output_format == "json":
@@ -166,8 +162,12 @@ def render(payload: dict, output_format: str) -> str:
 
     from rich.console import Console
 
-    from nlfit.report.console import params_table
+    from nlfit.report.console import comparison_table, params_table
 
     buffer = StringIO()
-    Console(file=buffer, force_terminal=stdout_is_terminal(), width=100).print(params_table(payload))
+    console = Console(file=buffer, force_terminal=stdout_is_terminal(), width=120)
+    for single in payload if isinstance(payload, list) else [payload]:
+        console.print(params_table(single))
+    if isinstance(payload, list):
+        console.print(comparison_table(payload))
     return buffer.getvalue()

@@ -14,13 +14,20 @@ def json_text(payload) -> str:
     return json.dumps(payload, indent=2, allow_nan=False) + "\n"
 
 
-def params_csv_text(result_json: dict) -> str:
-    """One row per parameter: name, value, stderr (empty when unknown)."""
+def params_csv_text(result_json: dict | list[dict]) -> str:
+    """One row per parameter: name, value, stderr (empty when unknown).
+
+    For a method comparison (a list of results) each row starts with the method.
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["name", "value", "stderr"])
-    for name, entry in result_json["params"].items():
-        writer.writerow([name, _fmt(entry["value"]), _fmt(entry.get("stderr"))])
+    results = result_json if isinstance(result_json, list) else [result_json]
+    prefix = ["method"] if isinstance(result_json, list) else []
+    writer.writerow([*prefix, "name", "value", "stderr"])
+    for result in results:
+        lead = [result["method"]] if prefix else []
+        for name, entry in result["params"].items():
+            writer.writerow([*lead, name, _fmt(entry["value"]), _fmt(entry.get("stderr"))])
     return out.getvalue()
 
 

@@ -1,9 +1,271 @@
-"""User formulas as models (parser to follow in the formula issue)."""
+"""User formulas as models, parsed safely and compiled to JAX.
 
-from nlfit.errors import ModelError
+``"b1*(1-exp(-b2*x))"`` or, for a transformed response, ``"log(y) = b1 - b2*x1*exp(-b3*x2)"``.
+
+Safety: the text is parsed by Python's ``ast`` parser in expression mode (parsing executes
+nothing) and every node is checked against a whitelist before anything is built:
+numbers, names, + - * / ** (``^`` means power), unary +/-, parentheses and calls of the
+functions below with positional arguments. Everything else (attribute access, subscripts,
+strings, lambdas, comprehensions, comparisons, keyword arguments, names with double
+underscores, any other call) is rejected with a message that points at its position. The
+accepted tree is then turned into a tree of small Python closures over ``jax.numpy``; user
+text never reaches ``eval``, ``exec`` or ``compile``.
+
+Names: data columns (``--x``) are variables; ``pi`` and ``e`` are constants; every other
+name is a parameter, in order of first appearance. The left side of ``lhs = rhs`` is a
+formula in the response column (and the predictors), without parameters: the fit is then
+of lhs(y) against rhs.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nlfit.errors import FormulaError
+from nlfit.models.base import Model
+
+MAX_LENGTH = 10_000
+MAX_DEPTH = 100
+
+FUNCTIONS = {
+    "exp": "exp", "log": "log", "log10": "log10", "sqrt": "sqrt",
+    "sin": "sin", "cos": "cos", "tan": "tan",
+    "arcsin": "arcsin", "arccos": "arccos", "arctan": "arctan",
+    "asin": "arcsin", "acos": "arccos", "atan": "arctan",
+    "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "abs": "abs",
+}  # fmt: skip
+CONSTANTS = {"pi": math.pi, "e": math.e}
+_BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.BitXor: "**"}
+_REJECTED = {
+    ast.Attribute: "attribute access ('.') is not allowed",
+    ast.Subscript: "indexing ('[...]') is not allowed",
+    ast.Lambda: "lambda is not allowed",
+    ast.ListComp: "comprehensions are not allowed",
+    ast.SetComp: "comprehensions are not allowed",
+    ast.DictComp: "comprehensions are not allowed",
+    ast.GeneratorExp: "comprehensions are not allowed",
+    ast.Compare: "comparisons are not allowed",
+    ast.BoolOp: "'and'/'or' are not allowed",
+    ast.IfExp: "conditional expressions are not allowed",
+    ast.NamedExpr: "':=' is not allowed",
+    ast.JoinedStr: "strings are not allowed",
+    ast.Starred: "'*' unpacking is not allowed",
+    ast.Tuple: "tuples (a comma outside a function call) are not allowed",
+    ast.List: "lists are not allowed",
+    ast.Dict: "dicts are not allowed",
+    ast.Set: "sets are not allowed",
+    ast.Await: "await is not allowed",
+    ast.Yield: "yield is not allowed",
+    ast.YieldFrom: "yield is not allowed",
+}
 
 
-class FormulaModel:
+def _split_sides(text: str) -> tuple[str | None, str, int]:
+    """'lhs = rhs' -> (lhs, rhs, offset of rhs); a formula without '=' -> (None, text, 0)."""
+    positions = [i for i, ch in enumerate(text) if ch == "="]
+    if not positions:
+        return None, text, 0
+    if len(positions) > 1:
+        raise FormulaError("a formula may contain at most one '='", text, positions[1])
+    i = positions[0]
+    return text[:i], text[i + 1 :], i + 1
+
+
+def _parse(text: str, full: str, offset: int) -> ast.expr:
+    if not text.strip():
+        raise FormulaError("empty formula", full, offset)
+    try:
+        tree = ast.parse(text.strip().replace("\n", " "), mode="eval")
+    except SyntaxError as exc:
+        column = offset + len(text) - len(text.lstrip()) + max(0, (exc.offset or 1) - 1)
+        raise FormulaError(f"invalid formula syntax ({exc.msg})", full, min(column, len(full))) from None
+    except (RecursionError, MemoryError, ValueError):
+        raise FormulaError("formula is too deeply nested or too large", full) from None
+    shift = offset + len(text) - len(text.lstrip())
+    _check(tree.body, full, shift, 0)
+    return tree.body
+
+
+def _check(node: ast.AST, full: str, shift: int, depth: int) -> None:
+    position = shift + getattr(node, "col_offset", 0)
+    if depth > MAX_DEPTH:
+        raise FormulaError(f"formula is nested more than {MAX_DEPTH} levels deep", full, position)
+    for kind, message in _REJECTED.items():
+        if isinstance(node, kind):
+            raise FormulaError(message, full, position)
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+            what = "strings" if isinstance(node.value, (str, bytes)) else f"the constant {node.value!r}"
+            raise FormulaError(f"{what} are not allowed; only numbers", full, position)
+        return
+    if isinstance(node, ast.Name):
+        if node.id.startswith("__") or node.id.startswith("_"):
+            raise FormulaError(f"name '{node.id}' is not allowed (names may not start with '_')", full, position)
+        if node.id in FUNCTIONS:
+            raise FormulaError(f"'{node.id}' is a function; call it as {node.id}(...)", full, position)
+        return
+    if isinstance(node, ast.BinOp):
+        if type(node.op) not in _BINARY:
+            raise FormulaError("only the operators + - * / ** ^ are allowed", full, position)
+        _check(node.left, full, shift, depth + 1)
+        _check(node.right, full, shift, depth + 1)
+        return
+    if isinstance(node, ast.UnaryOp):
+        if not isinstance(node.op, (ast.USub, ast.UAdd)):
+            raise FormulaError("only unary + and - are allowed", full, position)
+        _check(node.operand, full, shift, depth + 1)
+        return
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name):
+            _check(node.func, full, shift, depth + 1)
+            raise FormulaError("only calls of the listed functions are allowed", full, position)
+        name = node.func.id
+        if name not in FUNCTIONS:
+            allowed = ", ".join(sorted(set(FUNCTIONS)))
+            raise FormulaError(f"unknown function '{name}'; allowed: {allowed}", full, position)
+        if node.keywords:
+            raise FormulaError(f"{name}() takes no keyword arguments", full, position)
+        if len(node.args) != 1:
+            raise FormulaError(f"{name}() takes exactly one argument", full, position)
+        _check(node.args[0], full, shift, depth + 1)
+        return
+    raise FormulaError(f"'{type(node).__name__}' is not allowed in a formula", full, position)
+
+
+def _names_in_order(node: ast.AST) -> list[str]:
+    functions = {id(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)}
+    found = [n for n in ast.walk(node) if isinstance(n, ast.Name) and id(n) not in functions]
+    found.sort(key=lambda n: (n.lineno, n.col_offset))
+    return list(dict.fromkeys(n.id for n in found))
+
+
+def _build(node: ast.expr, lookup):
+    """The accepted tree -> a closure evaluate(params, columns) over jax.numpy."""
+    from nlfit._jax import jnp
+
+    if isinstance(node, ast.Constant):
+        value = float(node.value)
+        return lambda params, columns: value
+    if isinstance(node, ast.Name):
+        kind, key = lookup(node.id)
+        if kind == "param":
+            return lambda params, columns: params[key]
+        if kind == "column":
+            return lambda params, columns: columns[key]
+        return lambda params, columns: key  # a constant
+    if isinstance(node, ast.UnaryOp):
+        operand = _build(node.operand, lookup)
+        if isinstance(node.op, ast.USub):
+            return lambda params, columns: -operand(params, columns)
+        return operand
+    if isinstance(node, ast.BinOp):
+        left, right = _build(node.left, lookup), _build(node.right, lookup)
+        symbol = _BINARY[type(node.op)]
+        if symbol == "+":
+            return lambda p, c: left(p, c) + right(p, c)
+        if symbol == "-":
+            return lambda p, c: left(p, c) - right(p, c)
+        if symbol == "*":
+            return lambda p, c: left(p, c) * right(p, c)
+        if symbol == "/":
+            return lambda p, c: left(p, c) / right(p, c)
+        return lambda p, c: jnp.power(left(p, c), right(p, c))
+    if isinstance(node, ast.Call):
+        function = getattr(jnp, FUNCTIONS[node.func.id])
+        argument = _build(node.args[0], lookup)
+        return lambda p, c: function(argument(p, c))
+    raise FormulaError(f"cannot build '{type(node).__name__}'")  # unreachable after _check
+
+
+@dataclass(frozen=True)
+class FormulaModel(Model):
+    spec: str
+    x_names: tuple[str, ...]
+    y_name: str
+    parameter_names: tuple[str, ...]
+    rhs: ast.expr = field(compare=False, hash=False, repr=False)
+    lhs: ast.expr | None = field(compare=False, hash=False, repr=False)
+
     @classmethod
-    def parse(cls, text: str, x_names=("x",), y_name: str = "y"):
-        raise ModelError(f"formula models are not supported yet: '{text}'")
+    def parse(cls, text: str, x_names=("x",), y_name: str = "y", order=None) -> FormulaModel:
+        """Parse ``text``. ``order`` (e.g. a NIST file's b1..bN) overrides the order of first
+        appearance when it names exactly the formula's parameters."""
+        if len(text) > MAX_LENGTH:
+            raise FormulaError(f"formula is longer than {MAX_LENGTH} characters")
+        lhs_text, rhs_text, offset = _split_sides(text)
+        rhs = _parse(rhs_text, text, offset)
+        lhs = None
+        if lhs_text is not None:
+            lhs = _parse(lhs_text, text, 0)
+            allowed = {y_name, *x_names, *CONSTANTS}
+            for name in _names_in_order(lhs):
+                if name not in allowed:
+                    column = text.find(name)
+                    raise FormulaError(
+                        f"the left side may use only the response column '{y_name}' and predictors; '{name}' is neither",
+                        text,
+                        column,
+                    )
+            if isinstance(lhs, ast.Name) and lhs.id == y_name:
+                lhs = None  # 'y = ...' is the plain model
+        if y_name in _names_in_order(rhs) and y_name not in x_names:
+            raise FormulaError(f"the response column '{y_name}' cannot appear on the right side", text, text.find(y_name, offset))
+        parameters = tuple(n for n in _names_in_order(rhs) if n not in x_names and n not in CONSTANTS)
+        if not parameters:
+            raise FormulaError("the formula has no parameters to fit", text)
+        if order is not None and set(order) == set(parameters):
+            parameters = tuple(order)
+        return cls(spec=text.strip(), x_names=tuple(x_names), y_name=y_name, parameter_names=parameters, rhs=rhs, lhs=lhs)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return self.parameter_names
+
+    def _lookup(self, name: str):
+        if name in self.x_names:
+            return "column", name
+        if name == self.y_name:
+            return "column", name
+        if name in self.parameter_names:
+            return "param", self.parameter_names.index(name)
+        return "constant", CONSTANTS[name]
+
+    def _columns(self, x):
+        if len(self.x_names) == 1:
+            return {self.x_names[0]: x}
+        return {name: x[..., i] for i, name in enumerate(self.x_names)}
+
+    def predict(self, params, x):
+        from nlfit._jax import jnp
+
+        evaluate = _compiled(self, "rhs")
+        value = evaluate(params, self._columns(x))
+        return jnp.broadcast_to(value, jnp.shape(x)[:1])
+
+    def default_p0(self, x, y):
+        """gnuplot's convention: every parameter not given starts at 1."""
+        return np.ones(len(self.parameter_names))
+
+    def transform_response(self, y, x):
+        if self.lhs is None:
+            return y
+        columns = {**self._columns(np.asarray(x)), self.y_name: np.asarray(y)}
+        with np.errstate(all="ignore"):
+            return np.asarray(_compiled(self, "lhs")(None, columns), dtype=np.float64) * np.ones_like(y)
+
+    def to_json(self) -> dict:
+        return {"spec": self.spec, "x": list(self.x_names), "y": self.y_name}
+
+
+_CACHE: dict = {}
+
+
+def _compiled(model: FormulaModel, side: str):
+    key = (model.spec, model.x_names, model.y_name, side)
+    if key not in _CACHE:
+        _CACHE[key] = _build(getattr(model, side), model._lookup)
+    return _CACHE[key]

@@ -46,7 +46,7 @@ BUILTIN_MODELS: dict[str, ModelInfo] = {
 _NAMED = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*(?::\s*(.*?))?\s*$")
 
 
-def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str, ...] = ("x",)):
+def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str, ...] = ("x",), order=None):
     """The Model for ``spec``, set up for predictors ``x`` (Chebyshev takes its domain)."""
     from nlfit.models.base import require_one_predictor
 
@@ -57,7 +57,7 @@ def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str,
     if not match:
         from nlfit.models.expression import FormulaModel
 
-        return FormulaModel.parse(spec, x_names=x_names, y_name=y_name)
+        return FormulaModel.parse(spec, x_names=x_names, y_name=y_name, order=order)
     name, argument = match.group(1).lower(), match.group(2)
     if name in ("polynomial", "poly"):
         from nlfit.models.polynomial import Polynomial

@@ -16,17 +16,30 @@ SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    """rich on stderr; when it is not a terminal, wide enough that tables are not squeezed."""
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=True, highlight=False, width=140)
+    return console
 
 
-def sparkline(values, width: int = 60) -> str:
-    """log10 of positive values as a row of block characters (resampled to ``width``)."""
+def log_range(series) -> tuple[float, float] | None:
+    """The (min, max) of log10 over several loss series, for sparklines on one scale."""
+    logs = [math.log10(v) for values in series for v in values if v is not None and v > 0 and math.isfinite(v)]
+    return (min(logs), max(logs)) if logs else None
+
+
+def sparkline(values, width: int = 60, scale: tuple[float, float] | None = None) -> str:
+    """log10 of positive values as a row of block characters (resampled to ``width``).
+
+    ``scale`` = (lo, hi) in log10 puts several sparklines on one scale.
+    """
     logs = [math.log10(v) for v in values if v is not None and v > 0 and math.isfinite(v)]
     if not logs:
         return ""
     if len(logs) > width:
         logs = [logs[round(i * (len(logs) - 1) / (width - 1))] for i in range(width)]
-    lo, hi = min(logs), max(logs)
+    lo, hi = scale if scale is not None else (min(logs), max(logs))
     span = hi - lo or 1.0
     return "".join(SPARK_CHARS[min(len(SPARK_CHARS) - 1, int((v - lo) / span * (len(SPARK_CHARS) - 1) + 0.5))] for v in logs)
 
@@ -104,3 +117,25 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
     )
     for warning in result_json.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def comparison_table(payloads: list[dict]) -> Table:
+    """Methods side by side: iterations, evaluations, final loss, time, status, loss sparkline."""
+    table = Table(title="method comparison", title_justify="left", show_edge=False, pad_edge=False)
+    for column in ("method", "globalization", "iter", "nfev", "njev", "final loss", "time s", "status", "log10(loss), one scale"):
+        table.add_column(column, justify="right" if column in ("iter", "nfev", "njev", "final loss", "time s") else "left")
+    scale = log_range([[row["loss"] for row in p["history"]] for p in payloads])
+    for p in payloads:
+        counts = p["counts"]
+        table.add_row(
+            p["method"],
+            p["globalization"],
+            str(counts["iterations"]),
+            str(counts["nfev"]),
+            str(counts["njev"]),
+            _num(0.5 * p["stats"]["rss"], ".10g"),
+            f"{p['seconds']:.3f}",
+            p["status"],
+            sparkline([row["loss"] for row in p["history"]], width=40, scale=scale),
+        )
+    return table
