@@ -42,3 +42,12 @@ def lre(estimate, certified) -> float:
         errors = np.abs(estimate - certified) / np.abs(certified)
     worst = np.max(errors)
     return 11.0 if worst == 0 else float(min(11.0, -np.log10(worst)))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Each module compiles its own problems; drop them afterwards so memory stays bounded."""
+    yield
+    from nlfit._jax import jax
+
+    jax.clear_caches()

@@ -90,6 +90,8 @@ def _formula(lines: list[str]) -> str:
     for line in lines[start + 1 :]:
         if body and not line.strip():
             break
+        if re.fullmatch(r"\s*[A-Za-z_]\w*\s*=\s*[-+0-9.Ee]+\s*", line):
+            continue  # a constant's definition, such as Roszman1's 'pi = 3.1415...'
         if "=" in line or body:
             body.append(line.strip())
     text = " ".join(body)

@@ -65,8 +65,20 @@ _REJECTED = {
 
 
 def _split_sides(text: str) -> tuple[str | None, str, int]:
-    """'lhs = rhs' -> (lhs, rhs, offset of rhs); a formula without '=' -> (None, text, 0)."""
-    positions = [i for i, ch in enumerate(text) if ch == "="]
+    """'lhs = rhs' -> (lhs, rhs, offset of rhs); a formula without '=' -> (None, text, 0).
+
+    Only a lone '=' outside parentheses separates the sides; '==', ':=', '<=' and the '=' of
+    a keyword argument are left to the parser, which rejects them with their own message.
+    """
+    positions, depth = [], 0
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "=" and depth == 0:
+            before = text[i - 1] if i else ""
+            after = text[i + 1] if i + 1 < len(text) else ""
+            if before not in "=:<>!" and after != "=":
+                positions.append(i)
     if not positions:
         return None, text, 0
     if len(positions) > 1:

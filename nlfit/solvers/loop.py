@@ -38,7 +38,10 @@ from nlfit.solvers.globalization import Globalization
 from nlfit.solvers.status import Status
 
 INITIAL_DAMPING = 1e-3
-RADIUS_FACTOR = 100.0
+# Initial trust-region radius = RADIUS_FACTOR * ||D p0|| (RADIUS_FACTOR when p0 = 0). MINPACK
+# uses 100; scipy's trf uses 1. Measured on the 27 NIST StRD problems (both starts), 1 solves
+# more of them (BoxBOD, MGH09 and MGH10 from start 1 overshoot with 100) in fewer evaluations.
+RADIUS_FACTOR = 1.0
 
 
 class Settings(NamedTuple):
