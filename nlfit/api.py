@@ -30,6 +30,8 @@ DEFAULTS = {
     "batch_size": None,
     "seed": 0,
     "timeout": None,
+    "absolute_sigma": False,
+    "conf_level": 0.95,
 }
 
 
@@ -51,6 +53,11 @@ class FitResult:
     history: list[dict]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    correlation: np.ndarray | None = None
+    intervals: np.ndarray | None = None
+    tvalues: np.ndarray | None = None
+    data_columns: dict = field(default_factory=dict)
+    absolute_sigma: bool = False
 
     @property
     def success(self) -> bool:
@@ -73,7 +80,13 @@ class FitResult:
             params[name] = {
                 "value": number(self.params[i]),
                 "stderr": None if self.stderr is None else number(self.stderr[i]),
+                "ci": None if self.intervals is None else [number(v) for v in self.intervals[i]],
+                "tvalue": None if self.tvalues is None else number(self.tvalues[i]),
             }
+
+        def matrix(values):
+            return None if values is None else [[number(v) for v in row] for row in values]
+
         return {
             "success": self.success,
             "status": self.status.label,
@@ -84,7 +97,10 @@ class FitResult:
             "globalization": self.globalization,
             "jac": self.jac_mode,
             "params": params,
-            "covariance": None if self.covariance is None else self.covariance.tolist(),
+            "data": self.data_columns,
+            "absolute_sigma": self.absolute_sigma,
+            "covariance": matrix(self.covariance),
+            "correlation": matrix(self.correlation),
             "stats": {k: (number(v) if isinstance(v, float) else v) for k, v in self.stats.items()},
             "counts": self.counts,
             "seconds": self.seconds,
@@ -162,6 +178,8 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
             raise OptionError(f"--batch-size must be a positive integer; got {opts['batch_size']}")
     if opts["timeout"] is not None:
         _positive("timeout", opts["timeout"])
+    if not (isinstance(opts["conf_level"], (int, float)) and 0.0 < opts["conf_level"] < 1.0):
+        raise OptionError(f"--conf-level must be between 0 and 1 (e.g. 0.95); got {opts['conf_level']}")
 
     model = build_model(model, dataset)
     start = resolve_p0(model, dataset, p0)
@@ -197,25 +215,26 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
         timeout=opts["timeout"],
         on_iteration=on_iteration,
     )
-    return _result(model, dataset, problem, output, method, globalization, jac_mode)
+    return _result(model, dataset, problem, output, method, globalization, jac_mode, opts)
 
 
-def _result(model, dataset, problem, output, method, globalization, jac_mode) -> FitResult:
-    from nlfit import derivatives
-    from nlfit.stats import covariance_from_jacobian
+def _result(model, dataset, problem, output, method, globalization, jac_mode, options) -> FitResult:
+    from nlfit import derivatives, stats
 
     state = output.state
     params = np.asarray(state.params)
-    residuals = np.asarray(state.local.residuals)
-    rss = float(residuals @ residuals)
-    n, n_params = dataset.n_points, len(model.param_names)
-    dof = n - n_params
-    # The Jacobian at the solution for the statistics (not counted in njev).
+    # The Jacobian at the solution for the statistics, by AD even after an fd fit (not counted in njev).
     _, jac = derivatives.jacobian(state.params, problem, "fwd" if jac_mode == "fd" else jac_mode)
-    uncertainty = covariance_from_jacobian(np.asarray(jac), rss, dof, model.param_names)
-    warnings = []
-    for group in uncertainty.unidentifiable:
-        warnings.append(f"parameters not identifiable from the data (rank-deficient Jacobian): {', '.join(group)}")
+    statistics = stats.compute(
+        np.asarray(jac),
+        np.asarray(state.local.residuals),
+        params,
+        model.param_names,
+        np.asarray(problem.y),
+        None if dataset.sigma is None else np.asarray(dataset.sigma),
+        absolute_sigma=bool(options["absolute_sigma"]),
+        conf_level=float(options["conf_level"]),
+    )
     return FitResult(
         model=model,
         method=method,
@@ -223,12 +242,17 @@ def _result(model, dataset, problem, output, method, globalization, jac_mode) ->
         jac_mode=jac_mode,
         param_names=tuple(model.param_names),
         params=params,
-        stderr=uncertainty.stderr,
-        covariance=uncertainty.covariance,
+        stderr=statistics.stderr,
+        covariance=statistics.covariance,
+        correlation=statistics.correlation,
+        intervals=statistics.intervals,
+        tvalues=statistics.tvalues,
         status=output.status,
-        stats={"rss": rss, "n": n, "dof": dof},
+        stats=statistics.values,
         counts={"iterations": int(state.iteration), "nfev": int(state.nfev), "njev": int(state.njev)},
         history=output.history,
         seconds=output.seconds,
-        warnings=warnings,
+        warnings=statistics.warnings,
+        data_columns={"x": list(dataset.x_names), "y": dataset.y_name},
+        absolute_sigma=bool(options["absolute_sigma"]) and dataset.sigma is not None,
     )

@@ -146,9 +146,7 @@ def test_error_bad_options(runge_csv, args, fragment):
 def test_real_subprocess_pipeline(tmp_path):
     """nlfit generate | nlfit fit - : stdout is JSON with no ANSI codes, report on stderr."""
     env = {**os.environ, "NLFIT_CACHE_DIR": str(tmp_path / "cache")}
-    command = (
-        f"{sys.executable} -m nlfit generate runge --noise 0.5 --seed 0 | {sys.executable} -m nlfit fit - --model rational --method lm"
-    )
+    command = f"{sys.executable} -m nlfit generate runge --noise 0.5 --seed 0 | {sys.executable} -m nlfit fit - --model rational --method lm"
     done = subprocess.run(command, shell=True, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "\x1b[" not in done.stdout

@@ -22,9 +22,7 @@ from nlfit.solvers.catalog import GLOBALIZATIONS, METHODS
 def _runge_problem():
     data = runge_data()
     x, y = data.x, data.y
-    reference = least_squares(
-        lambda c: 1.0 / (c[0] + c[1] * x + c[2] * x * x) - y, [1.0, 0.0, 10.0], method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15
-    )
+    reference = least_squares(lambda c: 1.0 / (c[0] + c[1] * x + c[2] * x * x) - y, [1.0, 0.0, 10.0], method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15)
     return data, "rational", [1.0, 0.0, 10.0], reference.x, 2.0 * reference.cost
 
 

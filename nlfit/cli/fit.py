@@ -14,6 +14,7 @@ FORMATS = ("json", "csv", "table")
 CONFIG_KEYS = {
     "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
     "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
+    "absolute_sigma", "conf_level",
 }  # fmt: skip
 
 
@@ -32,9 +33,7 @@ def fit(
     sigma: Annotated[str | None, typer.Option("--sigma", help="Column of per-point standard deviations (weights 1/sigma^2).")] = None,
     p0: Annotated[str | None, typer.Option("--p0", help="Start: by position '1,0,10' or by name 'c0=1,c2=10'.")] = None,
     start: Annotated[int | None, typer.Option("--start", help="For a NIST .dat file: its start 1 or 2 (default 1).")] = None,
-    method: Annotated[
-        str | None, typer.Option("--method", help="gd | newton | gn | lm (default lm); a comma list compares methods.")
-    ] = None,
+    method: Annotated[str | None, typer.Option("--method", help="gd | newton | gn | lm (default lm); a comma list compares methods.")] = None,
     globalization: Annotated[
         str | None,
         typer.Option("--globalization", "-g", help="line-search | trust-region | none (default per method)."),
@@ -58,13 +57,13 @@ def fit(
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed for --batch-size.")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds with the best result so far.")] = None,
-    output_format: Annotated[
-        str | None, typer.Option("--format", "-f", help="json | csv | table. Default: table on a terminal, else json.")
-    ] = None,
-    output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Write the result to this file (atomically) instead of stdout.")
-    ] = None,
+    output_format: Annotated[str | None, typer.Option("--format", "-f", help="json | csv | table. Default: table on a terminal, else json.")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the result to this file (atomically) instead of stdout.")] = None,
     config: Annotated[str | None, typer.Option("--config", help="TOML file with any of these options; flags win.")] = None,
+    conf_level: Annotated[float | None, typer.Option("--conf-level", help="Level of the confidence intervals (default 0.95).")] = None,
+    absolute_sigma: Annotated[
+        bool, typer.Option("--absolute-sigma", help="--sigma are true standard deviations (as scipy's curve_fit absolute_sigma).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No report on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -78,32 +77,9 @@ def fit(
 
       nlfit fit data/nist/Thurber.dat --model rational:3/3 --start 1
     """
-    options = merge(
-        {
-            "model": model,
-            "x": x,
-            "y": y,
-            "sigma": sigma,
-            "p0": p0,
-            "start": start,
-            "method": method,
-            "globalization": globalization,
-            "jac": jac,
-            "ftol": ftol,
-            "xtol": xtol,
-            "gtol": gtol,
-            "max_iter": max_iter,
-            "step": step,
-            "momentum": momentum,
-            "batch_size": batch_size,
-            "seed": seed,
-            "timeout": timeout,
-            "format": output_format,
-            "output": output,
-            "quiet": quiet or None,
-        },  # fmt: skip
-        load_config(config, CONFIG_KEYS),
-    )
+    given = {k: v for k, v in locals().items() if k in CONFIG_KEYS}
+    given.update(format=output_format, quiet=quiet or None, absolute_sigma=absolute_sigma or None)
+    options = merge(given, load_config(config, CONFIG_KEYS))
     run_fit(data, options)
 
 
@@ -129,6 +105,7 @@ def run_fit(data: str, options: dict) -> None:
     from nlfit.solvers.catalog import resolve_method
 
     keys = ("globalization", "jac", "ftol", "xtol", "gtol", "max_iter", "step", "momentum", "batch_size", "seed", "timeout")
+    keys += ("absolute_sigma", "conf_level")
     fit_options = {k: options.get(k) for k in keys}
     methods = [m.strip() for m in str(options.get("method") or "lm").split(",") if m.strip()]
     for name in methods:

@@ -270,7 +270,7 @@ class FormulaModel(Model):
             return np.asarray(_compiled(self, "lhs")(None, columns), dtype=np.float64) * np.ones_like(y)
 
     def to_json(self) -> dict:
-        return {"spec": self.spec, "x": list(self.x_names), "y": self.y_name}
+        return {"spec": self.spec, "x": list(self.x_names), "y": self.y_name, "params": list(self.parameter_names)}
 
 
 _CACHE: dict = {}

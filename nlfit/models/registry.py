@@ -33,8 +33,7 @@ BUILTIN_MODELS: dict[str, ModelInfo] = {
     "rational": ModelInfo(
         "rational | rational:P/Q",
         "c0 c1 c2 | a0..aP b1..bQ",
-        "1/(c0 + c1 x + c2 x^2) (the lecture's model), or (a0 + ... + aP x^P)/(1 + b1 x + ... + bQ x^Q); "
-        "default p0 from the linearized fit",
+        "1/(c0 + c1 x + c2 x^2) (the lecture's model), or (a0 + ... + aP x^P)/(1 + b1 x + ... + bQ x^Q); default p0 from the linearized fit",
     ),
     "formula": ModelInfo(
         '"b1*(1-exp(-b2*x))"',
@@ -95,3 +94,22 @@ def _degree(argument: str | None, spec: str) -> int:
     if degree > 200:
         raise ModelError(f"bad model '{spec}': degree {degree} is too large (at most 200)")
     return degree
+
+
+def model_from_json(info: dict, x: np.ndarray | None = None):
+    """Rebuild the Model a fit result describes (its ``model_info`` and ``data`` columns)."""
+    import dataclasses
+
+    spec = info.get("spec")
+    if not isinstance(spec, str):
+        raise ModelError("the fit result has no model specification (model_info.spec)")
+    x_names = tuple(info.get("x") or ("x",))
+    y_name = info.get("y") or "y"
+    domain = info.get("domain")
+    probe = np.asarray(domain if domain else [-1.0, 1.0], dtype=float)
+    if len(x_names) > 1:
+        probe = np.tile(probe[:, None], (1, len(x_names)))
+    model = build_model(spec, probe, y_name=y_name, x_names=x_names, order=info.get("params"))
+    if domain:
+        model = dataclasses.replace(model, lo=float(domain[0]), hi=float(domain[1]))
+    return model

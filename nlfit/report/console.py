@@ -86,13 +86,16 @@ def history_table(history: list[dict]) -> Table:
 
 
 def params_table(result_json: dict) -> Table:
+    level = result_json.get("stats", {}).get("conf_level")
+    interval = f"{100 * level:g}% interval" if level else "interval"
     table = Table(title="parameters", title_justify="left", show_edge=False, pad_edge=False)
-    for column in ("name", "value", "stderr", "rel. err"):
+    for column in ("name", "value", "± stderr", interval, "rel. err"):
         table.add_column(column, justify="left" if column == "name" else "right")
     for name, entry in result_json["params"].items():
-        value, stderr = entry["value"], entry.get("stderr")
+        value, stderr, ci = entry["value"], entry.get("stderr"), entry.get("ci")
         relative = "" if stderr is None or not value else f"{100 * abs(stderr / value):.3g} %"
-        table.add_row(name, _num(value, ".10g"), _num(stderr, ".4g"), relative)
+        bounds = "" if not ci else f"[{ci[0]:.6g}, {ci[1]:.6g}]"
+        table.add_row(name, _num(value, ".10g"), "" if stderr is None else f"± {stderr:.4g}", bounds, relative)
     return table
 
 

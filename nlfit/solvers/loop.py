@@ -154,9 +154,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
 
     finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
     gtol_met = accepted & ((local.loss == 0) | (direction.gradient_measure(local) <= settings.gtol))
-    ftol_met = (
-        jnp.isfinite(proposal.trial_loss) & (jnp.abs(actual) <= settings.ftol * old_loss) & (proposal.predicted <= settings.ftol * old_loss)
-    )
+    ftol_met = jnp.isfinite(proposal.trial_loss) & (jnp.abs(actual) <= settings.ftol * old_loss) & (proposal.predicted <= settings.ftol * old_loss)
     xtol_met = (accepted & (step_norm <= settings.xtol * (settings.xtol + jnp.linalg.norm(params)))) | (
         proposal.radius <= settings.xtol * jnp.linalg.norm(scale * params)
     )

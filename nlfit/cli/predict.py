@@ -1,0 +1,75 @@
+"""``nlfit predict RESULT.json``: model values with confidence and prediction bands, as CSV."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from nlfit.cli.common import emit, handle_errors, parse_number_list
+from nlfit.errors import InputError, OptionError
+
+
+@handle_errors
+def predict(
+    result: Annotated[str, typer.Argument(help="A fit result saved with 'nlfit fit ... --format json' ('-' for stdin).")],
+    data: Annotated[str | None, typer.Option("--data", help="CSV with the predictor column(s) of the fit.")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Comma-separated x values, e.g. 0,0.5,1.")] = None,
+    x_range: Annotated[str | None, typer.Option("--range", help="START:STOP:N, N evenly spaced x values.")] = None,
+    conf_level: Annotated[float | None, typer.Option("--conf-level", help="Band level (default: the fit's).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the CSV to this file (atomically).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Evaluate a fitted model at new x, with confidence and prediction bands (CSV on stdout).
+
+    Examples:
+
+      nlfit fit runge.csv -m rational -f json -o fit.json
+
+      nlfit predict fit.json --range=-1:1:5
+
+      nlfit predict fit.json --at 0,0.5 --conf-level 0.99
+    """
+    import numpy as np
+
+    from nlfit.cli.generate import csv_text
+    from nlfit.predict import predict as compute
+
+    try:
+        text = sys.stdin.read() if result == "-" else open(result, encoding="utf-8").read()
+    except OSError as exc:
+        raise InputError(f"cannot read fit result {result}: {exc.strerror or exc}") from None
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{result} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    if conf_level is not None and not 0 < conf_level < 1:
+        raise OptionError(f"--conf-level must be between 0 and 1; got {conf_level}")
+    x_names = list(payload.get("data", {}).get("x") or ["x"]) if isinstance(payload, dict) else ["x"]
+    chosen = [o for o in (data, at, x_range) if o is not None]
+    if len(chosen) != 1:
+        raise OptionError("give exactly one of --data FILE, --at LIST or --range START:STOP:N")
+    if data is not None:
+        from nlfit.io.read import read_dataset
+
+        # Only the predictor columns are needed; the response column is not.
+        frame_x = read_dataset(data, x_columns=x_names, y_column=x_names[0]).x
+    elif at is not None:
+        frame_x = np.array(parse_number_list(at, "--at"))
+    else:
+        parts = x_range.split(":")
+        try:
+            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+        except (ValueError, IndexError):
+            raise OptionError(f"--range must be START:STOP:N, e.g. -1:1:11; got '{x_range}'") from None
+        if count < 1:
+            raise OptionError("--range needs N >= 1")
+        frame_x = np.linspace(start, stop, count)
+    if len(x_names) > 1 and frame_x.ndim == 1:
+        raise OptionError(f"this model has {len(x_names)} predictors ({', '.join(x_names)}): use --data FILE")
+    columns = compute(payload, frame_x, conf_level)
+    table = {name: (frame_x if frame_x.ndim == 1 else frame_x[:, i]) for i, name in enumerate(x_names)}
+    table.update(columns)
+    emit(csv_text(table), output)
