@@ -24,7 +24,7 @@ DEFAULTS = {
     "ftol": 1e-15,
     "xtol": 1e-15,
     "gtol": 1e-15,
-    "max_iter": 1000,
+    "max_iter": 2000,
     "step": 1e-3,
     "momentum": 0.0,
     "batch_size": None,

@@ -89,3 +89,29 @@ def jvp(params, problem: Problem, direction):
 def hessian(params, problem: Problem):
     """The exact Hessian of the loss, J^T J + sum_i r_i Hess(r_i)."""
     return jax.hessian(loss)(params, problem)
+
+
+def compare(params, problem: Problem) -> dict:
+    """The Jacobian at ``params`` by every method, with differences against forward mode.
+
+    Returns {"jacobians": {mode: J}, "differences": {mode: {"abs": [...], "rel": [...]}},
+    "cond": cond(J)}: per parameter (column), the largest absolute difference from forward
+    mode and that difference relative to the column's largest entry.
+    """
+    import numpy as np
+
+    jacobians = {
+        "fwd": np.asarray(jax.jacfwd(residuals)(params, problem)),
+        "rev": np.asarray(jax.jacrev(residuals)(params, problem)),
+        "fd": np.asarray(forward_difference_jacobian(params, problem)),
+        "central": np.asarray(central_difference_jacobian(params, problem)),
+    }
+    reference = jacobians["fwd"]
+    scale = np.max(np.abs(reference), axis=0)
+    differences = {}
+    for mode in ("rev", "fd", "central"):
+        gap = np.max(np.abs(jacobians[mode] - reference), axis=0)
+        differences[mode] = {"abs": gap, "rel": np.where(scale > 0, gap / np.where(scale > 0, scale, 1.0), gap)}
+    singular = np.linalg.svd(reference, compute_uv=False)
+    cond = float(singular[0] / singular[-1]) if singular.size and singular[-1] > 0 else float("inf")
+    return {"jacobians": jacobians, "differences": differences, "cond": cond}

@@ -51,7 +51,7 @@ def test_fit_reads_stdin_and_csv_format(runge_csv):
     result = invoke("fit", "-", "--model", "polynomial:2", "--format", "csv", input=runge_csv.read_text())
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "name,value,stderr"
+    assert lines[0] == "name,value,stderr,ci_low,ci_high"
     assert [line.split(",")[0] for line in lines[1:]] == ["c0", "c1", "c2"]
 
 

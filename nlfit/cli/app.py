@@ -7,9 +7,9 @@ import sys
 
 import typer
 
+from nlfit.cli import checkjac, listing
 from nlfit.cli import fit as fit_command
 from nlfit.cli import generate as generate_command
-from nlfit.cli import listing
 from nlfit.cli import predict as predict_command
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app = typer.Typer(
 app.command("fit", no_args_is_help=True)(fit_command.fit)
 app.command("generate", no_args_is_help=True)(generate_command.generate)
 app.command("predict", no_args_is_help=True)(predict_command.predict)
+app.command("check-jac", no_args_is_help=True)(checkjac.check_jac)
 app.command("models")(listing.models)
 app.command("methods")(listing.methods)
 

@@ -14,7 +14,7 @@ FORMATS = ("json", "csv", "table")
 CONFIG_KEYS = {
     "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
     "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
-    "absolute_sigma", "conf_level",
+    "absolute_sigma", "conf_level", "plot",
 }  # fmt: skip
 
 
@@ -42,7 +42,7 @@ def fit(
     ftol: Annotated[float | None, typer.Option("--ftol", help="Relative loss-reduction tolerance (default 1e-15).")] = None,
     xtol: Annotated[float | None, typer.Option("--xtol", help="Relative step tolerance (default 1e-15).")] = None,
     gtol: Annotated[float | None, typer.Option("--gtol", help="Gradient tolerance (default 1e-15).")] = None,
-    max_iter: Annotated[int | None, typer.Option("--max-iter", help="Maximum iterations (default 1000).")] = None,
+    max_iter: Annotated[int | None, typer.Option("--max-iter", help="Maximum iterations (default 2000).")] = None,
     step: Annotated[
         float | None,
         typer.Option("--step", help="gd: learning rate (none) or first trial step (line search). Default 1e-3."),
@@ -64,6 +64,7 @@ def fit(
     absolute_sigma: Annotated[
         bool, typer.Option("--absolute-sigma", help="--sigma are true standard deviations (as scipy's curve_fit absolute_sigma).")
     ] = False,
+    plot: Annotated[str | None, typer.Option("--plot", help="Save a picture: FILE.png, .svg or .pdf (needs nlfit[plot]).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No report on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -89,6 +90,10 @@ def run_fit(data: str, options: dict) -> None:
     output_format = options.get("format") or ("table" if stdout_is_terminal() and not options.get("output") else "json")
     if output_format not in FORMATS:
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}; got '{output_format}'")
+    if options.get("plot"):
+        from nlfit.report.plot import require_matplotlib
+
+        require_matplotlib(options["plot"])
     x_columns = [c.strip() for c in str(options["x"]).split(",")] if options.get("x") else None
     dataset = read_dataset(data, x_columns=x_columns, y_column=options.get("y"), sigma_column=options.get("sigma"))
     model_spec = options.get("model") or dataset.extra.get("formula")
@@ -110,7 +115,18 @@ def run_fit(data: str, options: dict) -> None:
     methods = [m.strip() for m in str(options.get("method") or "lm").split(",") if m.strip()]
     for name in methods:
         resolve_method(name)  # every name is checked before the first fit starts
-    results = [run(dataset, model_spec, p0=p0, method=name, **fit_options) for name in methods]
+    results = []
+    for name in methods:
+        progress = None
+        if not options.get("quiet"):
+            from nlfit.report.console import ProgressLine, stderr_console
+
+            progress = ProgressLine(stderr_console())
+        try:
+            results.append(run(dataset, model_spec, p0=p0, method=name, on_iteration=progress, **fit_options))
+        finally:
+            if progress is not None:
+                progress.close()
     payloads = [r.to_json() for r in results]
 
     if not options.get("quiet"):
@@ -122,6 +138,10 @@ def run_fit(data: str, options: dict) -> None:
         if len(payloads) > 1:
             console.print(comparison_table(payloads))
     emit(render(payloads if len(payloads) > 1 else payloads[0], output_format), options.get("output"))
+    if options.get("plot"):
+        from nlfit.report.plot import render as draw
+
+        draw(payloads, dataset, options["plot"])
     if any(r.status.label == "interrupted" for r in results):
         raise typer.Exit(130)
     raise typer.Exit(0 if all(r.success for r in results) else 1)

@@ -1,51 +1,95 @@
-"""``nlfit generate KIND``: synthetic data as CSV (numpy only; no JAX)."""
+"""``nlfit generate KIND``: synthetic data as CSV (numpy only; no JAX).
+
+Each generator is a formula with default parameters and x range; ``expr`` takes any formula.
+y = f(x, params) + N(0, noise^2), x evenly spaced on [x_min, x_max].
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import emit, handle_errors
+from nlfit.cli.common import emit, handle_errors, parse_p0
 from nlfit.errors import OptionError
 
+# name: (formula, default params, default x range, default noise, description)
 GENERATORS = {
-    "runge": "y = 1/(1 + 10 x^2) + N(0, noise^2), the lecture's Runge data",
+    "runge": ("1/(1 + 10*x*x)", {}, (-1.0, 1.0), 0.5, "1/(1 + 10x²), the lecture's Runge data"),
+    "exp-decay": ("a*exp(-b*x)", {"a": 1.0, "b": 1.0}, (0.0, 5.0), 0.05, "a exp(-b x)"),
+    "gaussian": ("a*exp(-(x-mu)^2/(2*s^2))", {"a": 1.0, "mu": 0.0, "s": 0.5}, (-2.0, 2.0), 0.05, "a exp(-(x-mu)²/(2 s²))"),
+    "sine": ("a*sin(w*x + phi)", {"a": 1.0, "w": 3.0, "phi": 0.0}, (0.0, 2 * math.pi), 0.05, "a sin(w x + phi)"),
+    "expr": (None, {}, (-1.0, 1.0), 0.05, "any formula in x (the FORMULA argument), parameters from --params"),
 }
 
 
 @handle_errors
 def generate(
-    kind: Annotated[str, typer.Argument(help="What to generate: " + ", ".join(GENERATORS))],
+    kind: Annotated[str, typer.Argument(help="runge, exp-decay, gaussian, sine or expr.")],
+    formula: Annotated[str | None, typer.Argument(help="For expr: the formula, e.g. 'a*exp(-b*x)'.")] = None,
     n: Annotated[int, typer.Option("--n", help="Number of points.")] = 200,
-    noise: Annotated[float, typer.Option("--noise", help="Standard deviation of the Gaussian noise added to y.")] = 0.5,
+    noise: Annotated[float | None, typer.Option("--noise", help="Std. deviation of the Gaussian noise (runge 0.5, others 0.05).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (reproducible output).")] = None,
-    x_min: Annotated[float, typer.Option("--x-min", help="Smallest x.")] = -1.0,
-    x_max: Annotated[float, typer.Option("--x-max", help="Largest x.")] = 1.0,
+    x_min: Annotated[float | None, typer.Option("--x-min", help="Smallest x (default per generator).")] = None,
+    x_max: Annotated[float | None, typer.Option("--x-max", help="Largest x (default per generator).")] = None,
+    params: Annotated[str | None, typer.Option("--params", help="Parameter values, e.g. a=2,b=0.5.")] = None,
+    output_format: Annotated[str, typer.Option("--format", "-f", help="csv (Parquet is not supported).")] = "csv",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Write synthetic x,y data as CSV.
+    """Write synthetic x,y data as CSV: y = f(x) + N(0, noise²).
 
     Examples:
 
       nlfit generate runge --noise 0.5 --seed 0 > runge.csv
 
-      nlfit generate runge --n 1000 --x-min -2 --x-max 2 --output runge.csv
+      nlfit generate exp-decay --params a=2,b=0.7 --seed 1 --n 50
+
+      nlfit generate expr "a*x^2 + b" --params a=1,b=-0.5 --x-min 0 --x-max 3
     """
     import numpy as np
 
+    from nlfit.models.expression import FormulaModel, evaluate_numpy
+
     if kind not in GENERATORS:
         raise OptionError(f"unknown generator '{kind}'; choose from {', '.join(GENERATORS)}")
+    if output_format != "csv":
+        raise OptionError(f"--format {output_format} is not supported; generate writes csv")
+    text, defaults, (lo, hi), default_noise, _ = GENERATORS[kind]
+    if kind == "expr":
+        if not formula:
+            raise OptionError("generate expr needs a FORMULA, e.g. nlfit generate expr 'a*exp(-b*x)' --params a=1,b=2")
+        text = formula
+    elif formula:
+        raise OptionError(f"generator '{kind}' takes no FORMULA (use 'expr' for a formula)")
+    noise = default_noise if noise is None else noise
+    lo = lo if x_min is None else x_min
+    hi = hi if x_max is None else x_max
     if n < 1:
         raise OptionError(f"--n must be at least 1; got {n}")
-    if not noise >= 0:
-        raise OptionError(f"--noise must be non-negative; got {noise}")
-    if not x_max > x_min:
-        raise OptionError(f"--x-max ({x_max}) must be greater than --x-min ({x_min})")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise OptionError(f"--noise must be a non-negative number; got {noise}")
+    if not hi > lo:
+        raise OptionError(f"--x-max ({hi}) must be greater than --x-min ({lo})")
+    given = parse_p0(params) or {}
+    if not isinstance(given, dict):
+        raise OptionError("--params must be name=value pairs, e.g. a=2,b=0.5")
+    model = FormulaModel.parse(text, x_names=("x",), require_params=False)
+    values = {**defaults, **given}
+    unknown = [k for k in given if k not in model.param_names]
+    if unknown:
+        raise OptionError(f"--params names unknown parameter(s) {', '.join(unknown)}; the formula has {', '.join(model.param_names)}")
+    missing = [k for k in model.param_names if k not in values]
+    if missing:
+        raise OptionError(f"--params must set {', '.join(missing)}")
     rng = np.random.default_rng(seed)
-    x = np.linspace(x_min, x_max, n)
-    y = 1.0 / (1.0 + 10.0 * x * x) + rng.normal(0.0, noise, n) if noise > 0 else 1.0 / (1.0 + 10.0 * x * x)
+    x = np.linspace(lo, hi, n)
+    y = evaluate_numpy(model, [values[k] for k in model.param_names], x)
+    if noise > 0:
+        y = y + rng.normal(0.0, noise, n)
+    if not np.all(np.isfinite(y)):
+        raise OptionError("the formula gives non-finite values on this x range")
     emit(csv_text({"x": x, "y": y}), output)
 
 

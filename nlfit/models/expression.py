@@ -155,9 +155,10 @@ def _names_in_order(node: ast.AST) -> list[str]:
     return list(dict.fromkeys(n.id for n in found))
 
 
-def _build(node: ast.expr, lookup):
-    """The accepted tree -> a closure evaluate(params, columns) over jax.numpy."""
-    from nlfit._jax import jnp
+def _build(node: ast.expr, lookup, xp):
+    """The accepted tree -> a closure evaluate(params, columns) over the array module ``xp``
+    (jax.numpy for fitting, numpy for ``nlfit generate``, which must not import JAX)."""
+    jnp = xp
 
     if isinstance(node, ast.Constant):
         value = float(node.value)
@@ -170,12 +171,12 @@ def _build(node: ast.expr, lookup):
             return lambda params, columns: columns[key]
         return lambda params, columns: key  # a constant
     if isinstance(node, ast.UnaryOp):
-        operand = _build(node.operand, lookup)
+        operand = _build(node.operand, lookup, xp)
         if isinstance(node.op, ast.USub):
             return lambda params, columns: -operand(params, columns)
         return operand
     if isinstance(node, ast.BinOp):
-        left, right = _build(node.left, lookup), _build(node.right, lookup)
+        left, right = _build(node.left, lookup, xp), _build(node.right, lookup, xp)
         symbol = _BINARY[type(node.op)]
         if symbol == "+":
             return lambda p, c: left(p, c) + right(p, c)
@@ -188,7 +189,7 @@ def _build(node: ast.expr, lookup):
         return lambda p, c: jnp.power(left(p, c), right(p, c))
     if isinstance(node, ast.Call):
         function = getattr(jnp, FUNCTIONS[node.func.id])
-        argument = _build(node.args[0], lookup)
+        argument = _build(node.args[0], lookup, xp)
         return lambda p, c: function(argument(p, c))
     raise FormulaError(f"cannot build '{type(node).__name__}'")  # unreachable after _check
 
@@ -203,7 +204,7 @@ class FormulaModel(Model):
     lhs: ast.expr | None = field(compare=False, hash=False, repr=False)
 
     @classmethod
-    def parse(cls, text: str, x_names=("x",), y_name: str = "y", order=None) -> FormulaModel:
+    def parse(cls, text: str, x_names=("x",), y_name: str = "y", order=None, require_params: bool = True) -> FormulaModel:
         """Parse ``text``. ``order`` (e.g. a NIST file's b1..bN) overrides the order of first
         appearance when it names exactly the formula's parameters."""
         if len(text) > MAX_LENGTH:
@@ -227,7 +228,7 @@ class FormulaModel(Model):
         if y_name in _names_in_order(rhs) and y_name not in x_names:
             raise FormulaError(f"the response column '{y_name}' cannot appear on the right side", text, text.find(y_name, offset))
         parameters = tuple(n for n in _names_in_order(rhs) if n not in x_names and n not in CONSTANTS)
-        if not parameters:
+        if not parameters and require_params:
             raise FormulaError("the formula has no parameters to fit", text)
         if order is not None and set(order) == set(parameters):
             parameters = tuple(order)
@@ -267,7 +268,7 @@ class FormulaModel(Model):
             return y
         columns = {**self._columns(np.asarray(x)), self.y_name: np.asarray(y)}
         with np.errstate(all="ignore"):
-            return np.asarray(_compiled(self, "lhs")(None, columns), dtype=np.float64) * np.ones_like(y)
+            return np.asarray(_compiled(self, "lhs", np)(None, columns), dtype=np.float64) * np.ones_like(y)
 
     def to_json(self) -> dict:
         return {"spec": self.spec, "x": list(self.x_names), "y": self.y_name, "params": list(self.parameter_names)}
@@ -276,8 +277,17 @@ class FormulaModel(Model):
 _CACHE: dict = {}
 
 
-def _compiled(model: FormulaModel, side: str):
-    key = (model.spec, model.x_names, model.y_name, side)
+def _compiled(model: FormulaModel, side: str, xp=None):
+    if xp is None:
+        from nlfit._jax import jnp as xp
+    key = (model.spec, model.x_names, model.y_name, side, xp.__name__)
     if key not in _CACHE:
-        _CACHE[key] = _build(getattr(model, side), model._lookup)
+        _CACHE[key] = _build(getattr(model, side), model._lookup, xp)
     return _CACHE[key]
+
+
+def evaluate_numpy(model: FormulaModel, params, x) -> np.ndarray:
+    """The right side with numpy (no JAX), for generating data."""
+    with np.errstate(all="ignore"):
+        value = _compiled(model, "rhs", np)(np.asarray(params, dtype=float), model._columns(np.asarray(x, dtype=float)))
+    return np.broadcast_to(np.asarray(value, dtype=float), np.shape(x)[:1]).copy()

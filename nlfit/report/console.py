@@ -142,3 +142,36 @@ def comparison_table(payloads: list[dict]) -> Table:
             sparkline([row["loss"] for row in p["history"]], width=40, scale=scale),
         )
     return table
+
+
+class ProgressLine:
+    """A live 'iter, loss, |g|' line on stderr for fits that run longer than ``delay`` seconds.
+
+    Only when stderr is a terminal; it disappears when the fit ends (the report follows).
+    """
+
+    def __init__(self, console: Console, delay: float = 0.5):
+        import time
+
+        self._console = console
+        self._delay = delay
+        self._clock = time.perf_counter
+        self._started = self._clock()
+        self._live = None
+
+    def __call__(self, row: dict) -> None:
+        if not self._console.is_terminal:
+            return
+        if self._live is None:
+            if self._clock() - self._started < self._delay:
+                return
+            from rich.live import Live
+
+            self._live = Live(console=self._console, transient=True, refresh_per_second=10)
+            self._live.start()
+        self._live.update(f"iter {row['iteration']}  loss {row['loss']:.10g}  ‖g‖ {row['grad_norm']:.3e}")
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None

@@ -50,7 +50,7 @@ class Settings(NamedTuple):
     ftol: float | jax.Array = 1e-15
     xtol: float | jax.Array = 1e-15
     gtol: float | jax.Array = 1e-15
-    max_iter: int | jax.Array = 1000
+    max_iter: int | jax.Array = 2000
     step: float | jax.Array = 1e-3
     momentum: float | jax.Array = 0.0
 
