@@ -131,3 +131,16 @@ def test_response_on_the_right_side_is_rejected():
 def test_left_side_without_the_response_column_is_rejected():
     with pytest.raises(FormulaError, match="left side"):
         FormulaModel.parse("log(z) = a*x", x_names=("x",), y_name="y")
+
+
+def test_caret_is_power_with_power_precedence():
+    x = np.linspace(0.0, 2.0, 5)
+    from nlfit.models.expression import evaluate_numpy
+
+    caret = FormulaModel.parse("a*x^2 + b", x_names=("x",))
+    stars = FormulaModel.parse("a*x**2 + b", x_names=("x",))
+    np.testing.assert_array_equal(evaluate_numpy(caret, [1.5, -0.5], x), evaluate_numpy(stars, [1.5, -0.5], x))
+    np.testing.assert_allclose(evaluate_numpy(caret, [1.5, -0.5], x), 1.5 * x**2 - 0.5)
+    with pytest.raises(FormulaError) as error:
+        FormulaModel.parse("a^x + * b")
+    assert error.value.position == 6  # the position in the text as typed, not in the rewritten one

@@ -46,6 +46,12 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("nlfit: interrupted\n")
         sys.exit(130)
+    except Exception as exc:  # a bug in nlfit, not bad input: still one line unless --debug
+        if "--debug" in sys.argv or os.environ.get("NLFIT_DEBUG", "") not in ("", "0"):
+            raise
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        sys.stderr.write(f"nlfit: internal error: {message} (run with --debug for the traceback)\n")
+        sys.exit(70)
 
 
 def _silence_stdout() -> None:

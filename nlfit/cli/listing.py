@@ -6,6 +6,11 @@ from rich.console import Console
 from rich.table import Table
 
 
+def _console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=140)
+
+
 def models() -> None:
     """List the built-in models and the formula syntax."""
     from nlfit.models.registry import BUILTIN_MODELS
@@ -15,7 +20,7 @@ def models() -> None:
         table.add_column(column)
     for info in BUILTIN_MODELS.values():
         table.add_row(info.syntax, info.parameters, info.description)
-    Console().print(table)
+    _console().print(table)
 
 
 def methods() -> None:
@@ -28,7 +33,7 @@ def methods() -> None:
         METHODS,
     )
 
-    console = Console()
+    console = _console()
     for method in METHODS:
         console.print(f"[bold]{method}[/bold]: {METHOD_DESCRIPTIONS[method]}")
         for globalization in GLOBALIZATIONS:

@@ -39,7 +39,7 @@ FUNCTIONS = {
     "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "abs": "abs",
 }  # fmt: skip
 CONSTANTS = {"pi": math.pi, "e": math.e}
-_BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.BitXor: "**"}
+_BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _REJECTED = {
     ast.Attribute: "attribute access ('.') is not allowed",
     ast.Subscript: "indexing ('[...]') is not allowed",
@@ -87,23 +87,44 @@ def _split_sides(text: str) -> tuple[str | None, str, int]:
     return text[:i], text[i + 1 :], i + 1
 
 
+def _caret_to_power(text: str) -> tuple[str, list[int]]:
+    """'^' means power with the precedence of '**' (Python's '^' binds looser than '+').
+
+    Returns the rewritten text and, for every position in it, the position in ``text``.
+    """
+    out, origin = [], []
+    for i, ch in enumerate(text):
+        if ch == "^":
+            out.append("**")
+            origin += [i, i]
+        else:
+            out.append(ch)
+            origin.append(i)
+    origin.append(len(text))
+    return "".join(out), origin
+
+
 def _parse(text: str, full: str, offset: int) -> ast.expr:
     if not text.strip():
         raise FormulaError("empty formula", full, offset)
+    lead = len(text) - len(text.lstrip())
+    source, origin = _caret_to_power(text.strip().replace("\n", " "))
+
+    def where(column: int) -> int:
+        return offset + lead + origin[max(0, min(column, len(origin) - 1))]
+
     try:
-        tree = ast.parse(text.strip().replace("\n", " "), mode="eval")
+        tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        column = offset + len(text) - len(text.lstrip()) + max(0, (exc.offset or 1) - 1)
-        raise FormulaError(f"invalid formula syntax ({exc.msg})", full, min(column, len(full))) from None
+        raise FormulaError(f"invalid formula syntax ({exc.msg})", full, min(where((exc.offset or 1) - 1), len(full))) from None
     except (RecursionError, MemoryError, ValueError):
         raise FormulaError("formula is too deeply nested or too large", full) from None
-    shift = offset + len(text) - len(text.lstrip())
-    _check(tree.body, full, shift, 0)
+    _check(tree.body, full, where, 0)
     return tree.body
 
 
-def _check(node: ast.AST, full: str, shift: int, depth: int) -> None:
-    position = shift + getattr(node, "col_offset", 0)
+def _check(node: ast.AST, full: str, where, depth: int) -> None:
+    position = where(getattr(node, "col_offset", 0))
     if depth > MAX_DEPTH:
         raise FormulaError(f"formula is nested more than {MAX_DEPTH} levels deep", full, position)
     for kind, message in _REJECTED.items():
@@ -123,17 +144,17 @@ def _check(node: ast.AST, full: str, shift: int, depth: int) -> None:
     if isinstance(node, ast.BinOp):
         if type(node.op) not in _BINARY:
             raise FormulaError("only the operators + - * / ** ^ are allowed", full, position)
-        _check(node.left, full, shift, depth + 1)
-        _check(node.right, full, shift, depth + 1)
+        _check(node.left, full, where, depth + 1)
+        _check(node.right, full, where, depth + 1)
         return
     if isinstance(node, ast.UnaryOp):
         if not isinstance(node.op, (ast.USub, ast.UAdd)):
             raise FormulaError("only unary + and - are allowed", full, position)
-        _check(node.operand, full, shift, depth + 1)
+        _check(node.operand, full, where, depth + 1)
         return
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name):
-            _check(node.func, full, shift, depth + 1)
+            _check(node.func, full, where, depth + 1)
             raise FormulaError("only calls of the listed functions are allowed", full, position)
         name = node.func.id
         if name not in FUNCTIONS:
@@ -143,7 +164,7 @@ def _check(node: ast.AST, full: str, shift: int, depth: int) -> None:
             raise FormulaError(f"{name}() takes no keyword arguments", full, position)
         if len(node.args) != 1:
             raise FormulaError(f"{name}() takes exactly one argument", full, position)
-        _check(node.args[0], full, shift, depth + 1)
+        _check(node.args[0], full, where, depth + 1)
         return
     raise FormulaError(f"'{type(node).__name__}' is not allowed in a formula", full, position)
 
