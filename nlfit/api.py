@@ -224,7 +224,7 @@ def _result(model, dataset, problem, output, method, globalization, jac_mode, op
     state = output.state
     params = np.asarray(state.params)
     # The Jacobian at the solution for the statistics, by AD even after an fd fit (not counted in njev).
-    _, jac = derivatives.jacobian(state.params, problem, "fwd" if jac_mode == "fd" else jac_mode)
+    _, jac = derivatives.jacobian_jit(state.params, problem, "fwd" if jac_mode == "fd" else jac_mode)
     statistics = stats.compute(
         np.asarray(jac),
         np.asarray(state.local.residuals),

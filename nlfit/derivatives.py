@@ -22,6 +22,8 @@ H = J^T J + sum_i r_i (d^2 r_i / dp^2), from ``jax.hessian`` of the loss.
 
 from __future__ import annotations
 
+from functools import partial
+
 from nlfit._jax import jax, jnp
 from nlfit.errors import OptionError
 from nlfit.problem import Problem, loss, residuals
@@ -50,6 +52,12 @@ def jacobian(params, problem: Problem, mode: str):
     else:
         raise OptionError(f"unresolved Jacobian mode '{mode}'")
     return r, jac
+
+
+@partial(jax.jit, static_argnames=("mode",))
+def jacobian_jit(params, problem: Problem, mode: str):
+    """``jacobian`` compiled once per problem shape (the persistent cache keeps it across runs)."""
+    return jacobian(params, problem, mode)
 
 
 def forward_difference_jacobian(params, problem: Problem, r=None, relative_step: float = FD_RELATIVE_STEP):

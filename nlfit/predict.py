@@ -40,7 +40,7 @@ def load_result(payload: dict):
 
 def predict(payload: dict, x: np.ndarray, conf_level: float | None = None) -> dict:
     """Columns: y, conf_lo, conf_hi, pred_lo, pred_hi (bands empty when the fit has no covariance)."""
-    from scipy import stats as scipy_stats
+    from scipy.special import ndtri, stdtrit
 
     from nlfit._jax import jax, jnp
 
@@ -56,9 +56,9 @@ def predict(payload: dict, x: np.ndarray, conf_level: float | None = None) -> di
     absolute = bool(payload.get("absolute_sigma"))
     dof = stats.get("dof") or 0
     if absolute:
-        quantile, noise = float(scipy_stats.norm.ppf(0.5 + level / 2)), 1.0
+        quantile, noise = float(ndtri(0.5 + level / 2)), 1.0
     else:
-        quantile, noise = float(scipy_stats.t.ppf(0.5 + level / 2, dof)), (stats.get("sigma") or 0.0) ** 2
+        quantile, noise = float(stdtrit(dof, 0.5 + level / 2)), (stats.get("sigma") or 0.0) ** 2
     half_conf = quantile * np.sqrt(variance)
     half_pred = quantile * np.sqrt(variance + noise)
     out.update(conf_lo=values - half_conf, conf_hi=values + half_conf, pred_lo=values - half_pred, pred_hi=values + half_pred)
