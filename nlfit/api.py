@@ -31,8 +31,13 @@ DEFAULTS = {
     "seed": 0,
     "timeout": None,
     "absolute_sigma": False,
+    "factorization": "auto",
     "conf_level": 0.95,
 }
+
+
+# From this many points on, the solvers keep J^T J instead of J (see Direction.factorization).
+GRAM_MIN_POINTS = 100_000
 
 
 @dataclass
@@ -110,21 +115,31 @@ class FitResult:
 
 
 def resolve_p0(model, dataset: Dataset, p0) -> np.ndarray:
-    """The start: given by position, by name (the rest from the model's default), or the default."""
+    """The start: given by position, by name (the rest from the model's default), or the default.
+
+    The default (a linearized fit for rational models) is computed only when it is needed.
+    """
     names = list(model.param_names)
-    default = model.default_p0(np.asarray(dataset.x), np.asarray(dataset.y))
+
+    def default():
+        return model.default_p0(np.asarray(dataset.x), np.asarray(dataset.y))
+
     if p0 is None or (isinstance(p0, (Sequence, Mapping)) and len(p0) == 0):
-        if default is None:
+        start = default()
+        if start is None:
             raise ModelError(f"model '{model.spec}' needs a starting point: give --p0 with {len(names)} values ({', '.join(names)})")
-        return np.asarray(default, dtype=np.float64)
+        return np.asarray(start, dtype=np.float64)
     if isinstance(p0, Mapping):
         unknown = [k for k in p0 if k not in names]
         if unknown:
             raise ModelError(f"--p0 names unknown parameter(s) {', '.join(unknown)}; the parameters are {', '.join(names)}")
         missing = [k for k in names if k not in p0]
-        if missing and default is None:
-            raise ModelError(f"--p0 must set every parameter of '{model.spec}'; missing: {', '.join(missing)}")
-        start = np.array(default if default is not None else np.zeros(len(names)), dtype=np.float64)
+        start = np.zeros(len(names))
+        if missing:
+            fallback = default()
+            if fallback is None:
+                raise ModelError(f"--p0 must set every parameter of '{model.spec}'; missing: {', '.join(missing)}")
+            start = np.array(fallback, dtype=np.float64)
         for k, v in p0.items():
             start[names.index(k)] = float(v)
         return _check_finite(start)
@@ -195,7 +210,12 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
     problem = make_problem(model, dataset)
     if not np.all(np.isfinite(np.asarray(problem.y))):
         raise ModelError(f"the response transform of '{model.spec}' gives non-finite values (e.g. log of a value <= 0)")
-    direction = make_direction(method, opts["batch_size"])
+    if opts["factorization"] not in ("auto", "svd", "gram"):
+        raise OptionError(f"--factorization must be auto, svd or gram; got '{opts['factorization']}'")
+    factorization = opts["factorization"]
+    if factorization == "auto":
+        factorization = "gram" if n_points >= GRAM_MIN_POINTS else "svd"
+    direction = make_direction(method, opts["batch_size"], factorization)
     settings = Settings(
         ftol=float(opts["ftol"]),
         xtol=float(opts["xtol"]),
@@ -215,18 +235,27 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
         timeout=opts["timeout"],
         on_iteration=on_iteration,
     )
-    return _result(model, dataset, problem, output, method, globalization, jac_mode, opts)
+    return _result(model, dataset, problem, output, method, globalization, jac_mode, opts, factorization)
 
 
-def _result(model, dataset, problem, output, method, globalization, jac_mode, options) -> FitResult:
+def _result(model, dataset, problem, output, method, globalization, jac_mode, options, factorization) -> FitResult:
     from nlfit import derivatives, stats
 
     state = output.state
     params = np.asarray(state.params)
-    # The Jacobian at the solution for the statistics, by AD even after an fd fit (not counted in njev).
-    _, jac = derivatives.jacobian_jit(state.params, problem, "fwd" if jac_mode == "fd" else jac_mode)
+    # The Jacobian at the solution for the statistics, by AD (not counted in njev). The solver's
+    # last linearization is at these parameters: reuse it unless it was by finite differences
+    # or had no Jacobian (gd). For large m only J^T J is kept; a square factor with the same
+    # singular values stands in for J.
+    local = state.local
+    if jac_mode == "fd" or (local.jac is None and local.gram is None):
+        if factorization == "gram":
+            local = local._replace(jac=None, gram=derivatives.gram_jit(state.params, problem, "fwd")[1])
+        else:
+            local = local._replace(jac=derivatives.jacobian_jit(state.params, problem, "rev" if jac_mode == "rev" else "fwd")[1])
+    factor = np.asarray(local.jac) if local.jac is not None else stats.factor_from_gram(np.asarray(local.gram))
     statistics = stats.compute(
-        np.asarray(jac),
+        factor,
         np.asarray(state.local.residuals),
         params,
         model.param_names,

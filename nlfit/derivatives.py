@@ -123,3 +123,29 @@ def compare(params, problem: Problem) -> dict:
     singular = np.linalg.svd(reference, compute_uv=False)
     cond = float(singular[0] / singular[-1]) if singular.size and singular[-1] > 0 else float("inf")
     return {"jacobians": jacobians, "differences": differences, "cond": cond}
+
+
+def gram(params, problem: Problem, mode: str):
+    """Residuals r, the Gram matrix G = J^T J and the gradient g = J^T r, without keeping J.
+
+    Each column J e_j comes from one JVP (forward mode; forward differences for ``fd``) and
+    only its products with r and the other columns are summed, so the m x n Jacobian is
+    never stored: the memory is O(m) and XLA fuses the sums into passes over the data. This
+    is the form the solvers use for large m, where forming J (and its SVD) costs several
+    times the passes the normal equations need.
+    """
+    n = params.shape[0]
+    if mode == "fd":
+        r = residuals(params, problem)
+        steps = FD_RELATIVE_STEP * (1.0 + jnp.abs(params))
+        steps = (params + steps) - params
+        columns = [(residuals(params.at[j].add(steps[j]), problem) - r) / steps[j] for j in range(n)]
+    else:
+        r, linear = jax.linearize(lambda p: residuals(p, problem), params)
+        columns = [linear(jnp.zeros(n).at[j].set(1.0)) for j in range(n)]
+    entries = {(i, j): jnp.dot(columns[i], columns[j]) for i in range(n) for j in range(i, n)}
+    matrix = jnp.stack([jnp.stack([entries[min(i, j), max(i, j)] for j in range(n)]) for i in range(n)])
+    return r, matrix, jnp.stack([jnp.dot(column, r) for column in columns])
+
+
+gram_jit = jax.jit(gram, static_argnames=("mode",))

@@ -44,6 +44,13 @@ class Statistics:
     warnings: list[str] = field(default_factory=list)
 
 
+def factor_from_gram(gram: np.ndarray) -> np.ndarray:
+    """R = diag(sqrt(e)) Q^T from G = Q diag(e) Q^T: R^T R = G, so R has J's singular values
+    and right singular vectors, and can stand in for J (large m, where J is not kept)."""
+    eigvals, basis = np.linalg.eigh(0.5 * (gram + gram.T))
+    return (np.sqrt(np.maximum(eigvals, 0.0))[:, None] * basis.T)[::-1]
+
+
 def _null_space(jac: np.ndarray, keep: np.ndarray, vt: np.ndarray) -> np.ndarray:
     n = jac.shape[1]
     if vt.shape[0] == n:
@@ -65,7 +72,7 @@ def compute(
     # scipy.special, not scipy.stats: the same quantiles for a third of the import time.
     from scipy.special import ndtri, stdtrit
 
-    n_points, n_params = jac.shape
+    n_points, n_params = residuals.shape[0], jac.shape[1]  # jac may be a square factor R with R^T R = J^T J
     dof = n_points - n_params
     rss = float(residuals @ residuals)
     weights = np.ones_like(y) if sigma is None else 1.0 / np.asarray(sigma) ** 2
@@ -94,7 +101,7 @@ def compute(
         result.warnings.append("the Jacobian at the solution is not finite: no standard errors")
         return result
     _, singular, vt = np.linalg.svd(jac, full_matrices=False)
-    cutoff = np.finfo(float).eps * max(jac.shape) * (singular[0] if singular.size else 0.0)
+    cutoff = np.finfo(float).eps * max(n_points, n_params) * (singular[0] if singular.size else 0.0)
     keep = singular > cutoff
     result.rank = int(np.count_nonzero(keep))
     for vector in _null_space(jac, keep, vt):

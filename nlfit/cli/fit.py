@@ -14,7 +14,7 @@ FORMATS = ("json", "csv", "table")
 CONFIG_KEYS = {
     "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
     "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
-    "absolute_sigma", "conf_level", "plot",
+    "absolute_sigma", "conf_level", "plot", "factorization",
 }  # fmt: skip
 
 
@@ -64,6 +64,9 @@ def fit(
     absolute_sigma: Annotated[
         bool, typer.Option("--absolute-sigma", help="--sigma are true standard deviations (as scipy's curve_fit absolute_sigma).")
     ] = False,
+    factorization: Annotated[
+        str | None, typer.Option("--factorization", help="auto | svd | gram: keep J and use its SVD, or only J^T J (auto: gram from 100k points).")
+    ] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Save a picture: FILE.png, .svg or .pdf (needs nlfit[plot]).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No report on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -110,7 +113,7 @@ def run_fit(data: str, options: dict) -> None:
     from nlfit.solvers.catalog import resolve_method
 
     keys = ("globalization", "jac", "ftol", "xtol", "gtol", "max_iter", "step", "momentum", "batch_size", "seed", "timeout")
-    keys += ("absolute_sigma", "conf_level")
+    keys += ("absolute_sigma", "conf_level", "factorization")
     fit_options = {k: options.get(k) for k in keys}
     methods = [m.strip() for m in str(options.get("method") or "lm").split(",") if m.strip()]
     for name in methods:

@@ -48,38 +48,50 @@ class Local(NamedTuple):
     residuals: jax.Array
     loss: jax.Array
     grad: jax.Array
-    jac: jax.Array | None = None
+    jac: jax.Array | None = None  # the m x n Jacobian (factorization "svd")
     hess: jax.Array | None = None
+    gram: jax.Array | None = None  # J^T J without J (factorization "gram", large m)
 
 
-def _column_norms(jac):
-    return jnp.sqrt(jnp.sum(jac * jac, axis=0))
+def _column_norms(local: Local):
+    if local.jac is None:
+        return jnp.sqrt(jnp.maximum(jnp.diag(local.gram), 0.0))
+    return jnp.sqrt(jnp.sum(local.jac * local.jac, axis=0))
 
 
 def _cosine_measure(local: Local):
     """MINPACK's gtol measure: max_j |J_j^T r| / (||J_j|| ||r||), 0 when r = 0."""
-    norms = _column_norms(local.jac) * jnp.linalg.norm(local.residuals)
+    norms = _column_norms(local) * jnp.linalg.norm(local.residuals)
     return jnp.max(jnp.where(norms > 0, jnp.abs(local.grad) / jnp.where(norms > 0, norms, 1.0), 0.0))
 
 
 @dataclass(frozen=True)
 class Direction:
-    """Base class. Subclasses are frozen dataclasses: hashable, used as static jit arguments."""
+    """Base class. Subclasses are frozen dataclasses: hashable, used as static jit arguments.
 
+    ``factorization``: "svd" keeps J and works from its SVD (accuracy follows cond(J));
+    "gram" keeps only J^T J and J^T r (the normal equations, accuracy follows cond(J)^2) and
+    never stores J, for large m.
+    """
+
+    factorization: str = "svd"
     name = "direction"
     damped = False  # True when the step depends on a damping parameter (LM)
     natural_step = True  # True when a step length of 1 is meaningful (Newton-like)
 
     def linearize(self, problem: Problem, params, jac_mode: str) -> Local:
+        if self.factorization == "gram":
+            r, gram, grad = derivatives.gram(params, problem, jac_mode)
+            return Local(residuals=r, loss=0.5 * jnp.dot(r, r), grad=grad, gram=gram)
         r, jac = derivatives.jacobian(params, problem, jac_mode)
         return Local(residuals=r, loss=0.5 * jnp.dot(r, r), grad=jac.T @ r, jac=jac)
 
     def update_scale(self, scale, local: Local):
-        norms = _column_norms(local.jac)
+        norms = _column_norms(local)
         return jnp.maximum(scale, jnp.where(norms > 0, norms, 1.0))
 
     def initial_scale(self, local: Local):
-        norms = _column_norms(local.jac)
+        norms = _column_norms(local)
         return jnp.where(norms > 0, norms, 1.0)
 
     def gradient_measure(self, local: Local):
@@ -97,10 +109,16 @@ class Direction:
 
     def predicted_decrease(self, problem, params, local: Local, step):
         """-(g^T s + 1/2 ||J s||^2) for the Gauss-Newton model."""
-        jac_step = local.jac @ step
-        return -(jnp.dot(local.grad, step) + 0.5 * jnp.dot(jac_step, jac_step))
+        if local.jac is None:
+            curvature = jnp.dot(step, local.gram @ step)
+        else:
+            jac_step = local.jac @ step
+            curvature = jnp.dot(jac_step, jac_step)
+        return -(jnp.dot(local.grad, step) + 0.5 * curvature)
 
     def _jacobian_form(self, local: Local, scale):
+        if local.jac is None:
+            return subproblems.eigen_form_from_gram(local.gram / (scale[:, None] * scale[None, :]), local.grad / scale)
         return subproblems.eigen_form_from_jacobian(local.jac / scale[None, :], local.residuals)
 
 
@@ -193,7 +211,7 @@ class SteepestDescent(Direction):
         return -(jnp.dot(local.grad, step) + 0.5 * jnp.dot(jac_step, jac_step))
 
 
-def make_direction(method: str, batch_size: int | None = None) -> Direction:
+def make_direction(method: str, batch_size: int | None = None, factorization: str = "svd") -> Direction:
     if method == "gd":
         return SteepestDescent(batch_size=batch_size)
-    return {"newton": Newton, "gn": GaussNewton, "lm": LevenbergMarquardt}[method]()
+    return {"newton": Newton, "gn": GaussNewton, "lm": LevenbergMarquardt}[method](factorization=factorization)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from nlfit._jax import jax, jnp
-from nlfit.problem import loss as loss_at
+from nlfit.problem import residuals as residuals_at
 
 ARMIJO_C1 = 1e-4
 MAX_BACKTRACKS = 50
@@ -41,7 +41,7 @@ MAX_DAMPING = 1e16
 class Proposal(NamedTuple):
     step: jax.Array
     trial_params: jax.Array
-    trial_loss: jax.Array
+    actual: jax.Array  # actual decrease of the loss at the trial point (-inf when not finite)
     accepted: jax.Array
     predicted: jax.Array  # predicted decrease of the step taken (for the ftol test)
     damping: jax.Array
@@ -53,9 +53,16 @@ class Proposal(NamedTuple):
     stalled: jax.Array  # no acceptable step can be found any more
 
 
-def _finite_loss(params, problem):
-    value = loss_at(params, problem)
-    return jnp.where(jnp.isfinite(value), value, jnp.inf)
+def _decrease(params, problem, current_residuals):
+    """loss(current) - loss(params), computed as 1/2 sum (r - r_t)(r + r_t).
+
+    The two losses are sums of m squares that can agree to all their digits near a
+    solution (large m or large residuals); their difference taken elementwise keeps the
+    digits the subtraction of two sums would lose. Not finite -> -inf.
+    """
+    trial = residuals_at(params, problem)
+    value = 0.5 * jnp.dot(current_residuals - trial, current_residuals + trial)
+    return jnp.where(jnp.isfinite(value), value, -jnp.inf)
 
 
 def _gain_ratio(actual, predicted):
@@ -81,15 +88,15 @@ class NoGlobalization(Globalization):
         velocity = settings.momentum * state.velocity + alpha * d
         step = velocity
         trial = state.params + step
-        trial_loss = _finite_loss(trial, problem)
-        finite = jnp.isfinite(trial_loss)
-        accepted = finite & (trial_loss < local.loss) if direction.damped else finite
+        actual = _decrease(trial, problem, local.residuals)
+        finite = jnp.isfinite(actual)
+        accepted = finite & (actual > 0) if direction.damped else finite
         damping = jnp.where(accepted, state.damping / 10.0, state.damping * 10.0) if direction.damped else state.damping
         stalled = (damping > MAX_DAMPING) if direction.damped else ~finite
         return Proposal(
             step=step,
             trial_params=trial,
-            trial_loss=trial_loss,
+            actual=actual,
             accepted=accepted,
             predicted=direction.predicted_decrease(problem, state.params, local, step),
             damping=damping,
@@ -115,26 +122,26 @@ class LineSearch(Globalization):
         slope = jnp.where(not_descent, -jnp.dot(local.grad, local.grad), slope)
         first = jnp.asarray(1.0) if direction.natural_step else 2.0 * state.step_length
 
-        def armijo(alpha, value):
-            return value <= local.loss + ARMIJO_C1 * alpha * slope
+        def armijo(alpha, decrease):
+            return decrease >= -ARMIJO_C1 * alpha * slope
 
         def cond(carry):
-            alpha, value, _, count = carry
-            return ~armijo(alpha, value) & (count < MAX_BACKTRACKS)
+            alpha, decrease, count = carry
+            return ~armijo(alpha, decrease) & (count < MAX_BACKTRACKS)
 
         def body(carry):
-            alpha, _, first_value, count = carry
+            alpha, _, count = carry
             alpha = 0.5 * alpha
-            return alpha, _finite_loss(state.params + alpha * d, problem), first_value, count + 1
+            return alpha, _decrease(state.params + alpha * d, problem, local.residuals), count + 1
 
-        first_value = _finite_loss(state.params + first * d, problem)
-        alpha, trial_loss, _, backtracks = jax.lax.while_loop(cond, body, (first, first_value, first_value, 0))
-        accepted = armijo(alpha, trial_loss)
+        first_decrease = _decrease(state.params + first * d, problem, local.residuals)
+        alpha, actual, backtracks = jax.lax.while_loop(cond, body, (first, first_decrease, 0))
+        accepted = armijo(alpha, actual)
         step = alpha * d
         damping, nu = state.damping, state.nu
         if direction.damped:
             full_predicted = direction.predicted_decrease(problem, state.params, local, first * d)
-            rho = _gain_ratio(local.loss - first_value, full_predicted)
+            rho = _gain_ratio(first_decrease, full_predicted)
             good = rho > 0
             damping = jnp.where(good, damping * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), damping * nu)
             nu = jnp.where(good, 2.0, 2.0 * nu)
@@ -142,7 +149,7 @@ class LineSearch(Globalization):
         return Proposal(
             step=step,
             trial_params=state.params + step,
-            trial_loss=trial_loss,
+            actual=actual,
             accepted=accepted,
             predicted=direction.predicted_decrease(problem, state.params, local, step),
             damping=damping,
@@ -163,9 +170,9 @@ class TrustRegion(Globalization):
         local = state.local
         step, damping = direction.trust_region_step(problem, state.params, local, state.scale, state.radius)
         trial = state.params + step
-        trial_loss = _finite_loss(trial, problem)
+        actual = _decrease(trial, problem, local.residuals)
         predicted = direction.predicted_decrease(problem, state.params, local, step)
-        rho = jnp.where(jnp.isfinite(trial_loss), _gain_ratio(local.loss - trial_loss, predicted), -jnp.inf)
+        rho = jnp.where(jnp.isfinite(actual), _gain_ratio(actual, predicted), -jnp.inf)
         scaled_norm = jnp.linalg.norm(state.scale * step)
         radius = jnp.where(
             rho < 0.25,
@@ -175,7 +182,7 @@ class TrustRegion(Globalization):
         return Proposal(
             step=step,
             trial_params=trial,
-            trial_loss=trial_loss,
+            actual=actual,
             accepted=rho > ACCEPT_RATIO,
             predicted=predicted,
             damping=damping if direction.damped else state.damping,

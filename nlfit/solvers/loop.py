@@ -148,13 +148,13 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
     )
     scale = direction.update_scale(state.scale, local)
     old_loss = state.local.loss
-    actual = old_loss - proposal.trial_loss
+    actual = proposal.actual
     step_norm = jnp.linalg.norm(proposal.step)
     iteration = state.iteration + 1
 
     finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
     gtol_met = accepted & ((local.loss == 0) | (direction.gradient_measure(local) <= settings.gtol))
-    ftol_met = jnp.isfinite(proposal.trial_loss) & (jnp.abs(actual) <= settings.ftol * old_loss) & (proposal.predicted <= settings.ftol * old_loss)
+    ftol_met = jnp.isfinite(actual) & (jnp.abs(actual) <= settings.ftol * old_loss) & (proposal.predicted <= settings.ftol * old_loss)
     xtol_met = (accepted & (step_norm <= settings.xtol * (settings.xtol + jnp.linalg.norm(params)))) | (
         proposal.radius <= settings.xtol * jnp.linalg.norm(scale * params)
     )

@@ -56,6 +56,18 @@ def eigen_form_from_jacobian(scaled_jac, residuals) -> EigenForm:
     return EigenForm(eigvals=s * s, coeffs=s * (u.T @ residuals), basis=vt.T)
 
 
+def eigen_form_from_gram(scaled_gram, scaled_grad) -> EigenForm:
+    """Eigen form of B~ = J~^T J~ given as a matrix (the normal equations, for large m).
+
+    Eigenvalues below eps * n * e_max are treated as zero, as the SVD form does with its
+    singular values (there the cut is relative to S_max, here to S_max^2).
+    """
+    form = eigen_form_from_hessian(scaled_gram, scaled_grad)
+    cutoff = _EPS * scaled_gram.shape[0] * jnp.max(form.eigvals)
+    keep = form.eigvals > cutoff
+    return EigenForm(jnp.where(keep, form.eigvals, 0.0), jnp.where(keep, form.coeffs, 0.0), form.basis)
+
+
 def eigen_form_from_hessian(scaled_hess, scaled_grad) -> EigenForm:
     eigvals, basis = jnp.linalg.eigh(0.5 * (scaled_hess + scaled_hess.T))
     return EigenForm(eigvals=eigvals, coeffs=basis.T @ scaled_grad, basis=basis)
