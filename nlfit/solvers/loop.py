@@ -115,23 +115,27 @@ def init_state(params, problem, settings: Settings, seed, *, direction: Directio
     finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
     converged = finite & ((local.loss == 0) | (direction.gradient_measure(local) <= settings.gtol))
     status = jnp.where(~finite, int(Status.NONFINITE), jnp.where(converged, int(Status.GTOL), int(Status.RUNNING)))
+    real = partial(jnp.asarray, dtype=jnp.float64)
+    count = partial(jnp.asarray, dtype=jnp.int32)
     state = State(
         params=params,
         local=local,
         scale=scale,
-        damping=jnp.asarray(INITIAL_DAMPING),
-        nu=jnp.asarray(2.0),
-        radius=jnp.where(scaled_norm > 0, RADIUS_FACTOR * scaled_norm, RADIUS_FACTOR),
-        step_length=jnp.asarray(settings.step, dtype=jnp.float64),
+        damping=real(INITIAL_DAMPING),
+        nu=real(2.0),
+        radius=real(jnp.where(scaled_norm > 0, RADIUS_FACTOR * scaled_norm, RADIUS_FACTOR)),
+        step_length=real(settings.step),
         velocity=jnp.zeros_like(params),
         key=jax.random.PRNGKey(seed),
-        step_norm=jnp.asarray(0.0),
+        step_norm=real(0.0),
         accepted=jnp.asarray(True),
-        iteration=jnp.asarray(0),
-        nfev=jnp.asarray(1),
-        njev=jnp.asarray(1),
+        iteration=count(0),
+        nfev=count(1),
+        njev=count(1),
         status=status.astype(jnp.int32),
     )
+    # Every leaf strongly typed, and advance() returns the same types: one compile of step.
+    state = jax.tree.map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), state)
     return state, _record(state)
 
 
@@ -170,7 +174,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
         ],
         default=int(Status.RUNNING),
     ).astype(jnp.int32)
-    return State(
+    new = State(
         params=params,
         local=local,
         scale=scale,
@@ -187,6 +191,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
         njev=state.njev + accepted.astype(state.njev.dtype),
         status=status,
     )
+    return jax.tree.map(lambda leaf, old: jax.lax.convert_element_type(leaf, old.dtype), new, state)
 
 
 @partial(jax.jit, static_argnames=("direction", "globalization", "jac_mode"))
