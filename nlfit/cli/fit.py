@@ -14,7 +14,7 @@ FORMATS = ("json", "csv", "table")
 CONFIG_KEYS = {
     "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
     "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
-    "absolute_sigma", "conf_level", "plot", "factorization",
+    "absolute_sigma", "conf_level", "plot", "factorization", "group_by",
 }  # fmt: skip
 
 
@@ -67,6 +67,7 @@ def fit(
     factorization: Annotated[
         str | None, typer.Option("--factorization", help="auto | svd | gram: keep J and use its SVD, or only J^T J (auto: gram from 100k points).")
     ] = None,
+    group_by: Annotated[str | None, typer.Option("--group-by", help="Fit the model once per value of this column (one vmapped solve); rows out.")] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Save a picture: FILE.png, .svg or .pdf (needs nlfit[plot]).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No report on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -98,7 +99,7 @@ def run_fit(data: str, options: dict) -> None:
 
         require_matplotlib(options["plot"])
     x_columns = [c.strip() for c in str(options["x"]).split(",")] if options.get("x") else None
-    dataset = read_dataset(data, x_columns=x_columns, y_column=options.get("y"), sigma_column=options.get("sigma"))
+    dataset = read_dataset(data, x_columns=x_columns, y_column=options.get("y"), sigma_column=options.get("sigma"), group_column=options.get("group_by"))
     model_spec = options.get("model") or dataset.extra.get("formula")
     if not model_spec:
         raise OptionError("--model is required for CSV data (see 'nlfit models')")
@@ -115,6 +116,8 @@ def run_fit(data: str, options: dict) -> None:
     keys = ("globalization", "jac", "ftol", "xtol", "gtol", "max_iter", "step", "momentum", "batch_size", "seed", "timeout")
     keys += ("absolute_sigma", "conf_level", "factorization")
     fit_options = {k: options.get(k) for k in keys}
+    if options.get("group_by"):
+        return run_groups(dataset, model_spec, p0, {k: options.get(k) for k in keys} | {"method": options.get("method")}, output_format, options)
     methods = [m.strip() for m in str(options.get("method") or "lm").split(",") if m.strip()]
     for name in methods:
         resolve_method(name)  # every name is checked before the first fit starts
@@ -148,6 +151,41 @@ def run_fit(data: str, options: dict) -> None:
     if any(r.status.label == "interrupted" for r in results):
         raise typer.Exit(130)
     raise typer.Exit(0 if all(r.success for r in results) else 1)
+
+
+def run_groups(dataset, model_spec, p0, fit_options, output_format, options) -> None:
+    """--group-by: one row per group, NDJSON (json) or CSV; exit 0 only if every group converged."""
+    from nlfit.batch import fit_groups
+    from nlfit.io.write import groups_csv_text, ndjson_text
+
+    if options.get("plot"):
+        raise OptionError("--plot is not available with --group-by")
+    if "," in str(fit_options.get("method") or ""):
+        raise OptionError("--group-by takes one --method")
+    progress = None
+    if not options.get("quiet"):
+        from nlfit.report.console import GroupProgress, stderr_console
+
+        progress = GroupProgress(stderr_console())
+    try:
+        result = fit_groups(
+            dataset, model_spec, p0=p0, on_progress=progress, **{k: v for k, v in fit_options.items() if k not in ("absolute_sigma", "conf_level")}
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+    rows = result.rows()
+    if not options.get("quiet"):
+        from nlfit.report.console import stderr_console
+
+        failed = sum(not row["success"] for row in rows)
+        stderr_console().print(
+            f"{len(rows)} groups, {len(rows) - failed} converged, {failed} not  "
+            f"({result.method} × {result.globalization}, {result.seconds:.3f} s, {len(rows) / max(result.seconds, 1e-9):.0f} fits/s)"
+        )
+    text = ndjson_text(rows) if output_format == "json" else groups_csv_text(rows, result.param_names)
+    emit(text, options.get("output"))
+    raise typer.Exit(0 if all(row["success"] for row in rows) else 1)
 
 
 def render(payload: dict | list[dict], output_format: str) -> str:

@@ -34,6 +34,8 @@ def generate(
     x_min: Annotated[float | None, typer.Option("--x-min", help="Smallest x (default per generator).")] = None,
     x_max: Annotated[float | None, typer.Option("--x-max", help="Largest x (default per generator).")] = None,
     params: Annotated[str | None, typer.Option("--params", help="Parameter values, e.g. a=2,b=0.5.")] = None,
+    groups: Annotated[int, typer.Option("--groups", help="Write G groups (column 'group'), each with its own true parameters (columns true_*).")] = 1,
+    spread: Annotated[float, typer.Option("--spread", help="With --groups: true parameters = values x U(1-spread, 1+spread).")] = 0.25,
     output_format: Annotated[str, typer.Option("--format", "-f", help="csv (Parquet is not supported).")] = "csv",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -47,6 +49,8 @@ def generate(
       nlfit generate exp-decay --params a=2,b=0.7 --seed 1 --n 50
 
       nlfit generate expr "a*x^2 + b" --params a=1,b=-0.5 --x-min 0 --x-max 3
+
+      nlfit generate exp-decay --groups 1000 --n 50 --seed 2 > many.csv
     """
     import numpy as np
 
@@ -83,18 +87,39 @@ def generate(
     missing = [k for k in model.param_names if k not in values]
     if missing:
         raise OptionError(f"--params must set {', '.join(missing)}")
+    if groups < 1:
+        raise OptionError(f"--groups must be at least 1; got {groups}")
+    if not 0 <= spread < 1:
+        raise OptionError(f"--spread must be in [0, 1); got {spread}")
     rng = np.random.default_rng(seed)
     x = np.linspace(lo, hi, n)
-    y = evaluate_numpy(model, [values[k] for k in model.param_names], x)
+    center = np.array([values[k] for k in model.param_names], dtype=float)
+    if groups == 1:
+        truths = center[None, :]
+    else:
+        truths = center * rng.uniform(1 - spread, 1 + spread, (groups, center.size))
+    ys = np.stack([evaluate_numpy(model, truth, x) for truth in truths]) if center.size else np.tile(evaluate_numpy(model, [], x), (groups, 1))
     if noise > 0:
-        y = y + rng.normal(0.0, noise, n)
-    if not np.all(np.isfinite(y)):
+        ys = ys + rng.normal(0.0, noise, ys.shape)
+    if not np.all(np.isfinite(ys)):
         raise OptionError("the formula gives non-finite values on this x range")
-    emit(csv_text({"x": x, "y": y}), output)
+    if groups == 1:
+        emit(csv_text({"x": x, "y": ys[0]}), output)
+        return
+    columns = {"group": np.repeat(np.arange(groups), n), "x": np.tile(x, groups), "y": ys.ravel()}
+    for i, name in enumerate(model.param_names):
+        columns[f"true_{name}"] = np.repeat(truths[:, i], n)
+    emit(csv_text(columns), output)
 
 
 def csv_text(columns: dict) -> str:
     """Columns of floats as CSV, each value printed so that it reads back exactly."""
     names = list(columns)
     rows = zip(*(columns[name] for name in names), strict=True)
-    return ",".join(names) + "\n" + "".join(",".join(repr(float(v)) for v in row) + "\n" for row in rows)
+
+    def cell(value):
+        return str(value) if isinstance(value, (int, np.integer)) else repr(float(value))
+
+    import numpy as np
+
+    return ",".join(names) + "\n" + "".join(",".join(cell(v) for v in row) + "\n" for row in rows)

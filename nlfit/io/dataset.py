@@ -22,6 +22,7 @@ class Dataset:
     y_name: str
     sigma: np.ndarray | None = None
     source: str = ""
+    groups: np.ndarray | None = None  # the --group-by column as text, one key per row
     extra: dict = field(default_factory=dict, compare=False)
 
     @property

@@ -23,6 +23,7 @@ def read_dataset(
     y_column: str | None = None,
     sigma_column: str | None = None,
     stdin=None,
+    group_column: str | None = None,
 ) -> Dataset:
     """Read ``source`` (a path, or ``-`` for stdin) and pick the columns of the fit."""
     if source != "-" and source.lower().endswith(".dat"):
@@ -34,7 +35,14 @@ def read_dataset(
             return _select(frame, x_columns, y_column, sigma_column, source, dataset.extra)
         return dataset
     frame = _read_csv(source, stdin)
-    return _select(frame, x_columns, y_column, sigma_column, source, {})
+    # With --group-by a missing or non-finite number only fails its own group (status nonfinite).
+    dataset = _select(frame, x_columns, y_column, sigma_column, source, {}, exclude=group_column, allow_nonfinite=group_column is not None)
+    if group_column is None:
+        return dataset
+    if group_column not in frame.columns:
+        raise InputError(f"unknown --group-by column '{group_column}' in {source}; columns are: {', '.join(frame.columns)}")
+    keys = frame[group_column].astype(str).str.strip().to_numpy()
+    return Dataset(**{**dataset.__dict__, "groups": keys})
 
 
 def _read_csv(source: str, stdin=None):
@@ -56,7 +64,9 @@ def _read_csv(source: str, stdin=None):
         handle = path
         label = source
     try:
-        frame = pd.read_csv(handle, dtype=str, keep_default_na=False, skipinitialspace=True)
+        # Types are inferred by pandas' C parser (fast for large files); a column that does
+        # not come out numeric is checked cell by cell only when it is used.
+        frame = pd.read_csv(handle, skipinitialspace=True, low_memory=False)
     except pd.errors.EmptyDataError:
         raise InputError(f"{label} is empty: expected CSV with a header row") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -80,11 +90,11 @@ def _frame_from_dataset(dataset: Dataset):
     x = dataset.x.reshape(dataset.n_points, -1)
     for i, name in enumerate(dataset.x_names):
         columns[name] = x[:, i]
-    return pd.DataFrame({k: v.astype(str) for k, v in columns.items()})
+    return pd.DataFrame(columns)
 
 
-def _select(frame, x_columns, y_column, sigma_column, label, extra) -> Dataset:
-    names = list(frame.columns)
+def _select(frame, x_columns, y_column, sigma_column, label, extra, exclude=None, allow_nonfinite=False) -> Dataset:
+    names = [c for c in frame.columns if c != exclude]
     if x_columns is None:
         x_columns = ["x"] if "x" in names else names[:1]
     if y_column is None:
@@ -99,7 +109,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, extra) -> Dataset:
     for column in wanted:
         if column not in names:
             raise InputError(f"unknown column '{column}' in {label}; columns are: {', '.join(names)}")
-    values = {column: _numeric_column(frame, column, label) for column in dict.fromkeys(wanted)}
+    values = {column: _numeric_column(frame, column, label, allow_nonfinite) for column in dict.fromkeys(wanted)}
     x = np.column_stack([values[c] for c in x_columns]) if len(x_columns) > 1 else values[x_columns[0]]
     sigma = None
     if sigma_column:
@@ -118,15 +128,32 @@ def _select(frame, x_columns, y_column, sigma_column, label, extra) -> Dataset:
     )
 
 
-def _numeric_column(frame, column: str, label: str) -> np.ndarray:
+def _numeric_column(frame, column: str, label: str, allow_nonfinite: bool = False) -> np.ndarray:
     import pandas as pd
 
     raw = frame[column]
-    numbers = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        numbers = raw.to_numpy(dtype=np.float64)
+    else:
+        numbers = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(numbers))
+    if allow_nonfinite:
+        # keep NaN, inf and empty cells; text that is no number at all is still an error
+        bad = np.array([i for i in bad if not (pd.isna(raw.iloc[i]) or _is_number_word(raw.iloc[i]))], dtype=int)
     if bad.size:
         row = int(bad[0])
         cell = raw.iloc[row]
-        what = "is missing" if cell.strip() == "" else f"is not a finite number: {cell.strip()!r}"
+        if pd.isna(cell) or str(cell).strip() == "":
+            what = "is missing"
+        else:
+            what = f"is not a finite number: {str(cell).strip()!r}"
         raise InputError(f"{label}: row {row + 1} (line {row + 2}), column '{column}' {what}")
     return numbers
+
+
+def _is_number_word(cell) -> bool:
+    try:
+        float(str(cell).strip())
+        return True
+    except ValueError:
+        return str(cell).strip() == ""

@@ -74,3 +74,24 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def ndjson_text(rows: list[dict]) -> str:
+    """One JSON object per line (batched fits)."""
+    return "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+
+
+def groups_csv_text(rows: list[dict], param_names) -> str:
+    """One row per group: group, each parameter and its stderr, loss, status, iterations."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = ["group"] + [c for name in param_names for c in (name, f"{name}_stderr")] + ["loss", "status", "iterations"]
+    writer.writerow(header)
+    for row in rows:
+        cells = [row["group"]]
+        for name in param_names:
+            entry = row["params"][name]
+            cells += [_fmt(entry["value"]), _fmt(entry["stderr"])]
+        cells += [_fmt(row["stats"]["loss"]), row["status"], row["counts"]["iterations"]]
+        writer.writerow(cells)
+    return out.getvalue()

@@ -175,3 +175,28 @@ class ProgressLine:
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+
+class GroupProgress:
+    """A rich progress bar on stderr, 'groups converged out of the total' (terminal only)."""
+
+    def __init__(self, console: Console):
+        self._console = console
+        self._progress = None
+        self._task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self._console.is_terminal:
+            return
+        if self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._progress = Progress(TextColumn("groups stopped"), BarColumn(), MofNCompleteColumn(), console=self._console, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task("fit", total=total)
+        self._progress.update(self._task, completed=done)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -106,8 +106,8 @@ def _record(state: State):
     return jnp.stack([jnp.asarray(v, dtype=jnp.float64) for v in values])
 
 
-@partial(jax.jit, static_argnames=("direction", "jac_mode"))
-def init_state(params, problem, settings: Settings, seed, *, direction: Direction, jac_mode: str):
+def initial_state(params, problem, settings: Settings, seed, *, direction: Direction, jac_mode: str):
+    """The state at the start: the first linearization, scaling, radius and status."""
     params = jnp.asarray(params, dtype=jnp.float64)
     local = direction.linearize(problem, params, jac_mode)
     scale = direction.initial_scale(local)
@@ -135,7 +135,12 @@ def init_state(params, problem, settings: Settings, seed, *, direction: Directio
         status=status.astype(jnp.int32),
     )
     # Every leaf strongly typed, and advance() returns the same types: one compile of step.
-    state = jax.tree.map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), state)
+    return jax.tree.map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), state)
+
+
+@partial(jax.jit, static_argnames=("direction", "jac_mode"))
+def init_state(params, problem, settings: Settings, seed, *, direction: Direction, jac_mode: str):
+    state = initial_state(params, problem, settings, seed, direction=direction, jac_mode=jac_mode)
     return state, _record(state)
 
 
@@ -257,3 +262,63 @@ def solve(
     except KeyboardInterrupt:
         status = Status.INTERRUPTED
     return SolveOutput(state=state, status=status, history=history, seconds=time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------------------------
+# Batches: the same step under vmap, finished members frozen, until every member stopped.
+
+
+@partial(jax.jit, static_argnames=("direction", "jac_mode"))
+def init_batch(params, problems, settings: Settings, seeds, *, direction: Direction, jac_mode: str):
+    return jax.vmap(lambda p, problem, seed: initial_state(p, problem, settings, seed, direction=direction, jac_mode=jac_mode))(params, problems, seeds)
+
+
+@partial(jax.jit, static_argnames=("direction", "globalization", "jac_mode"))
+def step_batch(states: State, problems, settings: Settings, *, direction, globalization, jac_mode):
+    """One iteration for every member still running; the others are returned unchanged."""
+
+    def one(state, problem):
+        new = advance(state, problem, settings, direction, globalization, jac_mode)
+        running = state.status == int(Status.RUNNING)
+        return jax.tree.map(lambda a, b: jnp.where(running, a, b), new, state)
+
+    states = jax.vmap(one)(states, problems)
+    return states, states.status
+
+
+def solve_batch(
+    problems,
+    params0,
+    direction: Direction,
+    globalization: Globalization,
+    jac_mode: str,
+    settings: Settings,
+    seed: int = 0,
+    timeout: float | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+):
+    """Run a batch (leading axis of ``problems`` and ``params0``) to the end. Returns
+    (state, statuses): a member that is still running when time runs out or Ctrl-C comes
+    gets TIMEOUT or INTERRUPTED; the others keep their own status."""
+    started = time.perf_counter()
+    settings = Settings(*(jnp.asarray(v) for v in settings))
+    members = params0.shape[0]
+    seeds = jnp.arange(members, dtype=jnp.uint32) + jnp.uint32(seed)
+    state = init_batch(jnp.asarray(params0, dtype=jnp.float64), problems, settings, seeds, direction=direction, jac_mode=jac_mode)
+    statuses = np.asarray(state.status)
+    stop = None
+    try:
+        while np.any(statuses == Status.RUNNING):
+            if on_progress is not None:
+                on_progress(int(np.count_nonzero(statuses != Status.RUNNING)), members)
+            if timeout is not None and time.perf_counter() - started > timeout:
+                stop = Status.TIMEOUT
+                break
+            state, statuses = step_batch(state, problems, settings, direction=direction, globalization=globalization, jac_mode=jac_mode)
+            statuses = np.asarray(statuses)
+    except KeyboardInterrupt:
+        stop = Status.INTERRUPTED
+    statuses = np.where(statuses == Status.RUNNING, int(stop or Status.RUNNING), statuses)
+    if on_progress is not None:
+        on_progress(members, members)
+    return state, statuses

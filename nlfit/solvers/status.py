@@ -15,6 +15,7 @@ class Status(IntEnum):
     STALLED = 6
     INTERRUPTED = 7
     TIMEOUT = 8
+    TOO_FEW_POINTS = 9
 
     @property
     def label(self) -> str:
@@ -39,4 +40,5 @@ _MESSAGES = {
     Status.STALLED: "stopped: no step that lowers the loss could be found (line search or damping exhausted)",
     Status.INTERRUPTED: "interrupted: the best result so far is reported",
     Status.TIMEOUT: "stopped: the time limit was reached; the best result so far is reported",
+    Status.TOO_FEW_POINTS: "not fitted: fewer data points than parameters",
 }
