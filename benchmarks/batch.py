@@ -117,7 +117,8 @@ def main() -> None:
         difference = np.max(gap / np.abs(reference[both])) if both.any() else float("nan")
         vector = np.max(np.linalg.norm(gap, axis=1) / np.linalg.norm(reference[both], axis=1)) if both.any() else float("nan")
         rate, scipy_rate = args.groups / ours, args.groups / theirs
-        print(f"{name:9s} {rate:13.0f} {scipy_rate:13.0f} {rate / scipy_rate:6.1f}x {f'{ok.sum()}/{converged.sum()}/{both.sum()}':>29s} {difference:13.2e}")
+        counts = f"{ok.sum()}/{converged.sum()}/{both.sum()}"
+        print(f"{name:9s} {rate:13.0f} {scipy_rate:13.0f} {rate / scipy_rate:6.1f}x {counts:>29s} {difference:17.2e} {vector:13.2e}")
 
 
 if __name__ == "__main__":
