@@ -34,18 +34,24 @@ def read_dataset(
             frame = _frame_from_dataset(dataset)
             return _select(frame, x_columns, y_column, sigma_column, source, dataset.extra)
         return dataset
-    frame = _read_csv(source, stdin)
+    frame = _read_csv(source, stdin, text_columns=(group_column,) if group_column else ())
     # With --group-by a missing or non-finite number only fails its own group (status nonfinite).
     dataset = _select(frame, x_columns, y_column, sigma_column, source, {}, exclude=group_column, allow_nonfinite=group_column is not None)
     if group_column is None:
         return dataset
     if group_column not in frame.columns:
         raise InputError(f"unknown --group-by column '{group_column}' in {source}; columns are: {', '.join(frame.columns)}")
-    keys = frame[group_column].astype(str).str.strip().to_numpy()
+    keys = frame[group_column].astype(object).map(lambda v: str(v).strip()).to_numpy(dtype=object)
     return Dataset(**{**dataset.__dict__, "groups": keys})
 
 
-def _read_csv(source: str, stdin=None):
+NA_TEXT = ["", "nan", "NaN", "NA", "N/A", "null", "NULL", "-nan", "-NaN"]
+
+
+def _read_csv(source: str, stdin=None, text_columns: tuple[str, ...] = ()):
+    """The CSV as a DataFrame; ``text_columns`` (a --group-by key) are kept as written."""
+    import csv
+
     import pandas as pd
 
     if source == "-":
@@ -53,31 +59,54 @@ def _read_csv(source: str, stdin=None):
         text = stream.read()
         if isinstance(text, bytes):
             text = text.decode("utf-8", errors="replace")
-        handle = io.StringIO(text)
         label = "stdin"
+
+        def handle():
+            return io.StringIO(text)
     else:
         path = Path(source)
         if not path.exists():
             raise InputError(f"data file not found: {source}")
         if path.is_dir():
             raise InputError(f"data path is a directory, not a file: {source}")
-        handle = path
         label = source
+
+        def handle():
+            return open(path, encoding="utf-8", errors="replace", newline="")
+
+    try:
+        with handle() as first:
+            header = next(csv.reader(first), None)
+    except OSError as exc:
+        raise InputError(f"cannot read {label}: {exc.strerror or exc}") from None
+    except csv.Error as exc:
+        raise InputError(f"{label} is not valid CSV: {exc}") from None
+    if not header or not any(cell.strip() for cell in header):
+        raise InputError(f"{label} is empty: expected CSV with a header row")
+    names = [cell.strip() for cell in header]
+    duplicated = sorted({c for c in names if names.count(c) > 1})
+    if duplicated:
+        raise InputError(f"{label} has duplicate column names: {', '.join(duplicated)}")
     try:
         # Types are inferred by pandas' C parser (fast for large files); a column that does
         # not come out numeric is checked cell by cell only when it is used.
-        frame = pd.read_csv(handle, skipinitialspace=True, low_memory=False)
+        with handle() as stream:
+            frame = pd.read_csv(
+                stream,
+                skipinitialspace=True,
+                low_memory=False,
+                keep_default_na=False,
+                na_values={name: NA_TEXT for name in header if name.strip() not in text_columns},
+                dtype={name: object for name in header if name.strip() in text_columns},
+            )
     except pd.errors.EmptyDataError:
         raise InputError(f"{label} is empty: expected CSV with a header row") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{label} is not valid CSV: {first}") from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{label} is not valid CSV: {first_line}") from None
     except OSError as exc:
         raise InputError(f"cannot read {label}: {exc.strerror or exc}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    if len(set(frame.columns)) != len(frame.columns):
-        duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
-        raise InputError(f"{label} has duplicate column names: {', '.join(duplicated)}")
     if frame.shape[0] == 0:
         raise InputError(f"{label} has a header but no data rows")
     return frame
