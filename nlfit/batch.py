@@ -212,3 +212,83 @@ def batched_stderr(jac: np.ndarray, rss: np.ndarray, counts: np.ndarray, n_param
         stderr = np.sqrt(variance)
     usable = finite & full_rank & (dof > 0) & np.isfinite(rss)
     return np.where(usable[:, None], stderr, np.nan)
+
+
+def subset(dataset: Dataset, keep: np.ndarray) -> Dataset:
+    """The rows ``keep`` (a boolean mask) of a grouped dataset."""
+    return Dataset(
+        x=np.asarray(dataset.x)[keep],
+        y=np.asarray(dataset.y)[keep],
+        x_names=dataset.x_names,
+        y_name=dataset.y_name,
+        sigma=None if dataset.sigma is None else np.asarray(dataset.sigma)[keep],
+        source=dataset.source,
+        groups=np.asarray(dataset.groups)[keep],
+    )
+
+
+def _fit_partition(dataset: Dataset, model_spec, p0, options: dict) -> BatchResult:
+    return fit_groups(dataset, model_spec, p0=p0, **options)
+
+
+def fit_groups_dask(dataset: Dataset, model_spec, p0=None, scheduler: str | None = None, partitions: int | None = None, **options) -> BatchResult:
+    """``fit_groups`` spread over Dask workers: the groups are cut into contiguous partitions,
+    each worker runs the vmapped solver on its own, and the rows come back in group order.
+
+    ``scheduler``: the address of a running scheduler; without it a LocalCluster of one
+    single-threaded worker process per core is started on 127.0.0.1 (and closed after).
+    """
+    import os
+    import time
+
+    import pandas as pd
+
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--engine dask needs dask: pip install 'nlfit[dask]'") from None
+    from nlfit.errors import OptionError
+
+    began = time.perf_counter()
+    codes, keys = pd.factorize(dataset.groups, sort=False)
+    cluster = None
+    try:
+        if scheduler:
+            client = Client(scheduler, timeout="10s")
+        else:
+            cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+            client = Client(cluster)
+    except (OSError, TimeoutError) as exc:
+        raise OptionError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
+    try:
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        count = partitions or 2 * workers
+        bounds = np.linspace(0, len(keys), min(count, len(keys)) + 1).astype(int)
+        parts = [subset(dataset, (codes >= lo) & (codes < hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        futures = client.map(_fit_partition, parts, model_spec=model_spec, p0=p0, options=options, pure=False)
+        results = client.gather(futures)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    first = results[0]
+
+    def join(field):
+        return np.concatenate([getattr(r, field) for r in results])
+
+    return BatchResult(
+        keys=[k for r in results for k in r.keys],
+        param_names=first.param_names,
+        params=join("params"),
+        stderr=join("stderr"),
+        rss=join("rss"),
+        n_points=join("n_points"),
+        statuses=join("statuses"),
+        iterations=join("iterations"),
+        nfev=join("nfev"),
+        njev=join("njev"),
+        method=first.method,
+        globalization=first.globalization,
+        model_spec=first.model_spec,
+        seconds=time.perf_counter() - began,
+    )

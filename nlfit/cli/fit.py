@@ -14,7 +14,7 @@ FORMATS = ("json", "csv", "table")
 CONFIG_KEYS = {
     "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
     "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
-    "absolute_sigma", "conf_level", "plot", "factorization", "group_by",
+    "absolute_sigma", "conf_level", "plot", "factorization", "group_by", "engine", "scheduler",
 }  # fmt: skip
 
 
@@ -68,6 +68,8 @@ def fit(
         str | None, typer.Option("--factorization", help="auto | svd | gram: keep J and use its SVD, or only J^T J (auto: gram from 100k points).")
     ] = None,
     group_by: Annotated[str | None, typer.Option("--group-by", help="Fit the model once per value of this column (one vmapped solve); rows out.")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="With --group-by: local (default) or dask (needs nlfit[dask]).")] = None,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="With --engine dask: scheduler address (default: a local cluster).")] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Save a picture: FILE.png, .svg or .pdf (needs nlfit[plot]).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No report on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -116,6 +118,8 @@ def run_fit(data: str, options: dict) -> None:
     keys = ("globalization", "jac", "ftol", "xtol", "gtol", "max_iter", "step", "momentum", "batch_size", "seed", "timeout")
     keys += ("absolute_sigma", "conf_level", "factorization")
     fit_options = {k: options.get(k) for k in keys}
+    if (options.get("engine") or options.get("scheduler")) and not options.get("group_by"):
+        raise OptionError("--engine and --scheduler apply to batched fits (--group-by)")
     if options.get("group_by"):
         return run_groups(dataset, model_spec, p0, {k: options.get(k) for k in keys} | {"method": options.get("method")}, output_format, options)
     methods = [m.strip() for m in str(options.get("method") or "lm").split(",") if m.strip()]

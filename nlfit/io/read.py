@@ -34,7 +34,21 @@ def read_dataset(
             frame = _frame_from_dataset(dataset)
             return _select(frame, x_columns, y_column, sigma_column, source, dataset.extra)
         return dataset
-    frame = _read_csv(source, stdin, text_columns=(group_column,) if group_column else ())
+    text_columns = (group_column,) if group_column else ()
+    if source != "-" and any(ch in source for ch in "*?["):
+        import glob
+
+        import pandas as pd
+
+        files = sorted(glob.glob(source))
+        if not files:
+            raise InputError(f"no file matches {source}")
+        frames = [_read_csv(name, None, text_columns) for name in files]
+        if any(list(f.columns) != list(frames[0].columns) for f in frames):
+            raise InputError(f"the files matching {source} do not all have the same columns")
+        frame = pd.concat(frames, ignore_index=True)
+    else:
+        frame = _read_csv(source, stdin, text_columns)
     # With --group-by a missing or non-finite number only fails its own group (status nonfinite).
     dataset = _select(frame, x_columns, y_column, sigma_column, source, {}, exclude=group_column, allow_nonfinite=group_column is not None)
     if group_column is None:
