@@ -32,6 +32,10 @@ DEFAULTS = {
     "timeout": None,
     "absolute_sigma": False,
     "factorization": "auto",
+    "loss": "linear",
+    "f_scale": 1.0,
+    "bounds": None,
+    "fix": None,
     "conf_level": 0.95,
 }
 
@@ -63,6 +67,10 @@ class FitResult:
     tvalues: np.ndarray | None = None
     data_columns: dict = field(default_factory=dict)
     absolute_sigma: bool = False
+    fixed: np.ndarray | None = None
+    at_bound: list | None = None
+    loss_name: str = "linear"
+    f_scale: float = 1.0
 
     @property
     def success(self) -> bool:
@@ -74,7 +82,8 @@ class FitResult:
 
     @property
     def loss(self) -> float:
-        return 0.5 * self.stats["rss"]
+        """The minimized objective: 1/2 ||r||^2, or the robust cost 1/2 C^2 sum rho((r/C)^2)."""
+        return self.stats["loss"]
 
     def to_json(self) -> dict:
         def number(value):
@@ -85,8 +94,10 @@ class FitResult:
             params[name] = {
                 "value": number(self.params[i]),
                 "stderr": None if self.stderr is None else number(self.stderr[i]),
-                "ci": None if self.intervals is None else [number(v) for v in self.intervals[i]],
+                "ci": None if self.intervals is None or not np.all(np.isfinite(self.intervals[i])) else [float(v) for v in self.intervals[i]],
                 "tvalue": None if self.tvalues is None else number(self.tvalues[i]),
+                "fixed": bool(self.fixed[i]) if self.fixed is not None else False,
+                "at_bound": None if self.at_bound is None else self.at_bound[i],
             }
 
         def matrix(values):
@@ -101,6 +112,8 @@ class FitResult:
             "method": self.method,
             "globalization": self.globalization,
             "jac": self.jac_mode,
+            "loss": self.loss_name,
+            "f_scale": self.f_scale,
             "params": params,
             "data": self.data_columns,
             "absolute_sigma": self.absolute_sigma,
@@ -207,7 +220,13 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
     from nlfit.solvers.loop import Settings, solve
 
     jac_mode = derivatives.resolve_mode(opts["jac"], n_points, n_params)
-    problem = make_problem(model, dataset)
+    lower, upper, start = box(model, opts["bounds"], opts["fix"], start, given=p0 is not None)
+    from nlfit.problem import LOSSES
+
+    if opts["loss"] not in LOSSES:
+        raise OptionError(f"--loss must be one of {', '.join(LOSSES)}; got '{opts['loss']}'")
+    _positive("f_scale", opts["f_scale"])
+    problem = make_problem(model, dataset, opts["loss"], float(opts["f_scale"]), lower, upper)
     if not np.all(np.isfinite(np.asarray(problem.y))):
         raise ModelError(f"the response transform of '{model.spec}' gives non-finite values (e.g. log of a value <= 0)")
     if opts["factorization"] not in ("auto", "svd", "gram"):
@@ -238,32 +257,101 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
     return _result(model, dataset, problem, output, method, globalization, jac_mode, opts, factorization)
 
 
+def box(model, bounds, fix, start, given: bool = True):
+    """(lower, upper, start) from --bounds {name: (lo, hi)} and --fix {name: value}.
+
+    A start the user gave must lie inside the bounds; a default start is moved into them."""
+    names = list(model.param_names)
+    lower, upper = np.full(len(names), -np.inf), np.full(len(names), np.inf)
+    for option, table in (("--bounds", bounds or {}), ("--fix", fix or {})):
+        unknown = [k for k in table if k not in names]
+        if unknown:
+            raise OptionError(f"{option} names unknown parameter(s) {', '.join(unknown)}; the parameters are {', '.join(names)}")
+    for name, (lo, hi) in (bounds or {}).items():
+        if not lo <= hi:
+            raise OptionError(f"--bounds {name}: the lower bound {lo} is above the upper bound {hi}")
+        lower[names.index(name)], upper[names.index(name)] = lo, hi
+    start = np.array(start, dtype=np.float64)
+    for name, value in (fix or {}).items():
+        if not math.isfinite(value):
+            raise OptionError(f"--fix {name}: the value must be a finite number")
+        i = names.index(name)
+        lower[i] = upper[i] = start[i] = value
+    if not given:
+        start = np.clip(start, lower, upper)
+    outside = [names[i] for i in range(len(names)) if not lower[i] <= start[i] <= upper[i]]
+    if outside:
+        i = names.index(outside[0])
+        raise OptionError(f"the start {outside[0]}={start[i]:g} is outside its bounds [{lower[i]:g}, {upper[i]:g}]; give a --p0 inside")
+    return lower, upper, start
+
+
 def _result(model, dataset, problem, output, method, globalization, jac_mode, options, factorization) -> FitResult:
     from nlfit import derivatives, stats
+    from nlfit.problem import rho
 
     state = output.state
     params = np.asarray(state.params)
+    lower, upper = np.asarray(problem.lower), np.asarray(problem.upper)
+    fixed = lower == upper
+    at_bound = np.where(fixed, None, np.where(params <= lower, "lower", np.where(params >= upper, "upper", None)))
+    estimated = np.flatnonzero(~fixed & (at_bound == None))  # noqa: E711 (elementwise)
+    names = [model.param_names[i] for i in estimated]
     # The Jacobian at the solution for the statistics, by AD (not counted in njev). The solver's
-    # last linearization is at these parameters: reuse it unless it was by finite differences
-    # or had no Jacobian (gd). For large m only J^T J is kept; a square factor with the same
-    # singular values stands in for J.
+    # last linearization is at these parameters: reuse it unless it was by finite differences,
+    # had no Jacobian (gd), or the loss is robust (the sandwich needs the unscaled J). For large
+    # m only J^T J is kept; a square factor with the same singular values stands in for J.
     local = state.local
-    if jac_mode == "fd" or (local.jac is None and local.gram is None):
-        if factorization == "gram":
-            local = local._replace(jac=None, gram=derivatives.gram_jit(state.params, problem, "fwd")[1])
-        else:
-            local = local._replace(jac=derivatives.jacobian_jit(state.params, problem, "rev" if jac_mode == "rev" else "fwd")[1])
-    factor = np.asarray(local.jac) if local.jac is not None else stats.factor_from_gram(np.asarray(local.gram))
+    residuals = np.asarray(local.residuals)
+    middle = None
+    robust = problem.loss != "linear"
+    if factorization == "gram" and not robust:
+        gram = local.gram if (jac_mode != "fd" and local.gram is not None) else derivatives.gram_jit(state.params, problem, "fwd")[1]
+        factor = stats.factor_from_gram(np.asarray(gram)[np.ix_(estimated, estimated)])
+    else:
+        reuse = jac_mode != "fd" and local.jac is not None and not robust
+        jac = np.asarray(local.jac if reuse else derivatives.jacobian_jit(state.params, problem, "rev" if jac_mode == "rev" else "fwd")[1])
+        factor = jac[:, estimated]
+        if robust:
+            z = (residuals / float(problem.f_scale)) ** 2
+            first, second = (np.asarray(v) for v in rho(z, problem.loss)[1:])
+            factor = factor * np.sqrt(np.maximum(first + 2 * second * z, np.finfo(float).eps))[:, None]
+            influence = jac[:, estimated] * (first * residuals)[:, None]
+            middle = influence.T @ influence
     statistics = stats.compute(
         factor,
-        np.asarray(state.local.residuals),
-        params,
-        model.param_names,
+        residuals,
+        params[estimated],
+        names,
         np.asarray(problem.y),
         None if dataset.sigma is None else np.asarray(dataset.sigma),
         absolute_sigma=bool(options["absolute_sigma"]),
         conf_level=float(options["conf_level"]),
+        sandwich_middle=middle,
     )
+    n_params = len(model.param_names)
+
+    def spread(values, shape):
+        if values is None:
+            return None
+        out = np.full(shape, np.nan)
+        if len(shape) == 1:
+            out[estimated] = values
+        elif shape[1] == 2:
+            out[estimated] = values
+        else:
+            out[np.ix_(estimated, estimated)] = values
+        return out
+
+    covariance = spread(statistics.covariance, (n_params, n_params))
+    if covariance is not None:
+        covariance = np.where(np.isnan(covariance), 0.0, covariance)  # held parameters do not vary
+    warnings = list(statistics.warnings)
+    for i, side in enumerate(at_bound):
+        if side is not None:
+            warnings.append(f"{model.param_names[i]} ended at its {side} bound ({params[i]:g}): its standard error is not meaningful")
+    values = dict(statistics.values)
+    values["loss"] = float(local.loss)
     return FitResult(
         model=model,
         method=method,
@@ -271,17 +359,21 @@ def _result(model, dataset, problem, output, method, globalization, jac_mode, op
         jac_mode=jac_mode,
         param_names=tuple(model.param_names),
         params=params,
-        stderr=statistics.stderr,
-        covariance=statistics.covariance,
-        correlation=statistics.correlation,
-        intervals=statistics.intervals,
-        tvalues=statistics.tvalues,
+        stderr=spread(statistics.stderr, (n_params,)),
+        covariance=covariance,
+        correlation=spread(statistics.correlation, (n_params, n_params)),
+        intervals=spread(statistics.intervals, (n_params, 2)),
+        tvalues=spread(statistics.tvalues, (n_params,)),
         status=output.status,
-        stats=statistics.values,
+        stats=values,
         counts={"iterations": int(state.iteration), "nfev": int(state.nfev), "njev": int(state.njev)},
         history=output.history,
         seconds=output.seconds,
-        warnings=statistics.warnings,
+        warnings=warnings,
         data_columns={"x": list(dataset.x_names), "y": dataset.y_name},
         absolute_sigma=bool(options["absolute_sigma"]) and dataset.sigma is not None,
+        fixed=fixed,
+        at_bound=list(at_bound),
+        loss_name=problem.loss,
+        f_scale=float(problem.f_scale),
     )

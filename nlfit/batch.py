@@ -148,7 +148,28 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, starts=N
     from nlfit import derivatives
 
     jac_mode = derivatives.resolve_mode(opts["jac"], x_pad.shape[1], n_params)
-    problems = Problem(x=jnp.asarray(x_pad), y=jnp.asarray(y_pad), sigma=jnp.asarray(sigma_pad), model=model)
+    from nlfit.problem import LOSSES
+
+    if opts["loss"] not in LOSSES:
+        raise InputError(f"--loss must be one of {', '.join(LOSSES)}; got '{opts['loss']}'")
+    lower, upper, _ = api.box(model, opts["bounds"], opts["fix"], np.clip(starts[0], -np.inf, np.inf), given=False)
+    for name, value in (opts["fix"] or {}).items():
+        starts[:, model.param_names.index(name)] = value
+    if p0 is None and given_starts is None:
+        starts = np.clip(starts, lower, upper)  # default starts are moved into the bounds
+    elif np.any((starts < lower) | (starts > upper)):
+        raise InputError("the start is outside the bounds; give a --p0 inside them")
+    groups = len(keys)
+    problems = Problem(
+        x=jnp.asarray(x_pad),
+        y=jnp.asarray(y_pad),
+        sigma=jnp.asarray(sigma_pad),
+        model=model,
+        loss=opts["loss"],
+        f_scale=jnp.full(groups, float(opts["f_scale"])),
+        lower=jnp.tile(jnp.asarray(lower), (groups, 1)),
+        upper=jnp.tile(jnp.asarray(upper), (groups, 1)),
+    )
     settings = Settings(
         ftol=float(opts["ftol"]),
         xtol=float(opts["xtol"]),
@@ -177,7 +198,33 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, starts=N
     jac = state.local.jac
     if jac is None or jac_mode == "fd":  # gram factorization, gd or fd: the AD Jacobian at the solution
         jac = jax.jit(jax.vmap(lambda p, problem: derivatives.jacobian(p, problem, "fwd")[1]))(state.params, problems)
-    stderr = batched_stderr(np.asarray(jac), rss, counts, n_params)
+    jac = np.asarray(jac)
+    estimated = np.flatnonzero(lower != upper)  # fixed parameters are not estimated
+    middle = None
+    if opts["loss"] != "linear":  # the sandwich, as for single fits (nlfit.stats)
+        from nlfit.problem import rho
+
+        scale = float(opts["f_scale"])
+        z = (np.where(np.isfinite(sigma_pad), residuals, 0.0) / scale) ** 2
+        first, second = (np.asarray(v) for v in rho(z, opts["loss"])[1:])
+        weight = np.sqrt(np.maximum(first + 2 * second * z, np.finfo(float).eps))
+        influence = jac[:, :, estimated] * (first * residuals)[:, :, None]
+        middle = np.einsum("gmi,gmj->gij", influence, influence)
+        jac = jac * weight[:, :, None]
+    stderr = np.full(params.shape, np.nan)
+    stderr[:, estimated] = batched_stderr(jac[:, :, estimated], rss, counts, len(estimated), middle)
+    held = (params <= lower) | (params >= upper)  # fixed, or ended at a bound: no meaningful stderr
+    # A group with a parameter at a bound: its statistics over the other parameters only, as a
+    # single fit's (nlfit.api); such groups are few, so one at a time.
+    for g in np.flatnonzero(np.any(held[:, estimated], axis=1)):
+        keep = np.array([i for i in estimated if not held[g, i]], dtype=int)
+        if keep.size:
+            sub_middle = None
+            if middle is not None:
+                position = [list(estimated).index(i) for i in keep]
+                sub_middle = middle[g][np.ix_(position, position)][None]
+            stderr[g, keep] = batched_stderr(jac[g : g + 1][:, :, keep], rss[g : g + 1], counts[g : g + 1], keep.size, sub_middle)[0]
+    stderr[held] = np.nan
     stderr[statuses == Status.TOO_FEW_POINTS] = np.nan
     return BatchResult(
         keys=keys,
@@ -197,7 +244,7 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, starts=N
     )
 
 
-def batched_stderr(jac: np.ndarray, rss: np.ndarray, counts: np.ndarray, n_params: int) -> np.ndarray:
+def batched_stderr(jac: np.ndarray, rss: np.ndarray, counts: np.ndarray, n_params: int, middle: np.ndarray | None = None) -> np.ndarray:
     """sqrt(diag(s^2 (J^T J)^-1)) for every group from one batched SVD; NaN where J is
     rank-deficient, not finite, or there are no degrees of freedom (as nlfit.stats)."""
     finite = np.all(np.isfinite(jac), axis=(1, 2))
@@ -208,7 +255,11 @@ def batched_stderr(jac: np.ndarray, rss: np.ndarray, counts: np.ndarray, n_param
     dof = counts - n_params
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled = np.swapaxes(vt, 1, 2) / singular[:, None, :]
-        variance = np.einsum("gij,gij->gi", scaled, scaled) * (rss / dof)[:, None]
+        if middle is None:
+            variance = np.einsum("gij,gij->gi", scaled, scaled) * (rss / dof)[:, None]
+        else:
+            inverse = scaled @ np.swapaxes(scaled, 1, 2)
+            variance = np.einsum("gii->gi", inverse @ middle @ inverse) * (counts / dof)[:, None]
         stderr = np.sqrt(variance)
     usable = finite & full_rank & (dof > 0) & np.isfinite(rss)
     return np.where(usable[:, None], stderr, np.nan)

@@ -26,7 +26,7 @@ from functools import partial
 
 from nlfit._jax import jax, jnp
 from nlfit.errors import OptionError
-from nlfit.problem import Problem, loss, residuals
+from nlfit.problem import Problem, cost_terms, loss, residuals, robust_scaling
 
 JAC_MODES = ("auto", "fwd", "rev", "fd")
 FD_RELATIVE_STEP = 1e-8
@@ -83,10 +83,12 @@ def central_difference_jacobian(params, problem: Problem, relative_step: float =
 
 
 def value_and_grad(params, problem: Problem):
-    """Residuals, loss and gradient J^T r by one reverse pass (no Jacobian is formed)."""
+    """Residuals, loss and its gradient by one reverse pass (no Jacobian is formed); with a
+    robust loss the gradient is J^T (rho' r)."""
     r, pullback = jax.vjp(lambda p: residuals(p, problem), params)
-    (grad,) = pullback(r)
-    return r, 0.5 * jnp.dot(r, r), grad
+    model_r, scale = robust_scaling(r, problem)
+    (grad,) = pullback(model_r * scale)  # r~ s = rho'(z) r
+    return r, jnp.sum(cost_terms(r, problem)), grad
 
 
 def jvp(params, problem: Problem, direction):
@@ -126,7 +128,8 @@ def compare(params, problem: Problem) -> dict:
 
 
 def gram(params, problem: Problem, mode: str):
-    """Residuals r, the Gram matrix G = J^T J and the gradient g = J^T r, without keeping J.
+    """Residuals r, the Gram matrix G = J^T J and the gradient g = J^T r, without keeping J
+    (for a robust loss, of the rescaled J~ and r~; r itself is returned unscaled).
 
     Each column J e_j comes from one JVP (forward mode; forward differences for ``fd``) and
     only its products with r and the other columns are summed, so the m x n Jacobian is
@@ -143,9 +146,12 @@ def gram(params, problem: Problem, mode: str):
     else:
         r, linear = jax.linearize(lambda p: residuals(p, problem), params)
         columns = [linear(jnp.zeros(n).at[j].set(1.0)) for j in range(n)]
+    model_r, scale = robust_scaling(r, problem)
+    if problem.loss != "linear":
+        columns = [column * scale for column in columns]
     entries = {(i, j): jnp.dot(columns[i], columns[j]) for i in range(n) for j in range(i, n)}
     matrix = jnp.stack([jnp.stack([entries[min(i, j), max(i, j)] for j in range(n)]) for i in range(n)])
-    return r, matrix, jnp.stack([jnp.dot(column, r) for column in columns])
+    return r, matrix, jnp.stack([jnp.dot(column, model_r) for column in columns])
 
 
 gram_jit = jax.jit(gram, static_argnames=("mode",))

@@ -8,6 +8,15 @@ transform for a formula such as ``log(y) = ...``.
 
 A Problem is a JAX pytree: x, y and sigma are traced arrays and the model is static, so a
 compiled solver step is reused for every dataset of the same shape.
+
+Robust losses (scipy.optimize.least_squares' definitions): with z = (r / C)^2 and
+C = f_scale, the cost is 1/2 C^2 sum rho(z), where rho(z) is
+
+    linear  z               soft_l1  2 ((1 + z)^(1/2) - 1)     huber  z if z <= 1 else 2 z^(1/2) - 1
+    cauchy  ln(1 + z)       arctan   arctan(z)
+
+Bounds: lower <= params <= upper (componentwise, +-inf when absent); a fixed parameter has
+lower = upper. ``project`` clips a point into the box.
 """
 
 from __future__ import annotations
@@ -28,6 +37,10 @@ class Problem:
     y: jax.Array
     sigma: jax.Array
     model: Model = field(metadata={"static": True})
+    loss: str = field(default="linear", metadata={"static": True})
+    f_scale: jax.Array | float = 1.0
+    lower: jax.Array | None = None
+    upper: jax.Array | None = None
 
     @property
     def n_residuals(self) -> int:
@@ -38,17 +51,84 @@ class Problem:
         return len(self.model.param_names)
 
 
-def make_problem(model: Model, dataset: Dataset) -> Problem:
+LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
+
+
+def make_problem(model: Model, dataset: Dataset, loss: str = "linear", f_scale: float = 1.0, lower=None, upper=None) -> Problem:
     """The Problem that fits ``model`` to ``dataset`` (response transformed if the model says so)."""
     y = np.asarray(model.transform_response(dataset.y, dataset.x), dtype=np.float64)
     sigma = np.ones_like(y) if dataset.sigma is None else np.asarray(dataset.sigma, dtype=np.float64)
-    return Problem(x=jnp.asarray(dataset.x, dtype=jnp.float64), y=jnp.asarray(y), sigma=jnp.asarray(sigma), model=model)
+    n = len(model.param_names)
+    return Problem(
+        x=jnp.asarray(dataset.x, dtype=jnp.float64),
+        y=jnp.asarray(y),
+        sigma=jnp.asarray(sigma),
+        model=model,
+        loss=loss,
+        f_scale=jnp.asarray(f_scale, dtype=jnp.float64),
+        lower=jnp.full(n, -jnp.inf) if lower is None else jnp.asarray(lower, dtype=jnp.float64),
+        upper=jnp.full(n, jnp.inf) if upper is None else jnp.asarray(upper, dtype=jnp.float64),
+    )
 
 
 def residuals(params, problem: Problem):
     return (problem.model.predict(params, problem.x) - problem.y) / problem.sigma
 
 
+def rho(z, name: str):
+    """(rho(z), rho'(z), rho''(z)) of a robust loss."""
+    if name == "linear":
+        return z, jnp.ones_like(z), jnp.zeros_like(z)
+    if name == "soft_l1":
+        t = 1.0 + z
+        return 2.0 * (jnp.sqrt(t) - 1.0), t**-0.5, -0.5 * t**-1.5
+    if name == "huber":
+        inside = z <= 1.0
+        root = jnp.sqrt(jnp.where(inside, 1.0, z))
+        return jnp.where(inside, z, 2.0 * root - 1.0), jnp.where(inside, 1.0, 1.0 / root), jnp.where(inside, 0.0, -0.5 / root**3)
+    if name == "cauchy":
+        t = 1.0 + z
+        return jnp.log1p(z), 1.0 / t, -1.0 / t**2
+    if name == "arctan":
+        t = 1.0 + z * z
+        return jnp.arctan(z), 1.0 / t, -2.0 * z / t**2
+    raise ValueError(f"unknown loss {name}")
+
+
+def cost_terms(r, problem: Problem):
+    """Each point's share of the loss: 1/2 r^2, or 1/2 C^2 rho((r/C)^2) for a robust loss."""
+    if problem.loss == "linear":
+        return 0.5 * r * r
+    scale = problem.f_scale
+    return 0.5 * scale * scale * rho((r / scale) ** 2, problem.loss)[0]
+
+
+def robust_scaling(r, problem: Problem):
+    """scipy's rescaling for a robust loss: r~ = r rho' / s and J~ = s J with
+    s = sqrt(rho' + 2 rho'' z), so that J~^T r~ is the gradient of the robust cost and J~^T J~
+    its Gauss-Newton Hessian. Returns (r~, s); (r, 1) for the linear loss."""
+    if problem.loss == "linear":
+        return r, jnp.ones_like(r)
+    z = (r / problem.f_scale) ** 2
+    _, first, second = rho(z, problem.loss)
+    s = jnp.sqrt(jnp.maximum(first + 2.0 * second * z, jnp.finfo(jnp.float64).eps))
+    return r * first / s, s
+
+
 def loss(params, problem: Problem):
     r = residuals(params, problem)
-    return 0.5 * jnp.dot(r, r)
+    return jnp.sum(cost_terms(r, problem))
+
+
+def project(params, problem: Problem):
+    """The point of the box [lower, upper] nearest to ``params``."""
+    return jnp.clip(params, problem.lower, problem.upper)
+
+
+def free_mask(params, grad, problem: Problem):
+    """1 for parameters the step may move, 0 for fixed ones and for those held at a bound by
+    the gradient (at the lower bound with g > 0, at the upper bound with g < 0)."""
+    at_lower = (params <= problem.lower) & (grad > 0)
+    at_upper = (params >= problem.upper) & (grad < 0)
+    fixed = problem.lower == problem.upper
+    return jnp.where(at_lower | at_upper | fixed, 0.0, 1.0)

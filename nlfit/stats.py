@@ -68,7 +68,11 @@ def compute(
     sigma: np.ndarray | None,
     absolute_sigma: bool = False,
     conf_level: float = 0.95,
+    sandwich_middle: np.ndarray | None = None,
 ) -> Statistics:
+    """Statistics of a fit. ``jac`` is the Jacobian (or a square factor of J^T J) of the
+    parameters that were estimated. With ``sandwich_middle`` = B (robust losses) the
+    covariance is the sandwich n/dof A^-1 B A^-1 with A = J~^T J~ (Huber 1967; White 1980)."""
     # scipy.special, not scipy.stats: the same quantiles for a third of the import time.
     from scipy.special import ndtri, stdtrit
 
@@ -117,7 +121,9 @@ def compute(
         return result
     scaled = vt.T / singular
     covariance = scaled @ scaled.T
-    if not (absolute_sigma and sigma is not None):
+    if sandwich_middle is not None:
+        covariance = covariance @ sandwich_middle @ covariance * (n_points / dof)
+    elif not (absolute_sigma and sigma is not None):
         covariance = covariance * (rss / dof)
     stderr = np.sqrt(np.diag(covariance))
     correlation = covariance / np.outer(stderr, stderr)

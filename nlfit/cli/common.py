@@ -120,3 +120,37 @@ def emit(text: str, output: str | None) -> None:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+def parse_bounds(value) -> dict | None:
+    """'b1=0:inf,b2=-1:1' (or a TOML table {b1 = [0, inf]} / {b1 = "0:inf"}) -> {name: (lo, hi)}."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    else:
+        items = []
+        for part in str(value).split(","):
+            if part.strip():
+                name, sep, rest = part.partition("=")
+                if not sep:
+                    raise OptionError(f"--bounds entry '{part.strip()}' is not name=low:high")
+                items.append((name.strip(), rest))
+    out = {}
+    for name, spec in items:
+        try:
+            low, high = spec if isinstance(spec, list) else str(spec).split(":")
+            out[str(name)] = (float(low), float(high))
+        except (ValueError, TypeError):
+            raise OptionError(f"--bounds {name}: expected low:high such as 0:inf or -1:1; got '{spec}'") from None
+    return out
+
+
+def parse_fix(value) -> dict | None:
+    """'b2=0.5,b3=1' (or a TOML table) -> {name: value}."""
+    if value is None:
+        return None
+    parsed = parse_p0(value)
+    if not isinstance(parsed, dict):
+        raise OptionError("--fix must be name=value pairs, e.g. b2=0.5")
+    return parsed

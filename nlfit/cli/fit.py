@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import emit, handle_errors, load_config, merge, parse_p0, stdout_is_terminal
+from nlfit.cli.common import emit, handle_errors, load_config, merge, parse_bounds, parse_fix, parse_p0, stdout_is_terminal
 from nlfit.errors import OptionError
 
 FORMATS = ("json", "csv", "table")
@@ -15,6 +15,7 @@ CONFIG_KEYS = {
     "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
     "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
     "absolute_sigma", "conf_level", "plot", "factorization", "group_by", "engine", "scheduler",
+    "loss", "f_scale", "bounds", "fix",
 }  # fmt: skip
 
 
@@ -68,6 +69,10 @@ def fit(
         str | None, typer.Option("--factorization", help="auto | svd | gram: keep J and use its SVD, or only J^T J (auto: gram from 100k points).")
     ] = None,
     group_by: Annotated[str | None, typer.Option("--group-by", help="Fit the model once per value of this column (one vmapped solve); rows out.")] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="linear | soft_l1 | huber | cauchy | arctan (scipy's robust losses).")] = None,
+    f_scale: Annotated[float | None, typer.Option("--f-scale", help="Robust loss: residual scale C at which it starts to flatten (default 1).")] = None,
+    bounds: Annotated[str | None, typer.Option("--bounds", help="Parameter bounds, e.g. b1=0:inf,b2=-1:1.")] = None,
+    fix: Annotated[str | None, typer.Option("--fix", help="Hold parameters at values, e.g. b2=0.5.")] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="With --group-by: local (default) or dask (needs nlfit[dask]).")] = None,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="With --engine dask: scheduler address (default: a local cluster).")] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Save a picture: FILE.png, .svg or .pdf (needs nlfit[plot]).")] = None,
@@ -116,8 +121,10 @@ def run_fit(data: str, options: dict) -> None:
     from nlfit.solvers.catalog import resolve_method
 
     keys = ("globalization", "jac", "ftol", "xtol", "gtol", "max_iter", "step", "momentum", "batch_size", "seed", "timeout")
-    keys += ("absolute_sigma", "conf_level", "factorization")
+    keys += ("absolute_sigma", "conf_level", "factorization", "loss", "f_scale", "bounds", "fix")
     fit_options = {k: options.get(k) for k in keys}
+    fit_options["bounds"] = parse_bounds(options.get("bounds"))
+    fit_options["fix"] = parse_fix(options.get("fix"))
     if (options.get("engine") or options.get("scheduler")) and not options.get("group_by"):
         raise OptionError("--engine and --scheduler apply to batched fits (--group-by)")
     if options.get("group_by"):

@@ -95,7 +95,13 @@ def params_table(result_json: dict) -> Table:
         value, stderr, ci = entry["value"], entry.get("stderr"), entry.get("ci")
         relative = "" if stderr is None or not value else f"{100 * abs(stderr / value):.3g} %"
         bounds = "" if not ci else f"[{ci[0]:.6g}, {ci[1]:.6g}]"
-        table.add_row(name, _num(value, ".10g"), "" if stderr is None else f"± {stderr:.4g}", bounds, relative)
+        if entry.get("fixed"):
+            spread = "fixed"
+        elif entry.get("at_bound"):
+            spread = f"at {entry['at_bound']} bound"
+        else:
+            spread = "" if stderr is None else f"± {stderr:.4g}"
+        table.add_row(name, _num(value, ".10g"), spread, bounds, relative)
     return table
 
 

@@ -33,24 +33,27 @@ parameters. Steepest descent has no Jacobian and uses D = 1.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from nlfit import derivatives
 from nlfit._jax import jax, jnp
-from nlfit.problem import Problem
+from nlfit.problem import Problem, cost_terms, free_mask, robust_scaling
 from nlfit.solvers import subproblems
 
 
 class Local(NamedTuple):
     """What a direction knows about the problem at one point."""
 
-    residuals: jax.Array
+    residuals: jax.Array  # r, the weighted residuals (the loss and actual decreases use them)
     loss: jax.Array
-    grad: jax.Array
-    jac: jax.Array | None = None  # the m x n Jacobian (factorization "svd")
+    grad: jax.Array  # the projected gradient: 0 for fixed parameters and those held at a bound
+    jac: jax.Array | None = None  # the m x n Jacobian (factorization "svd"); J~ for a robust loss
     hess: jax.Array | None = None
     gram: jax.Array | None = None  # J^T J without J (factorization "gram", large m)
+    model_residuals: jax.Array | None = None  # r~ of a robust loss (None: r itself)
+    free: jax.Array | None = None  # 1 for parameters that may move, 0 for fixed or held at a bound
 
 
 def _column_norms(local: Local):
@@ -59,9 +62,13 @@ def _column_norms(local: Local):
     return jnp.sqrt(jnp.sum(local.jac * local.jac, axis=0))
 
 
+def _model_residuals(local: Local):
+    return local.residuals if local.model_residuals is None else local.model_residuals
+
+
 def _cosine_measure(local: Local):
     """MINPACK's gtol measure: max_j |J_j^T r| / (||J_j|| ||r||), 0 when r = 0."""
-    norms = _column_norms(local) * jnp.linalg.norm(local.residuals)
+    norms = _column_norms(local) * jnp.linalg.norm(_model_residuals(local))
     return jnp.max(jnp.where(norms > 0, jnp.abs(local.grad) / jnp.where(norms > 0, norms, 1.0), 0.0))
 
 
@@ -80,11 +87,22 @@ class Direction:
     natural_step = True  # True when a step length of 1 is meaningful (Newton-like)
 
     def linearize(self, problem: Problem, params, jac_mode: str) -> Local:
+        """r, the loss, and J (or J^T J) with its gradient, rescaled for a robust loss (scipy's
+        way) and with the columns of parameters that may not move (fixed, or held at a bound)
+        set to zero, so that every direction leaves them where they are."""
+        robust = problem.loss != "linear"
         if self.factorization == "gram":
             r, gram, grad = derivatives.gram(params, problem, jac_mode)
-            return Local(residuals=r, loss=0.5 * jnp.dot(r, r), grad=grad, gram=gram)
+            free = free_mask(params, grad, problem)
+            model_r = robust_scaling(r, problem)[0] if robust else None
+            return Local(r, jnp.sum(cost_terms(r, problem)), grad * free, gram=gram * jnp.outer(free, free), model_residuals=model_r, free=free)
         r, jac = derivatives.jacobian(params, problem, jac_mode)
-        return Local(residuals=r, loss=0.5 * jnp.dot(r, r), grad=jac.T @ r, jac=jac)
+        model_r, scale = robust_scaling(r, problem)
+        if robust:
+            jac = jac * scale[:, None]
+        free = free_mask(params, jac.T @ model_r, problem)
+        jac = jac * free[None, :]
+        return Local(r, jnp.sum(cost_terms(r, problem)), jac.T @ model_r, jac=jac, model_residuals=model_r if robust else None, free=free)
 
     def update_scale(self, scale, local: Local):
         norms = _column_norms(local)
@@ -119,7 +137,7 @@ class Direction:
     def _jacobian_form(self, local: Local, scale):
         if local.jac is None:
             return subproblems.eigen_form_from_gram(local.gram / (scale[:, None] * scale[None, :]), local.grad / scale)
-        return subproblems.eigen_form_from_jacobian(local.jac / scale[None, :], local.residuals)
+        return subproblems.eigen_form_from_jacobian(local.jac / scale[None, :], _model_residuals(local))
 
 
 @dataclass(frozen=True)
@@ -152,7 +170,9 @@ class Newton(Direction):
 
     def linearize(self, problem, params, jac_mode):
         local = super().linearize(problem, params, jac_mode)
-        return local._replace(hess=derivatives.hessian(params, problem))
+        # the exact Hessian of the (robust) loss, without the rows and columns of held parameters
+        hess = derivatives.hessian(params, problem) * jnp.outer(local.free, local.free)
+        return local._replace(hess=hess)
 
     def _hessian_form(self, local, scale):
         scaled_hess = local.hess / (scale[:, None] * scale[None, :])
@@ -182,7 +202,8 @@ class SteepestDescent(Direction):
 
     def linearize(self, problem, params, jac_mode):
         r, loss, grad = derivatives.value_and_grad(params, problem)
-        return Local(residuals=r, loss=loss, grad=grad)
+        free = free_mask(params, grad, problem)
+        return Local(residuals=r, loss=loss, grad=grad * free, free=free)
 
     def update_scale(self, scale, local):
         return scale
@@ -198,9 +219,9 @@ class SteepestDescent(Direction):
             return -local.grad
         m = problem.n_residuals
         rows = jax.random.choice(key, m, (self.batch_size,), replace=False)
-        batch = Problem(x=problem.x[rows], y=problem.y[rows], sigma=problem.sigma[rows], model=problem.model)
+        batch = dataclasses.replace(problem, x=problem.x[rows], y=problem.y[rows], sigma=problem.sigma[rows])
         _, _, grad = derivatives.value_and_grad(params, batch)
-        return -(m / self.batch_size) * grad
+        return -(m / self.batch_size) * grad * local.free
 
     def trust_region_step(self, problem, params, local, scale, radius):
         jac_grad = derivatives.jvp(params, problem, local.grad)

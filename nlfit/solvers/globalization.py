@@ -16,6 +16,11 @@ and step length. Nothing here knows which direction it drives.
     directions and twice the last accepted alpha for steepest descent. A damped direction
     updates its damping from the gain ratio rho of the full step by Nielsen's rule (1999):
     rho > 0: damping *= max(1/3, 1 - (2 rho - 1)^3), nu = 2; else damping *= nu, nu *= 2.
+Bounds: every trial point is projected onto the box (``nlfit.problem.project``) and the
+step is what the projection leaves, so results stay inside; parameters held at a bound by
+the gradient (and fixed ones) are already frozen in the direction (``Local.free``). This is
+a projected active-set method (Bertsekas 1982; the same idea as scipy's 'dogbox').
+
 ``TrustRegion`` (trust-region)
     The direction solves its model inside ||D s|| <= radius. rho = actual / predicted
     decrease; the step is accepted when rho > 1e-4; radius = 1/4 ||D s|| when rho < 1/4,
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from nlfit._jax import jax, jnp
+from nlfit.problem import cost_terms, project
 from nlfit.problem import residuals as residuals_at
 
 ARMIJO_C1 = 1e-4
@@ -61,7 +67,10 @@ def _decrease(params, problem, current_residuals):
     digits the subtraction of two sums would lose. Not finite -> -inf.
     """
     trial = residuals_at(params, problem)
-    value = 0.5 * jnp.dot(current_residuals - trial, current_residuals + trial)
+    if problem.loss == "linear":
+        value = 0.5 * jnp.dot(current_residuals - trial, current_residuals + trial)
+    else:  # a robust loss: the difference of each point's cost, then the sum
+        value = jnp.sum(cost_terms(current_residuals, problem) - cost_terms(trial, problem))
     return jnp.where(jnp.isfinite(value), value, -jnp.inf)
 
 
@@ -86,8 +95,8 @@ class NoGlobalization(Globalization):
         d = direction.step(problem, state.params, local, state.scale, state.damping, key)
         alpha = jnp.asarray(1.0) if direction.natural_step else settings.step
         velocity = settings.momentum * state.velocity + alpha * d
-        step = velocity
-        trial = state.params + step
+        trial = project(state.params + velocity, problem)  # bounds: the nearest point of the box
+        step = trial - state.params
         actual = _decrease(trial, problem, local.residuals)
         finite = jnp.isfinite(actual)
         accepted = finite & (actual > 0) if direction.damped else finite
@@ -122,8 +131,11 @@ class LineSearch(Globalization):
         slope = jnp.where(not_descent, -jnp.dot(local.grad, local.grad), slope)
         first = jnp.asarray(1.0) if direction.natural_step else 2.0 * state.step_length
 
+        def moved(alpha):  # along the projected path p(alpha) = P(p + alpha d) when there are bounds
+            return project(state.params + alpha * d, problem) - state.params
+
         def armijo(alpha, decrease):
-            return decrease >= -ARMIJO_C1 * alpha * slope
+            return decrease >= -ARMIJO_C1 * jnp.dot(local.grad, moved(alpha))
 
         def cond(carry):
             alpha, decrease, count = carry
@@ -132,15 +144,15 @@ class LineSearch(Globalization):
         def body(carry):
             alpha, _, count = carry
             alpha = 0.5 * alpha
-            return alpha, _decrease(state.params + alpha * d, problem, local.residuals), count + 1
+            return alpha, _decrease(state.params + moved(alpha), problem, local.residuals), count + 1
 
-        first_decrease = _decrease(state.params + first * d, problem, local.residuals)
+        first_decrease = _decrease(state.params + moved(first), problem, local.residuals)
         alpha, actual, backtracks = jax.lax.while_loop(cond, body, (first, first_decrease, 0))
-        accepted = armijo(alpha, actual)
-        step = alpha * d
+        accepted = armijo(alpha, actual) & (jnp.dot(local.grad, moved(alpha)) < 0)
+        step = moved(alpha)
         damping, nu = state.damping, state.nu
         if direction.damped:
-            full_predicted = direction.predicted_decrease(problem, state.params, local, first * d)
+            full_predicted = direction.predicted_decrease(problem, state.params, local, moved(first))
             rho = _gain_ratio(first_decrease, full_predicted)
             good = rho > 0
             damping = jnp.where(good, damping * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), damping * nu)
@@ -169,7 +181,8 @@ class TrustRegion(Globalization):
     def propose(self, direction, problem, state, settings, key):
         local = state.local
         step, damping = direction.trust_region_step(problem, state.params, local, state.scale, state.radius)
-        trial = state.params + step
+        trial = project(state.params + step, problem)
+        step = trial - state.params
         actual = _decrease(trial, problem, local.residuals)
         predicted = direction.predicted_decrease(problem, state.params, local, step)
         rho = jnp.where(jnp.isfinite(actual), _gain_ratio(actual, predicted), -jnp.inf)
