@@ -221,6 +221,9 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
 
     jac_mode = derivatives.resolve_mode(opts["jac"], n_points, n_params)
     lower, upper, start = box(model, opts["bounds"], opts["fix"], start, given=p0 is not None)
+    estimated = int(np.count_nonzero(lower != upper))
+    if n_points < estimated:
+        raise ModelError(f"model '{model.spec}' has {estimated} free parameters but the data have only {n_points} point(s)")
     from nlfit.problem import LOSSES
 
     if opts["loss"] not in LOSSES:

@@ -73,6 +73,11 @@ def compute(
     """Statistics of a fit. ``jac`` is the Jacobian (or a square factor of J^T J) of the
     parameters that were estimated. With ``sandwich_middle`` = B (robust losses) the
     covariance is the sandwich n/dof A^-1 B A^-1 with A = J~^T J~ (Huber 1967; White 1980)."""
+    with np.errstate(all="ignore"):  # overflow in extreme data shows as None/inf, not as warnings
+        return _compute(jac, residuals, params, param_names, y, sigma, absolute_sigma, conf_level, sandwich_middle)
+
+
+def _compute(jac, residuals, params, param_names, y, sigma, absolute_sigma, conf_level, sandwich_middle) -> Statistics:
     # scipy.special, not scipy.stats: the same quantiles for a third of the import time.
     from scipy.special import ndtri, stdtrit
 

@@ -241,13 +241,18 @@ def solve(
     timeout: float | None = None,
     on_iteration: Callable[[dict], None] | None = None,
 ) -> SolveOutput:
-    """Iterate ``step`` until a termination test, ``max_iter``, the time limit or Ctrl-C."""
+    """Iterate ``step`` until a termination test, ``max_iter``, the time limit or Ctrl-C.
+
+    On Ctrl-C or the time limit the result is the best point seen (lowest loss), which for
+    the monotone methods is the last one and for fixed-step gradient descent may be earlier.
+    """
     started = time.perf_counter()
     settings = Settings(*(jnp.asarray(v) for v in settings))
     state, record = init_state(params0, problem, settings, seed, direction=direction, jac_mode=jac_mode)
     record = np.asarray(record)
     history = [_history_row(record, direction, globalization)]
     status = Status(int(record[-1]))
+    best, best_loss = state, history[-1]["loss"]
     try:
         while status == Status.RUNNING:
             if timeout is not None and time.perf_counter() - started > timeout:
@@ -257,10 +262,14 @@ def solve(
             record = np.asarray(record)
             history.append(_history_row(record, direction, globalization))
             status = Status(int(record[-1]))
+            if history[-1]["loss"] <= best_loss:  # NaN never counts as better
+                best, best_loss = state, history[-1]["loss"]
             if on_iteration is not None:
                 on_iteration(history[-1])
     except KeyboardInterrupt:
         status = Status.INTERRUPTED
+    if status in (Status.INTERRUPTED, Status.TIMEOUT):
+        state = best
     return SolveOutput(state=state, status=status, history=history, seconds=time.perf_counter() - started)
 
 
