@@ -182,8 +182,12 @@ def build_model(model_spec, dataset: Dataset):
     return _build(model_spec, np.asarray(dataset.x), y_name=dataset.y_name, x_names=dataset.x_names, order=dataset.extra.get("param_names"))
 
 
-def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitResult:
-    """Fit ``model`` (a spec string or a Model) to ``dataset``. Options: see ``DEFAULTS``."""
+def validate(options: dict):
+    """Options -> (opts with defaults, method, globalization, solver Settings); every bad
+    value is an OptionError that names the flag. Shared by single and batched fits."""
+    from nlfit.problem import LOSSES
+    from nlfit.solvers.loop import Settings
+
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise OptionError(f"unknown fit option(s): {', '.join(sorted(unknown))}")
@@ -208,36 +212,11 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
         _positive("timeout", opts["timeout"])
     if not (isinstance(opts["conf_level"], (int, float)) and 0.0 < opts["conf_level"] < 1.0):
         raise OptionError(f"--conf-level must be between 0 and 1 (e.g. 0.95); got {opts['conf_level']}")
-
-    model = build_model(model, dataset)
-    start = resolve_p0(model, dataset, p0)
-    n_params, n_points = len(model.param_names), dataset.n_points
-
-    from nlfit import derivatives
-    from nlfit.problem import make_problem
-    from nlfit.solvers.directions import make_direction
-    from nlfit.solvers.globalization import make_globalization
-    from nlfit.solvers.loop import Settings, solve
-
-    jac_mode = derivatives.resolve_mode(opts["jac"], n_points, n_params)
-    lower, upper, start = box(model, opts["bounds"], opts["fix"], start, given=p0 is not None)
-    estimated = int(np.count_nonzero(lower != upper))
-    if n_points < estimated:
-        raise ModelError(f"model '{model.spec}' has {estimated} free parameters but the data have only {n_points} point(s)")
-    from nlfit.problem import LOSSES
-
+    if opts["factorization"] not in ("auto", "svd", "gram"):
+        raise OptionError(f"--factorization must be auto, svd or gram; got '{opts['factorization']}'")
     if opts["loss"] not in LOSSES:
         raise OptionError(f"--loss must be one of {', '.join(LOSSES)}; got '{opts['loss']}'")
     _positive("f_scale", opts["f_scale"])
-    problem = make_problem(model, dataset, opts["loss"], float(opts["f_scale"]), lower, upper)
-    if not np.all(np.isfinite(np.asarray(problem.y))):
-        raise ModelError(f"the response transform of '{model.spec}' gives non-finite values (e.g. log of a value <= 0)")
-    if opts["factorization"] not in ("auto", "svd", "gram"):
-        raise OptionError(f"--factorization must be auto, svd or gram; got '{opts['factorization']}'")
-    factorization = opts["factorization"]
-    if factorization == "auto":
-        factorization = "gram" if n_points >= GRAM_MIN_POINTS else "svd"
-    direction = make_direction(method, opts["batch_size"], factorization)
     settings = Settings(
         ftol=float(opts["ftol"]),
         xtol=float(opts["xtol"]),
@@ -246,6 +225,34 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
         step=float(opts["step"]),
         momentum=float(opts["momentum"]),
     )
+    return opts, method, globalization, settings
+
+
+def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitResult:
+    """Fit ``model`` (a spec string or a Model) to ``dataset``. Options: see ``DEFAULTS``."""
+    opts, method, globalization, settings = validate(options)
+    model = build_model(model, dataset)
+    start = resolve_p0(model, dataset, p0)
+    n_params, n_points = len(model.param_names), dataset.n_points
+
+    from nlfit import derivatives
+    from nlfit.problem import make_problem
+    from nlfit.solvers.directions import make_direction
+    from nlfit.solvers.globalization import make_globalization
+    from nlfit.solvers.loop import solve
+
+    jac_mode = derivatives.resolve_mode(opts["jac"], n_points, n_params)
+    lower, upper, start = box(model, opts["bounds"], opts["fix"], start, given=p0 is not None)
+    estimated = int(np.count_nonzero(lower != upper))
+    if n_points < estimated:
+        raise ModelError(f"model '{model.spec}' has {estimated} free parameters but the data have only {n_points} point(s)")
+    problem = make_problem(model, dataset, opts["loss"], float(opts["f_scale"]), lower, upper)
+    if not np.all(np.isfinite(np.asarray(problem.y))):
+        raise ModelError(f"the response transform of '{model.spec}' gives non-finite values (e.g. log of a value <= 0)")
+    factorization = opts["factorization"]
+    if factorization == "auto":
+        factorization = "gram" if n_points >= GRAM_MIN_POINTS else "svd"
+    direction = make_direction(method, opts["batch_size"], factorization)
     output = solve(
         problem,
         start,

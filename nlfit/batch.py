@@ -115,14 +115,11 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, starts=N
     from nlfit import api
     from nlfit._jax import jax, jnp
     from nlfit.problem import Problem
-    from nlfit.solvers.catalog import resolve_globalization, resolve_method
     from nlfit.solvers.directions import make_direction
     from nlfit.solvers.globalization import make_globalization
-    from nlfit.solvers.loop import Settings, solve_batch
+    from nlfit.solvers.loop import solve_batch
 
-    opts = {**api.DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-    method = resolve_method(opts["method"])
-    globalization = resolve_globalization(opts["globalization"], method)
+    opts, method, globalization, settings = api.validate(options)
     model = api.build_model(model_spec, dataset)
     n_params = len(model.param_names)
     y_fitted = np.asarray(model.transform_response(dataset.y, dataset.x), dtype=np.float64)
@@ -148,10 +145,6 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, starts=N
     from nlfit import derivatives
 
     jac_mode = derivatives.resolve_mode(opts["jac"], x_pad.shape[1], n_params)
-    from nlfit.problem import LOSSES
-
-    if opts["loss"] not in LOSSES:
-        raise InputError(f"--loss must be one of {', '.join(LOSSES)}; got '{opts['loss']}'")
     lower, upper, _ = api.box(model, opts["bounds"], opts["fix"], np.clip(starts[0], -np.inf, np.inf), given=False)
     for name, value in (opts["fix"] or {}).items():
         starts[:, model.param_names.index(name)] = value
@@ -169,14 +162,6 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, starts=N
         f_scale=jnp.full(groups, float(opts["f_scale"])),
         lower=jnp.tile(jnp.asarray(lower), (groups, 1)),
         upper=jnp.tile(jnp.asarray(upper), (groups, 1)),
-    )
-    settings = Settings(
-        ftol=float(opts["ftol"]),
-        xtol=float(opts["xtol"]),
-        gtol=float(opts["gtol"]),
-        max_iter=int(opts["max_iter"]),
-        step=float(opts["step"]),
-        momentum=float(opts["momentum"]),
     )
     # Batches use the normal equations by default: half the time of a batched SVD, and the
     # groups of a batch are usually small, well-posed fits (--factorization svd to change it).
