@@ -296,6 +296,60 @@ def box(model, bounds, fix, start, given: bool = True):
     return lower, upper, start
 
 
+EXTENDED_MAX_POINTS = 100_000
+
+
+def refine_extended(model, dataset, problem, params, jac, residuals):
+    """Gauss-Newton refinement with residuals in extended precision (x87 long double).
+
+    Near an exact fit (NIST's Lanczos1 ends at RSS 1e-25 on values near 2.5) float64
+    residuals are rounding noise, so the RSS, sigma and the standard errors that scale with it
+    lose digits. For formula models the residuals can be evaluated in long double (64-bit
+    mantissa): up to three steps -J^+ r with r in long double and J from AD, each kept only if
+    the long-double RSS falls. It applies only where it matters, when the residuals are within
+    a factor 1e6 of the float64 rounding of the data (|r| < 1e6 eps max|y|), and returns
+    (params, residuals), or None (not a formula, robust loss, large data, no long double, or
+    residuals well above rounding level).
+    """
+    from nlfit.models.expression import FormulaModel, evaluate_numpy
+
+    if (
+        not isinstance(model, FormulaModel)
+        or problem.loss != "linear"
+        or dataset.n_points > EXTENDED_MAX_POINTS
+        or np.finfo(np.longdouble).eps >= np.finfo(np.float64).eps
+        or not np.all(np.isfinite(jac))
+    ):
+        return None
+    extended = dataset.extra.get("extended") or {}  # a NIST file's data parsed in long double
+    x = np.asarray(extended.get("x", dataset.x), dtype=np.longdouble)
+    y = extended.get("y")
+    if y is None or model.lhs is not None or len(y) != dataset.n_points:
+        x = np.asarray(dataset.x, dtype=np.longdouble)
+        y = np.asarray(model.transform_response(dataset.y, dataset.x), dtype=np.longdouble)
+    sigma = np.ones_like(y) if dataset.sigma is None else np.asarray(dataset.sigma, dtype=np.longdouble)
+
+    def residuals_at(p):
+        return (evaluate_numpy(model, p, x, dtype=np.longdouble) - y) / sigma
+
+    rounding = np.finfo(np.float64).eps * float(np.max(np.abs(np.asarray(dataset.y, dtype=np.float64))))
+    unweighted = np.asarray(residuals) * np.asarray(problem.sigma)  # f - y
+    if not np.sqrt(np.mean(unweighted**2)) < 1e6 * rounding:
+        return None
+    point = np.asarray(params, dtype=np.longdouble)
+    r = residuals_at(point)
+    rss = np.dot(r, r)
+    for _ in range(3):
+        delta, *_ = np.linalg.lstsq(jac, -np.asarray(r, dtype=np.float64), rcond=None)
+        trial = point + np.asarray(delta, dtype=np.longdouble)
+        r_trial = residuals_at(trial)
+        rss_trial = np.dot(r_trial, r_trial)
+        if not (np.isfinite(rss_trial) and rss_trial < rss):
+            break
+        point, r, rss = trial, r_trial, rss_trial
+    return np.asarray(point, dtype=np.float64), np.asarray(r, dtype=np.float64)
+
+
 def _result(model, dataset, problem, output, method, globalization, jac_mode, options, factorization) -> FitResult:
     from nlfit import derivatives, stats
     from nlfit.problem import rho
@@ -315,6 +369,10 @@ def _result(model, dataset, problem, output, method, globalization, jac_mode, op
     residuals = np.asarray(local.residuals)
     middle = None
     robust = problem.loss != "linear"
+    if estimated.size == len(model.param_names) and factorization == "svd" and local.jac is not None and jac_mode != "fd":
+        refined = refine_extended(model, dataset, problem, params, np.asarray(local.jac), residuals)
+        if refined is not None:
+            params, residuals = refined
     if factorization == "gram" and not robust:
         gram = local.gram if (jac_mode != "fd" and local.gram is not None) else derivatives.gram_jit(state.params, problem, "fwd")[1]
         factor = stats.factor_from_gram(np.asarray(gram)[np.ix_(estimated, estimated)])

@@ -22,19 +22,7 @@ def lre_each(estimate, certified):
     return float(min(11.0, -np.log10(np.max(errors)))) if np.max(errors) > 0 else 11.0
 
 
-PRECISION_LIMITED = {
-    "Lanczos1": (
-        "RSS 1.4e-25: residuals of 9e-14 on values near 2.5 are rounding noise in float64, so RSS, sigma "
-        "and the standard errors that scale with it agree with NIST only to ~7e-4 (LRE ~3.1); "
-        "matching them needs extended-precision residuals"
-    )
-}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=PRECISION_LIMITED[n])] if n in PRECISION_LIMITED else []) for n in NIST_NAMES],
-)
+@pytest.mark.parametrize("name", NIST_NAMES)
 def test_standard_errors_and_residual_sd_match_nist(name):
     data = read_dataset(str(NIST_DIR / f"{name}.dat"))
     result = fit(data, data.extra["formula"], p0=data.extra["starts"][2])

@@ -7,7 +7,8 @@ data goes into ``Dataset.extra``:
 
 ``formula`` (NIST's text with ``[]`` turned into ``()`` and the ``+ e`` removed),
 ``param_names``, ``starts`` ({1: [...], 2: [...]}), ``certified``, ``certified_sd``,
-``certified_rss``, ``certified_rsd``, ``dof``, ``name``.
+``certified_rss``, ``certified_rsd``, ``dof``, ``name``, and ``extended`` (the data parsed in
+long double).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def _parse(lines: list[str], path: Path) -> Dataset:
     columns = lines[header_index].split()[1:]
     rows = [line.split() for line in lines[header_index + 1 :] if line.strip()]
     data = np.array(rows, dtype=np.float64)
+    # The same numbers parsed in extended precision: near an exact fit (Lanczos1) the float64
+    # rounding of the data is as large as the residuals (nlfit.api.refine_extended uses them).
+    extended = np.array([[np.longdouble(v) for v in row] for row in rows], dtype=np.longdouble)
     if data.ndim != 2 or data.shape[1] != len(columns):
         raise ValueError("data table does not match its header")
     y = data[:, 0]
@@ -80,6 +84,7 @@ def _parse(lines: list[str], path: Path) -> Dataset:
             "certified_rss": rss,
             "certified_rsd": rsd,
             "dof": dof,
+            "extended": {"y": extended[:, 0], "x": extended[:, 1] if data.shape[1] == 2 else extended[:, 1:]},
         },
     )
 

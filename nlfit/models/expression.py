@@ -307,8 +307,9 @@ def _compiled(model: FormulaModel, side: str, xp=None):
     return _CACHE[key]
 
 
-def evaluate_numpy(model: FormulaModel, params, x) -> np.ndarray:
-    """The right side with numpy (no JAX), for generating data."""
+def evaluate_numpy(model: FormulaModel, params, x, dtype=np.float64) -> np.ndarray:
+    """The right side with numpy (no JAX): for generating data, and in ``dtype=np.longdouble``
+    for the extended-precision refinement of a fit (``nlfit.api``)."""
     with np.errstate(all="ignore"):
-        value = _compiled(model, "rhs", np)(np.asarray(params, dtype=float), model._columns(np.asarray(x, dtype=float)))
-    return np.broadcast_to(np.asarray(value, dtype=float), np.shape(x)[:1]).copy()
+        value = _compiled(model, "rhs", np)(np.asarray(params, dtype=dtype), model._columns(np.asarray(x, dtype=dtype)))
+    return np.broadcast_to(np.asarray(value, dtype=dtype), np.shape(x)[:1]).copy()
