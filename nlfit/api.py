@@ -334,7 +334,9 @@ def refine_extended(model, dataset, problem, params, jac, residuals):
 
     rounding = np.finfo(np.float64).eps * float(np.max(np.abs(np.asarray(dataset.y, dtype=np.float64))))
     unweighted = np.asarray(residuals) * np.asarray(problem.sigma)  # f - y
-    if not np.sqrt(np.mean(unweighted**2)) < 1e6 * rounding:
+    with np.errstate(over="ignore", invalid="ignore"):
+        typical = np.sqrt(np.mean(unweighted**2))
+    if not typical < 1e6 * rounding:
         return None
     point = np.asarray(params, dtype=np.longdouble)
     r = residuals_at(point)
