@@ -19,13 +19,8 @@ def dataset(name):
     return _DATA[name]
 
 
-KNOWN_FAILURES = {
-    ("MGH17", 1): (
-        "LM with a trust region walks from NIST's start 1 into the degenerate valley b4 = b5 "
-        "(two equal exponential rates, J^T J singular to 1e-16 there) and stops at RSS 7.98e-5 "
-        "instead of 5.46e-5; every method x globalization of nlfit does so from this start"
-    ),
-}
+# Known failures would be listed here as (name, start): reason, and marked xfail(strict=True).
+KNOWN_FAILURES: dict = {}
 
 
 @pytest.mark.parametrize(
