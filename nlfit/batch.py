@@ -42,13 +42,14 @@ class BatchResult:
     globalization: str
     model_spec: str
     seconds: float
+    n_estimated: int | None = None  # parameters not fixed (for dof); all when None
 
     def rows(self) -> list[dict]:
         """One dict per group in the single-fit JSON contract, without the history."""
         out = []
         for g, key in enumerate(self.keys):
             status = Status(int(self.statuses[g]))
-            dof = int(self.n_points[g]) - len(self.param_names)
+            dof = int(self.n_points[g]) - (len(self.param_names) if self.n_estimated is None else self.n_estimated)
             params = {
                 name: {
                     "value": _number(self.params[g, i]),
@@ -173,7 +174,8 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, starts=N
     state, statuses = solve_batch(
         problems, starts, direction, make_globalization(globalization), jac_mode, settings, int(opts["seed"]), opts["timeout"], on_progress
     )
-    statuses = np.where(counts < n_params, int(Status.TOO_FEW_POINTS), statuses)
+    n_estimated = int(np.count_nonzero(lower != upper))  # fixed parameters are not estimated
+    statuses = np.where(counts < n_estimated, int(Status.TOO_FEW_POINTS), statuses)
     # A non-finite number in a group's data: that group alone is 'nonfinite'.
     bad_data = ~np.all(np.isfinite(y_pad) & np.isfinite(np.reshape(x_pad, (len(keys), x_pad.shape[1], -1))).all(axis=2), axis=1)
     statuses = np.where(bad_data & (statuses != Status.TOO_FEW_POINTS), int(Status.NONFINITE), statuses)
@@ -226,6 +228,7 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, starts=N
         globalization=globalization,
         model_spec=model.spec,
         seconds=time.perf_counter() - began,
+        n_estimated=n_estimated,
     )
 
 
@@ -327,4 +330,5 @@ def fit_groups_dask(dataset: Dataset, model_spec, p0=None, scheduler: str | None
         globalization=first.globalization,
         model_spec=first.model_spec,
         seconds=time.perf_counter() - began,
+        n_estimated=first.n_estimated,
     )

@@ -54,11 +54,17 @@ def check_jac(
     report = derivatives.compare(jnp.asarray(params), make_problem(built, dataset))
     names = list(built.param_names)
     if output_format == "json":
+        import math
+
+        def number(value):
+            value = float(value)
+            return value if math.isfinite(value) else None  # JSON has no NaN or Infinity
+
         payload = {
             "params": dict(zip(names, params.tolist(), strict=True)),
-            "cond": report["cond"],
+            "cond": number(report["cond"]),
             "differences": {
-                mode: {name: {"abs": float(d["abs"][i]), "rel": float(d["rel"][i])} for i, name in enumerate(names)}
+                mode: {name: {"abs": number(d["abs"][i]), "rel": number(d["rel"][i])} for i, name in enumerate(names)}
                 for mode, d in report["differences"].items()
             },
         }

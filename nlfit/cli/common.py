@@ -92,6 +92,8 @@ def load_config(path: str | None, allowed: set[str]) -> dict:
         name = key.replace("-", "_")
         if name not in allowed:
             raise OptionError(f"config file {path}: unknown option '{key}'")
+        if isinstance(value, list) and name in ("x", "method"):
+            value = ",".join(str(v) for v in value)  # x = ["x1", "x2"] is --x x1,x2
         options[name] = value
     return options
 

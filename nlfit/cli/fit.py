@@ -111,11 +111,12 @@ def run_fit(data: str, options: dict) -> None:
     if not model_spec:
         raise OptionError("--model is required for CSV data (see 'nlfit models')")
     p0 = parse_p0(options.get("p0"))
-    if p0 is None and "starts" in dataset.extra:
+    if "starts" in dataset.extra and (p0 is None or isinstance(p0, dict)):
         start = options.get("start") or 1
         if start not in dataset.extra["starts"]:
             raise OptionError(f"--start must be 1 or 2 for a NIST file; got {start}")
-        p0 = dataset.extra["starts"][start]
+        # the file's start, with the parameters named in --p0 replaced
+        p0 = {**dict(zip(dataset.extra["param_names"], dataset.extra["starts"][start], strict=True)), **(p0 or {})}
 
     from nlfit.api import fit as run
     from nlfit.solvers.catalog import resolve_method
@@ -128,7 +129,7 @@ def run_fit(data: str, options: dict) -> None:
     if (options.get("engine") or options.get("scheduler")) and not options.get("group_by"):
         raise OptionError("--engine and --scheduler apply to batched fits (--group-by)")
     if options.get("group_by"):
-        return run_groups(dataset, model_spec, p0, {k: options.get(k) for k in keys} | {"method": options.get("method")}, output_format, options)
+        return run_groups(dataset, model_spec, p0, fit_options | {"method": options.get("method")}, output_format, options)
     methods = [m.strip() for m in str(options.get("method") or "lm").split(",") if m.strip()]
     for name in methods:
         resolve_method(name)  # every name is checked before the first fit starts
@@ -178,10 +179,21 @@ def run_groups(dataset, model_spec, p0, fit_options, output_format, options) -> 
         from nlfit.report.console import GroupProgress, stderr_console
 
         progress = GroupProgress(stderr_console())
+    if fit_options.get("absolute_sigma"):
+        raise OptionError("--absolute-sigma is not available with --group-by")
+    solver_options = {k: v for k, v in fit_options.items() if k not in ("absolute_sigma", "conf_level")}
+    engine = options.get("engine") or "local"
+    if engine not in ("local", "dask"):
+        raise OptionError(f"--engine must be local or dask; got '{engine}'")
+    if options.get("scheduler") and engine != "dask":
+        raise OptionError("--scheduler needs --engine dask")
     try:
-        result = fit_groups(
-            dataset, model_spec, p0=p0, on_progress=progress, **{k: v for k, v in fit_options.items() if k not in ("absolute_sigma", "conf_level")}
-        )
+        if engine == "dask":
+            from nlfit.batch import fit_groups_dask
+
+            result = fit_groups_dask(dataset, model_spec, p0=p0, scheduler=options.get("scheduler"), **solver_options)
+        else:
+            result = fit_groups(dataset, model_spec, p0=p0, on_progress=progress, **solver_options)
     finally:
         if progress is not None:
             progress.close()

@@ -41,6 +41,8 @@ def predict(
         text = sys.stdin.read() if result == "-" else open(result, encoding="utf-8").read()
     except OSError as exc:
         raise InputError(f"cannot read fit result {result}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{result} is not a text (UTF-8) file") from None
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -58,8 +60,12 @@ def predict(
         frame_x = read_dataset(data, x_columns=x_names, y_column=x_names[0]).x
     elif at is not None:
         frame_x = np.array(parse_number_list(at, "--at"))
+        if frame_x.size == 0:
+            raise OptionError("--at needs at least one value")
     else:
         parts = x_range.split(":")
+        if len(parts) != 3:
+            raise OptionError(f"--range must be START:STOP:N, e.g. -1:1:11; got '{x_range}'")
         try:
             start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
         except (ValueError, IndexError):

@@ -33,8 +33,8 @@ def read_nist(path: Path) -> Dataset:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         return _parse(lines, path)
-    except (ValueError, IndexError) as exc:
-        raise InputError(f"{path} is not a NIST StRD nonlinear regression file ({exc})") from None
+    except (ValueError, IndexError, StopIteration) as exc:
+        raise InputError(f"{path} is not a NIST StRD nonlinear regression file ({exc or 'no Model: section'})") from None
 
 
 def _parse(lines: list[str], path: Path) -> Dataset:

@@ -25,6 +25,12 @@ def require_matplotlib(path: str) -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise OptionError("--plot needs matplotlib: pip install 'nlfit[plot]'") from None
+    import os
+    from pathlib import Path
+
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise OptionError(f"--plot {path}: the folder {folder} does not exist or is not writable")
 
 
 def render(payloads: list[dict], dataset, path: str) -> None:
@@ -41,7 +47,9 @@ def render(payloads: list[dict], dataset, path: str) -> None:
     one_predictor = x.ndim == 1
     figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(8, 10), constrained_layout=True)
     if one_predictor:
-        top.scatter(x, dataset.y, s=12, color="0.5", label="data")
+        # on the fitted scale: for 'log(y) = ...' the points are log(y), as the curve is
+        shown = load_result(payloads[0])[0].transform_response(np.asarray(dataset.y), x)
+        top.scatter(x, shown, s=12, color="0.5", label="data")
         grid = np.linspace(x.min(), x.max(), 400)
     best = min(0.5 * p["stats"]["rss"] for p in payloads)
     longest = max(len(p["history"]) for p in payloads)
@@ -70,7 +78,8 @@ def render(payloads: list[dict], dataset, path: str) -> None:
         top.set(title=f"data and fit (band: {100 * level:g}% confidence)", xlabel=dataset.x_names[0], ylabel=dataset.y_name)
         middle.set(xlabel=dataset.x_names[0])
     else:
-        lo, hi = float(np.min(dataset.y)), float(np.max(dataset.y))
+        shown = load_result(payloads[0])[0].transform_response(np.asarray(dataset.y), x)
+        lo, hi = float(np.min(shown)), float(np.max(shown))
         top.plot([lo, hi], [lo, hi], color="k", lw=1)
         top.set(title="fitted against observed", xlabel=f"observed {dataset.y_name}", ylabel="fitted")
         middle.set(xlabel="row")
@@ -87,4 +96,7 @@ def render(payloads: list[dict], dataset, path: str) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=path.rsplit(".", 1)[-1].lower(), dpi=110)
     plt.close(figure)
-    write_atomic(path, buffer.getvalue())
+    try:
+        write_atomic(path, buffer.getvalue())
+    except OSError as exc:
+        raise OptionError(f"cannot write --plot {path}: {exc.strerror or exc}") from None
