@@ -115,8 +115,12 @@ def run_fit(data: str, options: dict) -> None:
         start = options.get("start") or 1
         if start not in dataset.extra["starts"]:
             raise OptionError(f"--start must be 1 or 2 for a NIST file; got {start}")
-        # the file's start, with the parameters named in --p0 replaced
-        p0 = {**dict(zip(dataset.extra["param_names"], dataset.extra["starts"][start], strict=True)), **(p0 or {})}
+        starting = dataset.extra["starts"][start]
+        if p0 is None:
+            p0 = starting  # by position, so it also serves a built-in model such as rational:3/3
+        elif set(p0) <= set(dataset.extra["param_names"]):
+            # the file's start, with the parameters named in --p0 replaced
+            p0 = {**dict(zip(dataset.extra["param_names"], starting, strict=True)), **p0}
 
     from nlfit.api import fit as run
     from nlfit.solvers.catalog import resolve_method
