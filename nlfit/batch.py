@@ -146,7 +146,7 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, starts=N
     from nlfit import derivatives
 
     jac_mode = derivatives.resolve_mode(opts["jac"], x_pad.shape[1], n_params)
-    lower, upper, _ = api.box(model, opts["bounds"], opts["fix"], np.clip(starts[0], -np.inf, np.inf), given=False)
+    lower, upper, _ = api.box(model, opts["bounds"], opts["fix"], starts[0], given=False)
     for name, value in (opts["fix"] or {}).items():
         starts[:, model.param_names.index(name)] = value
     if p0 is None and given_starts is None:

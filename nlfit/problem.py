@@ -46,10 +46,6 @@ class Problem:
     def n_residuals(self) -> int:
         return int(self.y.shape[-1])
 
-    @property
-    def n_params(self) -> int:
-        return len(self.model.param_names)
-
 
 LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 

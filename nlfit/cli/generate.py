@@ -117,9 +117,9 @@ def csv_text(columns: dict) -> str:
     names = list(columns)
     rows = zip(*(columns[name] for name in names), strict=True)
 
+    import numpy as np
+
     def cell(value):
         return str(value) if isinstance(value, (int, np.integer)) else repr(float(value))
-
-    import numpy as np
 
     return ",".join(names) + "\n" + "".join(",".join(cell(v) for v in row) + "\n" for row in rows)

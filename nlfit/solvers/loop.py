@@ -172,8 +172,13 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
     # at the rounding level of the data (there the cosine is noise), else the run is stalled:
     # no step of any size lowers the loss although the gradient says it should.
     collapsed = proposal.radius <= settings.xtol * jnp.linalg.norm(scale * params)
-    rounding = (1e3 * jnp.finfo(jnp.float64).eps) ** 2 * jnp.sum((problem.y / problem.sigma) ** 2)
-    steep = (direction.gradient_measure(local) > STALL_MEASURE) & (local.loss > rounding) if direction.name != "gd" else jnp.asarray(False)
+
+    def above_rounding():  # a pass over the data, so only when the region has collapsed
+        return local.loss > (1e3 * jnp.finfo(jnp.float64).eps) ** 2 * jnp.sum((problem.y / problem.sigma) ** 2)
+
+    steep = jnp.asarray(False)
+    if direction.name != "gd":
+        steep = (direction.gradient_measure(local) > STALL_MEASURE) & jax.lax.cond(collapsed, above_rounding, lambda: jnp.asarray(False))
     xtol_met = (accepted & (step_norm <= settings.xtol * (settings.xtol + jnp.linalg.norm(params)))) | (collapsed & ~steep)
     stalled = proposal.stalled | (collapsed & steep)
     status = jnp.select(
