@@ -101,7 +101,7 @@ def main() -> None:
         fit_groups(dataset, formula, p0=list(starts[0]), **options)  # compile
         began = time.perf_counter()
         # every group starts from its own point: p0 per group through the API's batch entry
-        result = fit_groups(dataset, formula, p0=None, starts=starts, **options)
+        result = fit_groups(dataset, formula, p0=None, group_starts=starts, **options)
         ours = time.perf_counter() - began
         began = time.perf_counter()
         reference, converged = [], []

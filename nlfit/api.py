@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from nlfit.errors import ModelError, OptionError
 from nlfit.io.dataset import Dataset
+from nlfit.result import FitResult
 from nlfit.solvers.catalog import resolve_globalization, resolve_method
-from nlfit.solvers.status import Status
 
 DEFAULTS = {
     "method": "lm",
@@ -37,94 +36,15 @@ DEFAULTS = {
     "bounds": None,
     "fix": None,
     "conf_level": 0.95,
+    "starts": "auto",
 }
 
+__all__ = ["fit", "FitResult", "validate", "resolve_p0", "box", "build_model"]
 
-# From this many points on, the solvers keep J^T J instead of J (see Direction.factorization).
-GRAM_MIN_POINTS = 100_000
-
-
-@dataclass
-class FitResult:
-    """Everything a fit produced; ``to_json()`` gives the documented JSON contract."""
-
-    model: object
-    method: str
-    globalization: str
-    jac_mode: str
-    param_names: tuple[str, ...]
-    params: np.ndarray
-    stderr: np.ndarray | None
-    covariance: np.ndarray | None
-    status: Status
-    stats: dict
-    counts: dict
-    history: list[dict]
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-    correlation: np.ndarray | None = None
-    intervals: np.ndarray | None = None
-    tvalues: np.ndarray | None = None
-    data_columns: dict = field(default_factory=dict)
-    absolute_sigma: bool = False
-    fixed: np.ndarray | None = None
-    at_bound: list | None = None
-    loss_name: str = "linear"
-    f_scale: float = 1.0
-
-    @property
-    def success(self) -> bool:
-        return self.status.success
-
-    @property
-    def message(self) -> str:
-        return self.status.message
-
-    @property
-    def loss(self) -> float:
-        """The minimized objective: 1/2 ||r||^2, or the robust cost 1/2 C^2 sum rho((r/C)^2)."""
-        return self.stats["loss"]
-
-    def to_json(self) -> dict:
-        def number(value):
-            return None if value is None or not math.isfinite(value) else float(value)
-
-        params = {}
-        for i, name in enumerate(self.param_names):
-            params[name] = {
-                "value": number(self.params[i]),
-                "stderr": None if self.stderr is None else number(self.stderr[i]),
-                "ci": None if self.intervals is None or not np.all(np.isfinite(self.intervals[i])) else [float(v) for v in self.intervals[i]],
-                "tvalue": None if self.tvalues is None else number(self.tvalues[i]),
-                "fixed": bool(self.fixed[i]) if self.fixed is not None else False,
-                "at_bound": None if self.at_bound is None else self.at_bound[i],
-            }
-
-        def matrix(values):
-            return None if values is None else [[number(v) for v in row] for row in values]
-
-        return {
-            "success": self.success,
-            "status": self.status.label,
-            "message": self.message,
-            "model": self.model.spec,
-            "model_info": self.model.to_json(),
-            "method": self.method,
-            "globalization": self.globalization,
-            "jac": self.jac_mode,
-            "loss": self.loss_name,
-            "f_scale": self.f_scale,
-            "params": params,
-            "data": self.data_columns,
-            "absolute_sigma": self.absolute_sigma,
-            "covariance": matrix(self.covariance),
-            "correlation": matrix(self.correlation),
-            "stats": {k: (number(v) if isinstance(v, float) else v) for k, v in self.stats.items()},
-            "counts": self.counts,
-            "seconds": self.seconds,
-            "warnings": self.warnings,
-            "history": [{k: (number(v) if isinstance(v, float) else v) for k, v in row.items()} for row in self.history],
-        }
+# From this many points on, the solvers keep the R factor of J from a streaming QR instead of
+# J itself (see Direction.factorization).
+LARGE_DATA_POINTS = 100_000
+FACTORIZATIONS = ("auto", "svd", "qr", "gram")
 
 
 def resolve_p0(model, dataset: Dataset, p0) -> np.ndarray:
@@ -212,8 +132,9 @@ def validate(options: dict):
         _positive("timeout", opts["timeout"])
     if not (isinstance(opts["conf_level"], (int, float)) and 0.0 < opts["conf_level"] < 1.0):
         raise OptionError(f"--conf-level must be between 0 and 1 (e.g. 0.95); got {opts['conf_level']}")
-    if opts["factorization"] not in ("auto", "svd", "gram"):
-        raise OptionError(f"--factorization must be auto, svd or gram; got '{opts['factorization']}'")
+    if opts["factorization"] not in FACTORIZATIONS:
+        raise OptionError(f"--factorization must be one of {', '.join(FACTORIZATIONS)}; got '{opts['factorization']}'")
+    opts["starts"] = parse_starts(opts["starts"])
     if opts["loss"] not in LOSSES:
         raise OptionError(f"--loss must be one of {', '.join(LOSSES)}; got '{opts['loss']}'")
     _positive("f_scale", opts["f_scale"])
@@ -228,20 +149,70 @@ def validate(options: dict):
     return opts, method, globalization, settings
 
 
+def parse_starts(value):
+    """--starts: 'auto' or a positive integer."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if isinstance(value, bool) or count < 1 or (isinstance(value, float) and value != count):
+        raise OptionError(f"--starts must be 'auto' or a positive integer; got {value!r}")
+    return count
+
+
+def choose_factorization(option: str, rows: int) -> str:
+    """auto: J and its SVD below LARGE_DATA_POINTS rows, the streaming QR from there."""
+    if option != "auto":
+        return option
+    return "qr" if rows >= LARGE_DATA_POINTS else "svd"
+
+
+def start_count(option, model, free: np.ndarray, rows: int, groups: int) -> int:
+    from nlfit import multistart
+
+    linear = np.array(model.linear_params, dtype=bool)
+    return multistart.auto_count(linear, free, rows, groups) if option == "auto" else int(option)
+
+
+def solver_parts(opts: dict, method: str, globalization: str, model, lower, upper, rows: int, groups: int, jac_mode: str, settings) -> dict:
+    """What every solve of these options needs (``nlfit.fitting.solve_groups``)."""
+    from nlfit.solvers.directions import make_direction
+    from nlfit.solvers.globalization import make_globalization
+
+    factorization = choose_factorization(opts["factorization"], rows)
+    free = np.asarray(lower) != np.asarray(upper)
+    return {
+        "direction": make_direction(method, opts["batch_size"], factorization),
+        "globalization": make_globalization(globalization),
+        "factorization": factorization,
+        "jac_mode": jac_mode,
+        "settings": settings,
+        "seed": int(opts["seed"]),
+        "count": start_count(opts["starts"], model, free, rows, groups),
+        "linear": np.array(model.linear_params, dtype=bool),
+        "free": free,
+    }
+
+
 def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitResult:
-    """Fit ``model`` (a spec string or a Model) to ``dataset``. Options: see ``DEFAULTS``."""
+    """Fit ``model`` (a spec string or a Model) to ``dataset``. Options: see ``DEFAULTS``.
+
+    A single fit is the one-group case of ``nlfit.fitting.solve_groups``; its starts are
+    chosen by ``nlfit.multistart`` (``starts``: 'auto' or a count; 1 is the given start alone)."""
     opts, method, globalization, settings = validate(options)
     model = build_model(model, dataset)
     start = resolve_p0(model, dataset, p0)
-    n_params, n_points = len(model.param_names), dataset.n_points
+    n_points = dataset.n_points
 
     from nlfit import derivatives
+    from nlfit._jax import jax
+    from nlfit.fitting import solve_groups
     from nlfit.problem import make_problem
-    from nlfit.solvers.directions import make_direction
-    from nlfit.solvers.globalization import make_globalization
-    from nlfit.solvers.loop import solve
+    from nlfit.result import finish
 
-    jac_mode = derivatives.resolve_mode(opts["jac"], n_points, n_params)
+    jac_mode = derivatives.resolve_mode(opts["jac"], n_points, len(model.param_names))
     lower, upper, start = box(model, opts["bounds"], opts["fix"], start, given=p0 is not None)
     estimated = int(np.count_nonzero(lower != upper))
     if n_points < estimated:
@@ -249,22 +220,50 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
     problem = make_problem(model, dataset, opts["loss"], float(opts["f_scale"]), lower, upper)
     if not np.all(np.isfinite(np.asarray(problem.y))):
         raise ModelError(f"the response transform of '{model.spec}' gives non-finite values (e.g. log of a value <= 0)")
-    factorization = opts["factorization"]
-    if factorization == "auto":
-        factorization = "gram" if n_points >= GRAM_MIN_POINTS else "svd"
-    direction = make_direction(method, opts["batch_size"], factorization)
-    output = solve(
-        problem,
-        start,
-        direction,
-        make_globalization(globalization),
+    solver = solver_parts(opts, method, globalization, model, lower, upper, n_points, 1, jac_mode, settings)
+    problems = jax.tree.map(lambda leaf: np.asarray(leaf)[None], problem)
+    model_start = None
+    if p0 is not None:
+        with np.errstate(all="ignore"):
+            try:
+                default = model.default_p0(np.asarray(dataset.x), np.asarray(problem.y))
+            except (np.linalg.LinAlgError, ValueError):
+                default = None
+        model_start = None if default is None else np.asarray(default, dtype=np.float64)[None]
+    solved = solve_groups(
+        problems,
+        start[None],
+        np.array([n_points]),
+        solver["count"],
+        solver["linear"],
+        solver["free"],
+        solver["direction"],
+        solver["globalization"],
         jac_mode,
         settings,
-        seed=int(opts["seed"]),
+        seed=solver["seed"],
         timeout=opts["timeout"],
+        record=True,
+        model_starts=model_start,
+        param_names=model.param_names,
         on_iteration=on_iteration,
     )
-    return _result(model, dataset, problem, output, method, globalization, jac_mode, opts, factorization)
+    return finish(
+        model,
+        problems,
+        solved,
+        np.array([n_points]),
+        np.ones((1, n_points), dtype=bool),
+        method=method,
+        globalization=globalization,
+        jac_mode=jac_mode,
+        factorization=solver["factorization"],
+        options=opts,
+        data_columns={"x": list(dataset.x_names), "y": dataset.y_name},
+        sigma_given=dataset.sigma is not None,
+        extended=dataset.extra.get("extended"),
+        solver=solver,
+    )[0]
 
 
 def box(model, bounds, fix, start, given: bool = True):
@@ -294,156 +293,3 @@ def box(model, bounds, fix, start, given: bool = True):
         i = names.index(outside[0])
         raise OptionError(f"the start {outside[0]}={start[i]:g} is outside its bounds [{lower[i]:g}, {upper[i]:g}]; give a --p0 inside")
     return lower, upper, start
-
-
-EXTENDED_MAX_POINTS = 100_000
-
-
-def refine_extended(model, dataset, problem, params, jac, residuals):
-    """Gauss-Newton refinement with residuals in extended precision (x87 long double).
-
-    Near an exact fit (NIST's Lanczos1 ends at RSS 1e-25 on values near 2.5) float64
-    residuals are rounding noise, so the RSS, sigma and the standard errors that scale with it
-    lose digits. For formula models the residuals can be evaluated in long double (64-bit
-    mantissa): up to three steps -J^+ r with r in long double and J from AD, each kept only if
-    the long-double RSS falls. It applies only where it matters, when the residuals are within
-    a factor 1e6 of the float64 rounding of the data (|r| < 1e6 eps max|y|), and returns
-    (params, residuals), or None (not a formula, robust loss, large data, no long double, or
-    residuals well above rounding level).
-    """
-    from nlfit.models.expression import FormulaModel, evaluate_numpy
-
-    if (
-        not isinstance(model, FormulaModel)
-        or problem.loss != "linear"
-        or dataset.n_points > EXTENDED_MAX_POINTS
-        or np.finfo(np.longdouble).eps >= np.finfo(np.float64).eps
-        or not np.all(np.isfinite(jac))
-    ):
-        return None
-    extended = dataset.extra.get("extended") or {}  # a NIST file's data parsed in long double
-    x = np.asarray(extended.get("x", dataset.x), dtype=np.longdouble)
-    y = extended.get("y")
-    if y is None or model.lhs is not None or len(y) != dataset.n_points:
-        x = np.asarray(dataset.x, dtype=np.longdouble)
-        y = np.asarray(model.transform_response(dataset.y, dataset.x), dtype=np.longdouble)
-    sigma = np.ones_like(y) if dataset.sigma is None else np.asarray(dataset.sigma, dtype=np.longdouble)
-
-    def residuals_at(p):
-        return (evaluate_numpy(model, p, x, dtype=np.longdouble) - y) / sigma
-
-    rounding = np.finfo(np.float64).eps * float(np.max(np.abs(np.asarray(dataset.y, dtype=np.float64))))
-    unweighted = np.asarray(residuals) * np.asarray(problem.sigma)  # f - y
-    with np.errstate(over="ignore", invalid="ignore"):
-        typical = np.sqrt(np.mean(unweighted**2))
-    if not typical < 1e6 * rounding:
-        return None
-    point = np.asarray(params, dtype=np.longdouble)
-    r = residuals_at(point)
-    rss = np.dot(r, r)
-    for _ in range(3):
-        delta, *_ = np.linalg.lstsq(jac, -np.asarray(r, dtype=np.float64), rcond=None)
-        trial = point + np.asarray(delta, dtype=np.longdouble)
-        r_trial = residuals_at(trial)
-        rss_trial = np.dot(r_trial, r_trial)
-        if not (np.isfinite(rss_trial) and rss_trial < rss):
-            break
-        point, r, rss = trial, r_trial, rss_trial
-    return np.asarray(point, dtype=np.float64), np.asarray(r, dtype=np.float64)
-
-
-def _result(model, dataset, problem, output, method, globalization, jac_mode, options, factorization) -> FitResult:
-    from nlfit import derivatives, stats
-    from nlfit.problem import rho
-
-    state = output.state
-    params = np.asarray(state.params)
-    lower, upper = np.asarray(problem.lower), np.asarray(problem.upper)
-    fixed = lower == upper
-    at_bound = np.where(fixed, None, np.where(params <= lower, "lower", np.where(params >= upper, "upper", None)))
-    estimated = np.flatnonzero(~fixed & (at_bound == None))  # noqa: E711 (elementwise)
-    names = [model.param_names[i] for i in estimated]
-    # The Jacobian at the solution for the statistics, by AD (not counted in njev). The solver's
-    # last linearization is at these parameters: reuse it unless it was by finite differences,
-    # had no Jacobian (gd), or the loss is robust (the sandwich needs the unscaled J). For large
-    # m only J^T J is kept; a square factor with the same singular values stands in for J.
-    local = state.local
-    residuals = np.asarray(local.residuals)
-    middle = None
-    robust = problem.loss != "linear"
-    if estimated.size == len(model.param_names) and factorization == "svd" and local.jac is not None and jac_mode != "fd":
-        refined = refine_extended(model, dataset, problem, params, np.asarray(local.jac), residuals)
-        if refined is not None:
-            params, residuals = refined
-    if factorization == "gram" and not robust:
-        gram = local.gram if (jac_mode != "fd" and local.gram is not None) else derivatives.gram_jit(state.params, problem, "fwd")[1]
-        factor = stats.factor_from_gram(np.asarray(gram)[np.ix_(estimated, estimated)])
-    else:
-        reuse = jac_mode != "fd" and local.jac is not None and not robust
-        jac = np.asarray(local.jac if reuse else derivatives.jacobian_jit(state.params, problem, "rev" if jac_mode == "rev" else "fwd")[1])
-        factor = jac[:, estimated]
-        if robust:
-            z = (residuals / float(problem.f_scale)) ** 2
-            first, second = (np.asarray(v) for v in rho(z, problem.loss)[1:])
-            factor = factor * np.sqrt(np.maximum(first + 2 * second * z, np.finfo(float).eps))[:, None]
-            influence = jac[:, estimated] * (first * residuals)[:, None]
-            middle = influence.T @ influence
-    statistics = stats.compute(
-        factor,
-        residuals,
-        params[estimated],
-        names,
-        np.asarray(problem.y),
-        None if dataset.sigma is None else np.asarray(dataset.sigma),
-        absolute_sigma=bool(options["absolute_sigma"]),
-        conf_level=float(options["conf_level"]),
-        sandwich_middle=middle,
-    )
-    n_params = len(model.param_names)
-
-    def spread(values, shape):
-        if values is None:
-            return None
-        out = np.full(shape, np.nan)
-        if len(shape) == 1:
-            out[estimated] = values
-        elif shape[1] == 2:
-            out[estimated] = values
-        else:
-            out[np.ix_(estimated, estimated)] = values
-        return out
-
-    covariance = spread(statistics.covariance, (n_params, n_params))
-    if covariance is not None:
-        covariance = np.where(np.isnan(covariance), 0.0, covariance)  # held parameters do not vary
-    warnings = list(statistics.warnings)
-    for i, side in enumerate(at_bound):
-        if side is not None:
-            warnings.append(f"{model.param_names[i]} ended at its {side} bound ({params[i]:g}): its standard error is not meaningful")
-    values = dict(statistics.values)
-    values["loss"] = float(local.loss)
-    return FitResult(
-        model=model,
-        method=method,
-        globalization=globalization,
-        jac_mode=jac_mode,
-        param_names=tuple(model.param_names),
-        params=params,
-        stderr=spread(statistics.stderr, (n_params,)),
-        covariance=covariance,
-        correlation=spread(statistics.correlation, (n_params, n_params)),
-        intervals=spread(statistics.intervals, (n_params, 2)),
-        tvalues=spread(statistics.tvalues, (n_params,)),
-        status=output.status,
-        stats=values,
-        counts={"iterations": int(state.iteration), "nfev": int(state.nfev), "njev": int(state.njev)},
-        history=output.history,
-        seconds=output.seconds,
-        warnings=warnings,
-        data_columns={"x": list(dataset.x_names), "y": dataset.y_name},
-        absolute_sigma=bool(options["absolute_sigma"]) and dataset.sigma is not None,
-        fixed=fixed,
-        at_bound=list(at_bound),
-        loss_name=problem.loss,
-        f_scale=float(problem.f_scale),
-    )

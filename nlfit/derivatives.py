@@ -18,6 +18,12 @@ Modes for the Jacobian J = dr/dparams (m residuals, n parameters):
 The gradient of the loss 1/2 ||r||^2 is g = J^T r. Gradient descent gets it by one reverse
 pass (``jax.vjp``) without forming J. Newton's Hessian is the exact one,
 H = J^T J + sum_i r_i (d^2 r_i / dp^2), from ``jax.hessian`` of the loss.
+
+For many points J is not kept: ``qr_linearize`` forms the R factor of J (and Q^T r) block by
+block, a streaming TSQR (Demmel, Grigori, Hoemmen & Langou 2012): each block of QR_BLOCK
+rows is stacked under the R of the blocks before it and triangularized again, so the memory
+is O(QR_BLOCK x n) and the factor is backward stable (its accuracy follows cond(J), unlike
+the Gram matrix J^T J of ``gram``, whose accuracy follows cond(J)^2).
 """
 
 from __future__ import annotations
@@ -155,3 +161,95 @@ def gram(params, problem: Problem, mode: str):
 
 
 gram_jit = jax.jit(gram, static_argnames=("mode",))
+
+
+QR_BLOCK = 4096
+
+
+def _blocks(problem: Problem, block: int):
+    """x, y, sigma cut into (blocks, block, ...) pieces; the last block is padded with copies of
+    the last point at sigma = inf, which contribute exactly nothing."""
+    m = problem.y.shape[0]
+    count = -(-m // block)
+    pad = count * block - m
+
+    def cut(values, fill=None):
+        values = jnp.asarray(values)
+        if pad:
+            tail = jnp.repeat(values[-1:], pad, axis=0) if fill is None else jnp.full((pad, *values.shape[1:]), fill, dtype=values.dtype)
+            values = jnp.concatenate([values, tail], axis=0)
+        return values.reshape(count, block, *values.shape[1:])
+
+    return cut(problem.x), cut(problem.y), cut(problem.sigma, jnp.inf), m
+
+
+def qr_linearize(params, problem: Problem, mode: str, block: int = QR_BLOCK):
+    """Residuals r (m,), the n x n factor R of J (R^T R = J^T J), Q^T r and the gradient J^T r
+    (for a robust loss, of the rescaled J~ and r~; r itself is returned unscaled), without
+    ever holding more than ``block`` rows of J.
+
+    Each block's rows [J_b | r_b] are stacked under the running [R | Q^T r] and reduced by a
+    Householder QR (only its R is kept: the last column carries Q^T r along)."""
+    import dataclasses
+
+    n = params.shape[0]
+    xs, ys, sigmas, m = _blocks(problem, block)
+    jac_mode = "fwd" if mode == "fd" else mode  # finite differences per block would cost n passes too
+
+    def body(carry, piece):
+        factor, grad = carry
+        x, y, sigma = piece
+        part = dataclasses.replace(problem, x=x, y=y, sigma=sigma)
+        r, jac = jacobian(params, part, jac_mode)
+        model_r, scaling = robust_scaling(r, part)
+        jac = jac * scaling[:, None]
+        stacked = jnp.concatenate([factor, jnp.concatenate([jac, model_r[:, None]], axis=1)], axis=0)
+        factor = jnp.linalg.qr(stacked, mode="r")[: n + 1]
+        return (factor, grad + jac.T @ model_r), r
+
+    start = (jnp.zeros((n + 1, n + 1)), jnp.zeros(n))
+    (factor, grad), pieces = jax.lax.scan(body, start, (xs, ys, sigmas))
+    return pieces.reshape(-1)[:m], factor[:n, :n], factor[:n, n], grad
+
+
+qr_linearize_jit = jax.jit(qr_linearize, static_argnames=("mode", "block"))
+
+
+def influence_gram(params, problem: Problem, block: int = QR_BLOCK):
+    """B = J^T diag((rho'(z) r)^2) J, block by block: the middle of the sandwich covariance
+    of a robust loss (a sum of squares that is never inverted, so its Gram form is accurate)."""
+    import dataclasses
+
+    from nlfit.problem import rho
+
+    xs, ys, sigmas, _ = _blocks(problem, block)
+    n = params.shape[0]
+
+    def body(total, piece):
+        x, y, sigma = piece
+        part = dataclasses.replace(problem, x=x, y=y, sigma=sigma)
+        r, jac = jacobian(params, part, "fwd")
+        first = rho((r / part.f_scale) ** 2, problem.loss)[1]
+        influence = jac * (first * r)[:, None]
+        return total + influence.T @ influence, None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((n, n)), (xs, ys, sigmas))
+    return total
+
+
+@partial(jax.jit, static_argnames=("mode",))
+def jacobian_batch(params, problems: Problem, mode: str):
+    """``jacobian`` of G problems at once (leaves with a leading G axis)."""
+    return jax.vmap(lambda p, problem: jacobian(p, problem, mode))(params, problems)
+
+
+@partial(jax.jit, static_argnames=("mode",))
+def qr_linearize_batch(params, problems: Problem, mode: str):
+    """``qr_linearize`` of G problems at once."""
+    return jax.vmap(lambda p, problem: qr_linearize(p, problem, mode))(params, problems)
+
+
+@jax.jit
+def influence_gram_batch(params, problems: Problem):
+    """``influence_gram`` of G problems at once."""
+    return jax.vmap(influence_gram)(params, problems)

@@ -17,6 +17,12 @@ C = f_scale, the cost is 1/2 C^2 sum rho(z), where rho(z) is
 
 Bounds: lower <= params <= upper (componentwise, +-inf when absent); a fixed parameter has
 lower = upper. ``project`` clips a point into the box.
+
+Scale: the solvers work with r / scale, where ``scale`` is the power of two nearest below
+max |y / sigma| (``residual_scale``). Multiplying by a power of two is exact, so a fit of
+data multiplied by 1e-300 or 1e30 takes the same steps as the unscaled fit, and the squares
+of the residuals neither underflow nor overflow. Losses, gradients and statistics are
+converted back to the user's units when they are reported (``nlfit.result``).
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ class Problem:
     sigma: jax.Array
     model: Model = field(metadata={"static": True})
     loss: str = field(default="linear", metadata={"static": True})
-    f_scale: jax.Array | float = 1.0
+    f_scale: jax.Array | float = 1.0  # in units of the scaled residuals r / scale
     lower: jax.Array | None = None
     upper: jax.Array | None = None
+    scale: jax.Array | float = 1.0  # the residuals the solvers see are (f - y) / (sigma scale)
 
     @property
     def n_residuals(self) -> int:
@@ -50,10 +57,28 @@ class Problem:
 LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 
 
-def make_problem(model: Model, dataset: Dataset, loss: str = "linear", f_scale: float = 1.0, lower=None, upper=None) -> Problem:
-    """The Problem that fits ``model`` to ``dataset`` (response transformed if the model says so)."""
+def residual_scale(y, sigma, fallback=None) -> float:
+    """The power of two at or below max |y / sigma| (over the finite values); ``fallback``
+    (for example the residuals at the start) when y is zero, and 1 when that is zero too."""
+    for values in (np.asarray(y, dtype=np.float64) / np.asarray(sigma, dtype=np.float64), fallback):
+        if values is None:
+            continue
+        values = np.abs(np.asarray(values, dtype=np.float64))
+        values = values[np.isfinite(values)]
+        largest = float(values.max()) if values.size else 0.0
+        if largest > 0:
+            return float(2.0 ** np.floor(np.log2(largest)))
+    return 1.0
+
+
+def make_problem(model: Model, dataset: Dataset, loss: str = "linear", f_scale: float = 1.0, lower=None, upper=None, scale=None) -> Problem:
+    """The Problem that fits ``model`` to ``dataset`` (response transformed if the model says
+    so). ``f_scale`` is in the user's units (of (f - y) / sigma); ``scale`` defaults to
+    ``residual_scale`` of the data."""
     y = np.asarray(model.transform_response(dataset.y, dataset.x), dtype=np.float64)
     sigma = np.ones_like(y) if dataset.sigma is None else np.asarray(dataset.sigma, dtype=np.float64)
+    if scale is None:
+        scale = residual_scale(y, sigma)
     n = len(model.param_names)
     return Problem(
         x=jnp.asarray(dataset.x, dtype=jnp.float64),
@@ -61,14 +86,16 @@ def make_problem(model: Model, dataset: Dataset, loss: str = "linear", f_scale: 
         sigma=jnp.asarray(sigma),
         model=model,
         loss=loss,
-        f_scale=jnp.asarray(f_scale, dtype=jnp.float64),
+        f_scale=jnp.asarray(f_scale / scale, dtype=jnp.float64),
         lower=jnp.full(n, -jnp.inf) if lower is None else jnp.asarray(lower, dtype=jnp.float64),
         upper=jnp.full(n, jnp.inf) if upper is None else jnp.asarray(upper, dtype=jnp.float64),
+        scale=jnp.asarray(scale, dtype=jnp.float64),
     )
 
 
 def residuals(params, problem: Problem):
-    return (problem.model.predict(params, problem.x) - problem.y) / problem.sigma
+    """The scaled weighted residuals (f - y) / (sigma scale) that the solvers work with."""
+    return (problem.model.predict(params, problem.x) - problem.y) / (problem.sigma * problem.scale)
 
 
 def rho(z, name: str):

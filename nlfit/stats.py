@@ -6,11 +6,15 @@ Covariance (Bates & Watts 1988, ch. 2; scipy's curve_fit):
     C = (J^T J)^-1                            (--absolute-sigma: sigma are true std. devs.)
 
 where J is the Jacobian of the weighted residuals (f - y) / sigma at the solution and RSS
-their sum of squares (chi^2 when sigma is given). C is computed from the thin SVD
-J = U S V^T as V diag(1/S^2) V^T, never by inverting J^T J, so its accuracy follows
-cond(J) and not cond(J)^2. Singular values below eps * max(m, n) * S_max mark directions of
-parameter space that the data do not determine: the parameters along each such direction
-are reported as not identifiable, and no covariance is given (rather than huge numbers).
+their sum of squares (chi^2 when sigma is given). C is computed from the thin SVD of J (or
+of its R factor, from a streaming QR for large data: ``nlfit.derivatives.qr_factor``),
+C = V diag(1/S^2) V^T, never by inverting J^T J, so its accuracy follows cond(J) and not
+cond(J)^2. Singular values below eps * max(m, n) * S_max mark directions of parameter space
+that the data do not determine: the parameters along each such direction are reported as
+not identifiable, and no covariance is given (rather than huge numbers).
+
+Robust losses: the sandwich n/dof A^-1 B A^-1 with A = J~^T J~ (the rescaled Jacobian of
+the robust cost) and B = J^T diag((rho' r)^2) J (Huber 1967; White 1980).
 
 Intervals: value +- t_{dof}((1 + level)/2) * stderr (Student t; with --absolute-sigma the
 normal quantile, since the variance is known). t-value = value / stderr.
@@ -19,6 +23,11 @@ Goodness of fit: rss, sigma = sqrt(rss / dof) (the residual standard deviation),
 adjusted r2 against the weighted mean of the fitted response, chi2 and reduced chi2 (when
 sigma is given), and the Gaussian log-likelihood with AIC and BIC. The variance counts as
 a parameter when it is estimated (R's convention for nls): k = n_params + 1, else n_params.
+
+Everything is computed for G fits at once (a single fit is G = 1), from residuals and
+Jacobians divided by each fit's residual scale (``nlfit.problem``): the sums of squares are
+formed in those units and converted back, so data of any magnitude neither underflows nor
+overflows here.
 """
 
 from __future__ import annotations
@@ -33,30 +42,18 @@ CORRELATION_WARNING = 0.99
 
 @dataclass
 class Statistics:
-    covariance: np.ndarray | None
-    stderr: np.ndarray | None
-    correlation: np.ndarray | None
-    tvalues: np.ndarray | None
-    intervals: np.ndarray | None  # shape (n, 2)
-    rank: int
-    unidentifiable: list[list[str]]
-    values: dict
-    warnings: list[str] = field(default_factory=list)
+    """G fits' statistics over their p estimated parameters (arrays with a leading G axis;
+    NaN where a value is not available)."""
 
-
-def factor_from_gram(gram: np.ndarray) -> np.ndarray:
-    """R = diag(sqrt(e)) Q^T from G = Q diag(e) Q^T: R^T R = G, so R has J's singular values
-    and right singular vectors, and can stand in for J (large m, where J is not kept)."""
-    eigvals, basis = np.linalg.eigh(0.5 * (gram + gram.T))
-    return (np.sqrt(np.maximum(eigvals, 0.0))[:, None] * basis.T)[::-1]
-
-
-def _null_space(jac: np.ndarray, keep: np.ndarray, vt: np.ndarray) -> np.ndarray:
-    n = jac.shape[1]
-    if vt.shape[0] == n:
-        return vt[~keep]
-    _, _, full_vt = np.linalg.svd(jac, full_matrices=True)
-    return full_vt[int(np.count_nonzero(keep)) :]
+    covariance: np.ndarray  # (G, p, p)
+    stderr: np.ndarray  # (G, p)
+    correlation: np.ndarray  # (G, p, p)
+    tvalues: np.ndarray  # (G, p)
+    intervals: np.ndarray  # (G, p, 2)
+    has_covariance: np.ndarray  # (G,) bool
+    rank: np.ndarray  # (G,)
+    values: list[dict]  # per fit: rss, sigma, r2, ... (None where not defined)
+    warnings: list[list[str]] = field(default_factory=list)
 
 
 def compute(
@@ -66,86 +63,155 @@ def compute(
     param_names,
     y: np.ndarray,
     sigma: np.ndarray | None,
+    counts: np.ndarray,
+    scale: np.ndarray,
+    real: np.ndarray | None = None,
     absolute_sigma: bool = False,
     conf_level: float = 0.95,
     sandwich_middle: np.ndarray | None = None,
 ) -> Statistics:
-    """Statistics of a fit. ``jac`` is the Jacobian (or a square factor of J^T J) of the
-    parameters that were estimated. With ``sandwich_middle`` = B (robust losses) the
-    covariance is the sandwich n/dof A^-1 B A^-1 with A = J~^T J~ (Huber 1967; White 1980)."""
+    """Statistics of G fits.
+
+    ``jac`` (G, M, p): the scaled Jacobian of the estimated parameters, or a square factor R
+    with R^T R = J^T J (M = p). ``residuals`` (G, L) scaled; ``y`` (G, L) the fitted response
+    (unscaled); ``sigma`` (G, L) or None; ``counts`` (G,) the real points; ``scale`` (G,) the
+    residual scales; ``real`` (G, L) marks real points (padding of grouped fits is not);
+    ``sandwich_middle`` (G, p, p): B for a robust loss (scaled units).
+    """
     with np.errstate(all="ignore"):  # overflow in extreme data shows as None/inf, not as warnings
-        return _compute(jac, residuals, params, param_names, y, sigma, absolute_sigma, conf_level, sandwich_middle)
+        return _compute(jac, residuals, params, list(param_names), y, sigma, counts, scale, real, absolute_sigma, conf_level, sandwich_middle)
 
 
-def _compute(jac, residuals, params, param_names, y, sigma, absolute_sigma, conf_level, sandwich_middle) -> Statistics:
+def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absolute_sigma, conf_level, middle) -> Statistics:
     # scipy.special, not scipy.stats: the same quantiles for a third of the import time.
     from scipy.special import ndtri, stdtrit
 
-    n_points, n_params = residuals.shape[0], jac.shape[1]  # jac may be a square factor R with R^T R = J^T J
-    dof = n_points - n_params
-    rss = float(residuals @ residuals)
-    weights = np.ones_like(y) if sigma is None else 1.0 / np.asarray(sigma) ** 2
-    values: dict = {"rss": rss, "n": int(n_points), "dof": int(dof)}
-    values["sigma"] = math.sqrt(rss / dof) if dof > 0 else None
-    mean = float(np.sum(weights * y) / np.sum(weights))
-    tss = float(np.sum(weights * (y - mean) ** 2))
-    values["r2"] = 1.0 - rss / tss if tss > 0 else None
-    values["r2_adj"] = 1.0 - (rss / dof) / (tss / (n_points - 1)) if tss > 0 and dof > 0 and n_points > 1 else None
-    values["chi2"] = rss if sigma is not None else None
-    values["reduced_chi2"] = rss / dof if sigma is not None and dof > 0 else None
-    log_sigma = float(np.sum(np.log(sigma))) if sigma is not None else 0.0
-    if absolute_sigma and sigma is not None:
-        loglik = -0.5 * rss - log_sigma - 0.5 * n_points * math.log(2 * math.pi)
+    groups, n_params = params.shape
+    counts = np.asarray(counts, dtype=np.int64)
+    scale = np.asarray(scale, dtype=np.float64)
+    real = np.ones(residuals.shape, dtype=bool) if real is None else np.asarray(real, dtype=bool)
+    dof = counts - n_params
+    absolute = bool(absolute_sigma) and sigma is not None
+    rss_scaled = np.sum(np.where(real, residuals, 0.0) ** 2, axis=1)
+    rss = rss_scaled * scale**2
+    sigma_values = np.ones_like(y) if sigma is None else np.asarray(sigma, dtype=np.float64)
+    weights = np.where(real, 1.0 / sigma_values**2, 0.0)
+    y_scaled = np.where(real, y, 0.0) / scale[:, None]
+    mean = np.sum(weights * y_scaled, axis=1) / np.sum(weights, axis=1)
+    tss_scaled = np.sum(weights * (y_scaled - mean[:, None]) ** 2, axis=1)
+    log_sigma = np.sum(np.where(real, np.log(sigma_values), 0.0), axis=1) if sigma is not None else np.zeros(groups)
+    if absolute:
+        loglik = -0.5 * rss - log_sigma - 0.5 * counts * math.log(2 * math.pi)
         k = n_params
     else:
-        variance = rss / n_points
-        loglik = -0.5 * n_points * (math.log(2 * math.pi * variance) + 1.0) - log_sigma if variance > 0 else math.inf
+        log_variance = 2.0 * np.log(scale) + np.log(rss_scaled / counts)
+        loglik = np.where(rss_scaled > 0, -0.5 * counts * (math.log(2 * math.pi) + log_variance + 1.0) - log_sigma, np.inf)
         k = n_params + 1
-    values["loglik"] = loglik
-    values["aic"] = 2 * k - 2 * loglik
-    values["bic"] = k * math.log(n_points) - 2 * loglik
+    values = []
+    for g in range(groups):
+        good_dof = dof[g] > 0
+        entry = {
+            "rss": float(rss[g]),
+            "n": int(counts[g]),
+            "dof": int(dof[g]),
+            "sigma": float(scale[g] * math.sqrt(rss_scaled[g] / dof[g])) if good_dof else None,
+            "r2": float(1.0 - rss_scaled[g] / tss_scaled[g]) if tss_scaled[g] > 0 else None,
+            "r2_adj": float(1.0 - (rss_scaled[g] / dof[g]) / (tss_scaled[g] / (counts[g] - 1))) if tss_scaled[g] > 0 and good_dof and counts[g] > 1 else None,
+            "chi2": float(rss[g]) if sigma is not None else None,
+            "reduced_chi2": float(rss[g] / dof[g]) if sigma is not None and good_dof else None,
+            "loglik": float(loglik[g]),
+            "aic": float(2 * k - 2 * loglik[g]),
+            "bic": float(k * math.log(counts[g]) - 2 * loglik[g]),
+        }
+        values.append(entry)
 
-    result = Statistics(None, None, None, None, None, 0, [], values)
-    if not np.all(np.isfinite(jac)):
-        result.warnings.append("the Jacobian at the solution is not finite: no standard errors")
+    warnings: list[list[str]] = [[] for _ in range(groups)]
+    nan = np.full((groups, n_params), np.nan)
+    result = Statistics(
+        covariance=np.full((groups, n_params, n_params), np.nan),
+        stderr=nan.copy(),
+        correlation=np.full((groups, n_params, n_params), np.nan),
+        tvalues=nan.copy(),
+        intervals=np.full((groups, n_params, 2), np.nan),
+        has_covariance=np.zeros(groups, dtype=bool),
+        rank=np.zeros(groups, dtype=np.int64),
+        values=values,
+        warnings=warnings,
+    )
+    if n_params == 0:
         return result
-    _, singular, vt = np.linalg.svd(jac, full_matrices=False)
-    cutoff = np.finfo(float).eps * max(n_points, n_params) * (singular[0] if singular.size else 0.0)
-    keep = singular > cutoff
-    result.rank = int(np.count_nonzero(keep))
-    for vector in _null_space(jac, keep, vt):
-        involved = [param_names[j] for j in np.flatnonzero(np.abs(vector) > 1e-3 * np.max(np.abs(vector)))]
-        result.unidentifiable.append(involved)
-        result.warnings.append(
-            f"rank-deficient Jacobian: {', '.join(involved)} are not identifiable from the data (only a combination of them is); no standard errors"
-        )
-    if result.rank < n_params:
+    finite = np.all(np.isfinite(jac), axis=(1, 2))
+    for g in np.flatnonzero(~finite):
+        warnings[g].append("the Jacobian at the solution is not finite: no standard errors")
+    # Columns scaled to unit norm first (C = D^-1 (J~^T J~)^-1 D^-1 with J~ = J D^-1): the rank
+    # test and the covariance then do not depend on the parameters' units (a parameter of
+    # size 1e32 next to one of size 0.06 is no rank deficiency).
+    largest = np.max(np.abs(np.where(finite[:, None, None], jac, 0.0)), axis=1, keepdims=True)
+    largest = np.where(largest > 0, largest, 1.0)
+    column = largest[:, 0, :] * np.sqrt(np.sum((np.where(finite[:, None, None], jac, 0.0) / largest) ** 2, axis=1))
+    column = np.where(column > 0, column, 1.0)
+    safe = np.where(finite[:, None, None], jac, 0.0) / column[:, None, :]
+    _, singular, vt = np.linalg.svd(safe, full_matrices=False)
+    cutoff = np.finfo(float).eps * np.maximum(counts, n_params) * singular[:, 0]
+    keep = singular > cutoff[:, None]
+    rank = np.count_nonzero(keep, axis=1)
+    result.rank = np.where(finite, rank, 0)
+    for g in np.flatnonzero(finite & (rank < n_params)):
+        for vector in _null_space(safe[g], keep[g], vt[g]):  # in equilibrated units: comparable entries
+            involved = [names[j] for j in np.flatnonzero(np.abs(vector) > 1e-3 * np.max(np.abs(vector)))]
+            warnings[g].append(
+                f"rank-deficient Jacobian: {', '.join(involved)} are not identifiable from the data (only a combination of them is); no standard errors"
+            )
+    usable = finite & (rank == n_params) & (np.full(groups, absolute) | (dof > 0))
+    for g in np.flatnonzero(finite & (rank == n_params) & ~usable):
+        warnings[g].append(f"{counts[g]} points for {n_params} parameters: no degrees of freedom, no standard errors")
+    if not np.any(usable):
         return result
-    if dof <= 0 and not absolute_sigma:
-        result.warnings.append(f"{n_points} points for {n_params} parameters: no degrees of freedom, no standard errors")
-        return result
-    scaled = vt.T / singular
-    covariance = scaled @ scaled.T
-    if sandwich_middle is not None:
-        covariance = covariance @ sandwich_middle @ covariance * (n_points / dof)
-    elif not (absolute_sigma and sigma is not None):
-        covariance = covariance * (rss / dof)
-    stderr = np.sqrt(np.diag(covariance))
-    correlation = covariance / np.outer(stderr, stderr)
-    np.fill_diagonal(correlation, 1.0)
-    if absolute_sigma and sigma is not None:
-        quantile = float(ndtri(0.5 + conf_level / 2))
+    scaled = np.swapaxes(vt, 1, 2) / np.where(keep, singular, np.inf)[:, None, :] / column[:, :, None]
+    if middle is not None:
+        inverse = scaled @ np.swapaxes(scaled, 1, 2)  # (J^T J)^-1 = D^-1 (J~^T J~)^-1 D^-1
+        covariance = inverse @ middle @ inverse * (counts / np.where(dof > 0, dof, 1))[:, None, None]
+        stderr = np.sqrt(np.einsum("gii->gi", covariance))
+        correlation = covariance / (stderr[:, :, None] * stderr[:, None, :])
     else:
-        quantile = float(stdtrit(dof, 0.5 + conf_level / 2))
-    result.covariance = covariance
-    result.stderr = stderr
-    result.correlation = correlation
-    result.tvalues = np.where(stderr > 0, params / np.where(stderr > 0, stderr, 1.0), np.inf)
-    result.intervals = np.column_stack([params - quantile * stderr, params + quantile * stderr])
-    values["conf_level"] = conf_level
-    values["t_quantile"] = quantile
-    for i in range(n_params):
-        for j in range(i + 1, n_params):
-            if abs(correlation[i, j]) > CORRELATION_WARNING:
-                result.warnings.append(f"{param_names[i]} and {param_names[j]} are strongly correlated (rho = {correlation[i, j]:+.4f})")
+        # C = R R^T with R = D^-1 V S^-1 times the residual scale: the standard errors are the
+        # norms of R's rows and the correlations their cosines, so both stay right for
+        # parameters of size 1e-300, whose variances (1e-600) are below the float range.
+        factor = 1.0 / scale if absolute else np.sqrt(rss_scaled / np.where(dof > 0, dof, 1))
+        root = scaled * factor[:, None, None]
+        largest = np.max(np.abs(root), axis=2, keepdims=True)
+        safe = np.where(largest > 0, largest, 1.0)
+        stderr = largest[:, :, 0] * np.sqrt(np.sum((root / safe) ** 2, axis=2))
+        unit = root / np.where(stderr > 0, stderr, 1.0)[:, :, None]
+        correlation = unit @ np.swapaxes(unit, 1, 2)
+        covariance = root @ np.swapaxes(root, 1, 2)
+    index = np.arange(n_params)
+    correlation[:, index, index] = 1.0
+    if absolute:
+        quantile = np.full(groups, float(ndtri(0.5 + conf_level / 2)))
+    else:
+        quantile = stdtrit(np.where(dof > 0, dof, 1), 0.5 + conf_level / 2)
+    tvalues = np.where(stderr > 0, params / np.where(stderr > 0, stderr, 1.0), np.inf)
+    intervals = np.stack([params - quantile[:, None] * stderr, params + quantile[:, None] * stderr], axis=2)
+    mask = usable[:, None]
+    result.covariance = np.where(mask[:, :, None], covariance, np.nan)
+    result.stderr = np.where(mask, stderr, np.nan)
+    result.correlation = np.where(mask[:, :, None], correlation, np.nan)
+    result.tvalues = np.where(mask, tvalues, np.nan)
+    result.intervals = np.where(mask[:, :, None], intervals, np.nan)
+    result.has_covariance = usable
+    for g in np.flatnonzero(usable):
+        values[g]["conf_level"] = conf_level
+        values[g]["t_quantile"] = float(quantile[g])
+    upper = np.triu(np.abs(np.nan_to_num(result.correlation)) > CORRELATION_WARNING, k=1)
+    for g, i, j in zip(*np.nonzero(upper), strict=True):
+        warnings[g].append(f"{names[i]} and {names[j]} are strongly correlated (rho = {correlation[g, i, j]:+.4f})")
     return result
+
+
+def _null_space(jac: np.ndarray, keep: np.ndarray, vt: np.ndarray) -> np.ndarray:
+    n = jac.shape[1]
+    if vt.shape[0] == n:
+        return vt[~keep]
+    _, _, full_vt = np.linalg.svd(jac, full_matrices=True)
+    return full_vt[int(np.count_nonzero(keep)) :]

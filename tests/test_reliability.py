@@ -112,8 +112,10 @@ def test_nan_at_trial_points_is_rejected_and_the_fit_goes_on():
 def test_overflow_in_the_model_shrinks_the_step():
     x = np.linspace(0.0, 10.0, 40)
     data = _series(x, np.exp(0.3 * x))
-    result = fit(data, "exp(b*x)", p0={"b": 60.0})  # exp(600) overflows at the start... of the far points
+    result = fit(data, "exp(b*x)", p0={"b": 60.0}, starts=1)  # exp(600) overflows at the start... of the far points
     assert result.status.label == "nonfinite"  # non-finite at the start: reported, not crashed
+    rescued = fit(data, "exp(b*x)", p0={"b": 60.0})  # multistart: the other starts are finite
+    assert rescued.success and rescued.params[0] == pytest.approx(0.3, rel=1e-8)
     result = fit(data, "exp(b*x)", p0={"b": 3.0}, globalization="trust-region")
     assert result.success and result.params[0] == pytest.approx(0.3, rel=1e-8)
 
@@ -142,9 +144,8 @@ def test_values_near_the_ends_of_the_float_range():
     x = np.linspace(1.0, 2.0, 20)
     tiny = fit(_series(x, 1e-300 * x), "a*x", p0=[1e-300])
     assert tiny.success and tiny.params[0] == pytest.approx(1e-300, rel=1e-10)
-    huge = fit(_series(x * 1e300, 2.0 * x * 1e300), "a*x", p0=[1.0])
-    assert huge.status.label == "nonfinite" and not huge.success  # residuals ~1e300: their squares overflow
-    assert "not finite" in huge.message
+    huge = fit(_series(x * 1e300, 2.0 * x * 1e300), "a*x", p0=[1.0])  # residuals ~1e300: scaled, their squares do not overflow
+    assert huge.success and huge.params[0] == pytest.approx(2.0, rel=1e-12)
     overflow = fit(_series(x, 1e300 * x), "a*x*x*x", p0=[1e300])  # the model overflows for most steps
     assert overflow.status.label in {"nonfinite", "gtol", "ftol", "xtol", "stalled"}
 
@@ -184,7 +185,7 @@ def _slow_fit_command(tmp_path, *extra):
         x = np.linspace(-1, 1, 5000)
         data.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), (1 / (1 + 10 * x * x)).tolist(), strict=True)))
     return [sys.executable, "-m", "nlfit", "fit", str(data), "-m", "rational", "--p0", "1,0,1", "--method", "gd", "-g", "none",
-            "--step", "1e-4", "--max-iter", "100000000", "-f", "json", "-q", *extra]  # fmt: skip
+            "--step", "1e-6", "--max-iter", "100000000", "--starts", "1", "-f", "json", "-q", *extra]  # fmt: skip
 
 
 def test_sigint_mid_fit_writes_the_best_result_and_exits_130(tmp_path):

@@ -37,7 +37,7 @@ def check_jac(
     if output_format not in ("table", "json"):
         raise OptionError(f"--format must be table or json; got '{output_format}'")
     x_columns = [c.strip() for c in x.split(",")] if x else None
-    dataset = read_dataset(data, x_columns=x_columns, y_column=y)
+    dataset = read_dataset(data, x_columns=x_columns, y_column=y, formula=model)
     spec = model or dataset.extra.get("formula")
     if not spec:
         raise OptionError("--model is required for CSV data")

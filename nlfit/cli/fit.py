@@ -15,7 +15,7 @@ CONFIG_KEYS = {
     "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
     "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
     "absolute_sigma", "conf_level", "plot", "factorization", "group_by", "engine", "scheduler",
-    "loss", "f_scale", "bounds", "fix",
+    "loss", "f_scale", "bounds", "fix", "starts",
 }  # fmt: skip
 
 
@@ -76,7 +76,13 @@ def fit(
     engine: Annotated[str | None, typer.Option("--engine", help="With --group-by: local (default) or dask (needs nlfit[dask]).")] = None,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="With --engine dask: scheduler address (default: a local cluster).")] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Save a picture: FILE.png, .svg or .pdf (needs nlfit[plot]).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No report on stderr.")] = False,
+    starts: Annotated[
+        str | None,
+        typer.Option(
+            "--starts", help="Starts to try: auto (default: several for models nonlinear in their parameters) or a count; 1 is the given start alone."
+        ),
+    ] = None,
+    quiet: Annotated[int, typer.Option("--quiet", "-q", count=True, help="-q: no report on stderr, warnings only; -qq: nothing on stderr.")] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Fit a model to data.
@@ -92,7 +98,39 @@ def fit(
     given = {k: v for k, v in locals().items() if k in CONFIG_KEYS}
     given.update(format=output_format, quiet=quiet or None, absolute_sigma=absolute_sigma or None)
     options = merge(given, load_config(config, CONFIG_KEYS))
+    options["quiet"] = quiet_level(options.get("quiet"))
     run_fit(data, options)
+
+
+def quiet_level(value) -> int:
+    """0: the report and warnings on stderr; 1 (-q, quiet = true): warnings only; 2 (-qq): nothing."""
+    if value is None or value is False:
+        return 0
+    if value is True:
+        return 1
+    if isinstance(value, int) and 0 <= value <= 2:
+        return value
+    raise OptionError(f"quiet must be true, false, 0, 1 or 2; got {value!r}")
+
+
+def print_warnings(payloads: list[dict], quiet: int) -> None:
+    """Every warning once, one line each on stderr (even with -q; -qq silences them). For
+    grouped fits each line names its group; after WARNING_LINES lines the rest are counted."""
+    if quiet >= 2:
+        return
+    lines = []
+    for payload in payloads:
+        prefix = f"group {payload['group']}: " if "group" in payload else ""
+        lines += [f"{prefix}{warning}" for warning in payload.get("warnings", [])]
+    from nlfit.report.console import plain_line
+
+    for line in lines[:WARNING_LINES]:
+        plain_line(f"nlfit: warning: {line}")
+    if len(lines) > WARNING_LINES:
+        plain_line(f"nlfit: warning: ... and {len(lines) - WARNING_LINES} more (see the 'warnings' of each result)")
+
+
+WARNING_LINES = 20
 
 
 def run_fit(data: str, options: dict) -> None:
@@ -106,7 +144,14 @@ def run_fit(data: str, options: dict) -> None:
 
         require_matplotlib(options["plot"])
     x_columns = [c.strip() for c in str(options["x"]).split(",")] if options.get("x") else None
-    dataset = read_dataset(data, x_columns=x_columns, y_column=options.get("y"), sigma_column=options.get("sigma"), group_column=options.get("group_by"))
+    dataset = read_dataset(
+        data,
+        x_columns=x_columns,
+        y_column=options.get("y"),
+        sigma_column=options.get("sigma"),
+        group_column=options.get("group_by"),
+        formula=options.get("model"),
+    )
     model_spec = options.get("model") or dataset.extra.get("formula")
     if not model_spec:
         raise OptionError("--model is required for CSV data (see 'nlfit models')")
@@ -126,7 +171,7 @@ def run_fit(data: str, options: dict) -> None:
     from nlfit.solvers.catalog import resolve_method
 
     keys = ("globalization", "jac", "ftol", "xtol", "gtol", "max_iter", "step", "momentum", "batch_size", "seed", "timeout")
-    keys += ("absolute_sigma", "conf_level", "factorization", "loss", "f_scale", "bounds", "fix")
+    keys += ("absolute_sigma", "conf_level", "factorization", "loss", "f_scale", "bounds", "fix", "starts")
     fit_options = {k: options.get(k) for k in keys}
     fit_options["bounds"] = parse_bounds(options.get("bounds"))
     fit_options["fix"] = parse_fix(options.get("fix"))
@@ -159,6 +204,7 @@ def run_fit(data: str, options: dict) -> None:
             print_report(payload, console, show_params=output_format != "table" or bool(options.get("output")))
         if len(payloads) > 1:
             console.print(comparison_table(payloads))
+    print_warnings(payloads, options["quiet"])
     emit(render(payloads if len(payloads) > 1 else payloads[0], output_format), options.get("output"))
     if options.get("plot"):
         from nlfit.report.plot import render as draw
@@ -183,9 +229,7 @@ def run_groups(dataset, model_spec, p0, fit_options, output_format, options) -> 
         from nlfit.report.console import GroupProgress, stderr_console
 
         progress = GroupProgress(stderr_console())
-    if fit_options.get("absolute_sigma"):
-        raise OptionError("--absolute-sigma is not available with --group-by")
-    solver_options = {k: v for k, v in fit_options.items() if k not in ("absolute_sigma", "conf_level")}
+    solver_options = fit_options
     engine = options.get("engine") or "local"
     if engine not in ("local", "dask"):
         raise OptionError(f"--engine must be local or dask; got '{engine}'")
@@ -210,6 +254,7 @@ def run_groups(dataset, model_spec, p0, fit_options, output_format, options) -> 
             f"{len(rows)} groups, {len(rows) - failed} converged, {failed} not  "
             f"({result.method} × {result.globalization}, {result.seconds:.3f} s, {len(rows) / max(result.seconds, 1e-9):.0f} fits/s)"
         )
+    print_warnings(rows, options["quiet"])
     text = ndjson_text(rows) if output_format == "json" else groups_csv_text(rows, result.param_names)
     emit(text, options.get("output"))
     raise typer.Exit(0 if all(row["success"] for row in rows) else 1)

@@ -24,12 +24,23 @@ def read_dataset(
     sigma_column: str | None = None,
     stdin=None,
     group_column: str | None = None,
+    formula: str | None = None,
 ) -> Dataset:
-    """Read ``source`` (a path, or ``-`` for stdin) and pick the columns of the fit."""
+    """Read ``source`` (a path, or ``-`` for stdin) and pick the columns of the fit. With a
+    ``formula`` (a user formula), every data column it names is a predictor
+    (``nlfit.models.expression.choose_columns``)."""
+    from nlfit.models.registry import is_formula
+
+    if not is_formula(formula):
+        formula = None
     if source != "-" and source.lower().endswith(".dat"):
         from nlfit.io.nist import read_nist
 
         dataset = read_nist(Path(source))
+        if formula is not None:
+            x_columns, y_column = _formula_columns(formula, [dataset.y_name, *dataset.x_names], x_columns, y_column, (sigma_column,))
+            if (tuple(x_columns), y_column) == (dataset.x_names, dataset.y_name) and not sigma_column:
+                return dataset
         if x_columns or y_column or sigma_column:
             frame = _frame_from_dataset(dataset)
             return _select(frame, x_columns, y_column, sigma_column, source, dataset.extra)
@@ -49,6 +60,8 @@ def read_dataset(
         frame = pd.concat(frames, ignore_index=True)
     else:
         frame = _read_csv(source, stdin, text_columns)
+    if formula is not None:
+        x_columns, y_column = _formula_columns(formula, list(frame.columns), x_columns, y_column, (sigma_column, group_column))
     # With --group-by a missing or non-finite number only fails its own group (status nonfinite).
     dataset = _select(frame, x_columns, y_column, sigma_column, source, {}, exclude=group_column, allow_nonfinite=group_column is not None)
     if group_column is None:
@@ -57,6 +70,16 @@ def read_dataset(
         raise InputError(f"unknown --group-by column '{group_column}' in {source}; columns are: {', '.join(frame.columns)}")
     keys = frame[group_column].astype(object).map(lambda v: str(v).strip()).to_numpy(dtype=object)
     return Dataset(**{**dataset.__dict__, "groups": keys})
+
+
+def _formula_columns(formula, columns, x_columns, y_column, reserved):
+    from nlfit.errors import FormulaError
+    from nlfit.models.expression import choose_columns
+
+    try:
+        return choose_columns(formula, [str(c).strip() for c in columns], x_columns, y_column, reserved)
+    except FormulaError as error:
+        raise InputError(f"{error} (columns: {', '.join(str(c) for c in columns)})") from None
 
 
 NA_TEXT = ["", "nan", "NaN", "NA", "N/A", "null", "NULL", "-nan", "-NaN"]

@@ -30,6 +30,17 @@ class Model(ABC):
         """True when f is linear in the parameters (then no p0 is needed)."""
         return False
 
+    def denominators(self, params, x) -> list:
+        """The model's denominators at ``x`` (JAX arrays): where one changes sign between two
+        data points the fitted curve has a pole there (``nlfit.diagnostics``)."""
+        return []
+
+    @property
+    def linear_params(self) -> tuple[bool, ...]:
+        """Which parameters the model is jointly affine in (their best values for the others
+        fixed solve a linear least-squares problem). Multistart solves for them at every start."""
+        return (self.is_linear,) * len(self.param_names)
+
     def default_p0(self, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
         """A start computed from the data, or None when the user must give one."""
         return np.zeros(len(self.param_names)) if self.is_linear else None

@@ -11,8 +11,9 @@ underscores, any other call) is rejected with a message that points at its posit
 accepted tree is then turned into a tree of small Python closures over ``jax.numpy``; user
 text never reaches ``eval``, ``exec`` or ``compile``.
 
-Names: data columns (``--x``) are variables; ``pi`` and ``e`` are constants; every other
-name is a parameter, in order of first appearance. The left side of ``lhs = rhs`` is a
+Names: data columns are variables (whether or not ``--x`` lists them; ``choose_columns``);
+``pi`` and ``e`` are constants; every other name is a parameter, in order of first
+appearance. The left side of ``lhs = rhs`` is a
 formula in the response column (and the predictors), without parameters: the fit is then
 of lhs(y) against rhs.
 """
@@ -176,6 +177,81 @@ def _names_in_order(node: ast.AST) -> list[str]:
     return list(dict.fromkeys(n.id for n in found))
 
 
+def formula_names(text: str) -> tuple[list[str], list[str]]:
+    """The names a formula uses, in order of first appearance: (right side, left side), with
+    the constants (pi, e) and function names left out. Raises FormulaError as ``parse`` does."""
+    if len(text) > MAX_LENGTH:
+        raise FormulaError(f"formula is longer than {MAX_LENGTH} characters")
+    lhs_text, rhs_text, offset = _split_sides(text)
+    rhs = [n for n in _names_in_order(_parse(rhs_text, text, offset)) if n not in CONSTANTS]
+    lhs = [] if lhs_text is None else [n for n in _names_in_order(_parse(lhs_text, text, 0)) if n not in CONSTANTS]
+    return rhs, lhs
+
+
+def choose_columns(text: str, columns: list[str], x_columns: list[str] | None, y_column: str | None, reserved=()) -> tuple[list[str], str]:
+    """(x columns, y column) of a formula fit: every data column the formula names is a
+    variable (a predictor), whether or not ``--x`` lists it; everything else is a parameter.
+
+    ``columns``: the file's columns; ``reserved``: columns that are neither (sigma, group).
+    The response is ``--y``, else the column on the formula's left side, else 'y', else the
+    first column the formula does not use. An ``--x`` column that the formula does not use,
+    or a formula that uses no column at all, is an error that names them."""
+    rhs, lhs = formula_names(text)
+    available = [c for c in columns if c not in reserved]
+    if y_column is None:
+        on_left = [n for n in lhs if n in available]
+        if lhs and len(on_left) == 1:
+            y_column = on_left[0]
+        elif lhs and y_column is None:
+            y_column = next((n for n in on_left if n not in rhs), on_left[0] if on_left else None)
+        if y_column is None:
+            y_column = "y" if "y" in available and "y" not in rhs else next((c for c in available if c not in rhs), None)
+        if y_column is None:
+            raise FormulaError("the formula uses every column; give the response column with --y")
+    elif lhs and y_column not in lhs:
+        raise FormulaError(f"--y column '{y_column}' is not the response on the formula's left side ({', '.join(lhs) or 'none'})")
+    used = [c for c in available if c in rhs and c != y_column]
+    if x_columns:
+        unused = [c for c in x_columns if c not in rhs and c not in lhs]
+        if unused:
+            raise FormulaError(
+                f"--x column{'s' if len(unused) > 1 else ''} {', '.join(repr(c) for c in unused)} "
+                f"{'are' if len(unused) > 1 else 'is'} not used by the formula (its names: {', '.join(rhs)})"
+            )
+        return list(x_columns) + [c for c in used if c not in x_columns], y_column
+    if not used:
+        raise FormulaError(
+            f"the formula uses none of the data columns: every name in it ({', '.join(rhs)}) would be a parameter; write the predictor as its column is named"
+        )
+    return used, y_column
+
+
+_CONSTANT, _AFFINE, _NONLINEAR = 0, 1, 2
+
+
+def _degree(node: ast.expr, chosen: set[str]) -> int:
+    """How the expression depends on the parameters in ``chosen``: not at all (_CONSTANT),
+    as an affine function (_AFFINE: sum of chosen parameters times factors free of them, plus
+    a term free of them) or otherwise (_NONLINEAR). Names outside ``chosen`` are constants."""
+    if isinstance(node, ast.Constant):
+        return _CONSTANT
+    if isinstance(node, ast.Name):
+        return _AFFINE if node.id in chosen else _CONSTANT
+    if isinstance(node, ast.UnaryOp):
+        return _degree(node.operand, chosen)
+    if isinstance(node, ast.Call):
+        return _CONSTANT if _degree(node.args[0], chosen) == _CONSTANT else _NONLINEAR
+    left, right = _degree(node.left, chosen), _degree(node.right, chosen)
+    symbol = _BINARY[type(node.op)]
+    if symbol in ("+", "-"):
+        return max(left, right)
+    if symbol == "*":
+        return left + right if left + right <= _AFFINE else _NONLINEAR
+    if symbol == "/":
+        return left if right == _CONSTANT else _NONLINEAR
+    return _CONSTANT if left == right == _CONSTANT else _NONLINEAR
+
+
 def _build(node: ast.expr, lookup, xp):
     """The accepted tree -> a closure evaluate(params, columns) over the array module ``xp``
     (jax.numpy for fitting, numpy for ``nlfit generate``, which must not import JAX)."""
@@ -280,6 +356,24 @@ class FormulaModel(Model):
         value = evaluate(params, self._columns(x))
         return jnp.broadcast_to(value, jnp.shape(x)[:1])
 
+    @property
+    def linear_params(self) -> tuple[bool, ...]:
+        """A largest set of parameters (greedy, in order) in which the formula is jointly
+        affine: given the others, their best values solve a linear least-squares problem."""
+        chosen: set[str] = set()
+        for name in self.parameter_names:
+            if _degree(self.rhs, chosen | {name}) <= _AFFINE:
+                chosen.add(name)
+        return tuple(name in chosen for name in self.parameter_names)
+
+    def denominators(self, params, x):
+        """Every divisor in the formula, and every base raised to a negative constant power."""
+        evaluate = _compiled(self, "denominators")
+        columns = self._columns(x)
+        from nlfit._jax import jnp
+
+        return [jnp.broadcast_to(f(params, columns), jnp.shape(x)[:1]) for f in evaluate]
+
     def default_p0(self, x, y):
         """gnuplot's convention: every parameter not given starts at 1."""
         return np.ones(len(self.parameter_names))
@@ -303,8 +397,28 @@ def _compiled(model: FormulaModel, side: str, xp=None):
         from nlfit._jax import jnp as xp
     key = (model.spec, model.x_names, model.y_name, side, xp.__name__)
     if key not in _CACHE:
-        _CACHE[key] = _build(getattr(model, side), model._lookup, xp)
+        if side == "denominators":
+            _CACHE[key] = [_build(node, model._lookup, xp) for node in _divisors(model.rhs)]
+        else:
+            _CACHE[key] = _build(getattr(model, side), model._lookup, xp)
     return _CACHE[key]
+
+
+def _divisors(tree: ast.expr) -> list[ast.expr]:
+    """The right operands of '/' and the bases of negative constant powers, where they depend
+    on a name (a divisor made of numbers alone cannot change sign)."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.BinOp):
+            continue
+        if isinstance(node.op, ast.Div):
+            found.append(node.right)
+        elif isinstance(node.op, ast.Pow):
+            exponent = node.right
+            negative = isinstance(exponent, ast.UnaryOp) and isinstance(exponent.op, ast.USub) and isinstance(exponent.operand, ast.Constant)
+            if negative or (isinstance(exponent, ast.Constant) and float(exponent.value) < 0):
+                found.append(node.left)
+    return [node for node in found if any(isinstance(n, ast.Name) for n in ast.walk(node))]
 
 
 def evaluate_numpy(model: FormulaModel, params, x, dtype=np.float64) -> np.ndarray:

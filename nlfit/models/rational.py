@@ -40,6 +40,9 @@ class LectureRational(Model):
     def predict(self, params, x):
         return 1.0 / (params[0] + params[1] * x + params[2] * x * x)
 
+    def denominators(self, params, x):
+        return [params[0] + params[1] * x + params[2] * x * x]
+
     def default_p0(self, x, y):
         design = _powers(x, 2) * y[:, None]
         solution, *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
@@ -60,15 +63,24 @@ class RationalPQ(Model):
     def is_linear(self) -> bool:
         return self.denominator_degree == 0
 
+    @property
+    def linear_params(self) -> tuple[bool, ...]:
+        return (True,) * (self.numerator_degree + 1) + (False,) * self.denominator_degree
+
     def predict(self, params, x):
-        p, q = self.numerator_degree, self.denominator_degree
+        p = self.numerator_degree
         numerator = jnp.full(jnp.shape(x), params[p])
         for k in range(p - 1, -1, -1):
             numerator = numerator * x + params[k]
+        denominators = self.denominators(params, x)
+        return numerator / denominators[0] if denominators else numerator
+
+    def denominators(self, params, x):
+        p, q = self.numerator_degree, self.denominator_degree
         denominator = jnp.zeros(jnp.shape(x))
         for k in range(p + q, p, -1):
             denominator = (denominator + params[k]) * x
-        return numerator / (1.0 + denominator)
+        return [1.0 + denominator] if q else []
 
     def default_p0(self, x, y):
         design = np.hstack([_powers(x, self.numerator_degree), -_powers(x, self.denominator_degree, 1) * y[:, None]])

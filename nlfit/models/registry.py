@@ -54,8 +54,12 @@ def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str,
         raise ModelError("empty model specification; see 'nlfit models'")
     match = _NAMED.match(spec)
     if not match:
-        from nlfit.models.expression import FormulaModel
+        from nlfit.models.expression import FormulaModel, formula_names
 
+        rhs, lhs = formula_names(spec)
+        unused = [name for name in x_names if name not in rhs and name not in lhs]
+        if unused:
+            raise ModelError(f"predictor column {', '.join(repr(c) for c in unused)} is not used by the formula '{spec}'")
         return FormulaModel.parse(spec, x_names=x_names, y_name=y_name, order=order)
     name, argument = match.group(1).lower(), match.group(2)
     if name in ("polynomial", "poly"):
@@ -85,6 +89,11 @@ def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str,
         return RationalPQ(numerator_degree=p, denominator_degree=q, spec=f"rational:{p}/{q}")
     known = ", ".join(m.syntax for m in BUILTIN_MODELS.values())
     raise ModelError(f"unknown model '{spec}'; built-in models: {known} (or a formula such as \"b1*exp(-b2*x)\")")
+
+
+def is_formula(spec: str) -> bool:
+    """True when ``spec`` is a user formula rather than a built-in model name."""
+    return isinstance(spec, str) and bool(spec.strip()) and not _NAMED.match(spec.strip())
 
 
 def _degree(argument: str | None, spec: str) -> int:

@@ -124,8 +124,23 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
         f"iterations {counts['iterations']}  nfev {counts['nfev']}  njev {counts['njev']}  "
         f"rss {result_json['stats']['rss']:.10g}  time {result_json['seconds']:.3f} s"
     )
-    for warning in result_json.get("warnings", []):
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+    variables = result_json.get("data", {}).get("x") or []
+    console.print(f"variables (data columns): {', '.join(variables)}   parameters: {', '.join(result_json['params'])}")
+    starts = result_json.get("starts")
+    if starts:
+        screened = f" on {starts['screened_rows']} rows" if starts.get("screened_rows") else ""
+        console.print(
+            f"starts: {starts['tried']} tried{screened}, {starts['converged']} converged, {len(starts['minima'])} distinct minima; "
+            f"chosen: start {starts['chosen']} ({starts['chosen_start']})"
+        )
+
+
+def plain_line(text: str) -> None:
+    """One line on stderr, as it is (no markup, no wrapping)."""
+    import sys
+
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def comparison_table(payloads: list[dict]) -> Table:
@@ -142,7 +157,7 @@ def comparison_table(payloads: list[dict]) -> Table:
             str(counts["iterations"]),
             str(counts["nfev"]),
             str(counts["njev"]),
-            _num(0.5 * p["stats"]["rss"], ".10g"),
+            _num(p["stats"]["loss"], ".10g"),
             f"{p['seconds']:.3f}",
             p["status"],
             sparkline([row["loss"] for row in p["history"]], width=40, scale=scale),

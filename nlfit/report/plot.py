@@ -51,7 +51,7 @@ def render(payloads: list[dict], dataset, path: str) -> None:
         shown = load_result(payloads[0])[0].transform_response(np.asarray(dataset.y), x)
         top.scatter(x, shown, s=12, color="0.5", label="data")
         grid = np.linspace(x.min(), x.max(), 400)
-    best = min(0.5 * p["stats"]["rss"] for p in payloads)
+    best = min(p["stats"]["loss"] for p in payloads)
     longest = max(len(p["history"]) for p in payloads)
     shortest = min(len(p["history"]) for p in payloads)
     for index, payload in enumerate(payloads):

@@ -53,14 +53,27 @@ class Local(NamedTuple):
     jac: jax.Array | None = None  # the m x n Jacobian (factorization "svd"); J~ for a robust loss
     hess: jax.Array | None = None
     gram: jax.Array | None = None  # J^T J without J (factorization "gram", large m)
+    r_factor: jax.Array | None = None  # R with R^T R = J^T J, from a streaming QR (factorization "qr")
+    qtr: jax.Array | None = None  # Q^T r~ that goes with r_factor
     model_residuals: jax.Array | None = None  # r~ of a robust loss (None: r itself)
     free: jax.Array | None = None  # 1 for parameters that may move, 0 for fixed or held at a bound
 
 
+def column_norms(matrix, axis: int = -2):
+    """Euclidean norms along ``axis``, scaled by the largest entry first so that tiny (or huge)
+    columns neither underflow nor overflow when squared (a parameter of size 1e300 has a
+    Jacobian column of size 1e-300)."""
+    largest = jnp.max(jnp.abs(matrix), axis=axis, keepdims=True)
+    safe = jnp.where(largest > 0, largest, 1.0)
+    return jnp.squeeze(largest, axis) * jnp.sqrt(jnp.sum((matrix / safe) ** 2, axis=axis))
+
+
 def _column_norms(local: Local):
+    if local.r_factor is not None:
+        return column_norms(local.r_factor)
     if local.jac is None:
         return jnp.sqrt(jnp.maximum(jnp.diag(local.gram), 0.0))
-    return jnp.sqrt(jnp.sum(local.jac * local.jac, axis=0))
+    return column_norms(local.jac)
 
 
 def _model_residuals(local: Local):
@@ -69,7 +82,7 @@ def _model_residuals(local: Local):
 
 def _cosine_measure(local: Local):
     """MINPACK's gtol measure: max_j |J_j^T r| / (||J_j|| ||r||), 0 when r = 0."""
-    norms = _column_norms(local) * jnp.linalg.norm(_model_residuals(local))
+    norms = _column_norms(local) * column_norms(_model_residuals(local)[:, None])[0]
     return jnp.max(jnp.where(norms > 0, jnp.abs(local.grad) / jnp.where(norms > 0, norms, 1.0), 0.0))
 
 
@@ -78,8 +91,9 @@ class Direction:
     """Base class. Subclasses are frozen dataclasses: hashable, used as static jit arguments.
 
     ``factorization``: "svd" keeps J and works from its SVD (accuracy follows cond(J));
-    "gram" keeps only J^T J and J^T r (the normal equations, accuracy follows cond(J)^2) and
-    never stores J, for large m.
+    "qr" keeps only the n x n R factor of J from a streaming QR (``derivatives.qr_linearize``)
+    and works from the SVD of R: the same accuracy without storing J, for large m; "gram"
+    keeps only J^T J and J^T r (the normal equations, accuracy follows cond(J)^2, the fastest).
     """
 
     factorization: str = "svd"
@@ -92,6 +106,11 @@ class Direction:
         way) and with the columns of parameters that may not move (fixed, or held at a bound)
         set to zero, so that every direction leaves them where they are."""
         robust = problem.loss != "linear"
+        if self.factorization == "qr":
+            r, factor, qtr, grad = derivatives.qr_linearize(params, problem, jac_mode)
+            free = free_mask(params, grad, problem)
+            model_r = robust_scaling(r, problem)[0] if robust else None
+            return Local(r, jnp.sum(cost_terms(r, problem)), grad * free, r_factor=factor * free[None, :], qtr=qtr, model_residuals=model_r, free=free)
         if self.factorization == "gram":
             r, gram, grad = derivatives.gram(params, problem, jac_mode)
             free = free_mask(params, grad, problem)
@@ -114,13 +133,13 @@ class Direction:
         problems from both starts: 54 of 54 solved to LRE >= 6 in 5357 evaluations, against
         53 (MGH17 start 1 stuck where b4 = b5) in 6051 for the plain running maximum."""
         norms = _column_norms(local)
-        return jnp.sqrt(scale * jnp.maximum(scale, jnp.where(norms > 0, norms, 1.0)))
+        return jnp.sqrt(scale) * jnp.sqrt(jnp.maximum(scale, jnp.where(norms > 0, norms, 1.0)))  # no overflow of the product
 
     def initial_scale(self, local: Local):
         norms = _column_norms(local)
         return jnp.where(norms > 0, norms, 1.0)
 
-    def gradient_measure(self, local: Local):
+    def gradient_measure(self, local: Local, problem: Problem):
         return _cosine_measure(local)
 
     def step(self, problem, params, local: Local, scale, damping, key):
@@ -135,7 +154,10 @@ class Direction:
 
     def predicted_decrease(self, problem, params, local: Local, step):
         """-(g^T s + 1/2 ||J s||^2) for the Gauss-Newton model."""
-        if local.jac is None:
+        if local.r_factor is not None:
+            factor_step = local.r_factor @ step
+            curvature = jnp.dot(factor_step, factor_step)
+        elif local.jac is None:
             curvature = jnp.dot(step, local.gram @ step)
         else:
             jac_step = local.jac @ step
@@ -143,6 +165,8 @@ class Direction:
         return -(jnp.dot(local.grad, step) + 0.5 * curvature)
 
     def _jacobian_form(self, local: Local, scale):
+        if local.r_factor is not None:  # J = Q R: the SVD of R D^-1 with Q^T r in place of r
+            return subproblems.eigen_form_from_jacobian(local.r_factor / scale[None, :], local.qtr)
         if local.jac is None:
             return subproblems.eigen_form_from_gram(local.gram / (scale[:, None] * scale[None, :]), local.grad / scale)
         return subproblems.eigen_form_from_jacobian(local.jac / scale[None, :], _model_residuals(local))
@@ -219,17 +243,20 @@ class SteepestDescent(Direction):
     def initial_scale(self, local):
         return jnp.ones_like(local.grad)
 
-    def gradient_measure(self, local):
-        return jnp.max(jnp.abs(local.grad))
+    def gradient_measure(self, local, problem):
+        """||g||_inf in the user's units (the solvers' residuals are divided by problem.scale)."""
+        return jnp.max(jnp.abs(local.grad)) * problem.scale**2
 
     def step(self, problem, params, local, scale, damping, key):
+        """-g in the user's units, so that --step is the learning rate of the loss as written."""
+        units = problem.scale**2
         if self.batch_size is None or self.batch_size >= problem.n_residuals:
-            return -local.grad
+            return -local.grad * units
         m = problem.n_residuals
         rows = jax.random.choice(key, m, (self.batch_size,), replace=False)
         batch = dataclasses.replace(problem, x=problem.x[rows], y=problem.y[rows], sigma=problem.sigma[rows])
         _, _, grad = derivatives.value_and_grad(params, batch)
-        return -(m / self.batch_size) * grad * local.free
+        return -(m / self.batch_size) * grad * local.free * units
 
     def trust_region_step(self, problem, params, local, scale, radius):
         jac_grad = derivatives.jvp(params, problem, local.grad)

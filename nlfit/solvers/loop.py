@@ -1,11 +1,19 @@
 """The one iteration loop every method x globalization runs.
 
-``step(state) -> state`` is pure JAX and jitted once per (direction, globalization,
-Jacobian mode, problem shape): it asks the globalization for a proposal, accepts or
-rejects it, re-linearizes at an accepted point, and applies the termination tests, so a
-batch of problems can run the same step under ``vmap`` with finished members frozen.
-``solve`` drives it from Python: it records the history, honours ``max_iter`` and a time
-limit, reports progress, and turns Ctrl-C into an "interrupted" result at the best point.
+``advance(state) -> state`` is pure JAX: it asks the globalization for a proposal, accepts
+or rejects it, re-linearizes at an accepted point, and applies the termination tests.
+
+Every fit is a batch of *members*: G problems (a single fit is G = 1; ``--group-by`` gives
+one problem per group) times K starts of each (multistart; K = 1 is one start). The members
+are advanced together by ``advance`` under two nested ``vmap``s; a member that has stopped
+is frozen. ``run_chunk`` runs up to ``CHUNK`` iterations in one compiled call (a
+``while_loop`` that ends as soon as every member has stopped) and returns each iteration's
+record when asked, so the Python driver ``solve_members`` pays one dispatch per chunk, not
+per iteration. The driver honours the time limit, reports progress, and turns Ctrl-C into an
+"interrupted" result at each member's best point.
+
+Each member carries its own iteration budget (``State.budget``): multistart gives its extra
+starts a smaller one and lets the winner go on to ``max_iter`` (``nlfit.multistart``).
 
 Termination tests (scipy.optimize.least_squares / MINPACK meanings):
 
@@ -18,15 +26,16 @@ ftol
     |actual decrease| <= ftol * loss and predicted decrease <= ftol * loss (MINPACK's test,
     checked on every trial step).
 xtol
-    an accepted step with ||step|| <= xtol (xtol + ||params||), or a trust region whose
-    radius fell to xtol * ||D params|| (MINPACK).
+    an accepted step with ||D step|| <= xtol (xtol + ||D params||), or a trust region whose
+    radius fell to xtol * ||D params|| (MINPACK; D is the direction's scaling, 1 for
+    steepest descent).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -45,6 +54,11 @@ RADIUS_FACTOR = 1.0
 # Largest gradient cosine max_j |J_j^T r| / (||J_j|| ||r||) at which a collapsed trust region
 # still counts as convergence (at minima it is round-off, below 1e-8 on all NIST problems).
 STALL_MEASURE = 1e-4
+# Iterations per compiled call of run_chunk (the driver asks for fewer when iterations are slow).
+CHUNK = 16
+# Seconds one call of run_chunk should take at most, so that Ctrl-C, the time limit and the
+# progress line are served promptly.
+CHUNK_SECONDS = 0.1
 
 
 class Settings(NamedTuple):
@@ -74,9 +88,13 @@ class State(NamedTuple):
     nfev: jax.Array
     njev: jax.Array
     status: jax.Array
+    budget: jax.Array  # this member's iteration limit
+    best_params: jax.Array  # the lowest-loss point seen (returned on Ctrl-C or a timeout)
+    best_loss: jax.Array
+    origin: jax.Array  # where this member started (after its linear parameters were solved for)
 
 
-# The per-iteration record the driver reads back: one small vector, one transfer.
+# The per-iteration record the driver reads back: one small vector per member.
 RECORD_FIELDS = (
     "iteration",
     "loss",
@@ -109,14 +127,42 @@ def _record(state: State):
     return jnp.stack([jnp.asarray(v, dtype=jnp.float64) for v in values])
 
 
-def initial_state(params, problem, settings: Settings, seed, *, direction: Direction, jac_mode: str):
-    """The state at the start: the first linearization, scaling, radius and status."""
+def project_linear(params, problem, linear, jac_mode: str):
+    """The start with its linear parameters (``linear``: 1 where the model is jointly affine in
+    the parameter) replaced by their least-squares values for the others as they are: one
+    Gauss-Newton step in those parameters, which is exact because the model is affine in
+    them (variable projection, Golub & Pereyra 1973). Kept inside the bounds; where the
+    residuals or the Jacobian are not finite, the start is returned unchanged."""
+    from nlfit import derivatives
+    from nlfit.problem import project
+    from nlfit.solvers.directions import column_norms
+
+    r, jac = derivatives.jacobian(params, problem, "fwd" if jac_mode == "fd" else jac_mode)
+    # Equilibrated first: far from the data (a start of 1 for data of size 1e-300) the columns
+    # and the residuals can be ~1e298, whose squares overflow.
+    norms = column_norms(jac) * linear
+    norms = jnp.where(norms > 0, norms, 1.0)
+    size = column_norms(r[:, None])[0]
+    size = jnp.where(size > 0, size, 1.0)
+    delta, *_ = jnp.linalg.lstsq(jac * linear[None, :] / norms[None, :], -r / size)
+    moved = project(params + delta * size / norms * linear, problem)
+    usable = jnp.any(linear > 0) & jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(jac)) & jnp.all(jnp.isfinite(moved))
+    return jnp.where(usable, moved, params)
+
+
+def initial_state(params, problem, settings: Settings, seed, budget, linear, *, direction: Direction, jac_mode: str, solve_linear: bool = False):
+    """The state at the start: the first linearization, scaling, radius and status.
+
+    With ``solve_linear``, ``linear`` (a 0/1 vector) marks parameters to solve for first
+    (``project_linear``); all zeros leaves the start as given."""
     params = jnp.asarray(params, dtype=jnp.float64)
+    if solve_linear:
+        params = jax.lax.cond(jnp.any(linear > 0), lambda: project_linear(params, problem, linear, jac_mode), lambda: params)
     local = direction.linearize(problem, params, jac_mode)
     scale = direction.initial_scale(local)
     scaled_norm = jnp.linalg.norm(scale * params)
     finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
-    converged = finite & ((local.loss == 0) | (direction.gradient_measure(local) <= settings.gtol))
+    converged = finite & ((local.loss == 0) | (direction.gradient_measure(local, problem) <= settings.gtol))
     status = jnp.where(~finite, int(Status.NONFINITE), jnp.where(converged, int(Status.GTOL), int(Status.RUNNING)))
     real = partial(jnp.asarray, dtype=jnp.float64)
     count = partial(jnp.asarray, dtype=jnp.int32)
@@ -136,15 +182,13 @@ def initial_state(params, problem, settings: Settings, seed, *, direction: Direc
         nfev=count(1),
         njev=count(1),
         status=status.astype(jnp.int32),
+        budget=count(budget),
+        best_params=params,
+        best_loss=real(jnp.where(jnp.isfinite(local.loss), local.loss, jnp.inf)),
+        origin=params,
     )
-    # Every leaf strongly typed, and advance() returns the same types: one compile of step.
+    # Every leaf strongly typed, and advance() returns the same types: one compile of a step.
     return jax.tree.map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), state)
-
-
-@partial(jax.jit, static_argnames=("direction", "jac_mode"))
-def init_state(params, problem, settings: Settings, seed, *, direction: Direction, jac_mode: str):
-    state = initial_state(params, problem, settings, seed, direction=direction, jac_mode=jac_mode)
-    return state, _record(state)
 
 
 def advance(state: State, problem, settings: Settings, direction: Direction, globalization: Globalization, jac_mode: str) -> State:
@@ -165,7 +209,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
     iteration = state.iteration + 1
 
     finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
-    gtol_met = accepted & ((local.loss == 0) | (direction.gradient_measure(local) <= settings.gtol))
+    gtol_met = accepted & ((local.loss == 0) | (direction.gradient_measure(local, problem) <= settings.gtol))
     ftol_met = jnp.isfinite(actual) & (jnp.abs(actual) <= settings.ftol * old_loss) & (proposal.predicted <= settings.ftol * old_loss)
     # A trust region that collapsed is MINPACK's xtol test; it counts as convergence only
     # where the gradient is small too (cosine measure <= STALL_MEASURE) or the residuals are
@@ -174,15 +218,17 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
     collapsed = proposal.radius <= settings.xtol * jnp.linalg.norm(scale * params)
 
     def above_rounding():  # a pass over the data, so only when the region has collapsed
-        return local.loss > (1e3 * jnp.finfo(jnp.float64).eps) ** 2 * jnp.sum((problem.y / problem.sigma) ** 2)
+        return local.loss > (1e3 * jnp.finfo(jnp.float64).eps) ** 2 * jnp.sum((problem.y / (problem.sigma * problem.scale)) ** 2)
 
     steep = jnp.asarray(False)
     if direction.name != "gd":
-        steep = (direction.gradient_measure(local) > STALL_MEASURE) & jax.lax.cond(collapsed, above_rounding, lambda: jnp.asarray(False))
-    xtol_met = (accepted & (step_norm <= settings.xtol * (settings.xtol + jnp.linalg.norm(params)))) | (collapsed & ~steep)
+        steep = (direction.gradient_measure(local, problem) > STALL_MEASURE) & jax.lax.cond(collapsed, above_rounding, lambda: jnp.asarray(False))
+    # MINPACK's xtol test in the scaled norm ||D .||: invariant to the units of each parameter.
+    scaled_step = jnp.linalg.norm(scale * proposal.step)
+    xtol_met = (accepted & (scaled_step <= settings.xtol * (settings.xtol + jnp.linalg.norm(scale * params)))) | (collapsed & ~steep)
     stalled = proposal.stalled | (collapsed & steep)
     status = jnp.select(
-        [~finite, gtol_met, ftol_met, xtol_met, stalled, iteration >= settings.max_iter],
+        [~finite, gtol_met, ftol_met, xtol_met, stalled, iteration >= state.budget],
         [
             int(Status.NONFINITE),
             int(Status.GTOL),
@@ -193,6 +239,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
         ],
         default=int(Status.RUNNING),
     ).astype(jnp.int32)
+    better = local.loss < state.best_loss  # NaN never counts as better
     new = State(
         params=params,
         local=local,
@@ -209,139 +256,165 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
         nfev=state.nfev + proposal.nfev,
         njev=state.njev + accepted.astype(state.njev.dtype),
         status=status,
+        budget=state.budget,
+        best_params=jnp.where(better, params, state.best_params),
+        best_loss=jnp.where(better, local.loss, state.best_loss),
+        origin=state.origin,
     )
     return jax.tree.map(lambda leaf, old: jax.lax.convert_element_type(leaf, old.dtype), new, state)
 
 
-@partial(jax.jit, static_argnames=("direction", "globalization", "jac_mode"))
-def step(state: State, problem, settings: Settings, *, direction, globalization, jac_mode):
-    new = advance(state, problem, settings, direction, globalization, jac_mode)
-    return new, _record(new)
+def _members(function):
+    """``function(state, problem)`` for every member: states (G, K, ...), problems (G, ...)."""
+    return jax.vmap(jax.vmap(function, in_axes=(0, None)), in_axes=(0, 0))
 
 
-@dataclass
-class SolveOutput:
-    state: State
-    status: Status
-    history: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
+@partial(jax.jit, static_argnames=("direction", "jac_mode", "solve_linear"))
+def init_members(params, problems, settings: Settings, seeds, budgets, linear, *, direction: Direction, jac_mode: str, solve_linear: bool):
+    """Initial states of G x K members: params (G, K, n), seeds (G, K), budgets (K,), linear (K, n)."""
+
+    def one(start, problem, seed, budget, mask):
+        return initial_state(start, problem, settings, seed, budget, mask, direction=direction, jac_mode=jac_mode, solve_linear=solve_linear)
+
+    per_group = jax.vmap(one, in_axes=(0, None, 0, 0, 0))
+    states = jax.vmap(per_group, in_axes=(0, 0, 0, None, None))(params, problems, seeds, budgets, linear)
+    return states, _members(lambda state, problem: _record(state))(states, problems)
 
 
-def _history_row(record: np.ndarray, direction: Direction, globalization: Globalization) -> dict:
-    row = dict(zip(RECORD_FIELDS, record.tolist(), strict=True))
-    out = {
-        "iteration": int(row["iteration"]),
-        "loss": row["loss"],
-        "grad_norm": row["grad_norm"],
-        "step_norm": row["step_norm"],
-        "damping": row["damping"] if direction.damped else None,
-        "radius": row["radius"] if globalization.name == "trust-region" else None,
-        "step_length": row["step_length"] if globalization.name != "trust-region" else None,
-        "accepted": bool(row["accepted"]),
-        "nfev": int(row["nfev"]),
-        "njev": int(row["njev"]),
-    }
-    return out
-
-
-def solve(
-    problem,
-    params0,
-    direction: Direction,
-    globalization: Globalization,
-    jac_mode: str,
-    settings: Settings,
-    seed: int = 0,
-    timeout: float | None = None,
-    on_iteration: Callable[[dict], None] | None = None,
-) -> SolveOutput:
-    """Iterate ``step`` until a termination test, ``max_iter``, the time limit or Ctrl-C.
-
-    On Ctrl-C or the time limit the result is the best point seen (lowest loss), which for
-    the monotone methods is the last one and for fixed-step gradient descent may be earlier.
-    """
-    started = time.perf_counter()
-    settings = Settings(*(jnp.asarray(v) for v in settings))
-    state, record = init_state(params0, problem, settings, seed, direction=direction, jac_mode=jac_mode)
-    record = np.asarray(record)
-    history = [_history_row(record, direction, globalization)]
-    status = Status(int(record[-1]))
-    best, best_loss = state, history[-1]["loss"]
-    try:
-        while status == Status.RUNNING:
-            if timeout is not None and time.perf_counter() - started > timeout:
-                status = Status.TIMEOUT
-                break
-            state, record = step(state, problem, settings, direction=direction, globalization=globalization, jac_mode=jac_mode)
-            record = np.asarray(record)
-            history.append(_history_row(record, direction, globalization))
-            status = Status(int(record[-1]))
-            if history[-1]["loss"] <= best_loss:  # NaN never counts as better
-                best, best_loss = state, history[-1]["loss"]
-            if on_iteration is not None:
-                on_iteration(history[-1])
-    except KeyboardInterrupt:
-        status = Status.INTERRUPTED
-    if status in (Status.INTERRUPTED, Status.TIMEOUT):
-        state = best
-    return SolveOutput(state=state, status=status, history=history, seconds=time.perf_counter() - started)
-
-
-# ---------------------------------------------------------------------------------------
-# Batches: the same step under vmap, finished members frozen, until every member stopped.
-
-
-@partial(jax.jit, static_argnames=("direction", "jac_mode"))
-def init_batch(params, problems, settings: Settings, seeds, *, direction: Direction, jac_mode: str):
-    return jax.vmap(lambda p, problem, seed: initial_state(p, problem, settings, seed, direction=direction, jac_mode=jac_mode))(params, problems, seeds)
-
-
-@partial(jax.jit, static_argnames=("direction", "globalization", "jac_mode"))
-def step_batch(states: State, problems, settings: Settings, *, direction, globalization, jac_mode):
-    """One iteration for every member still running; the others are returned unchanged."""
+@partial(jax.jit, static_argnames=("direction", "globalization", "jac_mode", "record"))
+def run_chunk(states: State, problems, settings: Settings, limit, *, direction, globalization, jac_mode, record: bool):
+    """Up to ``limit`` (<= CHUNK) iterations of every running member; stops early when every
+    member has stopped. Returns (states, records (CHUNK, G, K, fields) or None, iterations run)."""
 
     def one(state, problem):
         new = advance(state, problem, settings, direction, globalization, jac_mode)
         running = state.status == int(Status.RUNNING)
         return jax.tree.map(lambda a, b: jnp.where(running, a, b), new, state)
 
-    states = jax.vmap(one)(states, problems)
-    return states, states.status
+    step_all = _members(one)
+    shape = states.status.shape
+    records = jnp.zeros((CHUNK, *shape, len(RECORD_FIELDS))) if record else jnp.zeros((0,))
+
+    def cond(carry):
+        count, current, _ = carry
+        return (count < limit) & jnp.any(current.status == int(Status.RUNNING))
+
+    def body(carry):
+        count, current, buffer = carry
+        current = step_all(current, problems)
+        if record:
+            buffer = buffer.at[count].set(_members(lambda state, problem: _record(state))(current, problems))
+        return count + 1, current, buffer
+
+    count, states, records = jax.lax.while_loop(cond, body, (jnp.asarray(0), states, records))
+    return states, (records if record else None), count
 
 
-def solve_batch(
+@dataclass
+class MembersOutput:
+    """The members at the end: ``state`` leaves (G, K, ...), the reported ``state`` (each
+    member's best point where it was interrupted or timed out), ``statuses`` (G, K), and the
+    ``records`` of every iteration (iterations + 1, G, K, fields) when they were kept."""
+
+    state: State
+    statuses: np.ndarray
+    records: np.ndarray | None
+    seconds: float
+
+
+def history_rows(records: np.ndarray, direction: Direction, globalization: Globalization, scale: float = 1.0) -> list[dict]:
+    """One member's records (iterations + 1, fields) as the history of the JSON contract, in
+    the user's units (the solvers see residuals divided by ``scale``: the loss and the
+    gradient scale with its square, the trust radius with it)."""
+    rows = []
+    squared = scale * scale
+    for record in records:
+        row = dict(zip(RECORD_FIELDS, record.tolist(), strict=True))
+        rows.append(
+            {
+                "iteration": int(row["iteration"]),
+                "loss": row["loss"] * squared,
+                "grad_norm": row["grad_norm"] * squared,
+                "step_norm": row["step_norm"],
+                "damping": row["damping"] if direction.damped else None,
+                "radius": row["radius"] * scale if globalization.name == "trust-region" else None,
+                "step_length": row["step_length"] if globalization.name != "trust-region" else None,
+                "accepted": bool(row["accepted"]),
+                "nfev": int(row["nfev"]),
+                "njev": int(row["njev"]),
+            }
+        )
+    return rows
+
+
+def start_members(problems, params0, budgets, linear, direction: Direction, jac_mode: str, settings: Settings, seed: int = 0):
+    """Initial states (G, K) and their records; ``params0`` (G, K, n), ``budgets`` (K,) and
+    ``linear`` (K, n) (see ``initial_state``)."""
+    settings = Settings(*(jnp.asarray(v) for v in settings))
+    groups, starts = params0.shape[:2]
+    seeds = (jnp.arange(groups * starts, dtype=jnp.uint32) + jnp.uint32(seed)).reshape(groups, starts)
+    return init_members(
+        jnp.asarray(params0, dtype=jnp.float64),
+        problems,
+        settings,
+        seeds,
+        jnp.asarray(budgets, dtype=jnp.int32),
+        jnp.asarray(linear, dtype=jnp.float64),
+        direction=direction,
+        jac_mode=jac_mode,
+        solve_linear=bool(np.any(np.asarray(linear) > 0)),
+    )
+
+
+def solve_members(
     problems,
-    params0,
+    state: State,
+    first_records,
     direction: Direction,
     globalization: Globalization,
     jac_mode: str,
     settings: Settings,
-    seed: int = 0,
     timeout: float | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-):
-    """Run a batch (leading axis of ``problems`` and ``params0``) to the end. Returns
-    (state, statuses): a member that is still running when time runs out or Ctrl-C comes
-    gets TIMEOUT or INTERRUPTED; the others keep their own status."""
-    started = time.perf_counter()
+    started: float | None = None,
+    record: bool = True,
+    on_chunk: Callable[[State, np.ndarray | None], None] | None = None,
+) -> MembersOutput:
+    """Run every member from ``state`` until all have stopped, the time limit (seconds since
+    ``started``) or Ctrl-C. A member still running then gets TIMEOUT or INTERRUPTED and is
+    reported at its best point; the others keep their own status. ``on_chunk(state, records)``
+    is called after each compiled chunk (progress)."""
+    started = time.perf_counter() if started is None else started
     settings = Settings(*(jnp.asarray(v) for v in settings))
-    members = params0.shape[0]
-    seeds = jnp.arange(members, dtype=jnp.uint32) + jnp.uint32(seed)
-    state = init_batch(jnp.asarray(params0, dtype=jnp.float64), problems, settings, seeds, direction=direction, jac_mode=jac_mode)
+    kept = [np.asarray(first_records)[None]] if record else []
     statuses = np.asarray(state.status)
     stop = None
+    limit = 1  # the first chunk measures the cost of an iteration
     try:
         while np.any(statuses == Status.RUNNING):
-            if on_progress is not None:
-                on_progress(int(np.count_nonzero(statuses != Status.RUNNING)), members)
             if timeout is not None and time.perf_counter() - started > timeout:
                 stop = Status.TIMEOUT
                 break
-            state, statuses = step_batch(state, problems, settings, direction=direction, globalization=globalization, jac_mode=jac_mode)
-            statuses = np.asarray(statuses)
+            began = time.perf_counter()
+            state, records, count = run_chunk(
+                state, problems, settings, jnp.asarray(limit), direction=direction, globalization=globalization, jac_mode=jac_mode, record=record
+            )
+            count = int(count)
+            statuses = np.asarray(state.status)
+            if record:
+                kept.append(np.asarray(records)[:count])
+            if on_chunk is not None:
+                on_chunk(state, kept[-1] if record else None)
+            per_iteration = (time.perf_counter() - began) / max(count, 1)
+            limit = int(max(1, min(CHUNK, CHUNK_SECONDS // max(per_iteration, 1e-9))))
     except KeyboardInterrupt:
         stop = Status.INTERRUPTED
-    statuses = np.where(statuses == Status.RUNNING, int(stop or Status.RUNNING), statuses)
-    if on_progress is not None:
-        on_progress(members, members)
-    return state, statuses
+    if stop is not None:
+        running = statuses == Status.RUNNING
+        statuses = np.where(running, int(stop), statuses)
+        state = state._replace(params=jnp.where(jnp.asarray(running)[..., None], state.best_params, state.params))
+    return MembersOutput(
+        state=state,
+        statuses=statuses,
+        records=np.concatenate(kept, axis=0) if record else None,
+        seconds=time.perf_counter() - started,
+    )

@@ -16,6 +16,7 @@ class Status(IntEnum):
     INTERRUPTED = 7
     TIMEOUT = 8
     TOO_FEW_POINTS = 9
+    SUSPECT = 10  # the solver converged, but a check after it shows the result is wrong
 
     @property
     def label(self) -> str:
@@ -41,4 +42,5 @@ _MESSAGES = {
     Status.INTERRUPTED: "interrupted: the best result so far is reported",
     Status.TIMEOUT: "stopped: the time limit was reached; the best result so far is reported",
     Status.TOO_FEW_POINTS: "not fitted: fewer data points than parameters",
+    Status.SUSPECT: "the solver stopped as converged, but the result is known to be wrong",
 }

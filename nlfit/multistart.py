@@ -1,0 +1,172 @@
+"""Multistart: the starts a fit tries, and what they found.
+
+A model that is nonlinear in its parameters can have several minima, and a start far from
+the right one (or on a plateau) converges to the wrong one while every convergence test is
+met. nlfit therefore tries K starts by default (``--starts auto``) and keeps the lowest loss.
+The K starts are members of one vmapped solve (``nlfit.solvers.loop``), the same machinery as
+grouped fits, so they cost one compiled step.
+
+The starts, in order (``plan``):
+
+1. the given start (or the model's default), exactly as with ``--starts 1``;
+2. the same start with the model's *linear* parameters solved for (variable projection: for
+   the others fixed, a parameter the model is affine in has a least-squares optimum that one
+   Gauss-Newton step reaches exactly; ``Model.linear_params``);
+3. the model's own default start when a start was given (the linearized fit of a rational
+   model, gnuplot's ones for a formula);
+4. the start with its nonlinear parameters scaled together by 1/10, 1/100, 10, 1/1000, 100;
+5. random starts: each nonlinear parameter multiplied by 10^u, u uniform in [-2, 2], and its
+   sign flipped with probability 1/4 (a zero start value is replaced by the typical magnitude
+   of the others first); reproducible with ``--seed``.
+
+From the second start on, the linear parameters are always solved for; fixed parameters stay
+fixed, and every start is moved into the bounds. The given start has the full iteration
+budget (``--max-iter``); the others have EXTRA_BUDGET, and the winner goes on to the full
+budget if it was stopped by its smaller one.
+
+The winner is the lowest final loss; losses within a relative TIE of the lowest count as
+equal, and then the earliest start wins (so the given start keeps its answer when another
+start only finds the same minimum, or an equivalent one with relabelled parameters).
+
+``--starts auto``: one start for a model that is linear in its free parameters; otherwise
+K = WORK // (groups * rows * parameters), between 1 (grouped fits) or MIN_STARTS (single
+fits) and MAX_STARTS, where rows is at most SCREEN_ROWS. With more rows than that, the starts
+are tried on SCREEN_ROWS evenly spaced rows (a screening pass), and only the winner is then
+fitted to all the data: the extra cost of multistart stays that of a small fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_STARTS = 32
+MIN_STARTS = 8
+WORK = 2**20  # rows x parameters x starts evaluated per iteration, summed over all members
+SCREEN_ROWS = 2048
+TIE = 1e-9
+SAME_FIT = 1e-6  # residual vectors this close (relative) are one fit
+DECADES = (-1, -2, 1, -3, 2)
+SPREAD_DECADES = 2.0
+SIGN_FLIP = 0.25
+
+
+def extra_budget(max_iter: int) -> int:
+    """Iterations for the starts other than the given one (the winner may go on)."""
+    return int(min(max_iter, max(100, max_iter // 10)))
+
+
+def auto_count(linear: np.ndarray, free: np.ndarray, rows: int, groups: int) -> int:
+    """The K of ``--starts auto``: see the module docstring."""
+    if not np.any(free & ~linear):
+        return 1
+    work = groups * min(rows, SCREEN_ROWS) * max(int(np.count_nonzero(free)), 1)
+    floor = 1 if groups > 1 else MIN_STARTS
+    return int(min(MAX_STARTS, max(floor, WORK // max(work, 1))))
+
+
+@dataclass
+class Plan:
+    """K starts for each of G groups: ``params`` (G, K, n), the per-start iteration
+    ``budgets`` (K,), which parameters to solve for at each start (``linear``, (K, n) of 0/1),
+    and a ``label`` per start."""
+
+    params: np.ndarray
+    budgets: np.ndarray
+    linear: np.ndarray
+    labels: list[str]
+
+    @property
+    def count(self) -> int:
+        return self.params.shape[1]
+
+
+def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, lower: np.ndarray, upper: np.ndarray, max_iter: int,
+         seed: int = 0, model_starts: np.ndarray | None = None, keys=None) -> Plan:  # fmt: skip
+    """``count`` starts for each group from the groups' primary starts ``primary`` (G, n).
+
+    ``linear``, ``free``: (n,) booleans (the model's linear parameters; parameters not fixed).
+    ``model_starts``: (G, n) or None, the model's own default start per group when the
+    primary is a start the user gave. The random starts of a group depend on ``seed`` and its
+    key (``keys``, group names), not on its position, so a group gets the same starts whether
+    it is fitted alone, in a batch or in a Dask partition.
+    """
+    primary = np.atleast_2d(np.asarray(primary, dtype=np.float64))
+    groups, n = primary.shape
+    solve = (linear & free).astype(np.float64)
+    nonlinear = free & ~linear
+    import zlib
+
+    generators = [np.random.default_rng([seed, zlib.crc32(str(key).encode("utf-8"))]) for key in (keys if keys is not None else [""] * groups)]
+    columns: list[np.ndarray] = [primary]
+    labels = ["given"]
+    masks = [np.zeros(n)]
+
+    def add(values, label):
+        if len(columns) < count:
+            columns.append(np.where(free, values, primary))
+            labels.append(label)
+            masks.append(solve)
+
+    if np.any(solve):
+        add(primary, "given, linear parameters solved")
+    if model_starts is not None and len(columns) < count:
+        model_starts = np.atleast_2d(np.asarray(model_starts, dtype=np.float64))
+        if model_starts.shape == primary.shape and np.all(np.isfinite(model_starts)) and not np.allclose(model_starts, primary):
+            add(model_starts, "model default")
+    magnitude = np.abs(primary)
+    nonzero = np.where((magnitude > 0) & nonlinear, magnitude, np.nan)
+    with np.errstate(all="ignore"):
+        typical = np.nanmedian(np.where(np.all(np.isnan(nonzero), axis=1, keepdims=True), 1.0, nonzero), axis=1, keepdims=True)
+    typical = np.where(np.isfinite(typical) & (typical > 0), typical, 1.0)
+    base = np.where(magnitude > 0, primary, typical)  # a zero start value takes the typical magnitude
+    for decade in DECADES:
+        add(np.where(nonlinear, base * 10.0**decade, primary), f"nonlinear x 1e{decade:+d}")
+    while len(columns) < count:
+        factor = 10.0 ** np.stack([rng.uniform(-SPREAD_DECADES, SPREAD_DECADES, n) for rng in generators])
+        sign = np.where(np.stack([rng.uniform(size=n) for rng in generators]) < SIGN_FLIP, -1.0, 1.0)
+        add(np.where(nonlinear, base * factor * sign, primary), "random")
+    params = np.stack(columns, axis=1)
+    lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), (groups, n))[:, None, :]
+    upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), (groups, n))[:, None, :]
+    inside = np.clip(params, lower, upper)
+    params = np.where(np.isfinite(inside), inside, params)
+    budgets = np.array([max_iter] + [extra_budget(max_iter)] * (len(columns) - 1), dtype=np.int64)
+    return Plan(params=params, budgets=budgets, linear=np.stack(masks), labels=labels)
+
+
+def choose(losses: np.ndarray) -> np.ndarray:
+    """The winning start of each group: losses (G, K) -> indices (G,). The lowest finite loss;
+    within a relative TIE of it the earliest start wins. A group with no finite loss: 0."""
+    losses = np.where(np.isfinite(losses), losses, np.inf)
+    best = losses.min(axis=1, keepdims=True)
+    close = losses <= best + TIE * np.abs(best) + np.finfo(float).tiny
+    return np.where(np.isfinite(best[:, 0]), np.argmax(close, axis=1), 0)
+
+
+def distinct_minima(params: np.ndarray, losses: np.ndarray, converged: np.ndarray, residuals: np.ndarray, names) -> list[dict]:
+    """The different fits the converged starts of one group reached: a list of
+    {loss, params, count, starts}, lowest loss first. Two results are the same fit when their
+    residual vectors (``residuals``, (K, m)) agree to SAME_FIT relative to the larger norm:
+    parameters that differ only by a relabelling or a sign symmetry of the model (two
+    exponentials swapped, b and -b in exp(-(x/b)^2)) give the same curve and count once."""
+    minima: list[dict] = []
+    with np.errstate(all="ignore"):
+        norms = np.sqrt(np.sum(residuals**2, axis=1))
+    for k in np.argsort(np.where(np.isfinite(losses), losses, np.inf), kind="stable"):
+        if not (converged[k] and np.isfinite(losses[k]) and np.all(np.isfinite(params[k])) and np.all(np.isfinite(residuals[k]))):
+            continue
+        for found in minima:
+            reference = found["_index"]
+            gap = np.sqrt(np.sum((residuals[k] - residuals[reference]) ** 2))
+            if gap <= SAME_FIT * max(norms[k], norms[reference], np.finfo(float).tiny):
+                found["count"] += 1
+                found["starts"].append(int(k))
+                break
+        else:
+            minima.append({"loss": float(losses[k]), "_index": int(k), "count": 1, "starts": [int(k)]})
+    return [
+        {"loss": m["loss"], "params": dict(zip(names, (float(v) for v in params[m["_index"]]), strict=True)), "count": m["count"], "starts": m["starts"]}
+        for m in minima
+    ]

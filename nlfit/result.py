@@ -1,0 +1,358 @@
+"""From solved members to results: one post-processing path for every kind of fit.
+
+``finish`` turns the winners of G problems (``nlfit.fitting.Solved``) into G
+:class:`FitResult` objects: the statistics of all of them at once (``nlfit.stats``), the
+checks that say when a result may be wrong (``nlfit.diagnostics``), and the JSON contract
+(``FitResult.to_json``). A single fit is G = 1; a grouped fit's rows are the same JSON
+without the history, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nlfit.solvers.status import Status
+
+
+def number(value):
+    """A float for JSON: None for None, NaN and infinities (JSON has neither)."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass
+class FitResult:
+    """Everything a fit produced; ``to_json()`` gives the documented JSON contract."""
+
+    model: object
+    method: str
+    globalization: str
+    jac_mode: str
+    param_names: tuple[str, ...]
+    params: np.ndarray
+    stderr: np.ndarray | None
+    covariance: np.ndarray | None
+    status: Status
+    stats: dict
+    counts: dict
+    history: list[dict]
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+    correlation: np.ndarray | None = None
+    intervals: np.ndarray | None = None
+    tvalues: np.ndarray | None = None
+    data_columns: dict = field(default_factory=dict)
+    absolute_sigma: bool = False
+    fixed: np.ndarray | None = None
+    at_bound: list | None = None
+    loss_name: str = "linear"
+    f_scale: float = 1.0
+    termination: Status | None = None  # what stopped the solver, when ``status`` is SUSPECT
+    starts: dict | None = None  # the multistart summary (None for one start)
+    findings: list = field(default_factory=list)  # nlfit.diagnostics.Finding
+    group: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.status.success
+
+    @property
+    def message(self) -> str:
+        if self.status == Status.SUSPECT:
+            fatal = [f.message for f in self.findings if f.fatal]
+            reason = f" ({self.termination.label})" if self.termination is not None else ""
+            return f"{self.status.message}{reason}: {fatal[0] if fatal else ''}".rstrip(": ")
+        return self.status.message
+
+    @property
+    def loss(self) -> float:
+        """The minimized objective: 1/2 ||r||^2, or the robust cost 1/2 C^2 sum rho((r/C)^2)."""
+        return self.stats["loss"]
+
+    def to_json(self, history: bool = True) -> dict:
+        params = {}
+        for i, name in enumerate(self.param_names):
+            params[name] = {
+                "value": number(self.params[i]),
+                "stderr": None if self.stderr is None else number(self.stderr[i]),
+                "ci": None if self.intervals is None or not np.all(np.isfinite(self.intervals[i])) else [float(v) for v in self.intervals[i]],
+                "tvalue": None if self.tvalues is None else number(self.tvalues[i]),
+                "fixed": bool(self.fixed[i]) if self.fixed is not None else False,
+                "at_bound": None if self.at_bound is None else self.at_bound[i],
+            }
+
+        def matrix(values):
+            return None if values is None else [[number(v) for v in row] for row in values]
+
+        out = {} if self.group is None else {"group": self.group}
+        out.update(
+            {
+                "success": self.success,
+                "status": self.status.label,
+                "message": self.message,
+                "termination": (self.termination or self.status).label,
+                "model": self.model.spec,
+                "model_info": self.model.to_json(),
+                "method": self.method,
+                "globalization": self.globalization,
+                "jac": self.jac_mode,
+                "loss": self.loss_name,
+                "f_scale": self.f_scale,
+                "params": params,
+                "data": self.data_columns,
+                "absolute_sigma": self.absolute_sigma,
+                "covariance": matrix(self.covariance),
+                "correlation": matrix(self.correlation),
+                "stats": {k: (number(v) if isinstance(v, float) else v) for k, v in self.stats.items()},
+                "counts": self.counts,
+                "starts": self.starts,
+                "seconds": self.seconds,
+                "warnings": self.warnings,
+            }
+        )
+        if history:
+            out["history"] = [{k: (number(v) if isinstance(v, float) else v) for k, v in row.items()} for row in self.history]
+        return out
+
+
+def statistics_inputs(problems, state, statuses, jac_mode: str, factorization: str, loss: str):
+    """(factor (G, M, n), residuals (G, L), middle (G, n, n) or None) at the reported points, in
+    scaled units: the Jacobian (small data) or its R factor (large data) for the covariance,
+    the residuals, and the sandwich's middle for a robust loss. The solver's last
+    linearization is reused where it is at the reported point and of the right kind."""
+    from nlfit import derivatives
+    from nlfit.problem import rho
+
+    params = state.params
+    stale = bool(np.any(np.isin(statuses, (Status.INTERRUPTED, Status.TIMEOUT))))
+    robust = loss != "linear"
+    mode = "rev" if jac_mode == "rev" else "fwd"
+    if factorization == "svd":
+        if jac_mode != "fd" and not robust and not stale and state.local.jac is not None:
+            return np.asarray(state.local.jac), np.asarray(state.local.residuals), None
+        residuals, jac = (np.asarray(v) for v in derivatives.jacobian_batch(params, problems, mode))
+        if not robust:
+            return jac, residuals, None
+        z = (residuals / np.asarray(problems.f_scale)[:, None]) ** 2
+        first, second = (np.asarray(v) for v in rho(z, loss)[1:])
+        influence = jac * (first * residuals)[:, :, None]
+        weight = np.sqrt(np.maximum(first + 2 * second * z, np.finfo(float).eps))
+        return jac * weight[:, :, None], residuals, np.einsum("gmi,gmj->gij", influence, influence)
+    if factorization == "qr" and jac_mode != "fd" and not stale and state.local.r_factor is not None:
+        residuals, factor = np.asarray(state.local.residuals), np.asarray(state.local.r_factor)
+    else:
+        residuals, factor, _, _ = (np.asarray(v) for v in derivatives.qr_linearize_batch(params, problems, "fwd"))
+    middle = np.asarray(derivatives.influence_gram_batch(params, problems)) if robust else None
+    return factor, residuals, middle
+
+
+POLISH_STEPS = 3
+
+
+def polish(problems, params, residuals, jac, statuses, jac_mode: str, real):
+    """Up to POLISH_STEPS Gauss-Newton steps from each converged fit, each kept only where it
+    lowers the sum of squares. The solvers stop when the loss no longer falls by a relative
+    ftol, which leaves the parameters accurate to about sqrt(ftol); at a minimum the
+    Gauss-Newton step removes that remainder, so the answer no longer depends on how the
+    iterations happened to approach it (for example on the rounding of rescaled data).
+    Parameters held at a bound or fixed do not move. Returns (params, residuals, jac)."""
+    from nlfit import derivatives
+
+    lower, upper = np.asarray(problems.lower), np.asarray(problems.upper)
+    mode = "rev" if jac_mode == "rev" else "fwd"
+    converged = np.isin(statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
+    for _ in range(POLISH_STEPS):
+        free = (params > lower) & (params < upper)
+        usable = converged & np.all(np.isfinite(jac), axis=(1, 2)) & np.all(np.isfinite(residuals), axis=1)
+        if not np.any(usable):
+            break
+        columns = np.where(usable[:, None, None] & free[:, None, :], jac, 0.0)
+        norms = _column_norms(columns)  # equilibrated: parameters of very different sizes
+        u, singular, vt = np.linalg.svd(columns / norms[:, None, :], full_matrices=False)
+        cutoff = np.finfo(float).eps * max(columns.shape[1:]) * singular[:, :1]
+        inverse = np.where(singular > cutoff, 1.0 / np.where(singular > 0, singular, 1.0), 0.0)
+        step = -np.einsum("gji,gj,gkj,gk->gi", vt, inverse, u, np.where(real, residuals, 0.0)) / norms
+        trial = np.clip(params + np.where(usable[:, None], step, 0.0), lower, upper)
+        new_residuals, new_jac = (np.asarray(v) for v in derivatives.jacobian_batch(trial, problems, mode))
+        with np.errstate(all="ignore"):  # the decrease elementwise: (r - r_t)(r + r_t) keeps the digits a difference of sums loses
+            old, new = np.where(real, residuals, 0.0), np.where(real, new_residuals, 0.0)
+            decrease = np.sum((old - new) * (old + new), axis=1)
+            level = np.sum(old * old, axis=1) * 16 * np.finfo(float).eps
+            flatter = _cosine(np.where(free[:, None, :], new_jac, 0.0), new) < _cosine(columns, old)
+        # Kept where the loss falls, or where it is flat to rounding and the gradient is smaller:
+        # near a minimum the loss cannot tell points 1e-9 apart, the gradient still can.
+        better = usable & np.isfinite(decrease) & ((decrease > 0) | ((decrease >= -level) & flatter))
+        if not np.any(better):
+            break
+        params = np.where(better[:, None], trial, params)
+        residuals = np.where(better[:, None], new_residuals, residuals)
+        jac = np.where(better[:, None, None], new_jac, jac)
+    return params, residuals, jac
+
+
+def _column_norms(jac: np.ndarray) -> np.ndarray:
+    """Norms of the columns of G matrices (G, m, n) -> (G, n), 1 for zero columns; scaled so
+    that columns of size 1e-300 or 1e300 neither underflow nor overflow."""
+    largest = np.max(np.abs(jac), axis=1)
+    safe = np.where(largest > 0, largest, 1.0)
+    norms = safe * np.sqrt(np.sum((jac / safe[:, None, :]) ** 2, axis=1))
+    return np.where(norms > 0, norms, 1.0)
+
+
+def _cosine(jac: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    """MINPACK's gradient measure max_j |J_j^T r| / (||J_j|| ||r||) of G fits."""
+    norms = _column_norms(jac)
+    size = _column_norms(residuals[:, :, None])
+    grad = np.abs(np.einsum("gmj,gm->gj", jac / norms[:, None, :], residuals / size))
+    return np.max(grad, axis=1)
+
+
+def _cost(residuals: np.ndarray, loss: str, f_scale: np.ndarray) -> np.ndarray:
+    """Each fit's loss in scaled units (1/2 sum r^2, or the robust cost)."""
+    from nlfit.problem import rho
+
+    if loss == "linear":
+        return 0.5 * np.sum(residuals**2, axis=1)
+    scale = f_scale[:, None]
+    return 0.5 * f_scale**2 * np.sum(np.asarray(rho((residuals / scale) ** 2, loss)[0]), axis=1)
+
+
+def finish(model, problems, solved, counts, real, *, method, globalization, jac_mode, factorization, options, data_columns, sigma_given: bool,
+           keys=None, extended=None, solver=None) -> list[FitResult]:  # fmt: skip
+    """G results from the winners in ``solved`` (see the module docstring).
+
+    ``problems``: the G problems (leading axis); ``counts`` (G,) real points; ``real`` (G, L)
+    marks them; ``options``: the validated fit options; ``keys``: group names (grouped fits);
+    ``extended``: a NIST file's data in long double (single fits); ``solver``: how to run the
+    auxiliary fits of the checks (``nlfit.diagnostics``)."""
+    from nlfit import diagnostics, refine, stats
+
+    state = solved.state
+    statuses = np.asarray(solved.statuses)
+    names = list(model.param_names)
+    groups, n_params = np.asarray(state.params).shape
+    scale = np.asarray(problems.scale, dtype=np.float64)
+    f_scale = np.asarray(problems.f_scale, dtype=np.float64)
+    lower, upper = np.asarray(problems.lower), np.asarray(problems.upper)
+    y = np.asarray(problems.y)
+    sigma_user = np.asarray(problems.sigma)
+    loss_name = problems.loss
+    factor, residuals, middle = statistics_inputs(problems, state, statuses, jac_mode, factorization, loss_name)
+    params = np.array(state.params)
+    residuals = np.array(residuals)
+    counts = np.asarray(counts)
+    real = np.asarray(real, dtype=bool)
+
+    if factorization == "svd" and loss_name == "linear":
+        params, residuals, factor = polish(problems, params, residuals, factor, statuses, jac_mode, real)
+
+    # Near an exact fit, polish in extended precision (formula models, small data).
+    if factorization == "svd" and refine.applies(model, loss_name, int(counts.max())):
+        for g in range(groups):
+            if np.any(lower[g] == upper[g]) or statuses[g] in (Status.NONFINITE, Status.TOO_FEW_POINTS):
+                continue
+            rows = real[g]
+            x_g = np.asarray(problems.x[g])[rows]
+            sigma_g = sigma_user[g][rows] if sigma_given else None
+            polished = refine.refine(model, x_g, y[g][rows], sigma_g, params[g], factor[g][rows] * scale[g], residuals[g][rows] * scale[g], extended)
+            if polished is not None:
+                params[g] = polished[0]
+                residuals[g][rows] = polished[1] / scale[g]
+
+    fixed = lower == upper
+    held = fixed | (params <= lower) | (params >= upper)
+    values = [dict() for _ in range(groups)]
+    warnings: list[list[str]] = [[] for _ in range(groups)]
+    stderr = np.full((groups, n_params), np.nan)
+    covariance = np.full((groups, n_params, n_params), np.nan)
+    correlation = np.full((groups, n_params, n_params), np.nan)
+    tvalues = np.full((groups, n_params), np.nan)
+    intervals = np.full((groups, n_params, 2), np.nan)
+    has_covariance = np.zeros(groups, dtype=bool)
+    for pattern in np.unique(held, axis=0):
+        members = np.flatnonzero(np.all(held == pattern, axis=1))
+        estimated = np.flatnonzero(~pattern)
+        sub = stats.compute(
+            factor[members][:, :, estimated],
+            residuals[members],
+            params[members][:, estimated],
+            [names[i] for i in estimated],
+            y[members],
+            sigma_user[members] if sigma_given else None,
+            counts[members],
+            scale[members],
+            real[members],
+            absolute_sigma=bool(options["absolute_sigma"]),
+            conf_level=float(options["conf_level"]),
+            sandwich_middle=None if middle is None else middle[members][:, estimated][:, :, estimated],
+        )
+        grid = np.ix_(members, estimated, estimated)
+        stderr[np.ix_(members, estimated)] = sub.stderr
+        tvalues[np.ix_(members, estimated)] = sub.tvalues
+        intervals[np.ix_(members, estimated)] = sub.intervals
+        covariance[grid] = sub.covariance
+        correlation[grid] = sub.correlation
+        has_covariance[members] = sub.has_covariance
+        for position, g in enumerate(members):
+            values[g] = sub.values[position]
+            warnings[g] = sub.warnings[position]
+    with np.errstate(over="ignore"):  # a loss beyond the float range is reported as such
+        losses = _cost(np.where(real, residuals, 0.0), loss_name, f_scale) * scale**2
+    findings, summaries = diagnostics.check(
+        model, problems, params, np.asarray(solved.starts), residuals, factor, statuses, counts, real, values, held, solved, factorization, solver
+    )
+    results = []
+    for g in range(groups):
+        values[g]["loss"] = float(losses[g])
+        at_bound = [
+            None if fixed[g, i] else ("lower" if params[g, i] <= lower[g, i] else "upper" if params[g, i] >= upper[g, i] else None) for i in range(n_params)
+        ]
+        group_warnings = list(warnings[g])
+        for i, side in enumerate(at_bound):
+            if side is not None:
+                group_warnings.append(f"{names[i]} ended at its {side} bound ({params[g, i]:g}): its standard error is not meaningful")
+        group_findings = findings[g]
+        group_warnings += [f.message for f in group_findings]
+        group_warnings = list(dict.fromkeys(group_warnings))  # each once (two null-space vectors can name the same parameters)
+        status = Status(int(statuses[g]))
+        termination = None
+        if status.success and any(f.fatal for f in group_findings):
+            status, termination = Status.SUSPECT, status
+        cov = None
+        if has_covariance[g]:
+            cov = np.where(np.isnan(covariance[g]), 0.0, covariance[g])  # held parameters do not vary
+        leaf = {key: np.asarray(value)[g] for key, value in (("iteration", state.iteration), ("nfev", state.nfev), ("njev", state.njev))}
+        results.append(
+            FitResult(
+                model=model,
+                method=method,
+                globalization=globalization,
+                jac_mode=jac_mode,
+                param_names=tuple(names),
+                params=params[g],
+                stderr=stderr[g] if has_covariance[g] else None,
+                covariance=cov,
+                correlation=correlation[g] if has_covariance[g] else None,
+                intervals=intervals[g] if has_covariance[g] else None,
+                tvalues=tvalues[g] if has_covariance[g] else None,
+                status=status,
+                termination=termination,
+                stats=values[g],
+                counts={"iterations": int(leaf["iteration"]), "nfev": int(leaf["nfev"]), "njev": int(leaf["njev"])},
+                history=solved.histories[g] if solved.histories is not None else [],
+                seconds=solved.seconds,
+                warnings=group_warnings,
+                data_columns=data_columns,
+                absolute_sigma=bool(options["absolute_sigma"]) and sigma_given,
+                fixed=fixed[g],
+                at_bound=at_bound,
+                loss_name=loss_name,
+                f_scale=float(f_scale[g] * scale[g]),
+                starts=summaries[g],
+                findings=group_findings,
+                group=None if keys is None else keys[g],
+            )
+        )
+    return results
