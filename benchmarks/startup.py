@@ -1,15 +1,20 @@
 """Small data end to end, and start-up: whole processes, nlfit against a scipy script.
 
-    python benchmarks/startup.py [--runs 5]
+    python benchmarks/startup.py [--runs 5] [--big 1000000]
 
 (a) ``nlfit fit runge200.csv --model rational --method lm --quiet --format json`` on the 200
     points of ``nlfit generate runge --seed 0``, against a short script that reads the same CSV
     with pandas and calls scipy.optimize.least_squares(method='lm') with the analytic
     Jacobian. Medians of RUNS whole-process runs; nlfit's first run with an empty compilation
-    cache ("cold") is reported on its own.
+    cache ("cold") is reported on its own. Then the cost of multistart: the same warm fit with
+    ``--starts 1`` (one start) against the default ``--starts auto``.
 (b) How many programs JAX compiles for that fit (JAX_LOG_COMPILES), for --max-iter 2 and
     100: the count must not grow with the iterations.
 (c) ``nlfit --help``: median wall time.
+(d) The extra time of multistart on BIG points (rational model, N(0, 0.5) noise on the
+    Runge function): ``nlfit.fit`` in one process, after a first call that compiled, with
+    ``starts=1`` and the default ``starts='auto'`` (which screens the starts on
+    nlfit.multistart.SCREEN_ROWS rows, then fits the winner to all the data); medians of RUNS.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ def timed(command: list[str], env: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--big", type=int, default=1_000_000, help="points for (d); 0 skips it")
     args = parser.parse_args()
     nlfit = [sys.executable, "-m", "nlfit"]
     work = Path(tempfile.mkdtemp(prefix="nlfit-bench-"))
@@ -71,6 +77,11 @@ def main() -> None:
     print(f"    scipy script (pandas + least_squares lm, analytic J): {scipy:.3f} s")
     print(f"    nlfit cold (empty compilation cache):                  {cold:.3f} s   ratio {cold / scipy:.2f}")
     print(f"    nlfit warm:                                            {warm:.3f} s   ratio {warm / scipy:.2f}")
+    timed([*fit, "--starts", "1"], env)  # compile the one-start programs
+    one = statistics.median(timed([*fit, "--starts", "1"], env) for _ in range(args.runs))
+    auto = statistics.median(timed([*fit, "--starts", "auto"], env) for _ in range(args.runs))
+    print(f"    nlfit warm, --starts 1:                                {one:.3f} s")
+    print(f"    nlfit warm, --starts auto (the default):               {auto:.3f} s   auto / one start {auto / one:.2f}")
 
     print("(b) programs compiled by JAX for one fit (fresh cache)")
     for max_iter in (2, 100):
@@ -86,6 +97,36 @@ def main() -> None:
     if entry:
         print(f"    nlfit --help (console script): median {statistics.median(timed([entry, '--help'], env) for _ in range(args.runs)):.3f} s")
     shutil.rmtree(work, ignore_errors=True)
+    if args.big:
+        big(args.big, args.runs)
+
+
+def big(points: int, runs: int) -> None:
+    import numpy as np
+
+    from nlfit import fit
+    from nlfit.io.dataset import Dataset
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(-1.0, 1.0, points)
+    data = Dataset(x=x, y=1.0 / (1.0 + 10.0 * x * x) + rng.normal(0.0, 0.5, points), x_names=("x",), y_name="y")
+    seconds = {}
+    for starts in (1, "auto"):
+        result = fit(data, "rational", starts=starts)  # compiles
+        times = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            result = fit(data, "rational", starts=starts)
+            times.append(time.perf_counter() - began)
+        seconds[starts] = (statistics.median(times), result)
+    one, auto = seconds[1][0], seconds["auto"][0]
+    summary = seconds["auto"][1].starts
+    print(f"(d) {points:,} points, in one process, warm")
+    print(f"    starts=1:    {one:.3f} s  ({seconds[1][1].status.label}, {seconds[1][1].counts['iterations']} iterations)")
+    screened = f"{summary['tried']} starts screened on {summary['screened_rows']} rows"
+    print(f"    starts=auto: {auto:.3f} s  ({screened})  extra {auto - one:+.3f} s, ratio {auto / one:.2f}")
+    same = np.allclose(seconds[1][1].params, seconds["auto"][1].params, rtol=1e-8)
+    print(f"    same parameters (rtol 1e-8): {same}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
+
 from nlfit._jax import jax, jnp
 from nlfit.errors import OptionError
 from nlfit.problem import Problem, cost_terms, loss, residuals, robust_scaling
@@ -237,10 +239,15 @@ def influence_gram(params, problem: Problem, block: int = QR_BLOCK):
     return total
 
 
-@partial(jax.jit, static_argnames=("mode",))
+def _jacobian_batch(params, problems: Problem, mode: str):
+    return jax.vmap(lambda p, problem: jacobian(p, problem, mode))(params, problems)
+
+
 def jacobian_batch(params, problems: Problem, mode: str):
     """``jacobian`` of G problems at once (leaves with a leading G axis)."""
-    return jax.vmap(lambda p, problem: jacobian(p, problem, mode))(params, problems)
+    from nlfit._jax import compiled
+
+    return compiled(_jacobian_batch, ("mode",), int(np.prod(np.shape(problems.y))))(params, problems, mode)
 
 
 @partial(jax.jit, static_argnames=("mode",))

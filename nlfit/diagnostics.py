@@ -161,7 +161,7 @@ def _starts_summaries(model, problems, members, real) -> list[dict | None]:
     names = list(model.param_names)
     out = []
     for g in range(members.params.shape[0]):
-        minima = multistart.distinct_minima(members.params[g], members.losses[g], members.converged[g], members.residuals[g], names)
+        minima = multistart.distinct_minima(members.params[g], members.losses[g], members.converged[g], members.residuals[g], members.total_norms[g], names)
         for minimum in minima:
             minimum["plausible"] = not bool(np.all(implausible[g, minimum["starts"]]))
         chosen = int(members.chosen[g])
@@ -227,16 +227,12 @@ def _pole_findings(model, problems, params, real) -> list[list[list[Finding]]]:
 
 def _evaluate(model, params, grids):
     """Model values (G, W) and denominators (G, D, W) on the grids (G, W)."""
-    from nlfit._jax import jax
+    from nlfit._jax import compiled
 
-    if "evaluate" not in _JITTED:  # jitted on first use: importing this module imports no JAX
-        _JITTED["evaluate"] = jax.jit(_evaluate_on_grid, static_argnames=("model",))
-    values, denominators = _JITTED["evaluate"](params, grids, model=model)
+    values, denominators = compiled(_evaluate_on_grid, ("model",), grids.size)(params, grids, model=model)
     with np.errstate(all="ignore"):
         return np.asarray(values), np.asarray(denominators)
 
-
-_JITTED: dict = {}
 
 
 def _evaluate_on_grid(params, grids, *, model):

@@ -105,7 +105,7 @@ def _run(problems, plan, direction, globalization, jac_mode, settings, seed, tim
 
     state, first = start_members(problems, plan.params, plan.budgets, plan.linear, direction, jac_mode, settings, seed)
     output = solve_members(problems, state, first, direction, globalization, jac_mode, settings, timeout, started, record, on_chunk)
-    winners = multistart.choose(_final_losses(output))
+    winners = _choose(output, problems)
     if plan.count > 1 and not np.any(_stopped(output)):
         groups = np.arange(len(winners))
         budget = np.asarray(output.state.budget)
@@ -122,8 +122,25 @@ def _run(problems, plan, direction, globalization, jac_mode, settings, seed, tim
             if record:
                 more.records = np.concatenate([output.records, more.records[1:]], axis=0)
             output = more
-            winners = multistart.choose(_final_losses(output))
+            winners = _choose(output, problems)
     return output, winners
+
+
+def data_norms(problems, counts=None) -> np.ndarray:
+    """(G,) the norm of each group's weighted response about its mean, scaled (the yardstick
+    of ``multistart.same_fit`` for exact fits); padded rows (sigma = inf) weigh nothing."""
+    y = np.asarray(problems.y) / np.asarray(problems.scale)[:, None]
+    sigma = np.asarray(problems.sigma)
+    real = np.isfinite(sigma) if counts is None else np.arange(y.shape[1])[None, :] < np.minimum(np.asarray(counts), y.shape[1])[:, None]
+    weights = np.where(real, 1.0 / np.where(real, sigma, 1.0) ** 2, 0.0)
+    with np.errstate(all="ignore"):
+        mean = np.sum(weights * np.where(real, y, 0.0), axis=1) / np.sum(weights, axis=1)
+        return np.sqrt(np.sum(weights * (np.where(real, y, 0.0) - mean[:, None]) ** 2, axis=1))
+
+
+def _choose(output, problems) -> np.ndarray:
+    converged = np.isin(output.statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
+    return multistart.choose(_final_losses(output), np.asarray(output.state.local.residuals), data_norms(problems), converged)
 
 
 def _final_losses(output) -> np.ndarray:
@@ -223,11 +240,7 @@ def _members(output, winners, plan, problems, counts, screened: bool) -> Members
     local = output.state.local
     with np.errstate(over="ignore", invalid="ignore"):  # losses beyond the float range in the user's units
         losses = _final_losses(output) * np.asarray(problems.scale)[:, None] ** 2
-    y = np.asarray(problems.y) / np.asarray(problems.scale)[:, None]
-    real = np.arange(y.shape[1])[None, :] < np.minimum(np.asarray(counts), y.shape[1])[:, None]
-    weights = np.where(real, 1.0 / np.asarray(problems.sigma) ** 2, 0.0)
-    mean = np.sum(weights * np.where(real, y, 0.0), axis=1) / np.sum(weights, axis=1)
-    total = np.sqrt(np.sum(weights * (np.where(real, y, 0.0) - mean[:, None]) ** 2, axis=1))
+    total = data_norms(problems, counts)
     if local.jac is not None:
         norms = _norms(np.asarray(local.jac), axis=-2)
     elif local.r_factor is not None:

@@ -46,7 +46,8 @@ MIN_STARTS = 8
 WORK = 2**20  # rows x parameters x starts evaluated per iteration, summed over all members
 SCREEN_ROWS = 2048
 TIE = 1e-9
-SAME_FIT = 1e-6  # residual vectors this close (relative) are one fit
+SAME_FIT = 1e-6  # residual vectors this close (relative to their norm) are one fit
+EXACT_FIT = 1e-9  # ... or this close relative to the data's norm (exact fits)
 DECADES = (-1, -2, 1, -3, 2)
 SPREAD_DECADES = 2.0
 SIGN_FLIP = 0.25
@@ -136,31 +137,50 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
     return Plan(params=params, budgets=budgets, linear=np.stack(masks), labels=labels)
 
 
-def choose(losses: np.ndarray) -> np.ndarray:
+def same_fit(residuals: np.ndarray, reference: np.ndarray, data_norm) -> np.ndarray:
+    """Whether residual vectors (..., m) give the same fitted curve as ``reference`` (m,): they
+    differ by at most SAME_FIT of the larger residual norm, or EXACT_FIT of the data's norm
+    (``data_norm``: at an exact fit the residuals are rounding noise, which differs from one
+    labelling of the parameters to the next)."""
+    with np.errstate(all="ignore"):
+        gap = np.sqrt(np.sum((residuals - reference) ** 2, axis=-1))
+        larger = np.maximum(np.sqrt(np.sum(residuals**2, axis=-1)), np.sqrt(np.sum(reference**2)))
+    return gap <= SAME_FIT * larger + EXACT_FIT * data_norm
+
+
+def choose(losses: np.ndarray, residuals: np.ndarray | None = None, data_norms: np.ndarray | None = None, converged: np.ndarray | None = None) -> np.ndarray:
     """The winning start of each group: losses (G, K) -> indices (G,). The lowest finite loss;
-    within a relative TIE of it the earliest start wins. A group with no finite loss: 0."""
+    among the starts within a relative TIE of it and those that reached the same fitted curve
+    (``residuals`` (G, K, m), ``data_norms`` (G,); see ``same_fit``) the earliest one that
+    ``converged`` wins (else the earliest): the given start keeps its answer when another
+    start only finds it again, or finds it with the parameters relabelled, and a start that
+    stopped short of convergence gives way to one that converged to the same fit. A group
+    with no finite loss: 0."""
     losses = np.where(np.isfinite(losses), losses, np.inf)
     best = losses.min(axis=1, keepdims=True)
     close = losses <= best + TIE * np.abs(best) + np.finfo(float).tiny
+    if residuals is not None:
+        lowest = np.argmin(losses, axis=1)
+        for g in range(losses.shape[0]):
+            if np.isfinite(best[g, 0]):
+                close[g] |= same_fit(residuals[g], residuals[g, lowest[g]], data_norms[g]) & np.isfinite(losses[g])
+    if converged is not None:
+        close = np.where(np.any(close & converged, axis=1, keepdims=True), close & converged, close)
     return np.where(np.isfinite(best[:, 0]), np.argmax(close, axis=1), 0)
 
 
-def distinct_minima(params: np.ndarray, losses: np.ndarray, converged: np.ndarray, residuals: np.ndarray, names) -> list[dict]:
+def distinct_minima(params: np.ndarray, losses: np.ndarray, converged: np.ndarray, residuals: np.ndarray, data_norm: float, names) -> list[dict]:
     """The different fits the converged starts of one group reached: a list of
     {loss, params, count, starts}, lowest loss first. Two results are the same fit when their
-    residual vectors (``residuals``, (K, m)) agree to SAME_FIT relative to the larger norm:
-    parameters that differ only by a relabelling or a sign symmetry of the model (two
-    exponentials swapped, b and -b in exp(-(x/b)^2)) give the same curve and count once."""
+    residual vectors (``residuals``, (K, m)) agree (``same_fit``): parameters that differ only
+    by a relabelling or a sign symmetry of the model (two exponentials swapped, b and -b in
+    exp(-(x/b)^2)) give the same curve and count once."""
     minima: list[dict] = []
-    with np.errstate(all="ignore"):
-        norms = np.sqrt(np.sum(residuals**2, axis=1))
     for k in np.argsort(np.where(np.isfinite(losses), losses, np.inf), kind="stable"):
         if not (converged[k] and np.isfinite(losses[k]) and np.all(np.isfinite(params[k])) and np.all(np.isfinite(residuals[k]))):
             continue
         for found in minima:
-            reference = found["_index"]
-            gap = np.sqrt(np.sum((residuals[k] - residuals[reference]) ** 2))
-            if gap <= SAME_FIT * max(norms[k], norms[reference], np.finfo(float).tiny):
+            if same_fit(residuals[k], residuals[found["_index"]], data_norm):
                 found["count"] += 1
                 found["starts"].append(int(k))
                 break

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nlfit._jax import jax, jnp
+from nlfit._jax import compiled, jax, jnp
 from nlfit.solvers.directions import Direction, Local
 from nlfit.solvers.globalization import Globalization
 from nlfit.solvers.status import Status
@@ -269,7 +269,6 @@ def _members(function):
     return jax.vmap(jax.vmap(function, in_axes=(0, None)), in_axes=(0, 0))
 
 
-@partial(jax.jit, static_argnames=("direction", "jac_mode", "solve_linear"))
 def init_members(params, problems, settings: Settings, seeds, budgets, linear, *, direction: Direction, jac_mode: str, solve_linear: bool):
     """Initial states of G x K members: params (G, K, n), seeds (G, K), budgets (K,), linear (K, n)."""
 
@@ -281,7 +280,6 @@ def init_members(params, problems, settings: Settings, seeds, budgets, linear, *
     return states, _members(lambda state, problem: _record(state))(states, problems)
 
 
-@partial(jax.jit, static_argnames=("direction", "globalization", "jac_mode", "record"))
 def run_chunk(states: State, problems, settings: Settings, limit, *, direction, globalization, jac_mode, record: bool):
     """Up to ``limit`` (<= CHUNK) iterations of every running member; stops early when every
     member has stopped. Returns (states, records (CHUNK, G, K, fields) or None, iterations run)."""
@@ -353,7 +351,8 @@ def start_members(problems, params0, budgets, linear, direction: Direction, jac_
     settings = Settings(*(jnp.asarray(v) for v in settings))
     groups, starts = params0.shape[:2]
     seeds = (jnp.arange(groups * starts, dtype=jnp.uint32) + jnp.uint32(seed)).reshape(groups, starts)
-    return init_members(
+    elements = int(np.prod(np.shape(problems.y))) * starts
+    return compiled(init_members, ("direction", "jac_mode", "solve_linear"), elements)(
         jnp.asarray(params0, dtype=jnp.float64),
         problems,
         settings,
@@ -389,13 +388,14 @@ def solve_members(
     statuses = np.asarray(state.status)
     stop = None
     limit = 1  # the first chunk measures the cost of an iteration
+    chunk = compiled(run_chunk, ("direction", "globalization", "jac_mode", "record"), int(np.prod(np.shape(problems.y))) * int(statuses.shape[1]))
     try:
         while np.any(statuses == Status.RUNNING):
             if timeout is not None and time.perf_counter() - started > timeout:
                 stop = Status.TIMEOUT
                 break
             began = time.perf_counter()
-            state, records, count = run_chunk(
+            state, records, count = chunk(
                 state, problems, settings, jnp.asarray(limit), direction=direction, globalization=globalization, jac_mode=jac_mode, record=record
             )
             count = int(count)
