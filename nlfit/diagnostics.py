@@ -5,8 +5,9 @@ Every check gives a :class:`Finding`: one line for the user, and whether the res
 ``success`` is false and the exit code 1. The checks:
 
 worse than a constant (fatal when the model can be a constant)
-    R^2 < 0: a horizontal line through the weighted mean fits better. When that happens the
-    model is fitted to the constant data (the mean) from the fitted point; if it gets within
+    R^2 < 0: a horizontal line through the weighted mean fits better. When that happens to a
+    fit that claims convergence, the model is fitted to the constant data (the mean) from the
+    fitted point (Levenberg-Marquardt, multistart, at most 200 iterations); if it gets within
     1e-6 of it (relative to the total sum of squares), the model can represent a constant
     and the result is certainly not the least-squares fit.
 plateau (fatal)
@@ -51,6 +52,7 @@ RUNAWAY = 1e6
 GRID_STEPS = 4  # points between neighbouring x values: 3 interior points per interval
 GRID_VALUES = 2000  # at most this many distinct x values are used for the grid
 CONSTANT_FIT = 1e-6
+CONSTANT_FIT_ITERATIONS = 200
 CONFIDENCE = 0.95
 
 
@@ -123,8 +125,9 @@ def check(model, problems, params, starts, residuals, factor, statuses, counts, 
     for g, found in enumerate(_pole_findings(model, problems, params[:, None, :], real)):
         findings[g] += found[0]
     worse = [g for g in np.flatnonzero(fitted) if values[g].get("r2") is not None and values[g]["r2"] < 0]
+    converged = [g for g in worse if Status(int(statuses[g])).success]  # the auxiliary fit only where the result claims success
     if worse:
-        can_be_constant = _represents_constant(model, problems, params, real, worse, solver)
+        can_be_constant = _represents_constant(model, problems, params, real, converged, solver) if converged else {}
         for g in worse:
             r2 = values[g]["r2"]
             if can_be_constant.get(g, False):
@@ -253,6 +256,9 @@ def _represents_constant(model, problems, params, real, groups, solver) -> dict:
     from nlfit._jax import jax, jnp
     from nlfit.fitting import solve_groups
     from nlfit.multistart import auto_count
+    from nlfit.solvers.directions import make_direction
+    from nlfit.solvers.globalization import TrustRegion
+    from nlfit.solvers.loop import Settings
 
     if solver is None:
         return {}
@@ -264,10 +270,13 @@ def _represents_constant(model, problems, params, real, groups, solver) -> dict:
     mean = np.sum(weights * y, axis=1) / np.sum(weights, axis=1)
     constant = dataclasses.replace(subset, y=jnp.asarray(np.where(real[groups], mean[:, None], y) * scale))
     counts = np.count_nonzero(real[groups], axis=1)
-    # several starts whatever the fit used: a constant is often reached only in a limit (K -> 0 in Vm x/(K + x))
+    # Several starts whatever the fit used (a constant is often reached only in a limit, K -> 0
+    # in Vm x/(K + x)), by the default solver with a bounded budget, whatever the fit's method.
     starts = max(solver["count"], auto_count(solver["linear"], solver["free"], int(counts.max()), len(groups)))
-    solved = solve_groups(constant, params[groups], counts, starts, solver["linear"], solver["free"], solver["direction"],
-                          solver["globalization"], solver["jac_mode"], solver["settings"], solver["seed"])  # fmt: skip
+    direction = make_direction("lm", None, solver["factorization"])
+    settings = Settings(max_iter=min(int(solver["settings"].max_iter), CONSTANT_FIT_ITERATIONS))
+    solved = solve_groups(constant, params[groups], counts, starts, solver["linear"], solver["free"], direction, TrustRegion(),
+                          solver["jac_mode"], settings, solver["seed"])  # fmt: skip
     residuals = np.asarray(solved.state.local.residuals)
     rss = np.sum(np.where(real[groups], residuals, 0.0) ** 2, axis=1)
     tss = np.sum(weights * (y - mean[:, None]) ** 2, axis=1)

@@ -6,6 +6,7 @@ parser 400, the CSV reader 200, parameter recovery 25.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -188,13 +189,38 @@ def _slow_fit_command(tmp_path, *extra):
             "--step", "1e-6", "--max-iter", "100000000", "--starts", "1", "-f", "json", "-q", *extra]  # fmt: skip
 
 
-def test_sigint_mid_fit_writes_the_best_result_and_exits_130(tmp_path):
-    env = {**os.environ, "NLFIT_CACHE_DIR": str(tmp_path / "cache")}
-    process = subprocess.Popen(_slow_fit_command(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8.0)  # start-up and compile, then iterating
-    assert process.poll() is None
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """One compilation cache for this module's subprocesses (not the user's)."""
+    return {**os.environ, "NLFIT_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+
+
+@contextlib.contextmanager
+def _iterating(command, env, **streams):
+    """Start nlfit with --progress and yield it once it printed its first progress line: the
+    fit is then under way (no sleep, whatever the machine's load). The process is killed on
+    the way out if it is still running, so a failed test leaves nothing behind."""
+    process = subprocess.Popen([*command, "--progress"], env=env, stderr=subprocess.PIPE, text=True, **streams)
+    try:
+        seen = []
+        for line in process.stderr:  # ends at EOF if the process dies first
+            seen.append(line)
+            if line.startswith("nlfit: progress:"):
+                break
+        else:
+            process.wait(timeout=60)
+            raise AssertionError(f"nlfit ended before iterating (exit {process.returncode}): {''.join(seen)}")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_sigint_mid_fit_writes_the_best_result_and_exits_130(tmp_path, compile_cache):
+    with _iterating(_slow_fit_command(tmp_path), compile_cache, stdout=subprocess.PIPE) as process:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     payload = json.loads(out)
     assert payload["status"] == "interrupted" and payload["success"] is False
@@ -202,21 +228,18 @@ def test_sigint_mid_fit_writes_the_best_result_and_exits_130(tmp_path):
     assert payload["stats"]["loss"] <= payload["history"][0]["loss"]
 
 
-def test_sigint_with_output_file_writes_it_atomically(tmp_path):
-    env = {**os.environ, "NLFIT_CACHE_DIR": str(tmp_path / "cache")}
+def test_sigint_with_output_file_writes_it_atomically(tmp_path, compile_cache):
     target = tmp_path / "result.json"
-    process = subprocess.Popen(_slow_fit_command(tmp_path, "-o", str(target)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(8.0)
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
+    with _iterating(_slow_fit_command(tmp_path, "-o", str(target)), compile_cache, stdout=subprocess.DEVNULL) as process:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=120)
     assert process.returncode == 130
     assert json.loads(target.read_text())["status"] == "interrupted"
 
 
-def test_timeout_and_max_iter_are_honoured(tmp_path):
-    env = {**os.environ, "NLFIT_CACHE_DIR": str(tmp_path / "cache")}
+def test_timeout_and_max_iter_are_honoured(tmp_path, compile_cache):
     began = time.perf_counter()
-    done = subprocess.run(_slow_fit_command(tmp_path, "--timeout", "2"), env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(_slow_fit_command(tmp_path, "--timeout", "2"), env=compile_cache, capture_output=True, text=True, timeout=120)
     assert time.perf_counter() - began < 60
     assert done.returncode == 1
     assert json.loads(done.stdout)["status"] == "timeout"

@@ -15,7 +15,7 @@ CONFIG_KEYS = {
     "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
     "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
     "absolute_sigma", "conf_level", "plot", "factorization", "group_by", "engine", "scheduler",
-    "loss", "f_scale", "bounds", "fix", "starts",
+    "loss", "f_scale", "bounds", "fix", "starts", "progress",
 }  # fmt: skip
 
 
@@ -83,6 +83,9 @@ def fit(
         ),
     ] = None,
     quiet: Annotated[int, typer.Option("--quiet", "-q", count=True, help="-q: no report on stderr, warnings only; -qq: nothing on stderr.")] = 0,
+    progress: Annotated[
+        bool, typer.Option("--progress", help="Progress lines on stderr ('nlfit: progress: ...') also when it is not a terminal (logs); not with -qq.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Fit a model to data.
@@ -96,7 +99,7 @@ def fit(
       nlfit fit data/nist/Thurber.dat --model rational:3/3 --start 1
     """
     given = {k: v for k, v in locals().items() if k in CONFIG_KEYS}
-    given.update(format=output_format, quiet=quiet or None, absolute_sigma=absolute_sigma or None)
+    given.update(format=output_format, quiet=quiet or None, absolute_sigma=absolute_sigma or None, progress=progress or None)
     options = merge(given, load_config(config, CONFIG_KEYS))
     options["quiet"] = quiet_level(options.get("quiet"))
     run_fit(data, options)
@@ -131,6 +134,18 @@ def print_warnings(payloads: list[dict], quiet: int) -> None:
 
 
 WARNING_LINES = 20
+
+
+def progress_reporter(options: dict, single: bool):
+    """The progress display: plain lines with --progress (unless -qq), else rich's live line
+    or bar on a terminal (unless -q), else none."""
+    from nlfit.report.console import GroupProgress, PlainProgress, ProgressLine, stderr_console
+
+    if options.get("progress") and options["quiet"] < 2:
+        return PlainProgress(single)
+    if options["quiet"]:
+        return None
+    return ProgressLine(stderr_console()) if single else GroupProgress(stderr_console())
 
 
 def run_fit(data: str, options: dict) -> None:
@@ -184,11 +199,7 @@ def run_fit(data: str, options: dict) -> None:
         resolve_method(name)  # every name is checked before the first fit starts
     results = []
     for name in methods:
-        progress = None
-        if not options.get("quiet"):
-            from nlfit.report.console import ProgressLine, stderr_console
-
-            progress = ProgressLine(stderr_console())
+        progress = progress_reporter(options, single=True)
         try:
             results.append(run(dataset, model_spec, p0=p0, method=name, on_iteration=progress, **fit_options))
         finally:
@@ -224,11 +235,7 @@ def run_groups(dataset, model_spec, p0, fit_options, output_format, options) -> 
         raise OptionError("--plot is not available with --group-by")
     if "," in str(fit_options.get("method") or ""):
         raise OptionError("--group-by takes one --method")
-    progress = None
-    if not options.get("quiet"):
-        from nlfit.report.console import GroupProgress, stderr_console
-
-        progress = GroupProgress(stderr_console())
+    progress = progress_reporter(options, single=False)
     solver_options = fit_options
     engine = options.get("engine") or "local"
     if engine not in ("local", "dask"):

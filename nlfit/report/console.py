@@ -198,6 +198,41 @@ class ProgressLine:
             self._live = None
 
 
+class PlainProgress:
+    """``--progress``: one plain line on stderr per report, the first at once and then at most
+    one every ``every`` seconds: 'nlfit: progress: iteration 12 loss 22.9' (single fits) or
+    'nlfit: progress: 40/100 groups stopped'. For logs, and for programs that wait for a fit
+    to be under way."""
+
+    def __init__(self, single: bool, every: float = 1.0):
+        import time
+
+        self._single = single
+        self._every = every
+        self._clock = time.monotonic
+        self._last = None
+
+    def _due(self) -> bool:
+        now = self._clock()
+        if self._last is not None and now - self._last < self._every:
+            return False
+        self._last = now
+        return True
+
+    def __call__(self, *report) -> None:
+        if not self._due():
+            return
+        if self._single:
+            row = report[0]
+            plain_line(f"nlfit: progress: iteration {row['iteration']} loss {row['loss']:.10g}")
+        else:
+            done, total = report
+            plain_line(f"nlfit: progress: {done}/{total} groups stopped")
+
+    def close(self) -> None:
+        pass
+
+
 class GroupProgress:
     """A rich progress bar on stderr, 'groups converged out of the total' (terminal only)."""
 
