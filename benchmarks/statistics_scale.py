@@ -71,7 +71,10 @@ def main() -> None:
                     versus_svd = float(np.max(np.abs(result.stderr - errors) / errors))
                     versus_curve_fit = float(np.max(np.abs(result.stderr - curve_errors) / curve_errors))
                 warnings = "; ".join(result.warnings) or "none"
-                print(f"{points:9d} {degree:3d} {factorization:>13s} {cond:9.2e} {versus_svd:9.1e} {versus_curve_fit:12.1e} {seconds:7.2f}  {warnings}", flush=True)
+                print(
+                    f"{points:9d} {degree:3d} {factorization:>13s} {cond:9.2e} {versus_svd:9.1e} {versus_curve_fit:12.1e} {seconds:7.2f}  {warnings}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -237,7 +237,6 @@ def _evaluate(model, params, grids):
         return np.asarray(values), np.asarray(denominators)
 
 
-
 def _evaluate_on_grid(params, grids, *, model):
     from nlfit._jax import jax, jnp
 
