@@ -13,7 +13,7 @@ import numpy as np
 
 from nlfit.errors import ModelError, OptionError
 from nlfit.io.dataset import Dataset
-from nlfit.result import FitResult
+from nlfit.result import LARGE_DATA_POINTS, FitResult
 from nlfit.solvers.catalog import resolve_globalization, resolve_method
 
 DEFAULTS = {
@@ -41,9 +41,6 @@ DEFAULTS = {
 
 __all__ = ["fit", "FitResult", "validate", "resolve_p0", "box", "build_model"]
 
-# From this many points on, the solvers keep the R factor of J from a streaming QR instead of
-# J itself (see Direction.factorization).
-LARGE_DATA_POINTS = 100_000
 FACTORIZATIONS = ("auto", "svd", "qr", "gram")
 
 
@@ -162,11 +159,15 @@ def parse_starts(value):
     return count
 
 
-def choose_factorization(option: str, rows: int) -> str:
-    """auto: J and its SVD below LARGE_DATA_POINTS rows, the streaming QR from there."""
+def choose_factorization(option: str, rows: int, groups: int = 1) -> str:
+    """auto: J and its SVD below LARGE_DATA_POINTS rows in all (groups x rows per group); from
+    there the streaming QR for one fit, and J^T J for the steps of many small fits (grouped
+    fits), whose statistics and final Gauss-Newton polish still use the SVD of each J."""
     if option != "auto":
         return option
-    return "qr" if rows >= LARGE_DATA_POINTS else "svd"
+    if rows * groups < LARGE_DATA_POINTS:
+        return "svd"
+    return "qr" if groups == 1 or rows >= LARGE_DATA_POINTS else "gram"
 
 
 def start_count(option, model, free: np.ndarray, rows: int, groups: int) -> int:
@@ -181,7 +182,7 @@ def solver_parts(opts: dict, method: str, globalization: str, model, lower, uppe
     from nlfit.solvers.directions import make_direction
     from nlfit.solvers.globalization import make_globalization
 
-    factorization = choose_factorization(opts["factorization"], rows)
+    factorization = choose_factorization(opts["factorization"], rows, groups)
     free = np.asarray(lower) != np.asarray(upper)
     return {
         "direction": make_direction(method, opts["batch_size"], factorization),

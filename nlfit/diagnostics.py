@@ -83,7 +83,8 @@ def check(model, problems, params, starts, residuals, factor, statuses, counts, 
         dead = (~held) & (sensitivity <= PLATEAU * residual_norm[:, None]) & (rss > rounding)[:, None]
         runaway = (~held) & (np.abs(params) > RUNAWAY * np.maximum(np.abs(starts), 1.0))
     iterations = np.asarray(solved.state.iteration)
-    for g in np.flatnonzero(fitted):
+    stuck = fitted & (iterations > 0) & np.all(params == starts, axis=1) & (statuses != Status.GTOL)
+    for g in np.flatnonzero(fitted & (np.any(dead, axis=1) | np.any(runaway, axis=1) | stuck)):
         if np.any(dead[g]):
             which = ", ".join(names[j] for j in np.flatnonzero(dead[g]))
             findings[g].append(
@@ -99,11 +100,11 @@ def check(model, problems, params, starts, residuals, factor, statuses, counts, 
             findings[g].append(
                 Finding("runaway", f"parameters ran away by more than six orders of magnitude from the start ({which}): the minimum may be at infinity")
             )
-        if iterations[g] > 0 and np.array_equal(params[g], starts[g]) and statuses[g] != Status.GTOL:
+        if stuck[g]:
             findings[g].append(Finding("no-progress", "the fit did not move from its start: every step tried was rejected", fatal=True))
     summaries = _starts_summaries(model, problems, solved.members, real)
     estimated = np.count_nonzero(~held, axis=1)
-    for g in np.flatnonzero(fitted):
+    for g in np.flatnonzero(fitted) if solved.members is not None else ():
         summary = summaries[g]
         plausible = [m for m in summary["minima"] if m["plausible"]] if summary is not None else []
         dof = int(counts[g]) - int(estimated[g])
@@ -181,16 +182,22 @@ def _starts_summaries(model, problems, members, real) -> list[dict | None]:
     return out
 
 
-def _grid(x: np.ndarray) -> np.ndarray:
-    """GRID_STEPS - 1 points inside each interval between neighbouring distinct x values."""
-    values = np.unique(x[np.isfinite(x)])
-    if values.size > GRID_VALUES:
-        values = values[np.rint(np.linspace(0, values.size - 1, GRID_VALUES)).astype(int)]
-    if values.size < 2:
-        return values
+def _grids(x: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For G groups' predictor values (G, L): GRID_STEPS - 1 points inside each interval
+    between neighbouring sorted values, and the values themselves (at most GRID_VALUES of
+    them, evenly picked). Returns (grids (G, W), valid (G, W)); a repeated value gives an
+    empty interval, whose points are that value again."""
+    values = np.sort(np.where(real & np.isfinite(x), x, np.inf), axis=1)
+    counts = np.count_nonzero(np.isfinite(values), axis=1)
+    width = int(min(max(counts.max(), 1), GRID_VALUES))
+    pick = np.rint(np.linspace(0.0, 1.0, width)[None, :] * np.maximum(counts - 1, 0)[:, None]).astype(np.int64)
+    values = np.take_along_axis(values, pick, axis=1)
     steps = np.linspace(0.0, 1.0, GRID_STEPS + 1)[:-1]
-    inner = values[:-1, None] + steps[None, :] * np.diff(values)[:, None]
-    return np.concatenate([inner.ravel(), values[-1:]])
+    with np.errstate(invalid="ignore"):
+        inner = values[:, :-1, None] + steps[None, None, :] * np.diff(values, axis=1)[:, :, None]
+    grids = np.concatenate([inner.reshape(len(values), -1), values[:, -1:]], axis=1)
+    valid = np.isfinite(grids) & (counts >= 2)[:, None]
+    return np.where(valid, grids, 0.0), valid
 
 
 def _pole_findings(model, problems, params, real) -> list[list[list[Finding]]]:
@@ -201,30 +208,24 @@ def _pole_findings(model, problems, params, real) -> list[list[list[Finding]]]:
     out = [[[] for _ in range(starts)] for _ in range(groups)]
     if x.ndim != 2:
         return out
-    grids = [_grid(x[g][real[g]]) for g in range(groups)]
-    width = max(len(grid) for grid in grids)
-    if width < 2:
+    grids, valid = _grids(x, real)
+    if grids.shape[1] < 2 or not np.any(valid):
         return out
-    padded = np.stack([np.concatenate([grid, np.full(width - len(grid), grid[-1] if len(grid) else 0.0)]) for grid in grids])
-    flat_params = params.reshape(groups * starts, -1)
-    values, denominators = _evaluate(model, flat_params, np.repeat(padded, starts, axis=0))
-    for index in range(groups * starts):
-        g, k = divmod(index, starts)
-        grid = grids[g]
-        count = len(grid)
-        if count < 2:
-            continue
-        finite = np.isfinite(values[index, :count])
-        for d in range(denominators.shape[1]):
-            den = denominators[index, d, :count]
-            crossing = np.flatnonzero((np.sign(den[:-1]) * np.sign(den[1:]) < 0) | (den[:-1] == 0))
-            if crossing.size:
-                where = 0.5 * (grid[crossing[0]] + grid[crossing[0] + 1])
-                out[g][k].append(Finding("pole", f"the fitted model has a pole inside the data range (a denominator changes sign near x = {where:.4g})"))
-                break
-        if not np.all(finite):
-            where = grid[np.flatnonzero(~finite)[0]]
-            out[g][k].append(Finding("nonfinite-between", f"the fitted model is not finite between the data points (near x = {where:.4g})"))
+    values, denominators = _evaluate(model, params.reshape(groups * starts, -1), np.repeat(grids, starts, axis=0))
+    values = values.reshape(groups, starts, grids.shape[1])
+    denominators = denominators.reshape(groups, starts, denominators.shape[1], grids.shape[1])
+    pairs = valid[:, None, None, :-1] & valid[:, None, None, 1:]
+    with np.errstate(invalid="ignore"):
+        crossing = pairs & ((np.sign(denominators[..., :-1]) * np.sign(denominators[..., 1:]) < 0) | (denominators[..., :-1] == 0))
+    crossing = np.any(crossing, axis=2)  # any denominator: (G, K, W - 1)
+    broken = valid[:, None, :] & ~np.isfinite(values)
+    for g, k in zip(*np.nonzero(np.any(crossing, axis=2)), strict=True):
+        first = int(np.argmax(crossing[g, k]))
+        where = 0.5 * (grids[g, first] + grids[g, first + 1])
+        out[g][k].append(Finding("pole", f"the fitted model has a pole inside the data range (a denominator changes sign near x = {where:.4g})"))
+    for g, k in zip(*np.nonzero(np.any(broken, axis=2)), strict=True):
+        where = grids[g, int(np.argmax(broken[g, k]))]
+        out[g][k].append(Finding("nonfinite-between", f"the fitted model is not finite between the data points (near x = {where:.4g})"))
     return out
 
 

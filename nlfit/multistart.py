@@ -99,7 +99,6 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
     nonlinear = free & ~linear
     import zlib
 
-    generators = [np.random.default_rng([seed, zlib.crc32(str(key).encode("utf-8"))]) for key in (keys if keys is not None else [""] * groups)]
     columns: list[np.ndarray] = [primary]
     labels = ["given"]
     masks = [np.zeros(n)]
@@ -124,6 +123,8 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
     base = np.where(magnitude > 0, primary, typical)  # a zero start value takes the typical magnitude
     for decade in DECADES:
         add(np.where(nonlinear, base * 10.0**decade, primary), f"nonlinear x 1e{decade:+d}")
+    if len(columns) < count:
+        generators = [np.random.default_rng([seed, zlib.crc32(str(key).encode("utf-8"))]) for key in (keys if keys is not None else [""] * groups)]
     while len(columns) < count:
         factor = 10.0 ** np.stack([rng.uniform(-SPREAD_DECADES, SPREAD_DECADES, n) for rng in generators])
         sign = np.where(np.stack([rng.uniform(size=n) for rng in generators]) < SIGN_FLIP, -1.0, 1.0)
@@ -138,13 +139,13 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
 
 
 def same_fit(residuals: np.ndarray, reference: np.ndarray, data_norm) -> np.ndarray:
-    """Whether residual vectors (..., m) give the same fitted curve as ``reference`` (m,): they
+    """Whether residual vectors (..., m) give the same fitted curve as ``reference`` (..., m): they
     differ by at most SAME_FIT of the larger residual norm, or EXACT_FIT of the data's norm
     (``data_norm``: at an exact fit the residuals are rounding noise, which differs from one
     labelling of the parameters to the next)."""
     with np.errstate(all="ignore"):
         gap = np.sqrt(np.sum((residuals - reference) ** 2, axis=-1))
-        larger = np.maximum(np.sqrt(np.sum(residuals**2, axis=-1)), np.sqrt(np.sum(reference**2)))
+        larger = np.maximum(np.sqrt(np.sum(residuals**2, axis=-1)), np.sqrt(np.sum(reference**2, axis=-1)))
     return gap <= SAME_FIT * larger + EXACT_FIT * data_norm
 
 
@@ -157,13 +158,14 @@ def choose(losses: np.ndarray, residuals: np.ndarray | None = None, data_norms: 
     stopped short of convergence gives way to one that converged to the same fit. A group
     with no finite loss: 0."""
     losses = np.where(np.isfinite(losses), losses, np.inf)
+    if losses.shape[1] == 1:
+        return np.zeros(losses.shape[0], dtype=np.int64)
     best = losses.min(axis=1, keepdims=True)
     close = losses <= best + TIE * np.abs(best) + np.finfo(float).tiny
     if residuals is not None:
         lowest = np.argmin(losses, axis=1)
-        for g in range(losses.shape[0]):
-            if np.isfinite(best[g, 0]):
-                close[g] |= same_fit(residuals[g], residuals[g, lowest[g]], data_norms[g]) & np.isfinite(losses[g])
+        reference = residuals[np.arange(losses.shape[0]), lowest][:, None, :]
+        close |= same_fit(residuals, reference, np.asarray(data_norms)[:, None]) & np.isfinite(losses)
     if converged is not None:
         close = np.where(np.any(close & converged, axis=1, keepdims=True), close & converged, close)
     return np.where(np.isfinite(best[:, 0]), np.argmax(close, axis=1), 0)

@@ -21,6 +21,16 @@ def applies(model, loss: str, n_points: int) -> bool:
     return isinstance(model, FormulaModel) and loss == "linear" and n_points <= MAX_POINTS and np.finfo(np.longdouble).eps < np.finfo(np.float64).eps
 
 
+def candidates(residuals, sigma, y, real) -> np.ndarray:
+    """(G,) the fits whose residuals (user units, (G, L)) are within a factor 1e6 of the float64
+    rounding of their data: the only ones ``refine`` can improve."""
+    unweighted = np.where(real, residuals * (1.0 if sigma is None else np.where(real, sigma, 1.0)), 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        typical = np.sqrt(np.sum(unweighted**2, axis=1) / np.maximum(np.count_nonzero(real, axis=1), 1))
+    rounding = np.finfo(np.float64).eps * np.max(np.abs(np.where(real, y, 0.0)), axis=1)
+    return typical < 1e6 * rounding
+
+
 def refine(model, x, y, sigma, params, jac, residuals, extended: dict | None = None):
     """(params, residuals) after the refinement, or None where it does not apply.
 

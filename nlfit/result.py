@@ -16,6 +16,8 @@ import numpy as np
 
 from nlfit.solvers.status import Status
 
+LARGE_DATA_POINTS = 100_000  # rows per group from which statistics use the R factor of a streaming QR
+
 
 def number(value):
     """A float for JSON: None for None, NaN and infinities (JSON has neither)."""
@@ -117,11 +119,12 @@ class FitResult:
         return out
 
 
-def statistics_inputs(problems, state, statuses, jac_mode: str, factorization: str, loss: str):
+def statistics_inputs(problems, state, statuses, jac_mode: str, factorization: str, loss: str, small: bool):
     """(factor (G, M, n), residuals (G, L), middle (G, n, n) or None) at the reported points, in
-    scaled units: the Jacobian (small data) or its R factor (large data) for the covariance,
-    the residuals, and the sandwich's middle for a robust loss. The solver's last
-    linearization is reused where it is at the reported point and of the right kind."""
+    scaled units: the Jacobian itself (``small``: fewer rows per group than LARGE_DATA_POINTS)
+    or its R factor from a streaming QR (more) for the covariance, the residuals, and the
+    sandwich's middle for a robust loss. The solver's last linearization is reused where it
+    is at the reported point and of the right kind."""
     from nlfit import derivatives
     from nlfit.problem import rho
 
@@ -129,7 +132,7 @@ def statistics_inputs(problems, state, statuses, jac_mode: str, factorization: s
     stale = bool(np.any(np.isin(statuses, (Status.INTERRUPTED, Status.TIMEOUT))))
     robust = loss != "linear"
     mode = "rev" if jac_mode == "rev" else "fwd"
-    if factorization == "svd":
+    if small:
         if jac_mode != "fd" and not robust and not stale and state.local.jac is not None:
             return np.asarray(state.local.jac), np.asarray(state.local.residuals), None
         residuals, jac = (np.asarray(v) for v in derivatives.jacobian_batch(params, problems, mode))
@@ -151,62 +154,59 @@ def statistics_inputs(problems, state, statuses, jac_mode: str, factorization: s
 POLISH_STEPS = 3
 
 
-def polish(problems, params, residuals, jac, statuses, jac_mode: str, real):
+def polish(problems, params, residuals, jac, statuses, jac_mode: str):
     """Up to POLISH_STEPS Gauss-Newton steps from each converged fit, each kept only where it
-    lowers the sum of squares. The solvers stop when the loss no longer falls by a relative
-    ftol, which leaves the parameters accurate to about sqrt(ftol); at a minimum the
-    Gauss-Newton step removes that remainder, so the answer no longer depends on how the
-    iterations happened to approach it (for example on the rounding of rescaled data).
-    Parameters held at a bound or fixed do not move. Returns (params, residuals, jac)."""
-    from nlfit import derivatives
+    lowers the sum of squares or, where the sum is flat to rounding, the gradient measure.
+    The solvers stop when the loss no longer falls by a relative ftol, which leaves the
+    parameters accurate to about sqrt(ftol); at a minimum the Gauss-Newton step removes that
+    remainder, so the answer no longer depends on how the iterations happened to approach it
+    (for example on the rounding of rescaled data). Parameters held at a bound or fixed do
+    not move. One compiled call for all groups. Returns (params, residuals, jac)."""
+    from nlfit._jax import compiled
 
-    lower, upper = np.asarray(problems.lower), np.asarray(problems.upper)
-    mode = "rev" if jac_mode == "rev" else "fwd"
     converged = np.isin(statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
-    for _ in range(POLISH_STEPS):
-        free = (params > lower) & (params < upper)
-        usable = converged & np.all(np.isfinite(jac), axis=(1, 2)) & np.all(np.isfinite(residuals), axis=1)
-        if not np.any(usable):
-            break
-        columns = np.where(usable[:, None, None] & free[:, None, :], jac, 0.0)
-        norms = _column_norms(columns)  # equilibrated: parameters of very different sizes
-        u, singular, vt = np.linalg.svd(columns / norms[:, None, :], full_matrices=False)
-        cutoff = np.finfo(float).eps * max(columns.shape[1:]) * singular[:, :1]
-        inverse = np.where(singular > cutoff, 1.0 / np.where(singular > 0, singular, 1.0), 0.0)
-        step = -np.einsum("gji,gj,gkj,gk->gi", vt, inverse, u, np.where(real, residuals, 0.0)) / norms
-        trial = np.clip(params + np.where(usable[:, None], step, 0.0), lower, upper)
-        new_residuals, new_jac = (np.asarray(v) for v in derivatives.jacobian_batch(trial, problems, mode))
-        with np.errstate(all="ignore"):  # the decrease elementwise: (r - r_t)(r + r_t) keeps the digits a difference of sums loses
-            old, new = np.where(real, residuals, 0.0), np.where(real, new_residuals, 0.0)
-            decrease = np.sum((old - new) * (old + new), axis=1)
-            level = np.sum(old * old, axis=1) * 16 * np.finfo(float).eps
-            flatter = _cosine(np.where(free[:, None, :], new_jac, 0.0), new) < _cosine(columns, old)
-        # Kept where the loss falls, or where it is flat to rounding and the gradient is smaller:
-        # near a minimum the loss cannot tell points 1e-9 apart, the gradient still can.
-        better = usable & np.isfinite(decrease) & ((decrease > 0) | ((decrease >= -level) & flatter))
-        if not np.any(better):
-            break
-        params = np.where(better[:, None], trial, params)
-        residuals = np.where(better[:, None], new_residuals, residuals)
-        jac = np.where(better[:, None, None], new_jac, jac)
-    return params, residuals, jac
+    if not np.any(converged):
+        return params, residuals, jac
+    mode = "rev" if jac_mode == "rev" else "fwd"
+    out = compiled(_polish_groups, ("mode",), int(np.prod(np.shape(residuals))))(params, residuals, jac, converged, problems, mode=mode)
+    return tuple(np.asarray(v) for v in out)
 
 
-def _column_norms(jac: np.ndarray) -> np.ndarray:
-    """Norms of the columns of G matrices (G, m, n) -> (G, n), 1 for zero columns; scaled so
-    that columns of size 1e-300 or 1e300 neither underflow nor overflow."""
-    largest = np.max(np.abs(jac), axis=1)
-    safe = np.where(largest > 0, largest, 1.0)
-    norms = safe * np.sqrt(np.sum((jac / safe[:, None, :]) ** 2, axis=1))
-    return np.where(norms > 0, norms, 1.0)
+def _polish_groups(params, residuals, jac, converged, problems, *, mode):
+    from nlfit import derivatives
+    from nlfit._jax import jax, jnp
+    from nlfit.solvers.directions import column_norms
 
+    eps = jnp.finfo(jnp.float64).eps
 
-def _cosine(jac: np.ndarray, residuals: np.ndarray) -> np.ndarray:
-    """MINPACK's gradient measure max_j |J_j^T r| / (||J_j|| ||r||) of G fits."""
-    norms = _column_norms(jac)
-    size = _column_norms(residuals[:, :, None])
-    grad = np.abs(np.einsum("gmj,gm->gj", jac / norms[:, None, :], residuals / size))
-    return np.max(grad, axis=1)
+    def cosine(columns, r):
+        norms = column_norms(columns)
+        size = column_norms(r[:, None])[0]
+        unit = columns / jnp.where(norms > 0, norms, 1.0)[None, :]
+        return jnp.max(jnp.abs(unit.T @ (r / jnp.where(size > 0, size, 1.0))))
+
+    def one(p, r, j, ok, problem):
+        def body(_, carry):
+            p, r, j, done = carry
+            free = ((p > problem.lower) & (p < problem.upper)).astype(j.dtype)
+            columns = j * free[None, :]
+            norms = column_norms(columns)
+            norms = jnp.where(norms > 0, norms, 1.0)
+            step = -jnp.linalg.lstsq(columns / norms[None, :], r)[0] / norms
+            trial = jnp.clip(p + step, problem.lower, problem.upper)
+            r_new, j_new = derivatives.jacobian(trial, problem, mode)
+            decrease = jnp.sum((r - r_new) * (r + r_new))  # elementwise: keeps the digits a difference of sums loses
+            level = 16 * eps * jnp.sum(r * r)
+            flatter = cosine(j_new * free[None, :], r_new) < cosine(columns, r)
+            good = ~done & jnp.isfinite(decrease) & jnp.all(jnp.isfinite(j_new)) & ((decrease > 0) | ((decrease >= -level) & flatter))
+            keep = lambda new, old: jnp.where(good, new, old)  # noqa: E731
+            return keep(trial, p), keep(r_new, r), keep(j_new, j), done | ~good
+
+        usable = ok & jnp.all(jnp.isfinite(j)) & jnp.all(jnp.isfinite(r))
+        p, r, j, _ = jax.lax.fori_loop(0, POLISH_STEPS, body, (p, r, j, ~usable))
+        return p, r, j
+
+    return jax.vmap(one)(params, residuals, jac, converged, problems)
 
 
 def _cost(residuals: np.ndarray, loss: str, f_scale: np.ndarray) -> np.ndarray:
@@ -239,18 +239,21 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
     y = np.asarray(problems.y)
     sigma_user = np.asarray(problems.sigma)
     loss_name = problems.loss
-    factor, residuals, middle = statistics_inputs(problems, state, statuses, jac_mode, factorization, loss_name)
+    small = int(np.shape(problems.y)[1]) < LARGE_DATA_POINTS
+    factor, residuals, middle = statistics_inputs(problems, state, statuses, jac_mode, factorization, loss_name, small)
     params = np.array(state.params)
     residuals = np.array(residuals)
     counts = np.asarray(counts)
     real = np.asarray(real, dtype=bool)
 
-    if factorization == "svd" and loss_name == "linear":
-        params, residuals, factor = polish(problems, params, residuals, factor, statuses, jac_mode, real)
+    if small and loss_name == "linear":
+        params, residuals, factor = polish(problems, params, residuals, factor, statuses, jac_mode)
+        params, residuals = np.array(params), np.array(residuals)
 
     # Near an exact fit, polish in extended precision (formula models, small data).
-    if factorization == "svd" and refine.applies(model, loss_name, int(counts.max())):
-        for g in range(groups):
+    if small and refine.applies(model, loss_name, int(counts.max())):
+        candidates = refine.candidates(residuals * scale[:, None], sigma_user if sigma_given else None, y, real)
+        for g in np.flatnonzero(candidates):
             if np.any(lower[g] == upper[g]) or statuses[g] in (Status.NONFINITE, Status.TOO_FEW_POINTS):
                 continue
             rows = real[g]
@@ -304,13 +307,13 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
         model, problems, params, np.asarray(solved.starts), residuals, factor, statuses, counts, real, values, held, solved, factorization, solver
     )
     results = []
+    sides = np.where(fixed, None, np.where(params <= lower, "lower", np.where(params >= upper, "upper", None)))
+    bounded = np.any(sides != None, axis=1)  # noqa: E711 (elementwise)
     for g in range(groups):
         values[g]["loss"] = float(losses[g])
-        at_bound = [
-            None if fixed[g, i] else ("lower" if params[g, i] <= lower[g, i] else "upper" if params[g, i] >= upper[g, i] else None) for i in range(n_params)
-        ]
+        at_bound = sides[g].tolist()
         group_warnings = list(warnings[g])
-        for i, side in enumerate(at_bound):
+        for i, side in enumerate(at_bound if bounded[g] else ()):
             if side is not None:
                 group_warnings.append(f"{names[i]} ended at its {side} bound ({params[g, i]:g}): its standard error is not meaningful")
         group_findings = findings[g]
