@@ -14,7 +14,11 @@ The starts, in order (``plan``):
    Gauss-Newton step reaches exactly; ``Model.linear_params``);
 3. the model's own default start when a start was given (the linearized fit of a rational
    model, gnuplot's ones for a formula);
-4. the start with its nonlinear parameters scaled together by 1/10, 1/100, 10, 1/1000, 100;
+4. for each factor 1/10, 1/100, 10, 1/1000, 100 in turn: the whole start scaled by it, as it
+   is (a start that is off by that factor), and the start with only its nonlinear parameters
+   scaled (a zero value takes the typical magnitude of the others) and the linear ones
+   solved for (when the model has no linear parameters the two are the same, and only the
+   second is tried);
 5. random starts: each nonlinear parameter multiplied by 10^u, u uniform in [-2, 2], and its
    sign flipped with probability 1/4 (a zero start value is replaced by the typical magnitude
    of the others first); reproducible with ``--seed``.
@@ -103,11 +107,11 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
     labels = ["given"]
     masks = [np.zeros(n)]
 
-    def add(values, label):
+    def add(values, label, solved=True):
         if len(columns) < count:
             columns.append(np.where(free, values, primary))
             labels.append(label)
-            masks.append(solve)
+            masks.append(solve if solved else np.zeros(n))
 
     if np.any(solve):
         add(primary, "given, linear parameters solved")
@@ -122,6 +126,8 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
     typical = np.where(np.isfinite(typical) & (typical > 0), typical, 1.0)
     base = np.where(magnitude > 0, primary, typical)  # a zero start value takes the typical magnitude
     for decade in DECADES:
+        if np.any(solve):  # the whole start scaled, as it is (a start that is 10 or 100 times off)
+            add(primary * 10.0**decade, f"all x 1e{decade:+d}", solved=False)
         add(np.where(nonlinear, base * 10.0**decade, primary), f"nonlinear x 1e{decade:+d}")
     if len(columns) < count:
         generators = [np.random.default_rng([seed, zlib.crc32(str(key).encode("utf-8"))]) for key in (keys if keys is not None else [""] * groups)]
