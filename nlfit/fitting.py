@@ -14,6 +14,7 @@ screening left it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -194,7 +195,9 @@ def solve_groups(
 
     if screening:
         sample = subsample(problems, counts, multistart.SCREEN_ROWS)
-        first, screened = _run(sample, plan, direction, globalization, jac_mode, settings, seed, timeout, started, False, on_chunk)
+        # the screening rows are few: J itself and its SVD, whatever the full data need
+        small = dataclasses.replace(direction, factorization="svd") if hasattr(direction, "factorization") else direction
+        first, screened = _run(sample, plan, small, globalization, jac_mode, settings, seed, timeout, started, False, on_chunk)
         members = _members(first, screened, plan, sample, np.minimum(counts, multistart.SCREEN_ROWS), screened=True)
         single = multistart.Plan(
             params=_take(first.state.params, screened)[:, None, :],
