@@ -33,20 +33,13 @@ from scipy.optimize import least_squares
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from nist import lre  # noqa: E402
 from problems import MGH  # noqa: E402
 
 from nlfit import fit, read_dataset  # noqa: E402
 
 SCIPY_METHODS = ("lm", "trf", "dogbox")
 MULTIPLIERS = (1, 10, 100)
-
-
-def lre(estimate, certified) -> float:
-    estimate, certified = np.asarray(estimate, float), np.asarray(certified, float)
-    if not np.all(np.isfinite(estimate)):
-        return 0.0
-    worst = float(np.max(np.abs(estimate - certified) / np.abs(certified)))
-    return 11.0 if worst == 0 else max(0.0, min(11.0, -math.log10(worst)))
 
 
 class Case:

@@ -209,9 +209,7 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
 
     from nlfit import derivatives
     from nlfit._jax import jax
-    from nlfit.fitting import solve_groups
     from nlfit.problem import make_problem
-    from nlfit.result import finish
 
     jac_mode = derivatives.resolve_mode(opts["jac"], n_points, len(model.param_names))
     lower, upper, start = box(model, opts["bounds"], opts["fix"], start, given=p0 is not None)
@@ -231,40 +229,76 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, **options) -> FitRe
             except (np.linalg.LinAlgError, ValueError):
                 default = None
         model_start = None if default is None else np.asarray(default, dtype=np.float64)[None]
-    solved = solve_groups(
+    return fit_problems(
+        model,
         problems,
         start[None],
         np.array([n_points]),
+        np.ones((1, n_points), dtype=bool),
+        dataset,
+        opts,
+        method,
+        globalization,
+        solver,
+        record=True,
+        model_starts=model_start,
+        on_iteration=on_iteration,
+    )[0]
+
+
+def fit_problems(model, problems, starts, counts, real, dataset, opts, method, globalization, solver, *, record, keys=None, model_starts=None,
+                 on_iteration=None, on_progress=None) -> list[FitResult]:  # fmt: skip
+    """Every fit: G problems (a single fit is G = 1) from their starts (G, n), ``counts`` real
+    rows each (``real`` (G, L) marks them), through the one solve (``nlfit.fitting``) and the
+    one post-processing (``nlfit.result``). A group with fewer rows than free parameters is
+    ``too-few-points`` (reported at its start), one with non-finite data ``nonfinite``."""
+    from nlfit.fitting import solve_groups
+    from nlfit.result import finish
+    from nlfit.solvers.status import Status
+
+    solved = solve_groups(
+        problems,
+        starts,
+        counts,
         solver["count"],
         solver["linear"],
         solver["free"],
         solver["direction"],
         solver["globalization"],
-        jac_mode,
-        settings,
+        solver["jac_mode"],
+        solver["settings"],
         seed=solver["seed"],
         timeout=opts["timeout"],
-        record=True,
-        model_starts=model_start,
+        record=record,
+        model_starts=model_starts,
         param_names=model.param_names,
         on_iteration=on_iteration,
+        on_progress=on_progress,
+        keys=keys,
     )
+    too_few = np.asarray(counts) < int(np.count_nonzero(solver["free"]))
+    x = np.asarray(problems.x).reshape(*np.shape(problems.y), -1)
+    bad_data = ~np.all(np.where(real, np.isfinite(np.asarray(problems.y)) & np.all(np.isfinite(x), axis=2), True), axis=1)
+    statuses = np.where(bad_data, int(Status.NONFINITE), solved.statuses)
+    solved.statuses = np.where(too_few, int(Status.TOO_FEW_POINTS), statuses)
+    solved.state = solved.state._replace(params=np.where(too_few[:, None], starts, solved.state.params))  # not fitted: the start
     return finish(
         model,
         problems,
         solved,
-        np.array([n_points]),
-        np.ones((1, n_points), dtype=bool),
+        counts,
+        real,
         method=method,
         globalization=globalization,
-        jac_mode=jac_mode,
+        jac_mode=solver["jac_mode"],
         factorization=solver["factorization"],
         options=opts,
         data_columns={"x": list(dataset.x_names), "y": dataset.y_name},
         sigma_given=dataset.sigma is not None,
+        keys=keys,
         extended=dataset.extra.get("extended"),
         solver=solver,
-    )[0]
+    )
 
 
 def box(model, bounds, fix, start, given: bool = True):

@@ -22,7 +22,6 @@ import numpy as np
 
 from nlfit.errors import InputError
 from nlfit.io.dataset import Dataset
-from nlfit.solvers.status import Status
 
 
 @dataclass
@@ -88,9 +87,7 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
 
     from nlfit import api, derivatives
     from nlfit._jax import jnp
-    from nlfit.fitting import solve_groups
     from nlfit.problem import Problem, residual_scale
-    from nlfit.result import finish
 
     began = time.perf_counter()
     opts, method, globalization, settings = api.validate(options)
@@ -139,46 +136,8 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
         scale=jnp.asarray(scales),
     )
     solver = api.solver_parts(opts, method, globalization, model, lower, upper, int(counts.max()), groups, jac_mode, settings)
-    solved = solve_groups(
-        problems,
-        starts,
-        counts,
-        solver["count"],
-        solver["linear"],
-        solver["free"],
-        solver["direction"],
-        solver["globalization"],
-        jac_mode,
-        settings,
-        seed=solver["seed"],
-        timeout=opts["timeout"],
-        record=False,
-        param_names=model.param_names,
-        on_progress=on_progress,
-        keys=keys,
-    )
-    n_estimated = int(np.count_nonzero(lower != upper))  # fixed parameters are not estimated
-    too_few = counts < n_estimated
-    statuses = np.where(too_few, int(Status.TOO_FEW_POINTS), solved.statuses)
-    solved.state = solved.state._replace(params=np.where(too_few[:, None], starts, solved.state.params))  # not fitted: the start
-    # A non-finite number in a group's data: that group alone is 'nonfinite'.
-    bad_data = ~np.all(np.isfinite(y_pad) & np.isfinite(np.reshape(x_pad, (groups, x_pad.shape[1], -1))).all(axis=2), axis=1)
-    solved.statuses = np.where(bad_data & (statuses != Status.TOO_FEW_POINTS), int(Status.NONFINITE), statuses)
-    results = finish(
-        model,
-        problems,
-        solved,
-        counts,
-        real,
-        method=method,
-        globalization=globalization,
-        jac_mode=jac_mode,
-        factorization=solver["factorization"],
-        options=opts,
-        data_columns={"x": list(dataset.x_names), "y": dataset.y_name},
-        sigma_given=dataset.sigma is not None,
-        keys=keys,
-        solver=solver,
+    results = api.fit_problems(
+        model, problems, starts, counts, real, dataset, opts, method, globalization, solver, record=False, keys=keys, on_progress=on_progress
     )
     for r in results:
         r.seconds = time.perf_counter() - began
