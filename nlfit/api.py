@@ -170,11 +170,11 @@ def choose_factorization(option: str, rows: int, groups: int = 1) -> str:
     return "qr" if groups == 1 or rows >= LARGE_DATA_POINTS else "gram"
 
 
-def start_count(option, model, free: np.ndarray, rows: int, groups: int) -> int:
+def start_count(option, model, free: np.ndarray, rows: int, groups: int, loss: str = "linear") -> int:
     from nlfit import multistart
 
     linear = np.array(model.linear_params, dtype=bool)
-    return multistart.auto_count(linear, free, rows, groups) if option == "auto" else int(option)
+    return multistart.auto_count(linear, free, rows, groups, robust=loss != "linear") if option == "auto" else int(option)
 
 
 def solver_parts(opts: dict, method: str, globalization: str, model, lower, upper, rows: int, groups: int, jac_mode: str, settings) -> dict:
@@ -191,7 +191,7 @@ def solver_parts(opts: dict, method: str, globalization: str, model, lower, uppe
         "jac_mode": jac_mode,
         "settings": settings,
         "seed": int(opts["seed"]),
-        "count": start_count(opts["starts"], model, free, rows, groups),
+        "count": start_count(opts["starts"], model, free, rows, groups, opts["loss"]),
         "linear": np.array(model.linear_params, dtype=bool),
         "free": free,
     }
@@ -274,7 +274,6 @@ def fit_problems(model, problems, starts, counts, real, dataset, opts, method, g
         param_names=model.param_names,
         on_iteration=on_iteration,
         on_progress=on_progress,
-        keys=keys,
     )
     too_few = np.asarray(counts) < int(np.count_nonzero(solver["free"]))
     x = np.asarray(problems.x).reshape(*np.shape(problems.y), -1)

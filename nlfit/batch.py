@@ -136,13 +136,27 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
         scale=jnp.asarray(scales),
     )
     solver = api.solver_parts(opts, method, globalization, model, lower, upper, int(counts.max()), groups, jac_mode, settings)
+    model_starts = None
+    if p0 is not None and solver["count"] > 1:  # the model's own start per group beside the one given, as for a single fit
+        model_starts = np.array([_default_start(model, x_pad[g, : counts[g]], y_pad[g, : counts[g]], n_params) for g in range(groups)])
     results = api.fit_problems(
-        model, problems, starts, counts, real, dataset, opts, method, globalization, solver, record=False, keys=keys, on_progress=on_progress
-    )
+        model, problems, starts, counts, real, dataset, opts, method, globalization, solver, record=False, keys=keys, model_starts=model_starts,
+        on_progress=on_progress,
+    )  # fmt: skip
     for r in results:
         r.seconds = time.perf_counter() - began
     return BatchResult(keys=keys, results=results, method=method, globalization=globalization, param_names=tuple(model.param_names),
                        seconds=time.perf_counter() - began)  # fmt: skip
+
+
+def _default_start(model, x, y, n_params) -> np.ndarray:
+    """The model's default start for one group (NaN where it cannot be computed)."""
+    try:
+        with np.errstate(all="ignore"):
+            start = model.default_p0(x, y)
+    except (np.linalg.LinAlgError, ValueError):
+        start = None
+    return np.full(n_params, np.nan) if start is None else np.asarray(start, dtype=np.float64)
 
 
 def subset(dataset: Dataset, keep: np.ndarray) -> Dataset:
@@ -189,7 +203,7 @@ def fit_groups_dask(dataset: Dataset, model_spec, p0=None, scheduler: str | None
         model = api.build_model(model_spec, dataset)
         free = api.box(model, opts["bounds"], opts["fix"], np.ones(len(model.param_names)), given=False)
         widest = int(np.bincount(codes).max()) if len(codes) else 0
-        options = {**options, "starts": api.start_count("auto", model, free[0] != free[1], widest, len(keys))}
+        options = {**options, "starts": api.start_count("auto", model, free[0] != free[1], widest, len(keys), opts["loss"])}
     cluster = None
     try:
         if scheduler:

@@ -4,12 +4,20 @@ Every check gives a :class:`Finding`: one line for the user, and whether the res
 *known* to be wrong (``fatal``). A fatal finding turns a converged status into ``suspect``:
 ``success`` is false and the exit code 1. The checks:
 
+not a stationary point (fatal)
+    The solver reported convergence, but at the result the gradient is not small: MINPACK's
+    measure max_j |J_j^T r| / (||J_j|| ||r||) over the free parameters (with a robust loss,
+    of J~ and r~) exceeds STATIONARY while the residuals are above the rounding level of the
+    data. A minimum has a gradient of round-off size there; this one was stopped by a
+    scaling that froze a parameter, or by a Jacobian that overflowed (J^T J of data near
+    1e-300).
 worse than a constant (fatal when the model can be a constant)
-    R^2 < 0: a horizontal line through the weighted mean fits better. When that happens to a
-    fit that claims convergence, the model is fitted to the constant data (the mean) from the
-    fitted point (Levenberg-Marquardt, multistart, at most 200 iterations); if it gets within
-    1e-6 of it (relative to the total sum of squares), the model can represent a constant
-    and the result is certainly not the least-squares fit.
+    The loss is above that of the best constant c (the weighted mean for least squares,
+    R^2 < 0; the minimizer of the robust cost for a robust loss; any loss above rounding
+    when the data are constant). When that happens to a fit that claims convergence, the
+    model is fitted to the constant data c (least squares, Levenberg-Marquardt, multistart,
+    at most 200 iterations) from the result, and the fit's own loss is evaluated there: if it
+    is lower, a better point exists and the result is certainly not the minimum.
 plateau (fatal)
     A free parameter whose Jacobian column is dead: ||J_j|| max(|p_j|, 1) <= PLATEAU ||r||
     while the residuals are not at the rounding level of the data. Moving the parameter by
@@ -17,8 +25,8 @@ plateau (fatal)
     stopped because the gradient vanished on a plateau (an exponential that underflowed, a
     saturated term), not at a minimum. R's nls stops here with "singular gradient".
 no progress (fatal)
-    The result is the start itself after steps were tried and rejected, and the gradient
-    test was not met.
+    The result is the start itself after steps were tried and rejected, and it is not a
+    stationary point (the measure above exceeds STATIONARY).
 pole or non-finite model between the data points (warning)
     For one predictor, the model's denominators (``Model.denominators``) are evaluated on
     GRID_STEPS points between each pair of neighbouring x values: a sign change means the
@@ -51,7 +59,7 @@ PLATEAU = 1e-8
 RUNAWAY = 1e6
 GRID_STEPS = 4  # points between neighbouring x values: 3 interior points per interval
 GRID_VALUES = 2000  # at most this many distinct x values are used for the grid
-CONSTANT_FIT = 1e-6
+STATIONARY = 1e-4  # the gradient measure above which a converged result is no minimum (nlfit.solvers.loop.STALL_MEASURE)
 CONSTANT_FIT_ITERATIONS = 200
 CONFIDENCE = 0.95
 
@@ -63,28 +71,36 @@ class Finding:
     fatal: bool = False
 
 
-def check(model, problems, params, starts, residuals, factor, statuses, counts, real, values, held, solved, factorization, solver=None):
+def check(model, problems, params, starts, residuals, factor, grad, losses, statuses, counts, real, values, held, solved, solver=None):
     """(findings, starts summaries) of G fits (see the module docstring). ``factor``: the
-    scaled Jacobian (or its R factor) of every parameter; ``residuals``: scaled; ``values``:
-    the statistics; ``solved.members``: every start, for the summaries."""
+    scaled Jacobian (or its R factor) of every parameter; ``residuals``: scaled; ``grad``: the
+    gradient; ``losses``: each fit's loss in scaled units; ``values``: the statistics;
+    ``solved.members``: every start, for the summaries."""
+    from nlfit.problem import robust_scaling_numpy
+
     groups = params.shape[0]
     names = list(model.param_names)
     findings: list[list[Finding]] = [[] for _ in range(groups)]
     fitted = np.isin(statuses, (Status.GTOL, Status.FTOL, Status.XTOL, Status.MAX_ITER, Status.STALLED, Status.INTERRUPTED, Status.TIMEOUT))
-    y = np.asarray(problems.y)
-    sigma = np.asarray(problems.sigma)
-    scale = np.asarray(problems.scale)
+    success = np.isin(statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
+    scaled_y = _scaled_response(problems, real)
     with np.errstate(all="ignore"):
         rss = np.sum(np.where(real, residuals, 0.0) ** 2, axis=1)
-        rounding = (1e3 * np.finfo(float).eps) ** 2 * np.sum(np.where(real, y / (sigma * scale[:, None]), 0.0) ** 2, axis=1)
+        rounding = (1e3 * np.finfo(float).eps) ** 2 * np.sum(np.where(real, scaled_y, 0.0) ** 2, axis=1)
+        above_rounding = rss > rounding
         column_norms = _norms(factor, axis=1)
         residual_norm = _norms(np.where(real, residuals, 0.0), axis=1)
         sensitivity = column_norms * np.maximum(np.abs(params), 1.0)
-        dead = (~held) & (sensitivity <= PLATEAU * residual_norm[:, None]) & (rss > rounding)[:, None]
+        dead = (~held) & (sensitivity <= PLATEAU * residual_norm[:, None]) & above_rounding[:, None]
         runaway = (~held) & (np.abs(params) > RUNAWAY * np.maximum(np.abs(starts), 1.0))
+        model_residuals = robust_scaling_numpy(np.where(real, residuals, 0.0), problems.loss, np.asarray(problems.f_scale))
+        size = _norms(model_residuals, axis=1)
+        measure = np.max(np.where(~held & (column_norms > 0), np.abs(grad) / (np.where(column_norms > 0, column_norms, 1.0) * size[:, None]), 0.0), axis=1)
+        steep = above_rounding & (size > 0) & (measure > STATIONARY)
     iterations = np.asarray(solved.state.iteration)
-    stuck = fitted & (iterations > 0) & np.all(params == starts, axis=1) & (statuses != Status.GTOL)
-    for g in np.flatnonzero(fitted & (np.any(dead, axis=1) | np.any(runaway, axis=1) | stuck)):
+    stuck = fitted & (iterations > 0) & np.all(params == starts, axis=1) & steep
+    not_minimum = success & steep & ~np.any(dead, axis=1)  # a dead column says more (plateau)
+    for g in np.flatnonzero(fitted & (np.any(dead, axis=1) | np.any(runaway, axis=1) | stuck | not_minimum)):
         if np.any(dead[g]):
             which = ", ".join(names[j] for j in np.flatnonzero(dead[g]))
             findings[g].append(
@@ -102,12 +118,23 @@ def check(model, problems, params, starts, residuals, factor, statuses, counts, 
             )
         if stuck[g]:
             findings[g].append(Finding("no-progress", "the fit did not move from its start: every step tried was rejected", fatal=True))
+        elif not_minimum[g]:
+            findings[g].append(
+                Finding(
+                    "not-stationary",
+                    f"the solver stopped as converged, but the gradient at the result is not small (measure {measure[g]:.2g}): this is not a minimum",
+                    fatal=True,
+                )
+            )
     summaries = _starts_summaries(model, problems, solved.members, real)
     estimated = np.count_nonzero(~held, axis=1)
     for g in np.flatnonzero(fitted) if solved.members is not None else ():
         summary = summaries[g]
         plausible = [m for m in summary["minima"] if m["plausible"]] if summary is not None else []
-        dof = int(counts[g]) - int(estimated[g])
+        if summary["screened_rows"] is not None and solved.members.full_data_choice[g] == "given":
+            continue  # the screening rows misled (the given start did better on all of them): their minima say nothing
+        rows = int(counts[g]) if summary["screened_rows"] is None else min(int(counts[g]), summary["screened_rows"])  # the losses' own rows
+        dof = rows - int(estimated[g])
         if len(plausible) < 2 or dof <= 0:
             continue
         from scipy.special import fdtri
@@ -125,23 +152,74 @@ def check(model, problems, params, starts, residuals, factor, statuses, counts, 
             )
     for g, found in enumerate(_pole_findings(model, problems, params[:, None, :], real)):
         findings[g] += found[0]
-    worse = [g for g in np.flatnonzero(fitted) if values[g].get("r2") is not None and values[g]["r2"] < 0]
-    converged = [g for g in worse if Status(int(statuses[g])).success]  # the auxiliary fit only where the result claims success
-    if worse:
-        can_be_constant = _represents_constant(model, problems, params, real, converged, solver) if converged else {}
-        for g in worse:
-            r2 = values[g]["r2"]
-            if can_be_constant.get(g, False):
-                findings[g].append(
-                    Finding(
-                        "worse-than-constant",
-                        f"the fit is worse than a constant (R² = {r2:.3g}) although the model can be one: it is not the least-squares fit",
-                        fatal=True,
-                    )
-                )
-            else:
-                findings[g].append(Finding("worse-than-constant", f"the fit is worse than a constant (R² = {r2:.3g})"))
+    _constant_findings(model, problems, params, residuals, losses, statuses, real, values, fitted & above_rounding, solver, findings)
     return findings, summaries
+
+
+def _scaled_response(problems, real) -> np.ndarray:
+    """y / (sigma scale) on the real rows: the response in the units of the scaled residuals."""
+    with np.errstate(all="ignore"):
+        return np.where(real, np.asarray(problems.y) / (np.asarray(problems.sigma) * np.asarray(problems.scale)[:, None]), 0.0)
+
+
+def best_constants(problems, real) -> tuple[np.ndarray, np.ndarray]:
+    """(c (G,), loss (G,) in scaled units): the constant that fits each group best under the
+    fit's own loss, and its loss. Least squares: the weighted mean; a robust loss: the
+    minimizer of the robust cost, by golden-section search between the smallest and the
+    largest y (the cost of a constant is unimodal there for the convex losses and close to
+    it for the others)."""
+    from nlfit.problem import rho
+
+    y = np.asarray(problems.y)
+    sigma = np.asarray(problems.sigma)
+    scale = np.asarray(problems.scale)[:, None]
+    with np.errstate(all="ignore"):
+        reference = np.max(np.where(real, sigma, 0.0), axis=1, keepdims=True)
+        weights = np.where(real, (reference / sigma) ** 2, 0.0)  # 1/sigma^2, normalized: no overflow for sigma ~ 1e-300
+
+        def cost(c):
+            r = np.where(real, (c[:, None] - y) / (sigma * scale), 0.0)
+            if problems.loss == "linear":
+                return 0.5 * np.sum(r * r, axis=1)
+            f = np.asarray(problems.f_scale)[:, None]
+            return 0.5 * f[:, 0] ** 2 * np.sum(np.where(real, rho((r / f) ** 2, problems.loss, np)[0], 0.0), axis=1)
+
+        mean = np.sum(weights * np.where(real, y, 0.0), axis=1) / np.sum(weights, axis=1)
+        if problems.loss == "linear":
+            return mean, cost(mean)
+        low, high = np.min(np.where(real, y, np.inf), axis=1), np.max(np.where(real, y, -np.inf), axis=1)
+        ratio = (np.sqrt(5.0) - 1.0) / 2.0
+        for _ in range(80):
+            a, b = high - ratio * (high - low), low + ratio * (high - low)
+            left = cost(a) <= cost(b)
+            high, low = np.where(left, b, high), np.where(left, low, a)
+        best = 0.5 * (low + high)
+        return best, cost(best)
+
+
+def _constant_findings(model, problems, params, residuals, losses, statuses, real, values, candidates, solver, findings) -> None:
+    """The worse-than-a-constant check (module docstring), appended to ``findings``."""
+    constants, constant_losses = best_constants(problems, real)
+    with np.errstate(invalid="ignore"):
+        worse = candidates & (losses > constant_losses * (1.0 + 1e-9))
+    groups = np.flatnonzero(worse)
+    if groups.size == 0:
+        return
+    claimed = [int(g) for g in groups if Status(int(statuses[g])).success]  # the auxiliary fit only where the result claims success
+    better = _lower_loss_as_constant(model, problems, params, constants, losses, real, claimed, solver) if claimed else {}
+    for g in groups:
+        r2 = values[g].get("r2")
+        if problems.loss == "linear":
+            what = f"the fit is worse than a constant (R² = {r2:.3g})" if r2 is not None else "the data are constant and the fit is not"
+        else:
+            units = float(problems.scale[g]) ** 2
+            what = f"the fit's loss ({losses[g] * units:.6g}) is higher than that of a constant ({constant_losses[g] * units:.6g})"
+        if better.get(int(g), False):
+            findings[g].append(
+                Finding("worse-than-constant", f"{what} although the model can be one: a lower loss exists, this is not the minimum", fatal=True)
+            )
+        else:
+            findings[g].append(Finding("worse-than-constant", what))
 
 
 def _starts_summaries(model, problems, members, real) -> list[dict | None]:
@@ -168,14 +246,18 @@ def _starts_summaries(model, problems, members, real) -> list[dict | None]:
         minima = multistart.distinct_minima(members.params[g], members.losses[g], members.converged[g], members.residuals[g], members.total_norms[g], names)
         for minimum in minima:
             minimum["plausible"] = not bool(np.all(implausible[g, minimum["starts"]]))
-        chosen = int(members.chosen[g])
+        chosen = screening = int(members.chosen[g])
+        label = members.labels[chosen]
+        if members.full_data_choice is not None and members.full_data_choice[g] == "given":
+            chosen, label = 0, members.labels[0]  # on all the rows the given start did better than the screening's winner
         out.append(
             {
                 "tried": int(members.params.shape[1]),
                 "converged": int(np.count_nonzero(members.converged[g])),
                 "chosen": chosen,
-                "chosen_start": members.labels[chosen],
+                "chosen_start": label,
                 "screened_rows": members.screened_rows,
+                "screening_choice": screening if members.screened_rows is not None else None,
                 "minima": minima,
             }
         )
@@ -249,35 +331,37 @@ def _evaluate_on_grid(params, grids, *, model):
     return jax.vmap(one)(params, grids)
 
 
-def _represents_constant(model, problems, params, real, groups, solver) -> dict:
-    """For each of ``groups``: can the model fit the constant data (the weighted mean)?"""
+def _lower_loss_as_constant(model, problems, params, constants, losses, real, groups, solver) -> dict:
+    """For each of ``groups``: does the model, fitted to the constant data (its best constant),
+    reach a point where the fit's own loss on the real data is lower than the result's?"""
     import dataclasses
 
+    from nlfit import derivatives
     from nlfit._jax import jax, jnp
     from nlfit.fitting import solve_groups
     from nlfit.multistart import auto_count
+    from nlfit.result import _cost
     from nlfit.solvers.directions import make_direction
     from nlfit.solvers.globalization import TrustRegion
     from nlfit.solvers.loop import Settings
 
     if solver is None:
         return {}
-    pick = jnp.asarray(groups)
-    subset = jax.tree.map(lambda leaf: leaf[pick] if getattr(leaf, "ndim", 0) >= 1 else leaf, problems)
-    scale = np.asarray(subset.scale)[:, None]
-    y = np.asarray(subset.y) / scale
-    weights = np.where(real[groups], 1.0 / np.asarray(subset.sigma) ** 2, 0.0)
-    mean = np.sum(weights * y, axis=1) / np.sum(weights, axis=1)
-    constant = dataclasses.replace(subset, y=jnp.asarray(np.where(real[groups], mean[:, None], y) * scale))
-    counts = np.count_nonzero(real[groups], axis=1)
+    pick = np.asarray(groups)
+    subset = jax.tree.map(lambda leaf: np.asarray(leaf)[pick] if getattr(leaf, "ndim", 0) >= 1 else leaf, problems)
+    y = np.asarray(subset.y)
+    rows = real[pick]
+    constant = dataclasses.replace(subset, y=jnp.asarray(np.where(rows, constants[pick][:, None], y)), loss="linear")
+    counts = np.count_nonzero(rows, axis=1)
     # Several starts whatever the fit used (a constant is often reached only in a limit, K -> 0
-    # in Vm x/(K + x)), by the default solver with a bounded budget, whatever the fit's method.
+    # in Vm x/(K + x)), by least squares with a bounded budget, whatever the fit's method.
     starts = max(solver["count"], auto_count(solver["linear"], solver["free"], int(counts.max()), len(groups)))
     direction = make_direction("lm", None, solver["factorization"])
     settings = Settings(max_iter=min(int(solver["settings"].max_iter), CONSTANT_FIT_ITERATIONS))
-    solved = solve_groups(constant, params[groups], counts, starts, solver["linear"], solver["free"], direction, TrustRegion(),
+    solved = solve_groups(constant, params[pick], counts, starts, solver["linear"], solver["free"], direction, TrustRegion(),
                           solver["jac_mode"], settings, solver["seed"])  # fmt: skip
-    residuals = np.asarray(solved.state.local.residuals)
-    rss = np.sum(np.where(real[groups], residuals, 0.0) ** 2, axis=1)
-    tss = np.sum(weights * (y - mean[:, None]) ** 2, axis=1)
-    return {g: bool(rss[i] <= CONSTANT_FIT * tss[i]) for i, g in enumerate(groups)}
+    at_constant = np.asarray(solved.state.params)
+    residuals = np.asarray(derivatives.jacobian_batch(at_constant, subset, "fwd")[0])
+    with np.errstate(all="ignore"):
+        there = _cost(np.where(rows, residuals, 0.0), problems.loss, np.asarray(subset.f_scale))
+    return {g: bool(np.isfinite(there[i]) and there[i] < losses[g] * (1.0 - 1e-9)) for i, g in enumerate(groups)}

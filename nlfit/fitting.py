@@ -9,7 +9,7 @@ every kind of fit (``nlfit.result``).
 
 With more rows than ``multistart.SCREEN_ROWS``, the starts are first run on evenly spaced
 rows (screening); each group's winner is then fitted to all the rows from where the
-screening left it.
+screening left it, beside the given start from where it began, and the lower loss wins.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class Members:
     chosen: np.ndarray
     labels: list[str]
     screened_rows: int | None
+    full_data_choice: np.ndarray | None = None  # screened fits: which start won on all the rows
 
 
 @dataclass
@@ -127,16 +128,33 @@ def _run(problems, plan, direction, globalization, jac_mode, settings, seed, tim
     return output, winners
 
 
+def data_keys(problems, counts) -> list[int]:
+    """A hash of each group's real rows (x, y, sigma): the seed of its random starts, so the
+    same data get the same starts wherever they are fitted."""
+    import zlib
+
+    arrays = [np.asarray(problems.x), np.asarray(problems.y), np.asarray(problems.sigma)]
+    keys = []
+    for g, count in enumerate(np.asarray(counts)):
+        key = 0
+        for values in arrays:
+            key = zlib.crc32(np.ascontiguousarray(values[g, : int(count)]).tobytes(), key)
+        keys.append(key)
+    return keys
+
+
 def data_norms(problems, counts=None) -> np.ndarray:
     """(G,) the norm of each group's weighted response about its mean, scaled (the yardstick
     of ``multistart.same_fit`` for exact fits); padded rows (sigma = inf) weigh nothing."""
-    y = np.asarray(problems.y) / np.asarray(problems.scale)[:, None]
+    y = np.asarray(problems.y)
     sigma = np.asarray(problems.sigma)
+    scale = np.asarray(problems.scale)[:, None]
     real = np.isfinite(sigma) if counts is None else np.arange(y.shape[1])[None, :] < np.minimum(np.asarray(counts), y.shape[1])[:, None]
-    weights = np.where(real, 1.0 / np.where(real, sigma, 1.0) ** 2, 0.0)
     with np.errstate(all="ignore"):
+        reference = np.max(np.where(real, sigma, 0.0), axis=1, keepdims=True)
+        weights = np.where(real, (reference / np.where(real, sigma, 1.0)) ** 2, 0.0)  # 1/sigma^2, normalized
         mean = np.sum(weights * np.where(real, y, 0.0), axis=1) / np.sum(weights, axis=1)
-        return np.sqrt(np.sum(weights * (np.where(real, y, 0.0) - mean[:, None]) ** 2, axis=1))
+        return _norms(np.where(real, (y - mean[:, None]) / (sigma * scale), 0.0), axis=1)
 
 
 def _choose(output, problems) -> np.ndarray:
@@ -168,7 +186,6 @@ def solve_groups(
     param_names=(),
     on_iteration=None,
     on_progress=None,
-    keys=None,
 ) -> Solved:
     """Fit G problems (``problems``: leaves with a leading G axis, ``counts`` real rows each)
     from ``primary`` (G, n) with ``count`` starts each. ``on_iteration(row)`` gets the latest
@@ -178,6 +195,7 @@ def solve_groups(
     started = time.perf_counter()
     groups = primary.shape[0]
     lower, upper = np.asarray(problems.lower), np.asarray(problems.upper)
+    keys = data_keys(problems, counts) if count > 1 else None
     plan = multistart.plan(primary, count, linear, free, lower, upper, int(settings.max_iter), seed, model_starts, keys)
     width = int(problems.y.shape[1])
     scales = np.asarray(problems.scale, dtype=np.float64)
@@ -199,11 +217,15 @@ def solve_groups(
         small = dataclasses.replace(direction, factorization="svd") if hasattr(direction, "factorization") else direction
         first, screened = _run(sample, plan, small, globalization, jac_mode, settings, seed, timeout, started, False, on_chunk)
         members = _members(first, screened, plan, sample, np.minimum(counts, multistart.SCREEN_ROWS), screened=True)
+        # On all the rows: the screening's winner, and the given start too unless it won (the
+        # rows left out may hold what only the given start finds, such as a narrow peak).
+        chosen = _take(first.state.params, screened)[:, None, :]
+        both = bool(np.any(screened != 0))
         single = multistart.Plan(
-            params=_take(first.state.params, screened)[:, None, :],
-            budgets=np.array([int(settings.max_iter)]),
-            linear=np.zeros((1, primary.shape[1])),
-            labels=["screened"],
+            params=np.concatenate([chosen, plan.params[:, :1]], axis=1) if both else chosen,
+            budgets=np.array([int(settings.max_iter)] * (2 if both else 1)),
+            linear=np.zeros((2 if both else 1, primary.shape[1])),
+            labels=["screened", "given"] if both else ["screened"],
         )
         stopped = _stopped(first)
         if np.any(stopped):  # cut short while screening: the full data at the best point so far
@@ -215,8 +237,9 @@ def solve_groups(
         else:
             output, winners = _run(problems, single, direction, globalization, jac_mode, settings, seed, timeout, started, record, on_chunk)
             stopped = _stopped(output)
-        statuses = np.where(stopped > 0, stopped, output.statuses[:, 0])
-        origin = _take(first.state.origin, screened)
+        statuses = np.where(stopped > 0, stopped, output.statuses[np.arange(groups), winners])
+        origin = np.where((winners == 0)[:, None], _take(first.state.origin, screened), plan.params[:, 0])
+        members.full_data_choice = np.where(winners == 0, "screened", "given")
     else:
         output, winners = _run(problems, plan, direction, globalization, jac_mode, settings, seed, timeout, started, record, on_chunk)
         members = _members(output, winners, plan, problems, counts, screened=False) if plan.count > 1 else None
@@ -233,9 +256,9 @@ def solve_groups(
 
 def _norms(values: np.ndarray, axis: int) -> np.ndarray:
     """Euclidean norms scaled by the largest entry (no overflow or underflow of the squares)."""
-    largest = np.max(np.abs(values), axis=axis, keepdims=True)
-    safe = np.where(largest > 0, largest, 1.0)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(all="ignore"):  # NaN or inf entries give NaN or inf, without warnings
+        largest = np.max(np.abs(values), axis=axis, keepdims=True)
+        safe = np.where((largest > 0) & np.isfinite(largest), largest, 1.0)
         return np.squeeze(largest, axis) * np.sqrt(np.sum((values / safe) ** 2, axis=axis))
 
 

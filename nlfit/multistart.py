@@ -32,11 +32,13 @@ The winner is the lowest final loss; losses within a relative TIE of the lowest 
 equal, and then the earliest start wins (so the given start keeps its answer when another
 start only finds the same minimum, or an equivalent one with relabelled parameters).
 
-``--starts auto``: one start for a model that is linear in its free parameters; otherwise
+``--starts auto``: one start for a model that is linear in its free parameters (with the
+least-squares loss: a robust loss is not convex, so it gets several); otherwise
 K = WORK // (groups * rows * parameters), between 1 (grouped fits) or MIN_STARTS (single
 fits) and MAX_STARTS, where rows is at most SCREEN_ROWS. With more rows than that, the starts
-are tried on SCREEN_ROWS evenly spaced rows (a screening pass), and only the winner is then
-fitted to all the data: the extra cost of multistart stays that of a small fit.
+are tried on SCREEN_ROWS evenly spaced rows (a screening pass), and only the winner and the
+given start are then fitted to all the data, the lower loss winning: the extra cost of
+multistart stays that of a small fit and one more fit of all the rows.
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ def extra_budget(max_iter: int) -> int:
     return int(min(max_iter, max(100, max_iter // 10)))
 
 
-def auto_count(linear: np.ndarray, free: np.ndarray, rows: int, groups: int) -> int:
-    """The K of ``--starts auto``: see the module docstring."""
-    if not np.any(free & ~linear):
+def auto_count(linear: np.ndarray, free: np.ndarray, rows: int, groups: int, robust: bool = False) -> int:
+    """The K of ``--starts auto``: see the module docstring. A model linear in its free
+    parameters needs one start for least squares, not for a robust loss (not convex)."""
+    if not np.any(free & ~linear) and not robust:
         return 1
     work = groups * min(rows, SCREEN_ROWS) * max(int(np.count_nonzero(free)), 1)
     floor = 1 if groups > 1 else MIN_STARTS
@@ -94,15 +97,14 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
     ``linear``, ``free``: (n,) booleans (the model's linear parameters; parameters not fixed).
     ``model_starts``: (G, n) or None, the model's own default start per group when the
     primary is a start the user gave. The random starts of a group depend on ``seed`` and its
-    key (``keys``, group names), not on its position, so a group gets the same starts whether
-    it is fitted alone, in a batch or in a Dask partition.
+    key (``keys``: integers, a hash of each group's data; ``fitting.data_keys``), not on its
+    position, so the same data get the same starts whether they are fitted alone, as a group
+    of a batch or in a Dask partition.
     """
     primary = np.atleast_2d(np.asarray(primary, dtype=np.float64))
     groups, n = primary.shape
     solve = (linear & free).astype(np.float64)
     nonlinear = free & ~linear
-    import zlib
-
     columns: list[np.ndarray] = [primary]
     labels = ["given"]
     masks = [np.zeros(n)]
@@ -117,8 +119,10 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
         add(primary, "given, linear parameters solved")
     if model_starts is not None and len(columns) < count:
         model_starts = np.atleast_2d(np.asarray(model_starts, dtype=np.float64))
-        if model_starts.shape == primary.shape and np.all(np.isfinite(model_starts)) and not np.allclose(model_starts, primary):
-            add(model_starts, "model default")
+        if model_starts.shape == primary.shape:
+            model_starts = np.where(np.isfinite(model_starts), model_starts, primary)  # a group without one: its given start again
+            if not np.allclose(model_starts, primary):
+                add(model_starts, "model default")
     magnitude = np.abs(primary)
     nonzero = np.where((magnitude > 0) & nonlinear, magnitude, np.nan)
     with np.errstate(all="ignore"):
@@ -130,7 +134,7 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
             add(primary * 10.0**decade, f"all x 1e{decade:+d}", solved=False)
         add(np.where(nonlinear, base * 10.0**decade, primary), f"nonlinear x 1e{decade:+d}")
     if len(columns) < count:
-        generators = [np.random.default_rng([seed, zlib.crc32(str(key).encode("utf-8"))]) for key in (keys if keys is not None else [""] * groups)]
+        generators = [np.random.default_rng([seed, int(key)]) for key in (keys if keys is not None else [0] * groups)]
     while len(columns) < count:
         factor = 10.0 ** np.stack([rng.uniform(-SPREAD_DECADES, SPREAD_DECADES, n) for rng in generators])
         sign = np.where(np.stack([rng.uniform(size=n) for rng in generators]) < SIGN_FLIP, -1.0, 1.0)

@@ -35,6 +35,8 @@ from nlfit._jax import jax, jnp
 from nlfit.io.dataset import Dataset
 from nlfit.models.base import Model
 
+_jnp = jnp
+
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
@@ -98,8 +100,9 @@ def residuals(params, problem: Problem):
     return (problem.model.predict(params, problem.x) - problem.y) / (problem.sigma * problem.scale)
 
 
-def rho(z, name: str):
-    """(rho(z), rho'(z), rho''(z)) of a robust loss."""
+def rho(z, name: str, xp=None):
+    """(rho(z), rho'(z), rho''(z)) of a robust loss (``xp``: the array module, jax.numpy by default)."""
+    jnp = _jnp if xp is None else xp
     if name == "linear":
         return z, jnp.ones_like(z), jnp.zeros_like(z)
     if name == "soft_l1":
@@ -136,6 +139,16 @@ def robust_scaling(r, problem: Problem):
     _, first, second = rho(z, problem.loss)
     s = jnp.sqrt(jnp.maximum(first + 2.0 * second * z, jnp.finfo(jnp.float64).eps))
     return r * first / s, s
+
+
+def robust_scaling_numpy(r, loss: str, f_scale):
+    """``robust_scaling``'s r~ = r rho' / s for G fits in numpy: r (G, m), f_scale (G,)."""
+    if loss == "linear":
+        return r
+    scale = np.asarray(f_scale)[:, None]
+    z = (r / scale) ** 2
+    _, first, second = rho(z, loss, np)
+    return r * first / np.sqrt(np.maximum(first + 2.0 * second * z, np.finfo(np.float64).eps))
 
 
 def loss(params, problem: Problem):

@@ -120,35 +120,37 @@ class FitResult:
 
 
 def statistics_inputs(problems, state, statuses, jac_mode: str, factorization: str, loss: str, small: bool):
-    """(factor (G, M, n), residuals (G, L), middle (G, n, n) or None) at the reported points, in
-    scaled units: the Jacobian itself (``small``: fewer rows per group than LARGE_DATA_POINTS)
-    or its R factor from a streaming QR (more) for the covariance, the residuals, and the
-    sandwich's middle for a robust loss. The solver's last linearization is reused where it
-    is at the reported point and of the right kind."""
+    """(factor (G, M, n), residuals (G, L), middle (G, n, n) or None, gradient (G, n)) at the
+    reported points, in scaled units: the Jacobian itself (``small``: fewer rows per group
+    than LARGE_DATA_POINTS) or its R factor from a streaming QR (more) for the covariance, the
+    residuals, the sandwich's middle for a robust loss, and the gradient of the loss (with a
+    robust loss, of J~ and r~). The solver's last linearization is reused where it is at the
+    reported point and of the right kind."""
     from nlfit import derivatives
     from nlfit.problem import rho
 
     params = state.params
-    stale = bool(np.any(np.isin(statuses, (Status.INTERRUPTED, Status.TIMEOUT))))
+    stale = bool(np.any(np.isin(statuses, (Status.INTERRUPTED, Status.TIMEOUT, Status.TOO_FEW_POINTS))))
     robust = loss != "linear"
     mode = "rev" if jac_mode == "rev" else "fwd"
     if small:
         if jac_mode != "fd" and not robust and not stale and state.local.jac is not None:
-            return np.asarray(state.local.jac), np.asarray(state.local.residuals), None
-        residuals, jac = (np.asarray(v) for v in derivatives.jacobian_batch(params, problems, mode))
+            jac, residuals = np.asarray(state.local.jac), np.asarray(state.local.residuals)
+        else:
+            residuals, jac = (np.asarray(v) for v in derivatives.jacobian_batch(params, problems, mode))
         if not robust:
-            return jac, residuals, None
+            return jac, residuals, None, np.einsum("gmn,gm->gn", jac, residuals)
         z = (residuals / np.asarray(problems.f_scale)[:, None]) ** 2
-        first, second = (np.asarray(v) for v in rho(z, loss)[1:])
+        first, second = (np.asarray(v) for v in rho(z, loss, np)[1:])
         influence = jac * (first * residuals)[:, :, None]
         weight = np.sqrt(np.maximum(first + 2 * second * z, np.finfo(float).eps))
-        return jac * weight[:, :, None], residuals, np.einsum("gmi,gmj->gij", influence, influence)
+        return jac * weight[:, :, None], residuals, np.einsum("gmi,gmj->gij", influence, influence), np.einsum("gmn,gm->gn", jac, first * residuals)
     if factorization == "qr" and jac_mode != "fd" and not stale and state.local.r_factor is not None:
-        residuals, factor = np.asarray(state.local.residuals), np.asarray(state.local.r_factor)
+        residuals, factor, grad = np.asarray(state.local.residuals), np.asarray(state.local.r_factor), np.asarray(state.local.grad)
     else:
-        residuals, factor, _, _ = (np.asarray(v) for v in derivatives.qr_linearize_batch(params, problems, "fwd"))
+        residuals, factor, _, grad = (np.asarray(v) for v in derivatives.qr_linearize_batch(params, problems, "fwd"))
     middle = np.asarray(derivatives.influence_gram_batch(params, problems)) if robust else None
-    return factor, residuals, middle
+    return factor, residuals, middle, grad
 
 
 POLISH_STEPS = 3
@@ -216,7 +218,7 @@ def _cost(residuals: np.ndarray, loss: str, f_scale: np.ndarray) -> np.ndarray:
     if loss == "linear":
         return 0.5 * np.sum(residuals**2, axis=1)
     scale = f_scale[:, None]
-    return 0.5 * f_scale**2 * np.sum(np.asarray(rho((residuals / scale) ** 2, loss)[0]), axis=1)
+    return 0.5 * f_scale**2 * np.sum(rho((residuals / scale) ** 2, loss, np)[0], axis=1)
 
 
 def finish(model, problems, solved, counts, real, *, method, globalization, jac_mode, factorization, options, data_columns, sigma_given: bool,
@@ -240,7 +242,7 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
     sigma_user = np.asarray(problems.sigma)
     loss_name = problems.loss
     small = int(np.shape(problems.y)[1]) < LARGE_DATA_POINTS
-    factor, residuals, middle = statistics_inputs(problems, state, statuses, jac_mode, factorization, loss_name, small)
+    factor, residuals, middle, grad = statistics_inputs(problems, state, statuses, jac_mode, factorization, loss_name, small)
     params = np.array(state.params)
     residuals = np.array(residuals)
     counts = np.asarray(counts)
@@ -249,6 +251,7 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
     if small and loss_name == "linear":
         params, residuals, factor = polish(problems, params, residuals, factor, statuses, jac_mode)
         params, residuals = np.array(params), np.array(residuals)
+        grad = np.einsum("gmn,gm->gn", factor, residuals)
 
     # Near an exact fit, polish in extended precision (formula models, small data).
     if small and refine.applies(model, loss_name, int(counts.max())):
@@ -303,8 +306,10 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
             warnings[g] = sub.warnings[position]
     with np.errstate(over="ignore"):  # a loss beyond the float range is reported as such
         losses = _cost(np.where(real, residuals, 0.0), loss_name, f_scale) * scale**2
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled_losses = _cost(np.where(real, residuals, 0.0), loss_name, f_scale)
     findings, summaries = diagnostics.check(
-        model, problems, params, np.asarray(solved.starts), residuals, factor, statuses, counts, real, values, held, solved, factorization, solver
+        model, problems, params, np.asarray(solved.starts), residuals, factor, grad, scaled_losses, statuses, counts, real, values, held, solved, solver
     )
     results = []
     sides = np.where(fixed, None, np.where(params <= lower, "lower", np.where(params >= upper, "upper", None)))

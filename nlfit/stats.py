@@ -95,10 +95,12 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
     rss_scaled = np.sum(np.where(real, residuals, 0.0) ** 2, axis=1)
     rss = rss_scaled * scale**2
     sigma_values = np.ones_like(y) if sigma is None else np.asarray(sigma, dtype=np.float64)
-    weights = np.where(real, 1.0 / sigma_values**2, 0.0)
-    y_scaled = np.where(real, y, 0.0) / scale[:, None]
-    mean = np.sum(weights * y_scaled, axis=1) / np.sum(weights, axis=1)
-    tss_scaled = np.sum(weights * (y_scaled - mean[:, None]) ** 2, axis=1)
+    # The weighted mean with weights 1/sigma^2 normalized by the largest sigma (no overflow for
+    # sigma near 1e-300), and the total sum of squares in the units of the scaled residuals.
+    reference = np.max(np.where(real, sigma_values, 0.0), axis=1, keepdims=True)
+    weights = np.where(real, (reference / sigma_values) ** 2, 0.0)
+    mean = np.sum(weights * np.where(real, y, 0.0), axis=1) / np.sum(weights, axis=1)
+    tss_scaled = np.sum(np.where(real, (y - mean[:, None]) / (sigma_values * scale[:, None]), 0.0) ** 2, axis=1)
     log_sigma = np.sum(np.where(real, np.log(sigma_values), 0.0), axis=1) if sigma is not None else np.zeros(groups)
     if absolute:
         loglik = -0.5 * rss - log_sigma - 0.5 * counts * math.log(2 * math.pi)

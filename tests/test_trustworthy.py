@@ -91,7 +91,7 @@ def test_the_starts_object_describes_the_multistart(tmp_path):
     starts = payload["starts"]
     assert starts["tried"] >= 8 and 1 <= starts["converged"] <= starts["tried"]
     best = starts["minima"][0]
-    assert set(best) == {"loss", "params", "count", "starts", "plausible"}
+    assert set(best) == {"loss", "params", "count", "starts", "plausible"} and starts["screening_choice"] is None
     assert best["loss"] == pytest.approx(payload["stats"]["loss"], rel=1e-9) and starts["chosen"] in best["starts"]
     assert sorted(m["loss"] for m in starts["minima"]) == [m["loss"] for m in starts["minima"]]
     assert sum(m["count"] for m in starts["minima"]) == starts["converged"]
@@ -258,11 +258,114 @@ def test_an_unused_column_or_no_column_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("factor", [1e-300, 1e30])
-def test_scaled_data_give_the_rescaled_parameters(factor):
+@pytest.mark.parametrize("p0", [None, {"Vm": 1.0, "K": 0.03}])
+def test_scaled_data_give_the_rescaled_parameters(factor, p0):
     conc, rate = np.loadtxt(io.StringIO(PUROMYCIN), delimiter=",", skiprows=1, unpack=True)
-    plain = fit(Dataset(x=conc, y=rate, x_names=("conc",), y_name="rate"), MICHAELIS_MENTEN)
-    scaled = fit(Dataset(x=conc, y=rate * factor, x_names=("conc",), y_name="rate"), MICHAELIS_MENTEN)
-    assert scaled.success and scaled.starts["chosen"] == plain.starts["chosen"]
+    sigma = 1.0 + 0.1 * np.arange(conc.size)
+    plain = fit(Dataset(x=conc, y=rate, sigma=sigma, x_names=("conc",), y_name="rate"), MICHAELIS_MENTEN, p0=p0)
+    scaled = fit(Dataset(x=conc, y=rate * factor, sigma=sigma * factor, x_names=("conc",), y_name="rate"), MICHAELIS_MENTEN, p0=p0)
+    assert scaled.success and scaled.starts["chosen"] == plain.starts["chosen"] and scaled.warnings == plain.warnings
     np.testing.assert_allclose(scaled.params, plain.params * [factor, 1.0], rtol=1e-8)
     np.testing.assert_allclose(scaled.stderr, plain.stderr * [factor, 1.0], rtol=1e-8)
     assert scaled.stats["r2"] == pytest.approx(plain.stats["r2"], rel=1e-10)
+    alone = fit(Dataset(x=conc, y=rate * factor, x_names=("conc",), y_name="rate"), MICHAELIS_MENTEN)  # no sigma
+    np.testing.assert_allclose(alone.params, fit(Dataset(x=conc, y=rate, x_names=("conc",), y_name="rate"), MICHAELIS_MENTEN).params * [factor, 1.0], rtol=1e-8)
+
+
+def test_one_start_far_off_at_a_tiny_scale_is_loud_not_converged():
+    """y of size 1e-8 from Vm = 1: the scaling of K froze at its first size and the solver
+    stopped as converged where the gradient is large."""
+    conc, rate = np.loadtxt(io.StringIO(PUROMYCIN), delimiter=",", skiprows=1, unpack=True)
+    result = fit(Dataset(x=conc, y=rate * 1e-10, x_names=("conc",), y_name="rate"), MICHAELIS_MENTEN, p0={"Vm": 1.0, "K": 0.3}, starts=1)
+    assert not result.success and result.status.label == "suspect" and any("gradient at the result is not small" in w for w in result.warnings)
+
+
+def test_screening_keeps_the_given_start_when_it_fits_all_the_rows_better():
+    """A narrow peak that none of the 2048 screening rows hits: the starts screened on them see
+    a flat line and the screening picks another start; on all the rows the given start (next
+    to the peak) finds it, and wins."""
+    from nlfit.multistart import SCREEN_ROWS
+
+    n = 20_000
+    x = np.linspace(0.0, 10.0, n)
+    screened = np.rint(np.linspace(0.0, 1.0, SCREEN_ROWS) * (n - 1)).astype(int)
+    center = 0.5 * (x[screened[SCREEN_ROWS // 2]] + x[screened[SCREEN_ROWS // 2 + 1]])
+    y = 1.0 + 5.0 * np.exp(-(((x - center) / 0.0006) ** 2)) + np.random.default_rng(0).normal(0, 0.05, n)
+    assert y[screened].max() < 2.0  # the screening rows do not see the peak
+    data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
+    p0 = {"c": 1.0, "a": 4.0, "m": center - 0.0002, "s": 0.001}
+    one = fit(data, "c + a*exp(-((x-m)/s)^2)", p0=p0, starts=1)
+    auto = fit(data, "c + a*exp(-((x-m)/s)^2)", p0=p0)
+    assert one.params[1] == pytest.approx(5.0, rel=0.05) and auto.starts["screened_rows"] == SCREEN_ROWS
+    assert auto.starts["screening_choice"] != 0 and auto.starts["chosen"] == 0 and auto.starts["chosen_start"] == "given"
+    assert auto.loss == pytest.approx(one.loss, rel=1e-9) and auto.params[1] == pytest.approx(one.params[1], rel=1e-6)
+    assert not any("single out" in w for w in auto.warnings)  # the screening rows' minima say nothing here
+
+
+def test_a_column_named_like_a_constant_is_a_variable(tmp_path):
+    text = "x,e,y\n1,0.5,3.5\n2,0.1,4.3\n3,0.9,8.7\n4,0.2,8.6\n5,0.7,12.1\n6,0.3,12.9\n"  # y = 2 x + 3 e
+    for extra in ([], ["--x", "x,e"]):
+        done, payload = _fit_cli(tmp_path, text, "-m", "a*x + b*e", *extra)
+        assert done.exit_code == 0 and payload["data"]["x"] == ["x", "e"], done.stderr
+        assert payload["params"]["a"]["value"] == pytest.approx(2.0, rel=1e-10) and payload["params"]["b"]["value"] == pytest.approx(3.0, rel=1e-10)
+    done, payload = _fit_cli(tmp_path, text, "-m", "a*pi*x + b*e")  # pi is no column: the constant
+    assert payload["params"]["a"]["value"] == pytest.approx(2.0 / np.pi, rel=1e-10) and list(payload["params"]) == ["a", "b"]
+
+
+@pytest.mark.parametrize("loss", ["huber", "soft_l1", "cauchy", "arctan"])
+def test_robust_fits_of_a_straight_line_with_outliers(loss):
+    """Robust losses are not convex, even for a model linear in its parameters: several starts,
+    scipy's best answer, and no false alarm although R^2 < 0 (the outliers)."""
+    x = np.arange(10.0)
+    y = x + 1.0
+    y[:2] = 1000.0
+    data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
+    result = fit(data, "a*x + b", loss=loss)
+    best = min(
+        (
+            least_squares(lambda p: p[0] * x + p[1] - y, s, loss=loss, method="trf", ftol=1e-15, xtol=1e-15, gtol=1e-15)
+            for s in ([1, 1], [0, 0], [0.5, 5], [-3, 500])
+        ),
+        key=lambda r: r.cost,
+    )
+    assert result.success and result.starts["tried"] > 1, result.warnings
+    assert result.loss == pytest.approx(best.cost, rel=1e-9)
+    assert result.stats["r2"] < 0 and not any(f.fatal for f in result.findings)
+
+
+def test_a_robust_fit_that_stalls_on_a_line_is_caught():
+    """y = 205.2 + 0.5 x: from the default start a single huber fit stalls far from the answer;
+    a constant has a lower loss, and the model can be that constant: suspect."""
+    x = np.arange(10.0)
+    y = 205.2 + 0.5 * x + np.array([0.3, -0.2, 0.1, 0.0, -0.1, 0.2, -0.3, 0.1, 0.0, -0.1])
+    data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
+    fixed = fit(data, "a*x + b", loss="huber")
+    assert fixed.success and fixed.params[0] == pytest.approx(0.5, abs=0.05)
+    single = fit(data, "a*x + b", loss="huber", starts=1)
+    if not np.isclose(single.loss, fixed.loss, rtol=1e-6):  # the single start stalled: it must say so
+        assert not single.success and any(f.fatal for f in single.findings)
+
+
+def test_constant_data_and_a_fit_that_is_not():
+    x = np.linspace(0.0, 4.0, 20)
+    data = Dataset(x=x, y=np.full(20, 5.0), x_names=("x",), y_name="y")
+    result = fit(data, "a*exp(-b*x)", p0={"a": 1.0, "b": -50.0}, starts=1)
+    assert not result.success and any(w.startswith("the data are constant and the fit is not") for w in result.warnings)
+    assert fit(data, "a*exp(-b*x)", p0={"a": 1.0, "b": -50.0}).success  # several starts find a = 5, b = 0
+
+
+def test_interrupted_multistart_returns_the_best_start():
+    """Ctrl-C during a multistart gradient descent: the reported point is the lowest loss over
+    every start, here the one whose linear parameter was solved for (the exact answer)."""
+    x, y, step = _diverging()
+    calls = []
+
+    def interrupt(row):
+        calls.append(row)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
+    result = fit(data, "a*x", p0=[1.0], method="gd", globalization="none", step=step, max_iter=100_000, starts=4, on_iteration=interrupt)
+    assert result.status.label == "interrupted" and result.starts["tried"] == 4
+    assert result.params[0] == pytest.approx(2.0, rel=1e-12) and result.loss < 1e-20

@@ -66,7 +66,11 @@ def fit(
         bool, typer.Option("--absolute-sigma", help="--sigma are true standard deviations (as scipy's curve_fit absolute_sigma).")
     ] = False,
     factorization: Annotated[
-        str | None, typer.Option("--factorization", help="auto | svd | gram: keep J and use its SVD, or only J^T J (auto: gram from 100k points).")
+        str | None,
+        typer.Option(
+            "--factorization",
+            help="auto | svd | qr | gram: steps from J and its SVD, a streaming QR, or J^T J (auto: svd; qr from 100k points; gram for large batches).",
+        ),
     ] = None,
     group_by: Annotated[str | None, typer.Option("--group-by", help="Fit the model once per value of this column (one vmapped solve); rows out.")] = None,
     loss: Annotated[str | None, typer.Option("--loss", help="linear | soft_l1 | huber | cauchy | arctan (scipy's robust losses).")] = None,

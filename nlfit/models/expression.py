@@ -178,13 +178,14 @@ def _names_in_order(node: ast.AST) -> list[str]:
 
 
 def formula_names(text: str) -> tuple[list[str], list[str]]:
-    """The names a formula uses, in order of first appearance: (right side, left side), with
-    the constants (pi, e) and function names left out. Raises FormulaError as ``parse`` does."""
+    """The names a formula uses, in order of first appearance: (right side, left side), function
+    names left out. ``pi`` and ``e`` are among them: they are constants only where no data
+    column has that name. Raises FormulaError as ``parse`` does."""
     if len(text) > MAX_LENGTH:
         raise FormulaError(f"formula is longer than {MAX_LENGTH} characters")
     lhs_text, rhs_text, offset = _split_sides(text)
-    rhs = [n for n in _names_in_order(_parse(rhs_text, text, offset)) if n not in CONSTANTS]
-    lhs = [] if lhs_text is None else [n for n in _names_in_order(_parse(lhs_text, text, 0)) if n not in CONSTANTS]
+    rhs = _names_in_order(_parse(rhs_text, text, offset))
+    lhs = [] if lhs_text is None else _names_in_order(_parse(lhs_text, text, 0))
     return rhs, lhs
 
 
@@ -216,12 +217,13 @@ def choose_columns(text: str, columns: list[str], x_columns: list[str] | None, y
         if unused:
             raise FormulaError(
                 f"--x column{'s' if len(unused) > 1 else ''} {', '.join(repr(c) for c in unused)} "
-                f"{'are' if len(unused) > 1 else 'is'} not used by the formula (its names: {', '.join(rhs)})"
+                f"{'are' if len(unused) > 1 else 'is'} not used by the formula (its names: {', '.join(n for n in rhs if n not in CONSTANTS)})"
             )
         return list(x_columns) + [c for c in used if c not in x_columns], y_column
     if not used:
+        names = ", ".join(n for n in rhs if n not in CONSTANTS)
         raise FormulaError(
-            f"the formula uses none of the data columns: every name in it ({', '.join(rhs)}) would be a parameter; write the predictor as its column is named"
+            f"the formula uses none of the data columns: every name in it ({names}) would be a parameter; write the predictor as its column is named"
         )
     return used, y_column
 

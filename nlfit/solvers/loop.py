@@ -137,15 +137,19 @@ def project_linear(params, problem, linear, jac_mode: str):
     from nlfit.problem import project
     from nlfit.solvers.directions import column_norms
 
-    r, jac = derivatives.jacobian(params, problem, "fwd" if jac_mode == "fd" else jac_mode)
+    # The model is affine in the linear parameters, so with them at 0 the residuals are the
+    # rest of the model minus the data, and their best values solve J_L v = -r0 outright:
+    # no cancellation of a start of 1 against a value of 1e-28.
+    at_zero = params * (1.0 - linear)
+    r, jac = derivatives.jacobian(at_zero, problem, "fwd" if jac_mode == "fd" else jac_mode)
     # Equilibrated first: far from the data (a start of 1 for data of size 1e-300) the columns
     # and the residuals can be ~1e298, whose squares overflow.
     norms = column_norms(jac) * linear
     norms = jnp.where(norms > 0, norms, 1.0)
     size = column_norms(r[:, None])[0]
     size = jnp.where(size > 0, size, 1.0)
-    delta, *_ = jnp.linalg.lstsq(jac * linear[None, :] / norms[None, :], -r / size)
-    moved = project(params + delta * size / norms * linear, problem)
+    solution, *_ = jnp.linalg.lstsq(jac * linear[None, :] / norms[None, :], -r / size)
+    moved = project(at_zero + solution * size / norms * linear, problem)
     usable = jnp.any(linear > 0) & jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(jac)) & jnp.all(jnp.isfinite(moved))
     return jnp.where(usable, moved, params)
 
