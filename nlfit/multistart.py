@@ -19,11 +19,13 @@ The starts, in order (``plan``):
    scaled (a zero value takes the typical magnitude of the others) and the linear ones
    solved for (when the model has no linear parameters the two are the same, and only the
    second is tried);
-5. random starts: each nonlinear parameter multiplied by 10^u, u uniform in [-2, 2], and its
+5. the start with every sign flipped, as it is;
+6. random starts: each nonlinear parameter multiplied by 10^u, u uniform in [-2, 2], and its
    sign flipped with probability 1/4 (a zero start value is replaced by the typical magnitude
    of the others first); reproducible with ``--seed``.
 
-From the second start on, the linear parameters are always solved for; fixed parameters stay
+From the second start on, the linear parameters are solved for (but in the starts scaled
+or flipped as they are); fixed parameters stay
 fixed, and every start is moved into the bounds. The given start has the full iteration
 budget (``--max-iter``); the others have EXTRA_BUDGET, and the winner goes on to the full
 budget if it was stopped by its smaller one.
@@ -133,6 +135,8 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
         if np.any(solve):  # the whole start scaled, as it is (a start that is 10 or 100 times off)
             add(primary * 10.0**decade, f"all x 1e{decade:+d}", solved=False)
         add(np.where(nonlinear, base * 10.0**decade, primary), f"nonlinear x 1e{decade:+d}")
+    if np.any(free & (primary != 0)):
+        add(-primary, "signs flipped", solved=False)
     if len(columns) < count:
         generators = [np.random.default_rng([seed, int(key)]) for key in (keys if keys is not None else [0] * groups)]
     while len(columns) < count:
