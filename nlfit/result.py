@@ -324,6 +324,8 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
         group_findings = findings[g]
         group_warnings += [f.message for f in group_findings]
         group_warnings = list(dict.fromkeys(group_warnings))  # each once (two null-space vectors can name the same parameters)
+        if statuses[g] == Status.TOO_FEW_POINTS:
+            group_warnings = []  # not fitted: the status says why, the statistics of its start say nothing
         status = Status(int(statuses[g]))
         termination = None
         if status.success and any(f.fatal for f in group_findings):
