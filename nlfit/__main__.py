@@ -1,3 +1,3 @@
-from nlfit.cli.app import main
+from nlfit.cli.main import main
 
 main()

@@ -24,14 +24,25 @@ jax.config.update("jax_enable_x64", True)
 
 
 def cache_dir() -> Path | None:
-    """Where compiled programs are kept, or None when caching is switched off."""
+    """Where compiled programs are kept, or None when caching is switched off.
+
+    Only absolute paths count (the XDG rule: a relative ``XDG_CACHE_HOME`` is ignored, so no
+    folder appears in the working directory), and nlfit creates at most the folders below an
+    existing anchor: the parent of ``NLFIT_CACHE_DIR``, ``XDG_CACHE_HOME`` itself or ``$HOME``.
+    ``HOME=/nonexistent/x`` therefore means no cache, not a new tree of folders."""
     if os.environ.get("NLFIT_NO_CACHE", "").strip() not in ("", "0"):
         return None
     explicit = os.environ.get("NLFIT_CACHE_DIR")
     if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nlfit" / "jax"
+        path = Path(explicit).expanduser()
+        return path if path.is_absolute() and path.parent.is_dir() else None
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "nlfit" / "jax" if Path(xdg).is_dir() else None
+    home = os.environ.get("HOME") or str(Path.home())
+    if not (Path(home).is_absolute() and Path(home).is_dir()):
+        return None
+    return Path(home) / ".cache" / "nlfit" / "jax"
 
 
 def _enable_cache() -> None:
@@ -45,6 +56,42 @@ def _enable_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _repair_entries(path)
+
+
+def _repair_entries(path: Path) -> None:
+    """JAX warns on every run about each cache entry it cannot read (a corrupt file) or
+    write (a read-only folder). nlfit deletes an unreadable entry, so that this run's
+    compilation writes a good one, and says so once per run; a failed write is said once."""
+    import re
+    import warnings
+
+    said = set()
+    show = warnings.showwarning
+    unreadable = re.compile(r"Error reading persistent compilation cache entry for '([A-Za-z0-9_.]+)'")
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        found = unreadable.search(text)
+        if found:
+            for entry in path.glob(f"{found.group(1)}-*-cache"):
+                try:
+                    entry.unlink()
+                except OSError:
+                    pass
+            kind = "read"
+        elif "Error writing persistent compilation cache entry" in text:
+            kind = "write"
+        else:
+            return show(message, category, filename, lineno, file, line)
+        if kind not in said:
+            said.add(kind)
+            what = "had unreadable entries; they are replaced" if kind == "read" else "cannot be written; compiled programs are not kept"
+            import sys
+
+            sys.stderr.write(f"nlfit: warning: the compile cache {path} {what} (NLFIT_NO_CACHE=1 turns it off)\n")
+
+    warnings.showwarning = showwarning
 
 
 _enable_cache()

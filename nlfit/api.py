@@ -114,8 +114,10 @@ def validate(options: dict):
     for name in ("ftol", "xtol", "gtol"):
         _positive(name, opts[name], allow_zero=True)
     _positive("step", opts["step"])
-    if not (isinstance(opts["max_iter"], int) and opts["max_iter"] >= 1):
-        raise OptionError(f"--max-iter must be a positive integer; got {opts['max_iter']}")
+    from nlfit.schema import check_option
+
+    for name in ("max_iter", "seed"):  # the library's callers get the command line's ranges
+        opts[name] = check_option(name, opts[name])
     if not (0.0 <= opts["momentum"] < 1.0):
         raise OptionError(f"--momentum must be in [0, 1); got {opts['momentum']}")
     if opts["momentum"] and not (method == "gd" and globalization == "none"):
@@ -292,7 +294,7 @@ def fit_problems(model, problems, starts, counts, real, dataset, opts, method, g
         jac_mode=solver["jac_mode"],
         factorization=solver["factorization"],
         options=opts,
-        data_columns={"x": list(dataset.x_names), "y": dataset.y_name},
+        data_columns={"x": list(dataset.x_names), "y": dataset.y_name, "files": list(dataset.files), "dropped": int(dataset.dropped)},
         sigma_given=dataset.sigma is not None,
         keys=keys,
         extended=dataset.extra.get("extended"),
@@ -320,6 +322,8 @@ def box(model, bounds, fix, start, given: bool = True):
             raise OptionError(f"--fix {name}: the value must be a finite number")
         i = names.index(name)
         lower[i] = upper[i] = start[i] = value
+    if names and np.all(lower == upper):
+        raise OptionError("every parameter is fixed (--fix, or --bounds with equal ends): there is nothing to fit; 'nlfit predict' evaluates a model")
     if not given:
         start = np.clip(start, lower, upper)
     outside = [names[i] for i in range(len(names)) if not lower[i] <= start[i] <= upper[i]]

@@ -1,7 +1,8 @@
 """Many independent fits of one model: ``nlfit fit DATA --group-by COL``.
 
 The rows of a long-format table are grouped by a key (order of first appearance kept).
-Every group becomes one member of a batch: groups are padded to the longest one, and a
+Every group becomes one member of a batch. Groups of similar size share a batch
+(``size_buckets``: sizes within a factor of 2), padded to the longest group in it, and a
 padded point gets sigma = inf, so its weighted residual and its row of the Jacobian are
 exactly zero and it changes nothing. One jitted, vmapped solver step then advances every
 member that is still running (``nlfit.solvers.loop.solve_batch``); a member that has stopped
@@ -22,6 +23,7 @@ import numpy as np
 
 from nlfit.errors import InputError
 from nlfit.io.dataset import Dataset
+from nlfit.solvers.status import Status
 
 
 @dataclass
@@ -53,8 +55,31 @@ class BatchResult:
         return [r.to_json(history=False) for r in self.results]
 
 
-def pad_groups(dataset: Dataset, y_fitted: np.ndarray):
-    """(keys, x (G, L[, k]), y (G, L), sigma (G, L), counts): padded points have sigma = inf."""
+@dataclass
+class Grouped:
+    """The rows of each group, without padding: group g holds rows ``order[begin[g]:begin[g] + counts[g]]``."""
+
+    keys: list[str]
+    order: np.ndarray
+    begin: np.ndarray
+    counts: np.ndarray
+
+    def rows(self, g: int) -> np.ndarray:
+        return self.order[self.begin[g] : self.begin[g] + self.counts[g]]
+
+    def pad(self, bucket: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None):
+        """x (B, L[, k]), y (B, L), sigma (B, L) of the groups in ``bucket``, padded to their
+        longest (L): a padded point repeats the group's first point with sigma = inf."""
+        width = int(self.counts[bucket].max())
+        index = np.stack([np.resize(self.rows(g), width) if self.counts[g] else np.zeros(width, int) for g in bucket])
+        real = np.arange(width)[None, :] < self.counts[bucket][:, None]
+        index = np.where(real, index, index[:, :1])
+        source = np.ones_like(y) if sigma is None else np.asarray(sigma)
+        return np.asarray(x)[index], y[index], np.where(real, source[index], np.inf), real
+
+
+def group_rows(dataset: Dataset) -> Grouped:
+    """The groups of ``dataset`` in order of first appearance."""
     import pandas as pd
 
     codes, keys = pd.factorize(dataset.groups, sort=False)
@@ -62,20 +87,8 @@ def pad_groups(dataset: Dataset, y_fitted: np.ndarray):
         raise InputError("--group-by: the data has no rows")
     counts = np.bincount(codes, minlength=len(keys))
     order = np.argsort(codes, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    position = np.arange(len(codes)) - np.repeat(starts, counts)
-    width = int(counts.max())
-    first_rows = order[starts]
-    x = np.asarray(dataset.x)
-    x_pad = np.repeat(x[first_rows][:, None], width, axis=1)
-    y_pad = np.repeat(y_fitted[first_rows][:, None], width, axis=1)
-    sigma_source = np.ones_like(y_fitted) if dataset.sigma is None else np.asarray(dataset.sigma)
-    sigma_pad = np.full((len(keys), width), np.inf)
-    rows, cols = codes[order], position
-    x_pad[rows, cols] = x[order]
-    y_pad[rows, cols] = y_fitted[order]
-    sigma_pad[rows, cols] = sigma_source[order]
-    return [str(k) for k in keys], x_pad, y_pad, sigma_pad, counts
+    begin = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return Grouped([str(k) for k in keys], order, begin, counts)
 
 
 def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_starts=None, **options) -> BatchResult:
@@ -94,15 +107,18 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
     model = api.build_model(model_spec, dataset)
     n_params = len(model.param_names)
     y_fitted = np.asarray(model.transform_response(dataset.y, dataset.x), dtype=np.float64)
-    keys, x_pad, y_pad, sigma_pad, counts = pad_groups(dataset, y_fitted)
+    grouped = group_rows(dataset)
+    keys, counts = grouped.keys, grouped.counts
     groups = len(keys)
+    x_all = np.asarray(dataset.x)
 
     if p0 is None and group_starts is None and model.default_p0(np.asarray(dataset.x)[:1], y_fitted[:1]) is None:
         api.resolve_p0(model, dataset, None)  # raises the "needs a starting point" error
     given_starts = group_starts
     starts = []
     for g in range(groups if given_starts is None else 0):
-        member = Dataset(x=x_pad[g, : counts[g]], y=y_pad[g, : counts[g]], x_names=dataset.x_names, y_name=dataset.y_name)
+        rows = grouped.rows(g)
+        member = Dataset(x=x_all[rows], y=y_fitted[rows], x_names=dataset.x_names, y_name=dataset.y_name)
         try:
             with np.errstate(all="ignore"):
                 starts.append(api.resolve_p0(model, member, p0))
@@ -114,7 +130,7 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
             raise InputError(f"starts must have shape ({groups}, {n_params}); got {starts.shape}")
     starts = np.nan_to_num(np.array(starts, dtype=np.float64), nan=1.0, posinf=1.0, neginf=1.0)
 
-    jac_mode = derivatives.resolve_mode(opts["jac"], x_pad.shape[1], n_params)
+    jac_mode = derivatives.resolve_mode(opts["jac"], int(counts.max()), n_params)
     lower, upper, _ = api.box(model, opts["bounds"], opts["fix"], starts[0], given=False)
     for name, value in (opts["fix"] or {}).items():
         starts[:, model.param_names.index(name)] = value
@@ -122,31 +138,65 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
         starts = np.clip(starts, lower, upper)  # default starts are moved into the bounds
     elif np.any((starts < lower) | (starts > upper)):
         raise InputError("the start is outside the bounds; give a --p0 inside them")
-    real = np.arange(x_pad.shape[1])[None, :] < counts[:, None]
-    scales = np.array([residual_scale(y_pad[g][real[g]], sigma_pad[g][real[g]]) for g in range(groups)])
-    problems = Problem(
-        x=jnp.asarray(x_pad),
-        y=jnp.asarray(y_pad),
-        sigma=jnp.asarray(sigma_pad),
-        model=model,
-        loss=opts["loss"],
-        f_scale=jnp.asarray(float(opts["f_scale"]) / scales),
-        lower=jnp.tile(jnp.asarray(lower), (groups, 1)),
-        upper=jnp.tile(jnp.asarray(upper), (groups, 1)),
-        scale=jnp.asarray(scales),
-    )
-    solver = api.solver_parts(opts, method, globalization, model, lower, upper, int(counts.max()), groups, jac_mode, settings)
-    model_starts = None
-    if p0 is not None and solver["count"] > 1:  # the model's own start per group beside the one given, as for a single fit
-        model_starts = np.array([_default_start(model, x_pad[g, : counts[g]], y_pad[g, : counts[g]], n_params) for g in range(groups)])
-    results = api.fit_problems(
-        model, problems, starts, counts, real, dataset, opts, method, globalization, solver, record=False, keys=keys, model_starts=model_starts,
-        on_progress=on_progress,
-    )  # fmt: skip
+    results = [None] * groups
+    finished = 0
+    stopped = None  # INTERRUPTED once a bucket was interrupted: the rest are not solved
+    for bucket in size_buckets(counts):
+        sub_counts = counts[bucket]
+        xs, ys, sigmas, real = grouped.pad(bucket, x_all, y_fitted, dataset.sigma)
+        width = real.shape[1]
+        scales = np.array([residual_scale(ys[g][real[g]], sigmas[g][real[g]]) for g in range(len(bucket))])
+        problems = Problem(
+            x=jnp.asarray(xs),
+            y=jnp.asarray(ys),
+            sigma=jnp.asarray(sigmas),
+            model=model,
+            loss=opts["loss"],
+            f_scale=jnp.asarray(float(opts["f_scale"]) / scales),
+            lower=jnp.tile(jnp.asarray(lower), (len(bucket), 1)),
+            upper=jnp.tile(jnp.asarray(upper), (len(bucket), 1)),
+            scale=jnp.asarray(scales),
+        )
+        solver = api.solver_parts(opts, method, globalization, model, lower, upper, width, len(bucket), jac_mode, settings)
+        model_starts = None
+        if p0 is not None and solver["count"] > 1:  # the model's own start per group beside the one given, as for a single fit
+            model_starts = np.array([_default_start(model, xs[g, : sub_counts[g]], ys[g, : sub_counts[g]], n_params) for g in range(len(bucket))])
+        left = opts["timeout"]
+        if left is not None or stopped is not None:  # one time limit for the whole batch; after Ctrl-C, none
+            left = 0.0 if stopped is not None else max(left - (time.perf_counter() - began), 0.0)
+
+        def progress(done, total, offset=finished):
+            if on_progress is not None:
+                on_progress(offset + done, groups)
+
+        part = api.fit_problems(
+            model, problems, starts[bucket], sub_counts, real, dataset, opts | {"timeout": left}, method, globalization, solver, record=False,
+            keys=[keys[g] for g in bucket], model_starts=model_starts, on_progress=progress,
+        )  # fmt: skip
+        for g, result in zip(bucket, part, strict=True):
+            if stopped is not None and result.status == Status.TIMEOUT:
+                result.status = stopped  # not solved because of the Ctrl-C in an earlier bucket
+            results[g] = result
+        finished += len(bucket)
+        if any(r.status == Status.INTERRUPTED for r in part):
+            stopped = Status.INTERRUPTED
     for r in results:
         r.seconds = time.perf_counter() - began
     return BatchResult(keys=keys, results=results, method=method, globalization=globalization, param_names=tuple(model.param_names),
                        seconds=time.perf_counter() - began)  # fmt: skip
+
+
+BUCKET_GROWTH = 2.0  # groups whose sizes differ by less than this factor share a padded batch
+
+
+def size_buckets(counts: np.ndarray) -> list[np.ndarray]:
+    """The groups (indices, in order) in batches of similar size: group g goes to bucket
+    ceil(log_BUCKET_GROWTH(counts[g])), and each bucket is padded only to its own longest
+    group. One 200,000-point group among 200 small ones then pads only itself; padding
+    costs at most a factor BUCKET_GROWTH in memory and time."""
+    counts = np.asarray(counts)
+    level = np.ceil(np.log(np.maximum(counts, 1)) / np.log(BUCKET_GROWTH) - 1e-9).astype(int)
+    return [np.flatnonzero(level == value) for value in np.unique(level)]
 
 
 def _default_start(model, x, y, n_params) -> np.ndarray:

@@ -125,14 +125,20 @@ def compare(params, problem: Problem) -> dict:
         "central": np.asarray(central_difference_jacobian(params, problem)),
     }
     reference = jacobians["fwd"]
-    scale = np.max(np.abs(reference), axis=0)
-    differences = {}
-    for mode in ("rev", "fd", "central"):
-        gap = np.max(np.abs(jacobians[mode] - reference), axis=0)
-        differences[mode] = {"abs": gap, "rel": np.where(scale > 0, gap / np.where(scale > 0, scale, 1.0), gap)}
-    singular = np.linalg.svd(reference, compute_uv=False)
-    cond = float(singular[0] / singular[-1]) if singular.size and singular[-1] > 0 else float("inf")
-    return {"jacobians": jacobians, "differences": differences, "cond": cond}
+    with np.errstate(all="ignore"):
+        scale = np.max(np.abs(reference), axis=0)
+        differences = {}
+        for mode in ("rev", "fd", "central"):
+            gap = np.max(np.abs(jacobians[mode] - reference), axis=0)
+            differences[mode] = {"abs": gap, "rel": np.where(scale > 0, gap / np.where(scale > 0, scale, 1.0), gap)}
+    # Non-finite entries are what check-jac exists to find: where (row, column) they are, per mode.
+    nonfinite = {mode: np.argwhere(~np.isfinite(j)) for mode, j in jacobians.items()}
+    if np.all(np.isfinite(reference)):
+        singular = np.linalg.svd(reference, compute_uv=False)
+        cond = float(singular[0] / singular[-1]) if singular.size and singular[-1] > 0 else float("inf")
+    else:
+        cond = float("nan")  # no condition number for a Jacobian with inf or NaN entries
+    return {"jacobians": jacobians, "differences": differences, "cond": cond, "nonfinite": nonfinite}
 
 
 def gram(params, problem: Problem, mode: str):

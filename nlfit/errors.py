@@ -5,7 +5,7 @@ that the CLI uses, so the command line turns any of them into one line on stderr
 code, with no traceback (``--debug`` shows the traceback).
 
 Exit codes: 0 converged, 1 ran but did not converge, 2 usage or input error,
-130 interrupted.
+130 interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -41,3 +41,12 @@ class FormulaError(ModelError):
 
 class OptionError(NlfitError):
     """An option value that is not allowed (unknown method, negative tolerance, ...)."""
+
+
+def printable(text) -> str:
+    """``text`` with control characters shown escaped (``\\x1b``, ``\\n``), so a file name,
+    a header or a cell quoted in a message cannot move the cursor or recolour the terminal."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)

@@ -69,12 +69,13 @@ def _take(tree, index):
 
 
 def _member_history(records: np.ndarray, g: int, k: int, direction, globalization, scale: float) -> list[dict]:
-    from nlfit.solvers.loop import history_rows
+    from nlfit.solvers.loop import history_rows, thinned
 
     rows = records[:, g, k]
     iterations = rows[:, 0]
     first = np.concatenate([[True], np.diff(iterations) > 0])
-    return history_rows(rows[first], direction, globalization, scale)
+    rows = rows[first]
+    return history_rows(rows[thinned(rows[:, 0])], direction, globalization, scale)
 
 
 def subsample(problems, counts: np.ndarray, rows: int):

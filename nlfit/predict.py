@@ -16,35 +16,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from nlfit.errors import InputError
+from nlfit.schema import SavedFit, check_fit_result
 
 
-def load_result(payload: dict):
-    """Model, parameters, covariance and stats from a ``nlfit fit --format json`` result."""
-    from nlfit.models.registry import model_from_json
-
-    if isinstance(payload, list):
-        raise InputError("the fit result is a method comparison (a list); save a single fit for predict")
-    try:
-        info = dict(payload["model_info"])
-        info.setdefault("x", payload.get("data", {}).get("x"))
-        info.setdefault("y", payload.get("data", {}).get("y"))
-        params = np.array([entry["value"] for entry in payload["params"].values()], dtype=float)
-        stats = payload["stats"]
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"not an nlfit fit result (missing {exc})") from None
-    covariance = payload.get("covariance")
-    model = model_from_json(info)
-    return model, params, (None if covariance is None else np.array(covariance, dtype=float)), stats
+def load_result(payload, source: str = "fit result"):
+    """(model, params, covariance or None, stats) from a ``nlfit fit --format json`` result,
+    checked by ``nlfit.schema.check_fit_result`` (an InputError naming the key otherwise)."""
+    saved = check_fit_result(payload, source)
+    return saved.model, saved.params, saved.covariance, saved.stats
 
 
-def predict(payload: dict, x: np.ndarray, conf_level: float | None = None) -> dict:
+def predict(payload, x: np.ndarray, conf_level: float | None = None, source: str = "fit result") -> dict:
     """Columns: y, conf_lo, conf_hi, pred_lo, pred_hi (bands empty when the fit has no covariance)."""
+    return predict_saved(check_fit_result(payload, source), x, conf_level)
+
+
+def predict_saved(saved: SavedFit, x: np.ndarray, conf_level: float | None = None) -> dict:
+    """``predict`` for a result already checked by ``check_fit_result``."""
     from scipy.special import ndtri, stdtrit
 
     from nlfit._jax import jax, jnp
 
-    model, params, covariance, stats = load_result(payload)
+    model, params, covariance, stats = saved.model, saved.params, saved.covariance, saved.stats
     x_array = jnp.asarray(x, dtype=jnp.float64)
     values = np.asarray(model.predict(jnp.asarray(params), x_array))
     out = {"y": values}
@@ -52,13 +45,12 @@ def predict(payload: dict, x: np.ndarray, conf_level: float | None = None) -> di
         return out
     gradient = np.asarray(jax.jacfwd(lambda p: model.predict(p, x_array))(jnp.asarray(params)))
     variance = np.einsum("ij,jk,ik->i", gradient, covariance, gradient)
-    level = stats.get("conf_level", 0.95) if conf_level is None else conf_level
-    absolute = bool(payload.get("absolute_sigma"))
-    dof = stats.get("dof") or 0
-    if absolute:
+    level = (stats["conf_level"] or 0.95) if conf_level is None else conf_level
+    dof = stats["dof"] or 0
+    if saved.absolute_sigma:
         quantile, noise = float(ndtri(0.5 + level / 2)), 1.0
     else:
-        quantile, noise = float(stdtrit(dof, 0.5 + level / 2)), (stats.get("sigma") or 0.0) ** 2
+        quantile, noise = float(stdtrit(dof, 0.5 + level / 2)), (stats["sigma"] or 0.0) ** 2
     half_conf = quantile * np.sqrt(variance)
     half_pred = quantile * np.sqrt(variance + noise)
     out.update(conf_lo=values - half_conf, conf_hi=values + half_conf, pred_lo=values - half_pred, pred_hi=values + half_pred)

@@ -113,7 +113,7 @@ def test_error_cell_not_a_number(tmp_path):
 def test_error_missing_cell(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n0,1\n,2\n")
-    _assert_one_line_error(invoke("fit", bad, "--model", "polynomial:1"), "row 2", "'x'", "missing")
+    _assert_one_line_error(invoke("fit", bad, "--model", "polynomial:1", "--missing", "error"), "row 2", "'x'", "missing")
 
 
 def test_error_unknown_column(runge_csv):

@@ -163,7 +163,7 @@ def test_values_near_the_ends_of_the_float_range():
 def test_bad_files(tmp_path, text, fragment):
     path = tmp_path / "bad.csv"
     path.write_text(text)
-    done = CliRunner().invoke(app, ["fit", str(path), "-m", "polynomial:1"])
+    done = CliRunner().invoke(app, ["fit", str(path), "-m", "polynomial:1", "--missing", "error"])
     assert done.exit_code == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     if fragment:

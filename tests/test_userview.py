@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -50,12 +49,16 @@ def test_killed_run_leaves_existing_output_unchanged(tmp_path):
     target = tmp_path / "result.json"
     target.write_text("previous result\n")
     process = subprocess.Popen(
-        [sys.executable, "-m", "nlfit", "fit", str(data), "-m", "rational", "--method", "gd", "-g", "none", "--max-iter", "100000000", "-q", "-o", str(target)],
+        [sys.executable, "-m", "nlfit", "fit", str(data), "-m", "rational", "--method", "gd", "-g", "none", "--max-iter", "100000000",
+         "--starts", "1", "-q", "--progress", "-o", str(target)],
         env=_env(tmp_path),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(6.0)  # start-up, compile, then iterating
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    for line in process.stderr:  # synchronise on the first progress line: the fit is iterating
+        if line.startswith("nlfit: progress:"):
+            break
     assert process.poll() is None, "the fit ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)

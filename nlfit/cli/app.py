@@ -11,6 +11,7 @@ from nlfit.cli import checkjac, listing
 from nlfit.cli import fit as fit_command
 from nlfit.cli import generate as generate_command
 from nlfit.cli import predict as predict_command
+from nlfit.cli.common import PipeClosed
 
 app = typer.Typer(
     name="nlfit",
@@ -36,28 +37,35 @@ app.command("models")(listing.models)
 app.command("methods")(listing.methods)
 
 
-def main() -> None:
-    """Console entry point: a closed stdout pipe (``| head``) ends quietly with exit 0."""
+def run() -> int:
+    """Run the command line; the exit code. Bad input has already been reported in one line
+    (``handle_errors``); a closed stdout pipe (``| head``) ends quietly with exit 0; a bug in
+    nlfit is one line and exit 70 unless --debug."""
     try:
-        app()
-    except BrokenPipeError:
+        app(standalone_mode=True)
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except (BrokenPipeError, PipeClosed):  # '| head': the reader has what it wanted
         _silence_stdout()
-        sys.exit(0)
-    except KeyboardInterrupt:
-        sys.stderr.write("nlfit: interrupted\n")
-        sys.exit(130)
+        return 0
     except Exception as exc:  # a bug in nlfit, not bad input: still one line unless --debug
         if "--debug" in sys.argv or os.environ.get("NLFIT_DEBUG", "") not in ("", "0"):
             raise
         message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         sys.stderr.write(f"nlfit: internal error: {message} (run with --debug for the traceback)\n")
-        sys.exit(70)
+        return 70
+    return 0
+
+
+def main() -> None:
+    """Kept for old console scripts: the entry point is :func:`nlfit.cli.main.main`."""
+    from nlfit.cli.main import main as entry
+
+    entry()
 
 
 def _silence_stdout() -> None:
-    # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    from nlfit.cli.main import _silence_stdout as silence
+
+    silence()

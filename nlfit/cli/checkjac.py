@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -18,6 +19,7 @@ def check_jac(
     p0: Annotated[str | None, typer.Option("--p0", help="Where to compare: '1,0,10' or 'b=1.9' (default: the model's start).")] = None,
     x: Annotated[str | None, typer.Option("--x", help="Predictor column(s).")] = None,
     y: Annotated[str | None, typer.Option("--y", help="Response column.")] = None,
+    sep: Annotated[str | None, typer.Option("--sep", help="Delimiter: , ; tab space (runs of blanks) or one character. Default: detected.")] = None,
     output_format: Annotated[str, typer.Option("--format", "-f", help="table | json.")] = "table",
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -32,12 +34,14 @@ def check_jac(
       nlfit check-jac point.csv -m "cos((cos(b^pi)*log(b))^pi)*log(cos(b^pi)*log(b)) + 0*x" --p0 b=1.9
     """
     from nlfit.api import build_model, resolve_p0
-    from nlfit.io.read import read_dataset
+    from nlfit.io.read import missing_warning, read_dataset
 
     if output_format not in ("table", "json"):
         raise OptionError(f"--format must be table or json; got '{output_format}'")
     x_columns = [c.strip() for c in x.split(",")] if x else None
-    dataset = read_dataset(data, x_columns=x_columns, y_column=y, formula=model)
+    dataset = read_dataset(data, x_columns=x_columns, y_column=y, formula=model, sep=sep)
+    if missing_warning(dataset):
+        sys.stderr.write(f"nlfit: warning: {missing_warning(dataset)}\n")
     spec = model or dataset.extra.get("formula")
     if not spec:
         raise OptionError("--model is required for CSV data")
@@ -63,14 +67,18 @@ def check_jac(
         payload = {
             "params": dict(zip(names, params.tolist(), strict=True)),
             "cond": number(report["cond"]),
+            "nonfinite": {
+                mode: {"count": len(found), "entries": [{"row": int(r) + 1, "param": names[c]} for r, c in found[:NONFINITE_SHOWN]]}
+                for mode, found in report["nonfinite"].items()
+            },
             "differences": {
                 mode: {name: {"abs": number(d["abs"][i]), "rel": number(d["rel"][i])} for i, name in enumerate(names)}
                 for mode, d in report["differences"].items()
             },
         }
         emit(json.dumps(payload, indent=2) + "\n", None)
+        _exit_if_nonfinite(report)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"Jacobian check at p0 ({len(dataset.y)} residuals)", title_justify="left", show_edge=False, pad_edge=False)
@@ -85,7 +93,25 @@ def check_jac(
             d = report["differences"][mode]
             cells += [f"{d['abs'][i]:.2e}", f"{d['rel'][i]:.2e}"]
         table.add_row(*cells)
-    console = Console(width=160)
+    from nlfit.cli.common import stdout_console
+
+    console = stdout_console(width=160)
     console.print(table)
-    console.print(f"condition number of J: {report['cond']:.3e}")
+    finite = report["cond"] == report["cond"]  # NaN when J has non-finite entries
+    console.print(f"condition number of J: {report['cond']:.3e}" if finite else "condition number of J: undefined (non-finite entries)")
+    for mode, found in report["nonfinite"].items():
+        if len(found):
+            where = ", ".join(f"row {int(r) + 1} {names[c]}" for r, c in found[:NONFINITE_SHOWN])
+            more = f" and {len(found) - NONFINITE_SHOWN} more" if len(found) > NONFINITE_SHOWN else ""
+            console.print(f"non-finite entries by {mode}: {len(found)} ({where}{more})")
     console.print("fd: forward differences, step 1e-8(1+|p|) (Walker & Pernice); central: step 6e-6(1+|p|); rev/fwd: AD")
+    _exit_if_nonfinite(report)
+
+
+NONFINITE_SHOWN = 10  # non-finite entries listed by position; the rest are counted
+
+
+def _exit_if_nonfinite(report) -> None:
+    """Exit 1 when any mode gave an inf or NaN entry: the check ran and found a problem."""
+    if any(len(found) for found in report["nonfinite"].values()):
+        raise typer.Exit(1)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import typer
 
-from nlfit.errors import NlfitError, OptionError
+from nlfit.errors import NlfitError, OptionError, printable
 
 
 def error_line(message: str) -> None:
     """One line on stderr: 'nlfit: error: ...' (plain text, no markup)."""
-    text = " ".join(str(message).split())
+    text = printable(" ".join(str(message).split()))  # a header can hold terminal escapes
     sys.stderr.write(f"nlfit: error: {text}\n")
     sys.stderr.flush()
 
@@ -77,24 +77,38 @@ def parse_p0(value):
 
 
 def load_config(path: str | None, allowed: set[str]) -> dict:
-    """Options from a TOML file, keys as on the command line (dashes or underscores)."""
+    """Options from a TOML file, keys as on the command line (dashes or underscores), each
+    checked against its declared type (``nlfit.schema.OPTIONS``): a wrong type or a value out
+    of range is one OptionError naming the key (exit code 2)."""
+    from nlfit.schema import check_option
+
     if path is None:
         return {}
     file = Path(path)
     if not file.is_file():
         raise OptionError(f"config file not found: {path}")
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OptionError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise OptionError(f"config file {path} is not a text (UTF-8) file") from None
+    try:
+        data = tomllib.loads(text)
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise OptionError(f"config file {path} is not valid TOML: {exc}") from None
-    options = {}
+    except RecursionError:
+        raise OptionError(f"config file {path} is not valid TOML: nested too deeply") from None
+    options: dict = {}
+    spelled: dict[str, str] = {}
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in allowed:
             raise OptionError(f"config file {path}: unknown option '{key}'")
-        if isinstance(value, list) and name in ("x", "method"):
-            value = ",".join(str(v) for v in value)  # x = ["x1", "x2"] is --x x1,x2
-        options[name] = value
+        if name in spelled:
+            raise OptionError(f"config file {path}: '{spelled[name]}' and '{key}' are the same option; give it once")
+        spelled[name] = key
+        options[name] = check_option(name, value, f"config file {path}", key=key)
     return options
 
 
@@ -111,17 +125,105 @@ def stdout_is_terminal() -> bool:
 
 
 def emit(text: str, output: str | None) -> None:
-    """The result: to ``output`` atomically, or to stdout."""
+    """The result: to ``output`` (atomically where it can, see ``write_atomic``), or to
+    stdout. Signals wait until the text is written, so it is whole or absent."""
+    from nlfit import signals
+
+    with signals.deferred():
+        if output:
+            from nlfit.io.write import write_atomic
+
+            try:
+                write_atomic(output, text)
+            except OSError as exc:
+                raise OptionError(f"cannot write --output {printable(output)}: {exc.strerror or exc}") from None
+        else:
+            write_stdout(text)
+
+
+def emit_chunks(pieces, output: str | None) -> None:
+    """Like :func:`emit` for a long text made piece by piece: a file is written atomically
+    (a signal removes the temporary file); stdout gets whole pieces as they are made."""
+    from nlfit import signals
+
     if output:
         from nlfit.io.write import write_atomic
 
         try:
-            write_atomic(output, text)
+            write_atomic(output, pieces)
         except OSError as exc:
-            raise OptionError(f"cannot write --output {output}: {exc.strerror or exc}") from None
-    else:
+            raise OptionError(f"cannot write --output {printable(output)}: {exc.strerror or exc}") from None
+        return
+    for piece in pieces:
+        with signals.deferred():
+            write_stdout(piece)
+
+
+class PipeClosed(BaseException):
+    """The reader of stdout went away (``| head``). Not an OSError, so that click and rich,
+    which turn a broken pipe into exit 1, let it through to the entry point (exit 0)."""
+
+
+def stdout_console(width: int | None = None):
+    """A rich Console on stdout whose broken pipe ends the command with exit 0 (not a
+    terminal: ``width`` or 140 columns)."""
+    from rich.console import Console
+
+    class Quiet(Console):
+        def on_broken_pipe(self) -> None:
+            raise PipeClosed
+
+    console = Quiet(width=width)
+    return console if console.is_terminal else Quiet(width=width or 140)
+
+
+def write_stdout(text: str) -> None:
+    """Results on stdout; a full device or a closed stdout is a one-line error (exit 2)."""
+    try:
+        if sys.stdout is None:
+            raise OSError("stdout is closed")
         sys.stdout.write(text)
         sys.stdout.flush()
+    except BrokenPipeError:
+        raise PipeClosed from None  # '| head': the entry point ends quietly with exit 0
+    except (OSError, ValueError) as exc:
+        from nlfit.cli.main import _silence_stdout
+
+        _silence_stdout()
+        reason = getattr(exc, "strerror", None) or ("stdout is closed" if isinstance(exc, ValueError) else str(exc))
+        raise OptionError(f"cannot write the result to stdout: {reason}") from None
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: list[str]) -> None:
+    """Before any work: each output (flag -> path) can be written, is none of the inputs
+    (data, config) and is not another output. Paths are compared as files (same device and
+    inode) when they exist, else by their resolved names."""
+    from nlfit.io.write import check_destination
+
+    if not outputs.get("--output") and sys.stdout is None:
+        raise OptionError("stdout is closed: give --output FILE for the result")
+    seen: dict[tuple, str] = {}
+    for name in inputs:
+        if name and name != "-":
+            seen[_identity(name)] = f"the input {printable(name)}"
+    for flag, path in outputs.items():
+        if not path:
+            continue
+        identity = _identity(path)
+        if identity in seen:
+            raise OptionError(f"{flag} {printable(path)} would overwrite {seen[identity]}; choose another file")
+        check_destination(path, flag)
+        seen[identity] = f"{flag} {printable(path)}"
+
+
+def _identity(path: str) -> tuple:
+    try:
+        info = os.stat(path)
+        if not os.path.isfile(path):  # /dev/stdout, a FIFO: not a file that can be overwritten
+            return ("special", path)
+        return ("file", info.st_dev, info.st_ino)
+    except OSError:
+        return ("name", os.path.realpath(path))
 
 
 def parse_bounds(value) -> dict | None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import emit, handle_errors, load_config, merge, parse_bounds, parse_fix, parse_p0, stdout_is_terminal
+from nlfit.cli.common import check_outputs, emit, handle_errors, load_config, merge, parse_bounds, parse_fix, parse_p0, stdout_is_terminal
 from nlfit.errors import OptionError
 
 FORMATS = ("json", "csv", "table")
@@ -15,23 +15,38 @@ CONFIG_KEYS = {
     "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
     "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
     "absolute_sigma", "conf_level", "plot", "factorization", "group_by", "engine", "scheduler",
-    "loss", "f_scale", "bounds", "fix", "starts", "progress",
+    "loss", "f_scale", "bounds", "fix", "starts", "progress", "sep", "missing", "glob",
 }  # fmt: skip
 
 
 @handle_errors
 def fit(
-    data: Annotated[str, typer.Argument(help="CSV file, '-' for stdin, or a NIST StRD .dat file.")],
+    data: Annotated[
+        list[str],
+        typer.Argument(
+            help="Data file(s): CSV/TSV/whitespace-separated text, '-' for stdin, or a NIST StRD .dat file. Several files are concatenated (same columns).",
+            show_default=False,
+        ),
+    ],
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help="polynomial:D, chebyshev:D, rational, rational:P/Q, or a formula."),
     ] = None,
     x: Annotated[
         str | None,
-        typer.Option("--x", help="Predictor column(s), comma-separated. Default: 'x', else the first column."),
+        typer.Option("--x", help="Predictor column(s), comma-separated names or 1-based numbers. Default: 'x', else the first column."),
     ] = None,
-    y: Annotated[str | None, typer.Option("--y", help="Response column. Default: 'y', else the next column.")] = None,
+    y: Annotated[str | None, typer.Option("--y", help="Response column (a name, or a 1-based number). Default: 'y', else the next column.")] = None,
     sigma: Annotated[str | None, typer.Option("--sigma", help="Column of per-point standard deviations (weights 1/sigma^2).")] = None,
+    sep: Annotated[
+        str | None,
+        typer.Option("--sep", help="Delimiter: , ; tab space (runs of blanks) or one character. Default: detected."),
+    ] = None,
+    missing: Annotated[
+        str | None,
+        typer.Option("--missing", help="drop (default: rows with a missing value in a used column, with a warning) | error."),
+    ] = None,
+    use_glob: Annotated[bool, typer.Option("--glob", help="Each DATA is a glob pattern that nlfit expands (sorted), e.g. 'runs/*.csv' quoted.")] = False,
     p0: Annotated[str | None, typer.Option("--p0", help="Start: by position '1,0,10' or by name 'c0=1,c2=10'.")] = None,
     start: Annotated[int | None, typer.Option("--start", help="For a NIST .dat file: its start 1 or 2 (default 1).")] = None,
     method: Annotated[str | None, typer.Option("--method", help="gd | newton | gn | lm (default lm); a comma list compares methods.")] = None,
@@ -101,11 +116,23 @@ def fit(
       nlfit fit runge.csv --model chebyshev:11 --format csv
 
       nlfit fit data/nist/Thurber.dat --model rational:3/3 --start 1
+
+      nlfit fit run1.csv run2.csv -m "a*exp(-b*x)"      (two files, concatenated)
+
+      nlfit fit --glob 'runs/*.dat' --x 1 --y 2 -m "a*exp(-b*x)"
     """
     given = {k: v for k, v in locals().items() if k in CONFIG_KEYS}
-    given.update(format=output_format, quiet=quiet or None, absolute_sigma=absolute_sigma or None, progress=progress or None)
+    given.update(format=output_format, quiet=quiet or None, absolute_sigma=absolute_sigma or None, progress=progress or None, glob=use_glob or None)
+    from nlfit.schema import check_option
+
+    for name in ("max_iter", "seed", "batch_size", "start", "ftol", "xtol", "gtol", "step", "momentum", "timeout", "conf_level", "f_scale"):
+        given[name] = check_option(name, given[name])  # the ranges a config file gets, e.g. --seed < 2^32
     options = merge(given, load_config(config, CONFIG_KEYS))
     options["quiet"] = quiet_level(options.get("quiet"))
+    from nlfit.io.read import expand_sources
+
+    inputs = expand_sources(data, bool(options.get("glob")))  # an output must not be any file read
+    check_outputs({"--output": options.get("output"), "--plot": options.get("plot")}, [*inputs, config])
     run_fit(data, options)
 
 
@@ -152,8 +179,8 @@ def progress_reporter(options: dict, single: bool):
     return ProgressLine(stderr_console()) if single else GroupProgress(stderr_console())
 
 
-def run_fit(data: str, options: dict) -> None:
-    from nlfit.io.read import read_dataset
+def run_fit(data: str | list[str], options: dict) -> None:
+    from nlfit.io.read import missing_warning, read_dataset
 
     output_format = options.get("format") or ("table" if stdout_is_terminal() and not options.get("output") else "json")
     if output_format not in FORMATS:
@@ -170,7 +197,14 @@ def run_fit(data: str, options: dict) -> None:
         sigma_column=options.get("sigma"),
         group_column=options.get("group_by"),
         formula=options.get("model"),
+        sep=options.get("sep"),
+        missing=options.get("missing") or "drop",
+        glob=bool(options.get("glob")),
     )
+    if missing_warning(dataset) and options["quiet"] < 2:
+        from nlfit.report.console import plain_line
+
+        plain_line(f"nlfit: warning: {missing_warning(dataset)}")
     model_spec = options.get("model") or dataset.extra.get("formula")
     if not model_spec:
         raise OptionError("--model is required for CSV data (see 'nlfit models')")
@@ -199,6 +233,8 @@ def run_fit(data: str, options: dict) -> None:
     if options.get("group_by"):
         return run_groups(dataset, model_spec, p0, fit_options | {"method": options.get("method")}, output_format, options)
     methods = [m.strip() for m in str(options.get("method") or "lm").split(",") if m.strip()]
+    if not methods:
+        raise OptionError(f"--method needs a method name (gd, newton, gn or lm); got {options.get('method')!r}")
     for name in methods:
         resolve_method(name)  # every name is checked before the first fit starts
     results = []
@@ -209,6 +245,8 @@ def run_fit(data: str, options: dict) -> None:
         finally:
             if progress is not None:
                 progress.close()
+        if results[-1].status.label == "interrupted":
+            break  # Ctrl-C stops the comparison: the methods done so far are reported
     payloads = [r.to_json() for r in results]
 
     if not options.get("quiet"):
@@ -220,13 +258,16 @@ def run_fit(data: str, options: dict) -> None:
         if len(payloads) > 1:
             console.print(comparison_table(payloads))
     print_warnings(payloads, options["quiet"])
-    emit(render(payloads if len(payloads) > 1 else payloads[0], output_format), options.get("output"))
+    color = stdout_is_terminal() and not options.get("output")
+    emit(render(payloads if len(payloads) > 1 else payloads[0], output_format, color), options.get("output"))
     if options.get("plot"):
         from nlfit.report.plot import render as draw
 
         draw(payloads, dataset, options["plot"])
     if any(r.status.label == "interrupted" for r in results):
-        raise typer.Exit(130)
+        from nlfit import signals
+
+        raise typer.Exit(signals.exit_code())
     raise typer.Exit(0 if all(r.success for r in results) else 1)
 
 
@@ -258,20 +299,21 @@ def run_groups(dataset, model_spec, p0, fit_options, output_format, options) -> 
             progress.close()
     rows = result.rows()
     if not options.get("quiet"):
-        from nlfit.report.console import stderr_console
+        from nlfit.report.console import batch_summary, stderr_console
 
         failed = sum(not row["success"] for row in rows)
-        stderr_console().print(
-            f"{len(rows)} groups, {len(rows) - failed} converged, {failed} not  "
-            f"({result.method} × {result.globalization}, {result.seconds:.3f} s, {len(rows) / max(result.seconds, 1e-9):.0f} fits/s)"
-        )
+        stderr_console().print(batch_summary(len(rows), failed, result.method, result.globalization, result.seconds), markup=False)
     print_warnings(rows, options["quiet"])
     text = ndjson_text(rows) if output_format == "json" else groups_csv_text(rows, result.param_names)
     emit(text, options.get("output"))
+    if any(row["status"] == "interrupted" for row in rows):
+        from nlfit import signals
+
+        raise typer.Exit(signals.exit_code())
     raise typer.Exit(0 if all(row["success"] for row in rows) else 1)
 
 
-def render(payload: dict | list[dict], output_format: str) -> str:
+def render(payload: dict | list[dict], output_format: str, color: bool = False) -> str:
     """The result text: one fit's payload, or a list of them for a method comparison."""
     from nlfit.io.write import json_text, params_csv_text
 
@@ -283,12 +325,13 @@ def render(payload: dict | list[dict], output_format: str) -> str:
 
     from rich.console import Console
 
-    from nlfit.report.console import comparison_table, params_table
+    from nlfit.report.console import comparison_table, method_title, params_table
 
     buffer = StringIO()
-    console = Console(file=buffer, force_terminal=stdout_is_terminal(), width=120)
+    # Terminal codes only when the table goes to a terminal: never into a file (-o) or a pipe.
+    console = Console(file=buffer, force_terminal=color, no_color=not color, width=120)
     for single in payload if isinstance(payload, list) else [payload]:
-        console.print(params_table(single))
+        console.print(params_table(single, title=method_title(single) if isinstance(payload, list) else "parameters"))
     if isinstance(payload, list):
         console.print(comparison_table(payload))
     return buffer.getvalue()

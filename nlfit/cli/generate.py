@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import emit, handle_errors, parse_p0
+from nlfit.cli.common import check_outputs, emit_chunks, handle_errors, parse_p0
 from nlfit.errors import OptionError
 
 # name: (formula, default params, default x range, default noise, description)
@@ -56,6 +56,7 @@ def generate(
 
     from nlfit.models.expression import FormulaModel, evaluate_numpy
 
+    check_outputs({"--output": output}, [])
     if kind not in GENERATORS:
         raise OptionError(f"unknown generator '{kind}'; choose from {', '.join(GENERATORS)}")
     if output_format != "csv":
@@ -72,6 +73,11 @@ def generate(
     hi = hi if x_max is None else x_max
     if n < 1:
         raise OptionError(f"--n must be at least 1; got {n}")
+    if groups >= 1 and n * groups > MAX_ROWS:
+        raise OptionError(f"--n x --groups is {n * groups:,} rows; at most {MAX_ROWS:,} (about {MAX_ROWS * 40 // 10**9} GB of CSV) are generated at once")
+    from nlfit.schema import check_option
+
+    seed = check_option("seed", seed)
     if not (math.isfinite(noise) and noise >= 0):
         raise OptionError(f"--noise must be a non-negative number; got {noise}")
     if not hi > lo:
@@ -104,12 +110,25 @@ def generate(
     if not np.all(np.isfinite(ys)):
         raise OptionError("the formula gives non-finite values on this x range")
     if groups == 1:
-        emit(csv_text({"x": x, "y": ys[0]}), output)
-        return
-    columns = {"group": np.repeat(np.arange(groups), n), "x": np.tile(x, groups), "y": ys.ravel()}
-    for i, name in enumerate(model.param_names):
-        columns[f"true_{name}"] = np.repeat(truths[:, i], n)
-    emit(csv_text(columns), output)
+        columns = {"x": x, "y": ys[0]}
+    else:
+        columns = {"group": np.repeat(np.arange(groups), n), "x": np.tile(x, groups), "y": ys.ravel()}
+        for i, name in enumerate(model.param_names):
+            columns[f"true_{name}"] = np.repeat(truths[:, i], n)
+    emit_chunks(csv_chunks(columns), output)
+
+
+MAX_ROWS = 100_000_000  # generate's limit on --n x --groups (the numbers are held in memory)
+CHUNK_ROWS = 65_536
+
+
+def csv_chunks(columns: dict):
+    """The CSV text of ``columns`` in pieces of CHUNK_ROWS rows (the header first)."""
+    rows = len(next(iter(columns.values())))
+    yield ",".join(columns) + "\n"
+    for begin in range(0, rows, CHUNK_ROWS):
+        part = {name: values[begin : begin + CHUNK_ROWS] for name, values in columns.items()}
+        yield csv_text(part).split("\n", 1)[1]
 
 
 def csv_text(columns: dict) -> str:

@@ -7,8 +7,9 @@ from rich.table import Table
 
 
 def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=140)
+    from nlfit.cli.common import stdout_console
+
+    return stdout_console()
 
 
 def models() -> None:

@@ -8,14 +8,17 @@ from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import emit, handle_errors, parse_number_list
+from nlfit.cli.common import check_outputs, emit, handle_errors, parse_number_list
 from nlfit.errors import InputError, OptionError
+
+MAX_POINTS = 10_000_000  # --range evaluates the model and its Jacobian at this many points at most
 
 
 @handle_errors
 def predict(
     result: Annotated[str, typer.Argument(help="A fit result saved with 'nlfit fit ... --format json' ('-' for stdin).")],
     data: Annotated[str | None, typer.Option("--data", help="CSV with the predictor column(s) of the fit.")] = None,
+    sep: Annotated[str | None, typer.Option("--sep", help="Delimiter of --data: , ; tab space (runs of blanks) or one character. Default: detected.")] = None,
     at: Annotated[str | None, typer.Option("--at", help="Comma-separated x values, e.g. 0,0.5,1.")] = None,
     x_range: Annotated[str | None, typer.Option("--range", help="START:STOP:N, N evenly spaced x values.")] = None,
     conf_level: Annotated[float | None, typer.Option("--conf-level", help="Band level (default: the fit's).")] = None,
@@ -32,10 +35,12 @@ def predict(
 
       nlfit predict fit.json --at 0,0.5 --conf-level 0.99
     """
+    check_outputs({"--output": output}, [result, data or ""])
     import numpy as np
 
     from nlfit.cli.generate import csv_text
-    from nlfit.predict import predict as compute
+    from nlfit.predict import predict_saved as compute
+    from nlfit.schema import check_fit_result
 
     try:
         text = sys.stdin.read() if result == "-" else open(result, encoding="utf-8").read()
@@ -43,13 +48,11 @@ def predict(
         raise InputError(f"cannot read fit result {result}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise InputError(f"{result} is not a text (UTF-8) file") from None
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{result} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    payload = parse_result(text, result)
     if conf_level is not None and not 0 < conf_level < 1:
         raise OptionError(f"--conf-level must be between 0 and 1; got {conf_level}")
-    x_names = list(payload.get("data", {}).get("x") or ["x"]) if isinstance(payload, dict) else ["x"]
+    saved = check_fit_result(payload, f"fit result {'<stdin>' if result == '-' else result}")
+    x_names = saved.x_names
     chosen = [o for o in (data, at, x_range) if o is not None]
     if len(chosen) != 1:
         raise OptionError("give exactly one of --data FILE, --at LIST or --range START:STOP:N")
@@ -57,7 +60,8 @@ def predict(
         from nlfit.io.read import read_dataset
 
         # Only the predictor columns are needed; the response column is not.
-        frame_x = read_dataset(data, x_columns=x_names, y_column=x_names[0]).x
+        # A missing x is an error (each output row answers an input row).
+        frame_x = read_dataset(data, x_columns=x_names, y_column=x_names[0], sep=sep, missing="error").x
     elif at is not None:
         frame_x = np.array(parse_number_list(at, "--at"))
         if frame_x.size == 0:
@@ -70,12 +74,36 @@ def predict(
             start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
         except (ValueError, IndexError):
             raise OptionError(f"--range must be START:STOP:N, e.g. -1:1:11; got '{x_range}'") from None
-        if count < 1:
-            raise OptionError("--range needs N >= 1")
+        if not 1 <= count <= MAX_POINTS:
+            raise OptionError(f"--range needs 1 <= N <= {MAX_POINTS:,}; got {count:,}")
         frame_x = np.linspace(start, stop, count)
     if len(x_names) > 1 and frame_x.ndim == 1:
         raise OptionError(f"this model has {len(x_names)} predictors ({', '.join(x_names)}): use --data FILE")
-    columns = compute(payload, frame_x, conf_level)
+    columns = compute(saved, frame_x, conf_level)
     table = {name: (frame_x if frame_x.ndim == 1 else frame_x[:, i]) for i, name in enumerate(x_names)}
     table.update(columns)
     emit(csv_text(table), output)
+
+
+def parse_result(text: str, result: str):
+    """The JSON of a fit result. The NDJSON of ``--group-by`` (one fit per line) is one fit
+    per group: a single line is read as that fit, several are an error that says what to do."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InputError(f"{result} is not a fit result (JSON nested too deeply)") from None
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":
+            lines = [line for line in text.splitlines() if line.strip()]
+            try:
+                rows = [json.loads(line) for line in lines]
+            except (ValueError, RecursionError):
+                rows = []
+            if len(rows) > 1 and all(isinstance(row, dict) for row in rows):
+                raise InputError(
+                    f"{result} holds {len(rows)} fit results, one per line (the NDJSON of --group-by); "
+                    f"predict takes one: save the line of one group to its own file, e.g. head -n 1 {result} > one.json"
+                ) from None
+        raise InputError(f"{result} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise InputError(f"{result} is not a fit result ({exc})") from None

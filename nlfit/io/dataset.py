@@ -13,7 +13,9 @@ class Dataset:
 
     ``sigma`` holds per-point standard deviations, or is None for an unweighted fit.
     ``extra`` carries what a source knows beyond the numbers (a NIST file's formula, starts
-    and certified values); it is empty for CSV input.
+    and certified values); it is empty for CSV input. ``files``: the inputs read, each as
+    given ("stdin" for ``-``); ``dropped``: the rows left out for a missing value in a used
+    column (``read_dataset(..., missing="drop")``).
     """
 
     x: np.ndarray
@@ -23,6 +25,8 @@ class Dataset:
     sigma: np.ndarray | None = None
     source: str = ""
     groups: np.ndarray | None = None  # the --group-by column as text, one key per row
+    files: tuple[str, ...] = ()
+    dropped: int = 0
     extra: dict = field(default_factory=dict, compare=False)
 
     @property

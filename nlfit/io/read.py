@@ -1,75 +1,541 @@
-"""CSV (a path, or ``-`` for stdin) or a NIST StRD ``.dat`` file -> :class:`Dataset`.
+"""Data files (paths, ``-`` for stdin, NIST StRD ``.dat`` files) -> :class:`Dataset`.
 
-Column choice: ``x_columns`` and ``y_column`` name columns; by default the columns called
-``x`` and ``y`` are used, else the first and second columns. Every selected cell must be a
-finite number; the first one that is not is reported with its row and column.
+What is read, and how (the README's "Data input" says the same for users):
+
+* DATA is a literal path: ``run[1].csv`` is that file. Several files are several
+  arguments and are concatenated; they must have the same columns. With ``glob=True``
+  (``--glob``) each DATA is a pattern that nlfit expands (sorted). ``-`` is stdin, once.
+* Every input is read once, as bytes (so FIFOs, ``<(cmd)`` and ``/dev/stdin`` work), and
+  decoded as UTF-8 (a BOM is dropped; UTF-16 with a BOM is decoded too). Bytes that are not
+  UTF-8 are an error naming the line: nothing is replaced silently.
+* The delimiter is detected from the first records (``--sep`` forces one): tab, semicolon
+  or comma when it splits every sampled line into the same number of fields (in that order
+  of preference), else runs of spaces and tabs when they do, else the delimiter most used on
+  the first line.
+* Lines whose first non-blank character is ``#`` are comments, wherever they are; blank
+  lines are skipped. A ``#`` after data on a line is not a comment (it is part of the cell).
+* A first row made only of numbers is data, not a header: the columns are then called
+  ``x`` and ``y`` when there are two, else ``V1`` ... ``Vk`` (R's ``read.table`` names).
+* Columns are chosen by name, or by 1-based number (``--x 1``) when no column has that
+  name. By default the columns called ``x`` and ``y`` are used, else the first and second.
+* A missing cell (empty, or ``NA``, ``N/A``, ``n/a``, ``NULL``, ``null``, ``None``) in a used
+  column drops its row (``missing="drop"``, counted in ``Dataset.dropped``) or is an error
+  (``missing="error"``). Text that is not a number is always an error; ``nan`` and ``inf``
+  are numbers that are not finite: an error, except with a group column, where they fail
+  only their own group.
+* Every error that names a data row gives its row (1-based, among the data rows of its
+  file) and its physical line in the file (1-based, counting the header, comments and
+  blank lines); file content quoted in a message is shown with control characters escaped.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
+import itertools
+import os
+import re
 import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from nlfit.errors import InputError
+from nlfit.errors import InputError, OptionError, printable
 from nlfit.io.dataset import Dataset
+
+# Cells that mean "no value". 'nan' and 'inf' are numbers (a program's NaN), not missing.
+NA_TEXT = ["", "NA", "N/A", "n/a", "NULL", "null", "None"]
+_NA_SET = frozenset(NA_TEXT)
+WHITESPACE = "whitespace"  # runs of spaces and tabs, as in gnuplot's data files
+_SEP_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "space": WHITESPACE, "whitespace": WHITESPACE, " ": WHITESPACE}
+_WIDE = 1000  # columns from which only the used ones are converted
+_SEP_WORDS = {",": "comma", ";": "semicolon", "\t": "tab", WHITESPACE: "whitespace"}
+_SAMPLE_RECORDS = 20  # records looked at to detect the delimiter
+_SHOWN_COLUMNS = 20  # column names listed in an error message
+MISSING_MODES = ("drop", "error")
 
 
 def read_dataset(
-    source: str,
+    source: str | os.PathLike | list[str | os.PathLike],
     x_columns: list[str] | None = None,
     y_column: str | None = None,
     sigma_column: str | None = None,
     stdin=None,
     group_column: str | None = None,
     formula: str | None = None,
+    *,
+    sep: str | None = None,
+    missing: str = "drop",
+    glob: bool = False,
 ) -> Dataset:
-    """Read ``source`` (a path, or ``-`` for stdin) and pick the columns of the fit. With a
-    ``formula`` (a user formula), every data column it names is a predictor
-    (``nlfit.models.expression.choose_columns``)."""
+    """Read ``source`` (a path, ``-`` for stdin, or a list of them: concatenated) and pick
+    the columns of the fit. With a ``formula`` (a user formula), every data column it names
+    is a predictor (``nlfit.models.expression.choose_columns``). ``sep``: the delimiter
+    (``parse_sep``; None detects it); ``missing``: ``drop`` or ``error``; ``glob``: expand
+    each source as a pattern. ``stdin``: the stream read for ``-`` (default ``sys.stdin``)."""
     from nlfit.models.registry import is_formula
 
+    if missing not in MISSING_MODES:
+        raise OptionError(f"--missing must be drop or error; got '{printable(missing)}'")
+    separator = parse_sep(sep)
     if not is_formula(formula):
         formula = None
-    if source != "-" and source.lower().endswith(".dat"):
-        from nlfit.io.nist import read_nist
-
-        dataset = read_nist(Path(source))
-        if formula is not None:
-            x_columns, y_column = _formula_columns(formula, [dataset.y_name, *dataset.x_names], x_columns, y_column, (sigma_column,))
-            if (tuple(x_columns), y_column) == (dataset.x_names, dataset.y_name) and not sigma_column:
-                return dataset
-        if x_columns or y_column or sigma_column:
-            frame = _frame_from_dataset(dataset)
-            return _select(frame, x_columns, y_column, sigma_column, source, dataset.extra)
-        return dataset
-    text_columns = (group_column,) if group_column else ()
-    if source != "-" and any(ch in source for ch in "*?["):
-        import glob
-
+    names = expand_sources(source, glob)
+    inputs = [(_label(name), _prepare(_read_bytes(name, stdin), _label(name))) for name in names]
+    nist = [i for i, (label, data) in enumerate(inputs) if names[i] != "-" and _is_nist(names[i], data)]
+    if nist:
+        if len(inputs) > 1:
+            raise InputError(f"{printable(inputs[nist[0]][0])} is a NIST StRD file: it is read alone, not with other files")
+        return _read_nist(inputs[0][0], inputs[0][1].decode("utf-8", errors="replace"), x_columns, y_column, sigma_column, formula)
+    sources = [_Source.parse(label, data, separator) for label, data in inputs]
+    first = sources[0]
+    for other in sources[1:]:
+        if other.names != first.names:
+            raise InputError(
+                f"the columns of {printable(other.label)} ({_column_list(other.names)}) differ from those of "
+                f"{printable(first.label)} ({_column_list(first.names)}); several files must have the same columns"
+            )
+    label = ", ".join(s.label for s in sources)
+    columns = list(first.names)
+    if group_column is not None:
+        group_column = _resolve(group_column, columns, label, "--group-by ")
+    x_columns = [_resolve(c, columns, label) for c in x_columns] if x_columns else None
+    y_column = _resolve(y_column, columns, label) if y_column is not None else None
+    sigma_column = _resolve(sigma_column, columns, label) if sigma_column else None
+    if formula is not None:
+        x_columns, y_column = _formula_columns(formula, columns, x_columns, y_column, (sigma_column, group_column))
+    elif (x_columns is None or y_column is None) and len(columns) - (group_column is not None) < 2:
+        seps = sorted({_SEP_WORDS.get(s.sep, repr(s.sep)) for s in sources})
+        raise InputError(
+            f"{printable(label)} needs at least two columns (x and y); it has {len(columns) - (group_column is not None)} "
+            f"(read with delimiter {' / '.join(seps)}; --sep sets another)"
+        )
+    x_columns, y_column, wanted = _pick(columns, x_columns, y_column, sigma_column, label, group_column)
+    used = list(dict.fromkeys([*wanted, *([group_column] if group_column else [])]))
+    frames = [s.frame(used, group_column) for s in sources]  # only the used columns are converted
+    if len(frames) == 1:
+        frame = frames[0]
+    else:
         import pandas as pd
 
-        files = sorted(glob.glob(source))
-        if not files:
-            raise InputError(f"no file matches {source}")
-        frames = [_read_csv(name, None, text_columns) for name in files]
-        if any(list(f.columns) != list(frames[0].columns) for f in frames):
-            raise InputError(f"the files matching {source} do not all have the same columns")
         frame = pd.concat(frames, ignore_index=True)
-    else:
-        frame = _read_csv(source, stdin, text_columns)
+    locate = _Locator(sources, [len(f) for f in frames])
+    # With a group column a non-finite number only fails its own group (status nonfinite).
+    dataset = _select(frame, x_columns, y_column, sigma_column, label, {}, group_column=group_column, missing=missing, locate=locate)
+    return Dataset(**{**dataset.__dict__, "files": tuple(s.label for s in sources)})
+
+
+def parse_sep(sep: str | None) -> str | None:
+    """``--sep``: None (detect), ``,`` ``;`` ``tab`` (or ``\\t``), ``space`` / ``whitespace``
+    (runs of blanks), or any single character but a quote, ``#`` or a line break."""
+    if sep is None:
+        return None
+    if sep in _SEP_NAMES or sep.lower() in _SEP_NAMES:
+        return _SEP_NAMES.get(sep, _SEP_NAMES.get(sep.lower()))
+    if len(sep) != 1 or sep in '"#\r\n':
+        raise OptionError(f"--sep must be one character (such as , or ;), tab, or space/whitespace (runs of blanks); got {printable(repr(sep))}")
+    return sep
+
+
+def missing_warning(dataset: Dataset) -> str | None:
+    """The warning line (without 'nlfit: warning: ') for the rows dropped, or None."""
+    n = dataset.dropped
+    if not n:
+        return None
+    return f"dropped {n} row{'s' if n != 1 else ''} with missing values in the used columns (--missing error to refuse)"
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def expand_sources(source, use_glob: bool) -> list[str]:
+    """The DATA arguments as the files to read: literal paths, or with ``use_glob`` each
+    pattern expanded (sorted); '-' (stdin) at most once."""
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    names = [os.fspath(item) for item in items]
+    if not names:
+        raise OptionError("no data given: name a file, or '-' for stdin")
+    if names.count("-") > 1:
+        raise OptionError("stdin ('-') can be read only once; give '-' once")
+    if not use_glob:
+        return names
+    import glob as globbing
+
+    expanded = []
+    for name in names:
+        if name == "-":
+            expanded.append(name)
+            continue
+        matches = sorted(globbing.glob(name))
+        if not matches:
+            raise InputError(f"no file matches {printable(name)}")
+        expanded += matches
+    return expanded
+
+
+def _label(name: str) -> str:
+    return "stdin" if name == "-" else name
+
+
+def _read_bytes(name: str, stdin) -> bytes:
+    """The whole input, read once (a FIFO or a pipe cannot be read twice)."""
+    if name == "-":
+        stream = stdin if stdin is not None else sys.stdin
+        if stream is None:
+            raise InputError("cannot read stdin: it is closed")
+        try:
+            data = getattr(stream, "buffer", stream).read()
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read stdin: {getattr(exc, 'strerror', None) or exc}") from None
+        return data if isinstance(data, bytes) else str(data).encode("utf-8", errors="surrogatepass")
+    if os.path.isdir(name):
+        raise InputError(f"data path is a directory, not a file: {printable(name)}")
+    try:
+        with open(name, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise InputError(f"data file not found: {printable(name)}") from None
+    except IsADirectoryError:
+        raise InputError(f"data path is a directory, not a file: {printable(name)}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {printable(name)}: {exc.strerror or exc}") from None
+
+
+def _prepare(raw: bytes, label: str) -> bytes:
+    """The input as UTF-8 bytes for the parser: BOM dropped (UTF-16 with a BOM re-encoded),
+    checked to be UTF-8, line ends as '\\n', comment lines emptied (lines keep their numbers).
+    A plain ASCII file without comments or '\\r' is passed through as it is (no copy)."""
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            raw = raw.decode("utf-16").encode("utf-8", errors="surrogatepass")
+        except UnicodeError:
+            raise InputError(f"{printable(label)} is not UTF-16 text although it starts with a UTF-16 byte order mark") from None
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise InputError(
+                f"{printable(label)} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} (convert it, e.g. iconv -f latin1 -t utf-8)"
+            ) from None
+    if b"\r" in raw or (b"#" in raw and _COMMENT_START.search(raw)):
+        text = raw.decode("utf-8", errors="surrogatepass")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        raw = _blank_comments(text).encode("utf-8", errors="surrogatepass")
+    return raw
+
+
+def _is_nist(name: str, data: bytes) -> bool:
+    """A ``.dat`` file that looks like NIST StRD's (a 'Model:' or 'Data:' section, or NIST on
+    its first line); any other ``.dat`` file (gnuplot's) is read as data."""
+    if not name.lower().endswith(".dat"):
+        return False
+    return b"NIST" in data[: data.find(b"\n")] or re.search(rb"(?m)^(?:Model|Data):", data) is not None
+
+
+def _read_nist(label, text, x_columns, y_column, sigma_column, formula) -> Dataset:
+    from nlfit.io import nist
+
+    try:
+        dataset = nist._parse(text.splitlines(), Path(label))
+    except (ValueError, IndexError, StopIteration) as exc:
+        raise InputError(f"{printable(label)} is not a NIST StRD nonlinear regression file ({exc or 'no Model: section'})") from None
+    dataset = Dataset(**{**dataset.__dict__, "files": (label,)})
     if formula is not None:
-        x_columns, y_column = _formula_columns(formula, list(frame.columns), x_columns, y_column, (sigma_column, group_column))
-    # With --group-by a missing or non-finite number only fails its own group (status nonfinite).
-    dataset = _select(frame, x_columns, y_column, sigma_column, source, {}, exclude=group_column, allow_nonfinite=group_column is not None)
-    if group_column is None:
-        return dataset
-    if group_column not in frame.columns:
-        raise InputError(f"unknown --group-by column '{group_column}' in {source}; columns are: {', '.join(frame.columns)}")
-    keys = frame[group_column].astype(object).map(lambda v: str(v).strip()).to_numpy(dtype=object)
-    return Dataset(**{**dataset.__dict__, "groups": keys})
+        x_columns, y_column = _formula_columns(formula, [dataset.y_name, *dataset.x_names], x_columns, y_column, (sigma_column,))
+        if (tuple(x_columns), y_column) == (dataset.x_names, dataset.y_name) and not sigma_column:
+            return dataset
+    if x_columns or y_column or sigma_column:
+        frame = _frame_from_dataset(dataset)
+        columns = list(frame.columns)
+        x_columns = [_resolve(c, columns, label) for c in x_columns] if x_columns else None
+        y_column = _resolve(y_column, columns, label) if y_column else None
+        sigma_column = _resolve(sigma_column, columns, label) if sigma_column else None
+        selected = _select(frame, x_columns, y_column, sigma_column, label, dataset.extra)
+        return Dataset(**{**selected.__dict__, "files": (label,)})
+    return dataset
+
+
+# --- lines and records --------------------------------------------------------------------
+
+_COMMENT_LINE = re.compile(r"^[ \t]*#[^\n]*", re.MULTILINE)
+_COMMENT_START = re.compile(rb"^[ \t]*#", re.MULTILINE)
+
+
+def _blank_comments(text: str) -> str:
+    """``text`` with every comment line emptied (its line break kept, so that lines keep
+    their numbers; the parser skips empty lines). A line inside a quoted field is data."""
+    if "#" not in text:
+        return text
+    if '"' not in text:
+        return _COMMENT_LINE.sub("", text)
+    out, quoted = [], False
+    for line in text.split("\n"):
+        out.append("" if not quoted and line.lstrip(" \t").startswith("#") else line)
+        if line.count('"') % 2:
+            quoted = not quoted
+    return "\n".join(out)
+
+
+def _records(text: str):
+    """(first line, record text, end offset, closed) of each record of ``text`` that is not
+    blank or a comment; a record spans lines while a quoted field is open."""
+    pos, size, number = 0, len(text), 0
+    while pos < size:
+        end = text.find("\n", pos)
+        end = size if end < 0 else end
+        line = text[pos:end]
+        pos, number = end + 1, number + 1
+        stripped = line.strip(" \t")
+        if not stripped or stripped.startswith("#"):
+            continue
+        first = number
+        quotes = line.count('"')
+        if quotes % 2:
+            parts = [line]
+            while quotes % 2 and pos < size:
+                end = text.find("\n", pos)
+                end = size if end < 0 else end
+                parts.append(text[pos:end])
+                quotes += parts[-1].count('"')
+                pos, number = end + 1, number + 1
+            line = "\n".join(parts)
+        yield first, line, min(pos, size), quotes % 2 == 0
+
+
+def _fields(record: str, sep: str) -> list[str]:
+    if sep == WHITESPACE:
+        if '"' not in record:
+            return record.split()
+        return [f for f in next(csv.reader([record.replace("\t", " ")], delimiter=" ", skipinitialspace=True)) if f != ""]
+    return next(csv.reader(io.StringIO(record), delimiter=sep, skipinitialspace=True), [])
+
+
+def _detect(records: list[str]) -> str:
+    """The delimiter of these first records (see the module's docstring)."""
+    sample = [re.sub(r'"[^"]*"', '""', r) for r in records]
+    counts = {d: [line.count(d) for line in sample] for d in ("\t", ";", ",")}
+    for d in ("\t", ";", ","):
+        if counts[d][0] > 0 and len(set(counts[d])) == 1:
+            return d
+    blanks = [len(line.split()) for line in sample]
+    if blanks[0] >= 2 and len(set(blanks)) == 1:
+        return WHITESPACE
+    best = max((",", "\t", ";"), key=lambda d: counts[d][0])
+    if counts[best][0] > 0:
+        return best
+    return WHITESPACE if blanks[0] >= 2 else ","
+
+
+def _is_number(cell: str) -> bool:
+    cell = cell.strip()
+    if not cell:
+        return False
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class _Source:
+    """One input: its bytes (``_prepare``), delimiter, column names, whether its first record
+    is a header, and the byte offset of its first data record."""
+
+    label: str
+    data: bytes
+    sep: str
+    names: list[str]
+    header: bool
+    body: int
+    _text: str | None = field(default=None, repr=False)
+    _lines: list[int] | None = field(default=None, repr=False)
+
+    @property
+    def text(self) -> str:
+        """The whole text (decoded when first needed: for an error message)."""
+        if self._text is None:
+            self._text = self.data.decode("utf-8", errors="replace")
+        return self._text
+
+    @classmethod
+    def parse(cls, label: str, data: bytes, sep: str | None) -> _Source:
+        head, text = cls._head(data)
+        if not head:
+            raise InputError(f"{printable(label)} is empty: expected CSV with a header row")
+        sep = sep or _detect([r[1] for r in head])
+        try:
+            first = [cell.strip() for cell in _fields(head[0][1], sep)]
+        except csv.Error as exc:
+            raise InputError(f"{printable(label)} is not valid CSV: {exc}") from None
+        if not any(first):
+            raise InputError(f"{printable(label)} is empty: expected CSV with a header row")
+        if all(_is_number(cell) for cell in first):
+            names = ["x", "y"][: len(first)] if len(first) <= 2 else [f"V{i + 1}" for i in range(len(first))]
+            return cls(label, data, sep, names, header=False, body=0)
+        names = [cell or f"V{i + 1}" for i, cell in enumerate(first)]
+        duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
+        if duplicated:
+            raise InputError(f"{printable(label)} has duplicate column names: {', '.join(printable(n) for n in duplicated)}")
+        return cls(label, data, sep, names, header=True, body=len(text[: head[0][2]].encode("utf-8", errors="surrogatepass")))
+
+    @staticmethod
+    def _head(data: bytes):
+        """The first records (up to _SAMPLE_RECORDS) and the text they were read from: a
+        prefix of whole lines, decoded; grown until it holds them or is the whole input."""
+        lines = 4 * _SAMPLE_RECORDS
+        while True:
+            end = -1
+            for _ in range(lines):
+                end = data.find(b"\n", end + 1)
+                if end < 0:
+                    break
+            whole = end < 0
+            text = data.decode("utf-8", errors="replace") if whole else data[: end + 1].decode("utf-8", errors="replace")
+            head = list(itertools.islice(_records(text), _SAMPLE_RECORDS))
+            if whole or (len(head) == _SAMPLE_RECORDS and head[-1][3]):
+                return head, text
+            lines *= 4
+
+    def frame(self, used: list[str], group_column: str | None):
+        """The ``used`` columns of the data records as a DataFrame (pandas' C parser); a
+        group column is kept as text."""
+        import pandas as pd
+
+        # pandas refuses a row with more fields than the names (a trailing empty field,
+        # '1,2,', is allowed), but not when it reads only some columns (usecols): a wide file
+        # (where converting every column would cost seconds) is checked here instead.
+        wide = len(self.names) > _WIDE
+        numeric = [n for n in (used if wide else self.names) if n != group_column]
+        options = dict(
+            header=None,
+            names=self.names,
+            index_col=False,
+            skipinitialspace=True,
+            keep_default_na=False,
+            na_values={n: NA_TEXT for n in numeric} if group_column else NA_TEXT,
+            low_memory=False,
+            engine="c",
+        )
+        if wide:
+            options["usecols"] = used
+        if group_column:
+            options["dtype"] = {group_column: object}
+        options["sep"] = r"\s+" if self.sep == WHITESPACE else self.sep
+        try:
+            stream = io.BytesIO(self.data)  # shares the bytes: no copy
+            stream.seek(self.body)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                frame = pd.read_csv(stream, **options)
+            # a first data row longer than the names: pandas cuts it with a warning
+            wide = wide or any("Length of header" in str(w.message) for w in caught)
+        except pd.errors.EmptyDataError:
+            frame = pd.DataFrame(columns=self.names)
+        except pd.errors.ParserError as exc:
+            raise InputError(self._parser_error(str(exc))) from None
+        except (ValueError, OverflowError) as exc:
+            raise InputError(f"{printable(self.label)} is not valid CSV: {_first_line(exc)}") from None
+        if frame.shape[0] == 0:
+            if self.header:
+                raise InputError(f"{printable(self.label)} has a header but no data rows")
+            raise InputError(f"{printable(self.label)} is empty: expected CSV with a header row")
+        if wide:
+            self._check_widths()
+        return frame[used]
+
+    def _check_widths(self) -> None:
+        """A record with more fields than the names is an error (see ``frame``)."""
+        size, sep = len(self.names), self.sep
+        body = len(self.data[: self.body].decode("utf-8", errors="replace"))
+        for row, (line, record, _, _) in enumerate(_records(self.text[body:])):
+            if sep == WHITESPACE or '"' in record:
+                try:
+                    count = len(_fields(record, sep))
+                except csv.Error:
+                    continue
+            else:
+                count = record.count(sep) + 1
+            if count > size and not (count == size + 1 and record.rstrip(" \t").endswith(sep)):
+                what = "the header has" if self.header else "the first row has"
+                raise InputError(f"{printable(self.label)}: row {row + 1} (line {self._line_offset() + line}) has {count} fields; {what} {size}")
+
+    def _parser_error(self, message: str) -> str:
+        """pandas' message, with the row and the line in the file instead of its own count."""
+        label = printable(self.label)
+        expected = re.search(r"Expected (\d+) fields", message)
+        body = len(self.data[: self.body].decode("utf-8", errors="replace"))
+        for row, (line, record, _, closed) in enumerate(_records(self.text[body:])):
+            if not closed:
+                return f"{label}: row {row + 1} (line {self._line_offset() + line}) opens a quoted field that is never closed"
+            if expected:
+                try:
+                    count = len(_fields(record, self.sep))
+                except csv.Error:
+                    continue
+                if count > int(expected.group(1)):
+                    what = "the header has" if self.header else "the first row has"
+                    return f"{label}: row {row + 1} (line {self._line_offset() + line}) has {count} fields; {what} {len(self.names)}"
+        return f"{label} is not valid CSV: {_first_line(message)}"
+
+    def _line_offset(self) -> int:
+        return self.data.count(b"\n", 0, self.body)
+
+    def line_of(self, row: int) -> int | None:
+        """The physical line (1-based) of data row ``row`` (0-based), or None."""
+        if self._lines is None:
+            self._lines = [line for line, *_ in _records(self.text)][1 if self.header else 0 :]
+        return self._lines[row] if 0 <= row < len(self._lines) else None
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _Locator:
+    """Row of the concatenated frame -> 'FILE: row N (line L)'."""
+
+    def __init__(self, sources: list[_Source], lengths: list[int]):
+        self.sources = sources
+        self.starts = np.cumsum([0, *lengths])[:-1]
+
+    def __call__(self, index: int) -> str:
+        which = int(np.searchsorted(self.starts, index, side="right") - 1)
+        source, row = self.sources[which], int(index - self.starts[which])
+        line = source.line_of(row)
+        where = f"row {row + 1}" + (f" (line {line})" if line is not None else "")
+        return f"{printable(source.label)}: {where}"
+
+
+# --- columns ------------------------------------------------------------------------------
+
+
+def _column_list(names) -> str:
+    names = list(names)
+    shown = ", ".join(printable(n) for n in names[:_SHOWN_COLUMNS])
+    return shown if len(names) <= _SHOWN_COLUMNS else f"{shown}, ... ({len(names)} columns)"
+
+
+def _resolve(spec: str, columns: list[str], label: str, flag: str = "") -> str:
+    """A column given by name, else by 1-based number (as gnuplot's ``using 1:2``)."""
+    spec = str(spec).strip()
+    if spec in columns:
+        return spec
+    if spec.isascii() and spec.isdigit():
+        number = int(spec)
+        if 1 <= number <= len(columns):
+            return columns[number - 1]
+        raise InputError(f"{flag}column {number} is out of range: {printable(label)} has {len(columns)} column{'s' if len(columns) != 1 else ''}")
+    raise InputError(f"unknown {flag}column '{printable(spec)}' in {printable(label)}; columns are: {_column_list(columns)}")
 
 
 def _formula_columns(formula, columns, x_columns, y_column, reserved):
@@ -79,74 +545,7 @@ def _formula_columns(formula, columns, x_columns, y_column, reserved):
     try:
         return choose_columns(formula, [str(c).strip() for c in columns], x_columns, y_column, reserved)
     except FormulaError as error:
-        raise InputError(f"{error} (columns: {', '.join(str(c) for c in columns)})") from None
-
-
-NA_TEXT = ["", "nan", "NaN", "NA", "N/A", "null", "NULL", "-nan", "-NaN"]
-
-
-def _read_csv(source: str, stdin=None, text_columns: tuple[str, ...] = ()):
-    """The CSV as a DataFrame; ``text_columns`` (a --group-by key) are kept as written."""
-    import csv
-
-    import pandas as pd
-
-    if source == "-":
-        stream = stdin if stdin is not None else sys.stdin
-        text = stream.read()
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", errors="replace")
-        label = "stdin"
-
-        def handle():
-            return io.StringIO(text)
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"data file not found: {source}")
-        if path.is_dir():
-            raise InputError(f"data path is a directory, not a file: {source}")
-        label = source
-
-        def handle():
-            return open(path, encoding="utf-8", errors="replace", newline="")
-
-    try:
-        with handle() as first:
-            header = next(csv.reader(first), None)
-    except OSError as exc:
-        raise InputError(f"cannot read {label}: {exc.strerror or exc}") from None
-    except csv.Error as exc:
-        raise InputError(f"{label} is not valid CSV: {exc}") from None
-    if not header or not any(cell.strip() for cell in header):
-        raise InputError(f"{label} is empty: expected CSV with a header row")
-    names = [cell.strip() for cell in header]
-    duplicated = sorted({c for c in names if names.count(c) > 1})
-    if duplicated:
-        raise InputError(f"{label} has duplicate column names: {', '.join(duplicated)}")
-    try:
-        # Types are inferred by pandas' C parser (fast for large files); a column that does
-        # not come out numeric is checked cell by cell only when it is used.
-        with handle() as stream:
-            frame = pd.read_csv(
-                stream,
-                skipinitialspace=True,
-                low_memory=False,
-                keep_default_na=False,
-                na_values={name: NA_TEXT for name in header if name.strip() not in text_columns},
-                dtype={name: object for name in header if name.strip() in text_columns},
-            )
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{label} is empty: expected CSV with a header row") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{label} is not valid CSV: {first_line}") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {label}: {exc.strerror or exc}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.shape[0] == 0:
-        raise InputError(f"{label} has a header but no data rows")
-    return frame
+        raise InputError(f"{error} (columns: {_column_list(columns)})") from None
 
 
 def _frame_from_dataset(dataset: Dataset):
@@ -159,8 +558,10 @@ def _frame_from_dataset(dataset: Dataset):
     return pd.DataFrame(columns)
 
 
-def _select(frame, x_columns, y_column, sigma_column, label, extra, exclude=None, allow_nonfinite=False) -> Dataset:
-    names = [c for c in frame.columns if c != exclude]
+def _pick(columns, x_columns, y_column, sigma_column, label, exclude=None):
+    """(x columns, y column, the used numeric columns): by default 'x' (else the first
+    column) and 'y' (else the next); every one must exist."""
+    names = [c for c in columns if c != exclude]
     if x_columns is None:
         x_columns = ["x"] if "x" in names else names[:1]
     if y_column is None:
@@ -169,20 +570,58 @@ def _select(frame, x_columns, y_column, sigma_column, label, extra, exclude=None
         else:
             rest = [c for c in names if c not in x_columns]
             if not rest:
-                raise InputError(f"{label} needs at least two columns (x and y); it has {len(names)}")
+                raise InputError(f"{printable(label)} needs at least two columns (x and y); it has {len(names)}")
             y_column = rest[0]
     wanted = [*x_columns, y_column] + ([sigma_column] if sigma_column else [])
+    available = set(names)
     for column in wanted:
-        if column not in names:
-            raise InputError(f"unknown column '{column}' in {label}; columns are: {', '.join(names)}")
-    values = {column: _numeric_column(frame, column, label, allow_nonfinite) for column in dict.fromkeys(wanted)}
+        if column not in available:
+            raise InputError(f"unknown column '{printable(column)}' in {printable(label)}; columns are: {_column_list(names)}")
+    return list(x_columns), y_column, wanted
+
+
+def _select(frame, x_columns, y_column, sigma_column, label, extra, group_column=None, missing="drop", locate=None) -> Dataset:
+    """The fit's columns as numbers. Rows with a missing cell in a used column are dropped
+    (or an error with ``missing='error'``); with a group column, non-finite numbers are kept
+    (their group fails alone)."""
+    locate = locate or (lambda index: f"{printable(label)}: row {index + 1}")
+    x_columns, y_column, wanted = _pick(list(frame.columns), x_columns, y_column, sigma_column, label, group_column)
+    values, problems = {}, []
+    absent = np.zeros(len(frame), dtype=bool)
+    for column in dict.fromkeys(wanted):
+        values[column], gaps, problem = _numeric_column(frame, column, group_column is not None, missing)
+        absent |= gaps
+        if problem is not None:
+            problems.append(problem)
+    if problems:  # the first bad cell in the file (by row, then in the order of the columns)
+        index, column, what = min(problems, key=lambda p: p[0])
+        raise InputError(f"{locate(index)}, column '{printable(column)}' {what}")
+    groups = None
+    if group_column is not None:
+        raw = frame[group_column]
+        gaps = raw.isna().to_numpy().copy()
+        if missing == "error" and gaps.any():
+            raise InputError(f"{locate(int(np.flatnonzero(gaps)[0]))}, column '{printable(group_column)}' is missing")
+        absent |= gaps
+        groups = raw.astype(str).str.strip().to_numpy(dtype=object)
+    dropped = int(absent.sum())
+    kept = None
+    if dropped:
+        if dropped == len(frame):
+            raise InputError(
+                f"{printable(label)}: every row ({dropped}) has a missing value in the used columns ({', '.join(printable(c) for c in dict.fromkeys(wanted))})"
+            )
+        kept = np.flatnonzero(~absent)
+        values = {c: v[kept] for c, v in values.items()}
+        groups = None if groups is None else groups[kept]
     x = np.column_stack([values[c] for c in x_columns]) if len(x_columns) > 1 else values[x_columns[0]]
     sigma = None
     if sigma_column:
         sigma = values[sigma_column]
         bad = np.flatnonzero(sigma <= 0)
         if bad.size:
-            raise InputError(f"{label}: sigma must be positive; row {bad[0] + 1}, column '{sigma_column}' is {sigma[bad[0]]:g}")
+            index = int(bad[0] if kept is None else kept[bad[0]])
+            raise InputError(f"{locate(index)}, column '{printable(sigma_column)}' is {sigma[bad[0]]:g}: sigma must be positive")
     return Dataset(
         x=x,
         y=values[y_column],
@@ -190,36 +629,47 @@ def _select(frame, x_columns, y_column, sigma_column, label, extra, exclude=None
         y_name=y_column,
         sigma=sigma,
         source=label,
+        groups=groups,
+        dropped=dropped,
         extra=extra,
     )
 
 
-def _numeric_column(frame, column: str, label: str, allow_nonfinite: bool = False) -> np.ndarray:
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
+
+
+def _numeric_column(frame, column: str, allow_nonfinite: bool = False, missing: str = "drop"):
+    """(values, missing mask, first problem) of a used column; the problem, (row index,
+    column, what is wrong) or None, is text that is no number, a non-finite number unless
+    ``allow_nonfinite``, or a missing cell when ``missing='error'``."""
     import pandas as pd
 
     raw = frame[column]
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         numbers = raw.to_numpy(dtype=np.float64)
+        gaps = np.isnan(numbers)  # NaN here only comes from a missing cell: 'nan' text is not parsed as a number by the C parser
+        text = None
+        wrong = np.zeros(numbers.shape, dtype=bool)
     else:
-        numbers = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(numbers))
-    if allow_nonfinite:
-        # keep NaN, inf and empty cells; text that is no number at all is still an error
-        bad = np.array([i for i in bad if not (pd.isna(raw.iloc[i]) or _is_number_word(raw.iloc[i]))], dtype=int)
-    if bad.size:
-        row = int(bad[0])
-        cell = raw.iloc[row]
-        if pd.isna(cell) or str(cell).strip() == "":
-            what = "is missing"
-        else:
-            what = f"is not a finite number: {str(cell).strip()!r}"
-        raise InputError(f"{label}: row {row + 1} (line {row + 2}), column '{column}' {what}")
-    return numbers
-
-
-def _is_number_word(cell) -> bool:
-    try:
-        float(str(cell).strip())
-        return True
-    except ValueError:
-        return str(cell).strip() == ""
+        text = raw.astype(str).str.strip()
+        gaps = raw.isna().to_numpy() | text.isin(_NA_SET).to_numpy()
+        numbers = pd.to_numeric(text.where(~gaps, ""), errors="coerce").to_numpy(dtype=np.float64, copy=True)
+        numbers[gaps] = np.nan
+        wrong = ~gaps & np.isnan(numbers)
+        for i in np.flatnonzero(wrong):  # 'nan', 'NaN', '-nan': numbers that are not finite
+            wrong[i] = not _is_number(text.iloc[i])
+    problems = wrong.copy()
+    if not allow_nonfinite:
+        problems |= ~gaps & ~np.isfinite(numbers)
+    if missing == "error":
+        problems |= gaps
+    if not problems.any():
+        return numbers, gaps, None
+    index = int(np.flatnonzero(problems)[0])
+    if gaps[index]:
+        return numbers, gaps, (index, column, "is missing (--missing drop skips such rows)")
+    cell = str(raw.iloc[index]).strip() if text is None else text.iloc[index]
+    if wrong[index]:
+        hint = " (a decimal comma? nlfit reads numbers with a decimal point)" if _DECIMAL_COMMA.match(cell) else ""
+        return numbers, gaps, (index, column, f"is not a number: {printable(repr(cell))}{hint}")
+    return numbers, gaps, (index, column, f"is not a finite number: {printable(repr(cell))}")

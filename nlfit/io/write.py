@@ -36,29 +36,35 @@ def _fmt(value) -> str:
     return "" if value is None else repr(float(value))
 
 
-def write_atomic(path: str | Path, content: str | bytes) -> None:
-    """Write ``content`` to ``path`` via a temporary file in the same folder and a rename.
+def write_atomic(path: str | Path, content) -> str:
+    """Write ``content`` (text, bytes, or an iterable of pieces) to ``path``; returns how:
+    "atomic" or "through".
 
-    Readers see the old file or the new one, never a half-written one; a failure leaves the
-    old file as it was.
+    Atomic: a temporary file with a short name (``.nlfit-XXXXXXXX.tmp``, so any valid target
+    name works) in the target's folder, then a rename. Readers see the old file or the new one,
+    never half of one, and a failure (or a signal) leaves the old file as it was.
+
+    Through: when no temporary file can be made next to the target (a folder you cannot write
+    that holds a file you can) or the target is not a regular file (a FIFO, a device,
+    /dev/stdout), the file itself is truncated and written. A failure then can leave it
+    partly written; ``check_destination`` says beforehand which way it will go.
     """
     target = Path(path)
     if target.is_symlink():
         target = target.resolve()  # replace the file the link points to, keep the link
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    if target.exists() and not target.is_file():
-        # A device, FIFO or /dev/stdout: there is nothing to replace, write through.
+    pieces = [content] if isinstance(content, str | bytes) else content
+    if destination_mode(target) == "through":
         with open(target, "wb") as handle:
-            handle.write(data)
-        return
+            _write_pieces(handle, pieces)
+        return "through"
     directory = target.parent if str(target.parent) else Path(".")
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, temporary = tempfile.mkstemp(prefix=".nlfit-", suffix=".tmp", dir=directory)
     # mkstemp makes the file private (0600); give it the mode a plain open() would (or the old file's).
     mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask()
     try:
         os.chmod(temporary, mode)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            _write_pieces(handle, pieces)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
@@ -68,6 +74,61 @@ def write_atomic(path: str | Path, content: str | bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    return "atomic"
+
+
+def _write_pieces(handle, pieces) -> None:
+    for piece in pieces:
+        handle.write(piece.encode("utf-8") if isinstance(piece, str) else piece)
+
+
+def destination_mode(target: Path) -> str:
+    """ "atomic" when a temporary file can be made next to ``target`` and renamed over it,
+    "through" when only the file itself can be written (or it is a FIFO or a device)."""
+    if target.exists() and not target.is_file():
+        return "through"
+    directory = target.parent if str(target.parent) else Path(".")
+    if os.access(directory, os.W_OK | os.X_OK):
+        return "atomic"
+    return "through"
+
+
+def check_destination(path: str, flag: str) -> str:
+    """Before any work: can ``path`` be written? Returns "atomic" or "through"; raises
+    OptionError with the reason otherwise (missing folder, a folder, no permission)."""
+    from nlfit.errors import OptionError, printable
+
+    target = Path(path)
+    shown = printable(path)
+    if target.is_symlink():
+        target = target.resolve()
+    if target.is_dir():
+        raise OptionError(f"{flag} {shown} is a folder; name a file")
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise OptionError(f"{flag} {shown}: the folder {printable(str(directory))} does not exist")
+    try:
+        os.stat(target) if target.exists() else None
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise OptionError(f"{flag} {shown}: {exc.strerror or exc}") from None
+    if len(target.name.encode()) > _name_max(directory):
+        raise OptionError(f"{flag} {shown}: the file name is longer than the file system allows")
+    mode = destination_mode(target)
+    if mode == "through":
+        if target.exists() and not os.access(target, os.W_OK):
+            raise OptionError(f"{flag} {shown}: permission denied")
+        if not target.exists():
+            raise OptionError(f"{flag} {shown}: the folder {printable(str(directory))} is not writable")
+    elif target.exists() and target.is_file() and not os.access(target, os.W_OK) and not os.access(directory, os.W_OK):
+        raise OptionError(f"{flag} {shown}: permission denied")
+    return mode
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _umask() -> int:

@@ -135,6 +135,13 @@ def _check(node: ast.AST, full: str, where, depth: int) -> None:
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             what = "strings" if isinstance(node.value, (str, bytes)) else f"the constant {node.value!r}"
             raise FormulaError(f"{what} are not allowed; only numbers", full, position)
+        try:
+            finite = math.isfinite(float(node.value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            what = f"the number {node.value}" if isinstance(node.value, float) else f"a {len(str(node.value))}-digit integer"
+            raise FormulaError(f"{what} is beyond the range of a float (about 1.8e308)", full, position)
         return
     if isinstance(node, ast.Name):
         if node.id.startswith("__") or node.id.startswith("_"):

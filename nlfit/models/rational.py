@@ -29,6 +29,28 @@ def _powers(x, degree, start=0):
     return np.column_stack([x**k for k in range(start, degree + 1)]) if degree >= start else np.zeros((len(x), 0))
 
 
+def _linearized(x, y, columns, rhs, fallback: int):
+    """Least-squares solution of the linearized equations, solved in t = x / s with s a power
+    of two near max |x| (so x = 1e300 does not overflow x^2), then mapped back: a column
+    built from t^k gets its coefficient divided by s^k. ``columns(t)`` -> (design, powers).
+    A system that still is not finite gives the start 1 for every parameter (no crash, and
+    no LAPACK message on the terminal)."""
+    largest = float(np.max(np.abs(x))) if np.size(x) else 1.0
+    scale = 2.0 ** np.round(np.log2(largest)) if np.isfinite(largest) and largest > 0 else 1.0
+    with np.errstate(all="ignore"):
+        design, powers = columns(np.asarray(x) / scale)
+        target = rhs
+        if np.all(np.isfinite(design)) and np.all(np.isfinite(target)):
+            try:
+                solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+                solution = solution / scale ** np.asarray(powers, dtype=float)
+                if np.all(np.isfinite(solution)):
+                    return solution
+            except np.linalg.LinAlgError:
+                pass
+    return np.ones(fallback)
+
+
 @dataclass(frozen=True)
 class LectureRational(Model):
     spec: str = "rational"
@@ -44,9 +66,7 @@ class LectureRational(Model):
         return [params[0] + params[1] * x + params[2] * x * x]
 
     def default_p0(self, x, y):
-        design = _powers(x, 2) * y[:, None]
-        solution, *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
-        return solution
+        return _linearized(x, y, lambda t: (_powers(t, 2) * y[:, None], [0, 1, 2]), np.ones_like(y), 3)
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,10 @@ class RationalPQ(Model):
         return [1.0 + denominator] if q else []
 
     def default_p0(self, x, y):
-        design = np.hstack([_powers(x, self.numerator_degree), -_powers(x, self.denominator_degree, 1) * y[:, None]])
-        solution, *_ = np.linalg.lstsq(design, y, rcond=None)
-        return solution
+        p, q = self.numerator_degree, self.denominator_degree
+
+        def columns(t):
+            design = np.hstack([_powers(t, p), -_powers(t, q, 1) * y[:, None]])
+            return design, [*range(p + 1), *range(1, q + 1)]
+
+        return _linearized(x, y, columns, y, p + q + 1)

@@ -85,7 +85,10 @@ def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str,
         parts = re.fullmatch(r"(\d+)\s*/\s*(\d+)", argument)
         if not parts:
             raise ModelError(f"bad model '{spec}': expected rational:P/Q with integer degrees, e.g. rational:3/3")
-        p, q = int(parts.group(1)), int(parts.group(2))
+        p, q = (int(d) if len(d) < 10 else MAX_DEGREE + 1 for d in parts.groups())
+        if max(p, q) > MAX_DEGREE:
+            shown = max(p, q) if max(len(d) for d in parts.groups()) < 10 else "of 10 or more digits"
+            raise ModelError(f"bad model '{spec}': degree {shown} is too large (at most {MAX_DEGREE} for P and for Q)")
         return RationalPQ(numerator_degree=p, denominator_degree=q, spec=f"rational:{p}/{q}")
     known = ", ".join(m.syntax for m in BUILTIN_MODELS.values())
     raise ModelError(f"unknown model '{spec}'; built-in models: {known} (or a formula such as \"b1*exp(-b2*x)\")")
@@ -96,12 +99,15 @@ def is_formula(spec: str) -> bool:
     return isinstance(spec, str) and bool(spec.strip()) and not _NAMED.match(spec.strip())
 
 
+MAX_DEGREE = 200  # polynomial, chebyshev and rational degrees: beyond this no fit is meaningful in float64
+
+
 def _degree(argument: str | None, spec: str) -> int:
     if argument is None or not re.fullmatch(r"\d+", argument):
         raise ModelError(f"bad model '{spec}': give the degree as a non-negative integer, e.g. {spec.split(':')[0]}:5")
-    degree = int(argument)
-    if degree > 200:
-        raise ModelError(f"bad model '{spec}': degree {degree} is too large (at most 200)")
+    degree = int(argument) if len(argument) < 10 else MAX_DEGREE + 1
+    if degree > MAX_DEGREE:
+        raise ModelError(f"bad model '{spec}': degree {degree} is too large (at most {MAX_DEGREE})")
     return degree
 
 

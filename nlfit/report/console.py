@@ -1,8 +1,12 @@
 """Human-readable report of a fit, printed with rich to stderr.
 
 The loss history (shortened for long runs to the first rows, every k-th row and the last
-rows), a sparkline of log10(loss), the parameter table and the status line. Colour follows
-rich's rules: none when stderr is not a terminal or NO_COLOR is set.
+rows), a sparkline of log10(loss), the parameter table, the correlation matrix of up to
+CORRELATION_MATRIX_MAX parameters, the status line, and the goodness of fit as R's
+``summary(nls)`` and gnuplot's ``fit`` print it: the residual standard error on its degrees
+of freedom, R² and adjusted R², AIC and BIC (``nlfit.stats``: R's ``AIC(nls)``), and the
+points used and dropped. Colour follows rich's rules: none when stderr is not a terminal or
+NO_COLOR is set.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
+CORRELATION_MATRIX_MAX = 6  # the report shows the correlation matrix of at most this many estimated parameters
 
 
 def stderr_console() -> Console:
@@ -85,10 +90,10 @@ def history_table(history: list[dict]) -> Table:
     return table
 
 
-def params_table(result_json: dict) -> Table:
+def params_table(result_json: dict, title: str = "parameters") -> Table:
     level = result_json.get("stats", {}).get("conf_level")
     interval = f"{100 * level:g}% interval" if level else "interval"
-    table = Table(title="parameters", title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for column in ("name", "value", "± stderr", interval, "rel. err"):
         table.add_column(column, justify="left" if column == "name" else "right")
     for name, entry in result_json["params"].items():
@@ -105,6 +110,103 @@ def params_table(result_json: dict) -> Table:
     return table
 
 
+def method_title(result_json: dict) -> str:
+    """'parameters: lm × trust-region': the title of one method's table in a comparison."""
+    return f"parameters: {result_json.get('method', '?')} × {result_json.get('globalization', '?')}"
+
+
+def correlation_table(result_json: dict) -> Table | None:
+    """The lower triangle of the correlation matrix of the estimated parameters (R's
+    ``summary(nls, correlation = TRUE)``, gnuplot's 'correlation matrix of the fit
+    parameters'), for 2 to CORRELATION_MATRIX_MAX of them; None otherwise. Entries above the
+    threshold of the 'strongly correlated' warning (``nlfit.stats``) are highlighted; the
+    warning itself is printed once, with the other warnings."""
+    from nlfit.stats import CORRELATION_WARNING
+
+    matrix = result_json.get("correlation")
+    if not matrix:
+        return None
+    names = list(result_json["params"])
+    keep = [i for i in range(len(names)) if matrix[i][i] is not None]  # held parameters have none
+    if not 2 <= len(keep) <= CORRELATION_MATRIX_MAX:
+        return None
+    table = Table(show_edge=False, pad_edge=False)  # titled by print_report: a title would wrap over two narrow columns
+    table.add_column("")
+    for j in keep[:-1]:
+        table.add_column(names[j], justify="right")
+    for row, i in enumerate(keep[1:], start=1):
+        cells = []
+        for j in keep[:row]:
+            rho = matrix[i][j]
+            text = "" if rho is None else f"{rho:.4f}"
+            cells.append(f"[bold yellow]{text}[/bold yellow]" if rho is not None and abs(rho) > CORRELATION_WARNING else text)
+        table.add_row(names[i], *cells, *[""] * (len(keep) - 1 - row))
+    return table
+
+
+def goodness_lines(result_json: dict) -> list[str]:
+    """The goodness of fit in words, as R's ``summary(nls)`` and gnuplot's ``fit`` print it:
+
+    Residual standard error: 0.4823 on 197 degrees of freedom
+    R² 0.288   adjusted R² 0.2807
+    AIC 280.85   BIC 294.04   log-likelihood -136.43   (k = 4: 3 parameters and the variance)
+    points: 200 used, 0 dropped (missing values)
+
+    With --sigma a chi² line (gnuplot's WSSR/ndf) follows the first. Values come from the
+    payload's ``stats`` (``nlfit.stats``); what is missing there is left out or computed from
+    rss, n and dof. ``data.dropped`` and ``data.files`` are read when present."""
+    stats = result_json.get("stats") or {}
+    data = result_json.get("data") or {}
+    n, dof, rss = stats.get("n"), stats.get("dof"), stats.get("rss")
+    lines = []
+    sigma = stats.get("sigma")
+    if sigma is None and rss is not None and dof:
+        sigma = math.sqrt(rss / dof) if dof > 0 else None
+    if dof is not None:
+        if sigma is not None:
+            lines.append(f"Residual standard error: {sigma:.4g} on {dof} degrees of freedom")
+        else:
+            lines.append(f"Residual standard error: not defined ({dof} degrees of freedom)")
+    if stats.get("chi2") is not None:
+        reduced = stats.get("reduced_chi2")
+        lines.append(f"chi² {stats['chi2']:.6g} on {dof} degrees of freedom" + ("" if reduced is None else f", reduced chi² {reduced:.4g}"))
+    fit = [f"{label} {_fraction(stats[key])}" for key, label in (("r2", "R²"), ("r2_adj", "adjusted R²")) if stats.get(key) is not None]
+    if fit:
+        lines.append("   ".join(fit))
+    information = [f"{label} {stats[key]:.2f}" for key, label in (("aic", "AIC"), ("bic", "BIC"), ("loglik", "log-likelihood")) if stats.get(key) is not None]
+    if information:
+        counted = ""
+        if n is not None and dof is not None:
+            p = n - dof  # the estimated parameters (fixed ones and ones held at a bound are not)
+            plural = "s" if p != 1 else ""
+            if result_json.get("absolute_sigma"):
+                counted = f"   (k = {p} parameter{plural}; the variance is known: --absolute-sigma)"
+            else:
+                counted = f"   (k = {p + 1}: {p} parameter{plural} and the variance)"
+        lines.append("   ".join(information) + counted)
+    loss = result_json.get("loss")
+    if loss not in (None, "linear") and (fit or information):
+        lines.append(f"(the fit minimized the {loss} loss; R², AIC and BIC are those of least squares at its parameters)")
+    if n is not None:
+        dropped = data.get("dropped") or 0
+        text = f"points: {n} used, {dropped} dropped (missing values)"
+        files = [str(f) for f in data.get("files") or ()]
+        if len(files) > 3:
+            text += f" from {len(files)} files: {files[0]}, {files[1]}, …, {files[-1]}"
+        elif files:
+            text += f" from {', '.join(files)}"
+        lines.append(text)
+    return lines
+
+
+def _fraction(value: float) -> str:
+    """R² to 4 significant digits, with more where those would round a value below 1 up to 1."""
+    digits = 4
+    while digits < 15 and value < 1 and float(f"{value:.{digits}g}") >= 1:
+        digits += 1
+    return f"{value:.{digits}g}"
+
+
 def print_report(result_json: dict, console: Console, show_params: bool = True) -> None:
     history = result_json["history"]
     console.print(
@@ -117,6 +219,10 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
         console.print(f"log10(loss) {spark}")
     if show_params:
         console.print(params_table(result_json))
+    correlation = correlation_table(result_json)
+    if correlation is not None:
+        console.print("correlation of parameter estimates")
+        console.print(correlation)
     counts = result_json["counts"]
     style = "green" if result_json["success"] else "yellow"
     console.print(
@@ -124,6 +230,8 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
         f"iterations {counts['iterations']}  nfev {counts['nfev']}  njev {counts['njev']}  "
         f"rss {result_json['stats']['rss']:.10g}  time {result_json['seconds']:.3f} s"
     )
+    for line in goodness_lines(result_json):
+        console.print(line, markup=False)
     variables = result_json.get("data", {}).get("x") or []
     console.print(f"variables (data columns): {', '.join(variables)}   parameters: {', '.join(result_json['params'])}")
     starts = result_json.get("starts")
@@ -133,6 +241,53 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
             f"starts: {starts['tried']} tried{screened}, {starts['converged']} converged, {len(starts['minima'])} distinct minima; "
             f"chosen: start {starts['chosen']} ({starts['chosen_start']})"
         )
+
+
+def significant(value: float, digits: int = 2) -> str:
+    """``value`` to ``digits`` significant digits, without an exponent and without trailing
+    zeros: 0.05, 2.4, 24, 310; integer digits beyond ``digits`` are kept (31234 -> '31234')."""
+    if value == 0 or not math.isfinite(value):
+        return format(value, "g")
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - magnitude)
+    text = f"{value:.{decimals}f}"
+    if decimals and math.floor(math.log10(abs(float(text)))) > magnitude:  # 9.96 -> '10.0': one digit too many
+        text = f"{value:.{decimals - 1}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def duration_text(seconds: float) -> str:
+    """A time to 3 significant digits in a unit that fits: '87.3 µs', '12.5 ms', '2.41 s'."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "? s"
+    if seconds == 0:
+        return "0 s"
+    seconds = float(f"{seconds:.3g}")  # rounded first, so 0.9996 s is '1 s', not '1000 ms'
+    if seconds < 1e-3:
+        return f"{significant(seconds * 1e6, 3)} µs"
+    if seconds < 1:
+        return f"{significant(seconds * 1e3, 3)} ms"
+    return f"{significant(seconds, 3)} s"
+
+
+def rate_text(count: int, seconds: float) -> str:
+    """Fits per second to 2 significant digits ('2.4 fits/s', '30000 fits/s'); below one fit
+    a second, seconds per fit ('20 s per fit'). Never '0 fits/s'."""
+    if count <= 0:
+        return "no fits"
+    if not math.isfinite(seconds) or seconds <= 0:
+        return "too fast to time"
+    rate = count / seconds
+    if rate >= 1:
+        return f"{significant(rate)} fits/s"
+    return f"{significant(seconds / count)} s per fit"
+
+
+def batch_summary(count: int, failed: int, method: str, globalization: str, seconds: float) -> str:
+    """The line after a grouped fit: '3 groups, 3 converged, 0 not  (lm × trust-region, 412 ms, 7.3 fits/s)'."""
+    return f"{count} groups, {count - failed} converged, {failed} not  ({method} × {globalization}, {duration_text(seconds)}, {rate_text(count, seconds)})"
 
 
 def plain_line(text: str) -> None:

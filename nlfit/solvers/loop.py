@@ -41,6 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nlfit import signals
 from nlfit._jax import compiled, jax, jnp
 from nlfit.solvers.directions import Direction, Local
 from nlfit.solvers.globalization import Globalization
@@ -324,6 +325,32 @@ class MembersOutput:
     seconds: float
 
 
+HISTORY_ROWS = 1000  # a history keeps at most about this many rows (memory and JSON stay bounded)
+HISTORY_HEAD = 100  # ... with every one of the first iterations, where the loss falls fastest
+
+
+def thinned(iterations: np.ndarray, limit: int = HISTORY_ROWS) -> np.ndarray:
+    """Which rows of a history to keep (a boolean mask), by their iteration numbers: all of
+    the first HISTORY_HEAD, then every s-th iteration, s the smallest power of two that keeps
+    at most ``limit`` rows, and always the last row. Evenly spaced rows keep the shape of
+    the loss curve on a linear and on a log axis."""
+    iterations = np.asarray(iterations)
+    keep = np.ones(iterations.shape, dtype=bool)
+    if iterations.size == 0:
+        return keep
+    # The stride depends on the iteration numbers only (not on how many rows are at hand), so
+    # thinning as the history grows and thinning at the end pick the same rows.
+    span = max(int(iterations.max()) - HISTORY_HEAD, 1)
+    stride = 1
+    while HISTORY_HEAD + span // stride + 2 > limit:  # the head, the strided rows, the last
+        stride *= 2
+    if stride == 1:
+        return keep
+    keep = (iterations < HISTORY_HEAD) | ((iterations - HISTORY_HEAD) % stride == 0)
+    keep[-1] = True
+    return keep
+
+
 def history_rows(records: np.ndarray, direction: Direction, globalization: Globalization, scale: float = 1.0) -> list[dict]:
     """One member's records (iterations + 1, fields) as the history of the JSON contract, in
     the user's units (the solvers see residuals divided by ``scale``: the loss and the
@@ -395,6 +422,7 @@ def solve_members(
     chunk = compiled(run_chunk, ("direction", "globalization", "jac_mode", "record"), int(np.prod(np.shape(problems.y))) * int(statuses.shape[1]))
     try:
         while np.any(statuses == Status.RUNNING):
+            signals.check()  # a signal that a gc callback swallowed still stops the solve
             if timeout is not None and time.perf_counter() - started > timeout:
                 stop = Status.TIMEOUT
                 break
@@ -406,11 +434,15 @@ def solve_members(
             statuses = np.asarray(state.status)
             if record:
                 kept.append(np.asarray(records)[:count])
+                if sum(len(k) for k in kept) > 2 * HISTORY_ROWS:  # bounded memory: thin as it grows
+                    rows = np.concatenate(kept, axis=0)
+                    kept = [rows[thinned(rows[..., 0].max(axis=tuple(range(1, rows.ndim - 1))))]]
             if on_chunk is not None:
                 on_chunk(state, kept[-1] if record else None)
             per_iteration = (time.perf_counter() - began) / max(count, 1)
             limit = int(max(1, min(CHUNK, CHUNK_SECONDS // max(per_iteration, 1e-9))))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, signals.Interrupted):
+        signals.consume()
         stop = Status.INTERRUPTED
     if stop is not None:
         running = statuses == Status.RUNNING

@@ -1,0 +1,427 @@
+"""The types of what nlfit reads back: the options of a config file and a saved fit result.
+
+One declaration per option (``OPTIONS``), used by ``nlfit fit --config`` for every key and
+callable for a command-line value (``check_option``), and one check of the JSON that
+``nlfit predict`` reads (``check_fit_result``). The rules are strict: a boolean is not a
+number (TOML ``plot = 1`` or ``max_iter = true`` is an error), and a string is never read as
+a number or a boolean (``absolute_sigma = "false"`` is an error, not true). A TOML integer is
+fine where a number is expected. Every mismatch is one line that names the key and says
+what was expected and what was found, raised as an OptionError (options) or an InputError
+(a fit result), both exit code 2.
+
+This module imports no JAX; ``check_fit_result`` rebuilds the model through the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from nlfit.errors import InputError, NlfitError, OptionError
+
+MAX_ITER_LIMIT = 10**9  # iterations: far beyond any real fit, well inside the solver's int64 counters
+SEED_LIMIT = 2**32 - 1  # the solver's random keys are uint32 (jax), numpy's default_rng needs >= 0
+STARTS_LIMIT = 10_000  # starts per fit (--starts auto uses at most 32); more only hangs
+COMMAND_LINE = "command line"
+
+
+class Mismatch(Exception):
+    """A value that breaks a rule: what was expected, what was found, and where inside the
+    value (``[2]`` of a list, ``.b1`` of a table), if not the value itself."""
+
+    def __init__(self, expected: str, value, where: str = ""):
+        super().__init__(expected)
+        self.expected, self.value, self.where = expected, value, where
+
+
+def describe(value, table: str = "a table") -> str:
+    """The value as the message shows it: true, 5, 1.5, the string "0.5", a list, a table."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        try:
+            text = str(value)
+        except ValueError:  # more digits than Python converts
+            return "an integer of thousands of digits"
+        return text if len(text) <= 30 else f"{text[:12]}... (an integer of {len(text)} digits)"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        text = json.dumps(value if len(value) <= 60 else value[:56] + "...", ensure_ascii=False)
+        return f"the string {text}"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
+    if isinstance(value, dict):
+        return table
+    return f"a {type(value).__name__.replace('datetime', 'date-time')}"  # TOML dates and times
+
+
+def is_number(value) -> bool:
+    """An int or a float, not a bool (a TOML or JSON boolean is not a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value, expected: str = "a finite number", where: str = "") -> float:
+    if not is_number(value):
+        raise Mismatch(expected, value, where)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise Mismatch(expected, value, where) from None
+    if not math.isfinite(number):
+        raise Mismatch(expected, value, where)
+    return number
+
+
+# ----------------------------------------------------------------------------- the rules
+
+
+class Flag:
+    expected = "true or false"
+
+    def check(self, value):
+        if not isinstance(value, bool):
+            raise Mismatch(self.expected, value)
+        return value
+
+
+class Quiet:
+    expected = "true, false, 0, 1 or 2"
+
+    def check(self, value):
+        if isinstance(value, bool) or (isinstance(value, int) and 0 <= value <= 2):
+            return value
+        raise Mismatch(self.expected, value)
+
+
+class Integer:
+    def __init__(self, low: int, high: int | None = None, auto: bool = False):
+        self.low, self.high, self.auto = low, high, auto
+        words = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+        self.expected = f'"auto" or {words}' if auto else words
+
+    def check(self, value):
+        if self.auto and isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Mismatch(self.expected, value)
+        if value < self.low or (self.high is not None and value > self.high):
+            raise Mismatch(self.expected, value)
+        return value
+
+
+class Number:
+    def __init__(self, low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
+                 expected: str | None = None):  # fmt: skip
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+        if expected is None:
+            if low is not None and high is not None:
+                expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            elif low is not None:
+                expected = f"a number {'>' if low_open else '>='} {low:g}"
+            else:
+                expected = "a finite number"
+        self.expected = expected
+
+    def check(self, value):
+        number = _finite(value, self.expected)
+        if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
+            raise Mismatch(self.expected, value)
+        if self.high is not None and (number > self.high or (self.high_open and number == self.high)):
+            raise Mismatch(self.expected, value)
+        return number
+
+
+class Text:
+    """A string; ``listable``: or a list of them (joined with commas, as the flag takes
+    them); ``column``: a data column, by name or by 1-based number (``y = 2``)."""
+
+    def __init__(self, listable: bool = False, column: bool = False):
+        self.listable, self.column = listable, column
+        one = "a column name or number" if column else "a string"
+        self.expected = f"{one} or a list of {'them' if column else 'strings'}" if listable else one
+        self.item = "a column name or number" if column else "a non-empty string"
+
+    def _one(self, value, where: str = "") -> str:
+        if isinstance(value, str) and (value.strip() or not where):
+            return value
+        if self.column and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return str(value)
+        raise Mismatch(self.item if where else self.expected, value, where)
+
+    def check(self, value):
+        if self.listable and isinstance(value, list):
+            return ",".join(self._one(item, f"[{i}]") for i, item in enumerate(value))  # x = ["x1", "x2"] is --x x1,x2
+        return self._one(value)
+
+
+class Start:
+    """p0: a list of numbers (by position), a table name = number, or the flag's string."""
+
+    expected = 'a list of numbers, a table of name = number, or a string such as "a=1,b=2"'
+
+    def check(self, value):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            return [_finite(item, "a finite number", f"[{i}]") for i, item in enumerate(value)]
+        if isinstance(value, dict):
+            return {name: _finite(item, "a finite number", f".{name}") for name, item in value.items()}
+        raise Mismatch(self.expected, value)
+
+
+class Fixed:
+    """fix: a table name = number, or the flag's string."""
+
+    expected = 'a table of name = number or a string such as "b2=0.5"'
+
+    def check(self, value):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict):
+            return {name: _finite(item, "a finite number", f".{name}") for name, item in value.items()}
+        raise Mismatch(self.expected, value)
+
+
+class Bounds:
+    """bounds: a table name = [low, high] or name = "low:high", or the flag's string."""
+
+    expected = 'a table of name = [low, high] or a string such as "b1=0:inf,b2=-1:1"'
+    entry = '[low, high] (two numbers, inf allowed) or a string "low:high"'
+
+    def check(self, value):
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, dict):
+            raise Mismatch(self.expected, value)
+        out = {}
+        for name, spec in value.items():
+            if isinstance(spec, str):
+                out[name] = spec
+            elif isinstance(spec, list) and len(spec) == 2 and all(is_number(v) and not math.isnan(float(v)) for v in spec):
+                out[name] = [float(v) for v in spec]
+            else:
+                raise Mismatch(self.entry, spec, f".{name}")
+        return out
+
+
+# Every option a config file may set (nlfit.cli.fit.CONFIG_KEYS), declared once. Which
+# names are accepted (an unknown model, method or loss) is checked where they are used.
+OPTIONS: dict[str, object] = {
+    "absolute_sigma": Flag(),
+    "progress": Flag(),
+    "quiet": Quiet(),
+    "max_iter": Integer(1, MAX_ITER_LIMIT),
+    "seed": Integer(0, SEED_LIMIT),
+    "start": Integer(1),
+    "batch_size": Integer(1),
+    "starts": Integer(1, STARTS_LIMIT, auto=True),
+    "ftol": Number(0.0),
+    "xtol": Number(0.0),
+    "gtol": Number(0.0),
+    "step": Number(0.0, low_open=True),
+    "momentum": Number(0.0, 1.0, high_open=True),
+    "timeout": Number(0.0, low_open=True),
+    "conf_level": Number(0.0, 1.0, low_open=True, high_open=True, expected="a number between 0 and 1 (e.g. 0.95)"),
+    "f_scale": Number(0.0, low_open=True),
+    "model": Text(),
+    "method": Text(listable=True),
+    "x": Text(listable=True, column=True),
+    "y": Text(column=True),
+    "sigma": Text(column=True),
+    "globalization": Text(),
+    "jac": Text(),
+    "format": Text(),
+    "output": Text(),
+    "plot": Text(),
+    "factorization": Text(),
+    "group_by": Text(column=True),
+    "engine": Text(),
+    "scheduler": Text(),
+    "loss": Text(),
+    "sep": Text(),
+    "missing": Text(),
+    "glob": Flag(),
+    "p0": Start(),
+    "bounds": Bounds(),
+    "fix": Fixed(),
+}
+
+
+def check_option(name: str, value, source: str = COMMAND_LINE, key: str | None = None):
+    """``value`` of the fit option ``name`` (underscores, as in ``OPTIONS``), checked and
+    normalized (a TOML int becomes a float where a number is expected; a list of columns or
+    methods becomes the flag's comma list). None (not given) passes.
+
+    ``source``: COMMAND_LINE (the message names the flag: ``--max-iter must be ...``) or, for
+    instance, ``"config file fit.toml"`` (``config file fit.toml: 'max-iter' must be ...``,
+    with ``key`` as the file spells it). A mismatch is an OptionError (exit code 2)."""
+    if value is None:
+        return None
+    rule = OPTIONS[name]  # a KeyError here is a bug: every option must be declared
+    try:
+        return rule.check(value)
+    except Mismatch as bad:
+        if source == COMMAND_LINE:
+            subject = f"--{name.replace('_', '-')}{bad.where}"
+        else:
+            subject = f"{source}: '{key or name}{bad.where}'"
+        raise OptionError(f"{subject} must be {bad.expected}; got {describe(bad.value)}") from None
+
+
+# ------------------------------------------------------------------------ a saved fit result
+
+
+@dataclass
+class SavedFit:
+    """What ``nlfit predict`` needs from a fit result, checked."""
+
+    model: object
+    params: np.ndarray  # (n,), NaN where the result has null (a non-finite value)
+    covariance: np.ndarray | None  # (n, n) or None
+    stats: dict  # conf_level (float or None), dof, sigma
+    absolute_sigma: bool
+    x_names: list[str]
+
+
+def check_fit_result(payload, source: str = "fit result") -> SavedFit:
+    """Check a ``nlfit fit --format json`` result (also one NDJSON row of ``--group-by``) and
+    rebuild its model. ``source`` starts every message, e.g. ``fit result r.json``. The
+    parameters must be the model's, in its order, and the covariance n × n; a mismatch is
+    an InputError (exit code 2) naming the key."""
+
+    def fail(where: str, expected: str, value):
+        raise InputError(f"{source}: '{where}' must be {expected}; got {describe(value, 'an object')}")
+
+    if isinstance(payload, list):
+        if payload and all(isinstance(item, dict) and "model_info" in item for item in payload):
+            raise InputError(f"{source} is a method comparison (a list of {len(payload)} fits); save a single fit (one --method) for predict")
+        raise InputError(f"{source} must be a JSON object (one fit result); got {describe(payload)}")
+    if not isinstance(payload, dict):
+        raise InputError(f"{source} must be a JSON object (one fit result); got {describe(payload, 'an object')}")
+    for key in ("model_info", "params", "stats"):
+        if key not in payload:
+            raise InputError(f"{source} is not an nlfit fit result: it has no '{key}'")
+
+    info = payload["model_info"]
+    if not isinstance(info, dict):
+        fail("model_info", "an object", info)
+    spec = info.get("spec")
+    if not isinstance(spec, str) or not spec.strip():
+        fail("model_info.spec", "a model specification (a string)", spec)
+    domain = info.get("domain")
+    if domain is not None:
+        if not (isinstance(domain, list) and len(domain) == 2 and all(is_number(v) and math.isfinite(float(v)) for v in domain)):
+            fail("model_info.domain", "[low, high] (two finite numbers)", domain)
+        if not domain[0] < domain[1]:
+            raise InputError(f"{source}: 'model_info.domain' must have low < high; got {domain}")
+    for key in ("x", "params"):
+        if info.get(key) is not None:
+            _names(info[key], f"model_info.{key}", fail)
+    if info.get("y") is not None and not isinstance(info["y"], str):
+        fail("model_info.y", "a string", info["y"])
+
+    data = payload.get("data")
+    if data is None:
+        data = {}
+    elif not isinstance(data, dict):
+        fail("data", "an object", data)
+    if data.get("x") is not None:
+        _names(data["x"], "data.x", fail)
+    if data.get("y") is not None and not isinstance(data["y"], str):
+        fail("data.y", "a string", data["y"])
+    if data.get("x") is not None and info.get("x") is not None and list(data["x"]) != list(info["x"]):
+        raise InputError(f"{source}: 'model_info.x' {info['x']} and 'data.x' {data['x']} name different predictors")
+    x_names = list(data.get("x") or info.get("x") or ["x"])
+
+    params = payload["params"]
+    if not isinstance(params, dict):
+        fail("params", "an object {name: {value: number, ...}}", params)
+    if not params:
+        raise InputError(f"{source}: 'params' is empty")
+    values = []
+    for name, entry in params.items():
+        if not isinstance(entry, dict) or "value" not in entry:
+            fail(f"params.{name}", "an object with a 'value'", entry)
+        value = entry["value"]
+        if value is None:  # the contract writes a non-finite value as null
+            values.append(math.nan)
+            continue
+        try:
+            values.append(_finite(value))
+        except Mismatch:
+            fail(f"params.{name}.value", "a finite number or null", value)
+
+    stats = payload["stats"]
+    if not isinstance(stats, dict):
+        fail("stats", "an object", stats)
+    level, dof, sigma = stats.get("conf_level"), stats.get("dof"), stats.get("sigma")
+    if level is not None and not (is_number(level) and 0.0 < float(level) < 1.0):
+        fail("stats.conf_level", "a number between 0 and 1 or null", level)
+    for key, value in (("dof", dof), ("sigma", sigma)):
+        if value is not None and not (is_number(value) and 0.0 <= float(value) < math.inf):
+            fail(f"stats.{key}", "a non-negative number or null", value)
+    absolute = payload.get("absolute_sigma", False)
+    if not isinstance(absolute, bool):
+        fail("absolute_sigma", "true or false", absolute)
+
+    covariance = payload.get("covariance")
+    if covariance is not None:
+        if not isinstance(covariance, list) or not all(isinstance(row, list) for row in covariance):
+            fail("covariance", "null or a list of rows of numbers", covariance)
+        for i, row in enumerate(covariance):
+            for j, value in enumerate(row):
+                if value is not None and not (is_number(value) and math.isfinite(float(value))):
+                    fail(f"covariance[{i}][{j}]", "a finite number or null", value)
+
+    from nlfit.models.registry import model_from_json
+
+    rebuild = dict(info)
+    rebuild.setdefault("x", data.get("x"))
+    rebuild.setdefault("y", data.get("y"))
+    try:
+        model = model_from_json(rebuild)
+    except NlfitError as exc:
+        raise InputError(f"{source}: 'model_info' does not describe a model nlfit can rebuild: {exc}") from None
+
+    names, given = list(model.param_names), list(params)
+    listed = f"the model {spec} has parameters {', '.join(names)}"
+    missing = [name for name in names if name not in params]
+    if missing:
+        raise InputError(f"{source}: 'params' lacks the parameter '{missing[0]}' ({listed})")
+    extra = [name for name in given if name not in names]
+    if extra:
+        raise InputError(f"{source}: 'params' has '{extra[0]}', which is not a parameter of the model ({listed})")
+    if given != names:
+        raise InputError(f"{source}: 'params' must list the parameters in the model's order ({', '.join(names)}); got {', '.join(given)}")
+
+    n = len(names)
+    if covariance is not None:
+        if len(covariance) != n or any(len(row) != n for row in covariance):
+            lengths = {len(row) for row in covariance} or {0}
+            shape = f"{len(covariance)}×{lengths.pop()}" if len(lengths) == 1 else f"{len(covariance)} rows of different lengths"
+            raise InputError(f"{source}: 'covariance' must be a {n}×{n} list of numbers (the model has {n} parameters); got {shape}")
+        covariance = np.array([[math.nan if v is None else float(v) for v in row] for row in covariance], dtype=float).reshape(n, n)
+
+    return SavedFit(
+        model=model,
+        params=np.array(values, dtype=float),
+        covariance=covariance,
+        stats={"conf_level": None if level is None else float(level), "dof": dof, "sigma": sigma},
+        absolute_sigma=absolute,
+        x_names=x_names,
+    )
+
+
+def _names(value, where: str, fail) -> list[str]:
+    if not isinstance(value, list) or not value:
+        fail(where, "a non-empty list of strings", value)
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            fail(f"{where}[{i}]", "a non-empty string", item)
+    return value
