@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +53,25 @@ def _release_compiled_programs():
     from nlfit._jax import jax
 
     jax.clear_caches()
+
+
+@contextlib.contextmanager
+def started(command, marker: str, env: dict, **streams):
+    """``command`` as a process, yielded once it printed a stderr line starting with
+    ``marker`` (tests synchronise on what nlfit prints, never on sleeps). The process is
+    killed on the way out if it still runs, so a failed test leaves nothing behind."""
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, **streams)
+    try:
+        seen = []
+        for line in process.stderr:  # ends at EOF if the process dies first
+            seen.append(line)
+            if line.startswith(marker):
+                break
+        else:
+            process.wait(timeout=60)
+            raise AssertionError(f"nlfit ended before '{marker}' (exit {process.returncode}): {''.join(seen)}")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -6,7 +6,6 @@ parser 400, the CSV reader 200, parameter recovery 25.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -17,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import started
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -195,26 +195,9 @@ def compile_cache(tmp_path_factory):
     return {**os.environ, "NLFIT_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
 
 
-@contextlib.contextmanager
 def _iterating(command, env, **streams):
-    """Start nlfit with --progress and yield it once it printed its first progress line: the
-    fit is then under way (no sleep, whatever the machine's load). The process is killed on
-    the way out if it is still running, so a failed test leaves nothing behind."""
-    process = subprocess.Popen([*command, "--progress"], env=env, stderr=subprocess.PIPE, text=True, **streams)
-    try:
-        seen = []
-        for line in process.stderr:  # ends at EOF if the process dies first
-            seen.append(line)
-            if line.startswith("nlfit: progress:"):
-                break
-        else:
-            process.wait(timeout=60)
-            raise AssertionError(f"nlfit ended before iterating (exit {process.returncode}): {''.join(seen)}")
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    """nlfit with --progress, once it printed its first progress line: the fit is under way."""
+    return started([*command, "--progress"], "nlfit: progress:", env, **streams)
 
 
 def test_sigint_mid_fit_writes_the_best_result_and_exits_130(tmp_path, compile_cache):

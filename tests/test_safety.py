@@ -11,7 +11,6 @@ Signal tests synchronise on a line the process prints, never on sleeps.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import runge_data
+from conftest import runge_data, started
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -849,32 +848,12 @@ def _slow_fit(tmp_path):
             "--step", "1e-6", "--max-iter", "100000000", "--starts", "1", "-f", "json", "-q", "--progress"]  # fmt: skip
 
 
-@contextlib.contextmanager
-def _started(command, marker: str, env_extra=None, **streams):
-    """The process, once it printed a stderr line starting with ``marker``; killed on exit."""
-    process = subprocess.Popen(command, env={**ENV, **(env_extra or {})}, stderr=subprocess.PIPE, text=True, **streams)
-    try:
-        seen = []
-        for line in process.stderr:
-            seen.append(line)
-            if line.startswith(marker):
-                break
-        else:
-            process.wait(timeout=60)
-            raise AssertionError(f"nlfit ended before '{marker}': {''.join(seen)}")
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_a_signal_mid_fit_gives_the_best_point_and_its_exit_code(tmp_path, signum, code, word):
     out = tmp_path / "out"
     out.mkdir()
     target = out / "fit.json"
-    with _started([*_slow_fit(tmp_path), "-o", str(target)], "nlfit: progress:", stdout=subprocess.DEVNULL) as process:
+    with started([*_slow_fit(tmp_path), "-o", str(target)], "nlfit: progress:", ENV, stdout=subprocess.DEVNULL) as process:
         process.send_signal(signum)
         _, err = process.communicate(timeout=120)
     assert process.returncode == code, err
@@ -889,7 +868,7 @@ def test_a_signal_before_the_fit_ends_cleanly(tmp_path, signum, code, word):
     # NLFIT_ANNOUNCE_START: nlfit prints a line as soon as its handlers are installed, before
     # typer, numpy or JAX are imported; the signal then lands in those imports.
     command = [sys.executable, "-m", "nlfit", "fit", str(tmp_path / "missing.csv"), "-m", "rational"]
-    with _started(command, "nlfit: started", env_extra={"NLFIT_ANNOUNCE_START": "1"}) as process:
+    with started(command, "nlfit: started", {**ENV, "NLFIT_ANNOUNCE_START": "1"}) as process:
         process.send_signal(signum)
         _, err = process.communicate(timeout=120)
     assert process.returncode == code and err.strip() == f"nlfit: {word}", err
