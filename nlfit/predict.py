@@ -50,8 +50,14 @@ def predict_saved(saved: SavedFit, x: np.ndarray, conf_level: float | None = Non
     if saved.absolute_sigma:
         quantile, noise = float(ndtri(0.5 + level / 2)), 1.0
     else:
-        quantile, noise = float(stdtrit(dof, 0.5 + level / 2)), (stats["sigma"] or 0.0) ** 2
+        quantile, noise = float(stdtrit(dof, 0.5 + level / 2)), _square(stats["sigma"] or 0.0)
     half_conf = quantile * np.sqrt(variance)
     half_pred = quantile * np.sqrt(variance + noise)
     out.update(conf_lo=values - half_conf, conf_hi=values + half_conf, pred_lo=values - half_pred, pred_hi=values + half_pred)
     return out
+
+
+def _square(value: float) -> float:
+    """value² without an OverflowError (a residual scale of 1e308 gives infinite bands)."""
+    with np.errstate(over="ignore"):
+        return float(np.square(np.float64(value)))

@@ -62,8 +62,11 @@ def describe(value, table: str = "a table") -> str:
 
 
 def is_number(value) -> bool:
-    """An int or a float, not a bool (a TOML or JSON boolean is not a number)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """An int or a float, not a bool (a TOML or JSON boolean is not a number), and not an
+    integer beyond the range of a float (a 400-digit integer in a JSON file)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not isinstance(value, int) or abs(value).bit_length() <= 1024
 
 
 def _finite(value, expected: str = "a finite number", where: str = "") -> float:

@@ -64,6 +64,11 @@ def invoke(*args, input=None):
     return runner.invoke(app, [str(a) for a in args], input=input)
 
 
+def shell(command: str):
+    """A shell command line (redirections such as >&-, > /dev/full, < file), its output captured."""
+    return subprocess.run(command, shell=True, env=ENV, capture_output=True, text=True, timeout=120)
+
+
 def one_error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("nlfit: error: ") and "Traceback" not in stderr, stderr
@@ -131,6 +136,32 @@ def test_the_destination_is_checked_before_any_work(tmp_path):
     assert done.exit_code == 2 and "nodir does not exist" in one_error_line(done.stderr)
 
 
+def test_bad_output_names_are_one_line_errors(data, tmp_path):
+    for target, expected in ((tmp_path / ("a" * 256), "File name too long"), (tmp_path / "", "needs a file name")):
+        done = invoke("fit", data, "-m", "rational", "-o", target if target != tmp_path else "")
+        assert done.exit_code == 2 and expected in one_error_line(done.stderr)
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    for command in (["fit", data, "-m", "rational", "-o", tmp_path / "l1"], ["generate", "runge", "-o", tmp_path / "l1"]):
+        done = invoke(*command)
+        assert done.exit_code == 2 and "loop of symbolic links" in one_error_line(done.stderr)
+
+
+def test_stdout_paths_are_the_descriptor_and_stdin_is_an_input(data, tmp_path):
+    log = tmp_path / "run.log"
+    log.write_text("LOG\n")
+    out = tmp_path / "res.csv"
+    command = f"exec {sys.executable} -m nlfit fit {data} -m rational -q -f csv -o /dev/stdout >> {out} 2>> {log}"
+    for _ in range(2):  # appended twice, as >> asks; the log keeps its line
+        assert subprocess.run(command, shell=True, env=ENV, timeout=120).returncode == 0
+    assert log.read_text().startswith("LOG\n") and out.read_text().count("name,value") == 2
+    before = data.read_bytes()  # '-' is whatever stdin is: here the file -o names
+    done = subprocess.run(
+        f"exec {sys.executable} -m nlfit fit - -m rational -o {data} < {data}", shell=True, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "would overwrite the input (stdin)" in one_error_line(done.stderr) and data.read_bytes() == before
+
+
 def test_a_long_output_name_and_a_fifo_output(data, tmp_path):
     target = tmp_path / ("a" * 250)  # the longest name many file systems allow (255)
     done = invoke("fit", data, "-m", "rational", "-q", "-f", "json", "-o", target)
@@ -170,6 +201,16 @@ def write(path, content: str):
 
 
 LINE = "x,y\n" + "".join(f"{i},{2 * i + 1}\n" for i in range(5))  # y = 2x + 1
+
+
+def test_one_file_named_twice_is_refused(data, tmp_path):
+    for args in ((data, data), (data, Path(str(data.parent)) / "." / data.name)):
+        done = invoke("fit", *args, "-m", "rational")
+        assert done.exit_code == 2 and "are the same file" in one_error_line(done.stderr)
+    done = subprocess.run(
+        f"exec {sys.executable} -m nlfit fit - /dev/stdin -m rational < {data}", shell=True, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "are the same file" in one_error_line(done.stderr)
 
 
 def test_glob_characters_in_a_path_are_literal(tmp_path, monkeypatch):
@@ -636,6 +677,12 @@ def test_fit_result_names_the_key(changes, message):
     assert caught.value.exit_code == 2
 
 
+@pytest.mark.parametrize("changes", [{"stats": {"dof": 10**400, "sigma": 0.1}}, {"covariance": [[10**400, 0, 0], [0, 1, 0], [0, 0, 1]]}])
+def test_fit_result_integers_beyond_float_are_named(changes):
+    with pytest.raises(InputError, match="must be"):
+        load_result(saved_fit(**changes), "fit result r.json")
+
+
 def test_fit_result_shapes_that_are_not_a_fit():
     with pytest.raises(InputError, match="is a method comparison"):
         check_fit_result([saved_fit(), saved_fit()])
@@ -757,9 +804,9 @@ def test_closed_or_full_stdout_and_closed_stdin(data):
             f"exec {sys.executable} -m nlfit {' '.join(map(str, command))} > /dev/full", shell=True, env=ENV, capture_output=True, text=True, timeout=120
         )
         assert full.returncode == 2 and "No space left on device" in one_error_line(full.stderr)
-    shut = subprocess.run(f"exec {sys.executable} -m nlfit fit {data} -m rational -q >&-", shell=True, env=ENV, capture_output=True, text=True, timeout=120)
+    shut = shell(f"exec {sys.executable} -m nlfit fit {data} -m rational -q >&-")
     assert shut.returncode == 2 and "stdout is closed" in one_error_line(shut.stderr)
-    shut = subprocess.run(f"exec {sys.executable} -m nlfit fit - -m rational -q <&-", shell=True, env=ENV, capture_output=True, text=True, timeout=120)
+    shut = shell(f"exec {sys.executable} -m nlfit fit - -m rational -q <&-")
     assert shut.returncode == 2 and "stdin" in one_error_line(shut.stderr)
 
 
@@ -812,6 +859,30 @@ def test_predict_range_limits(data, tmp_path):
     for spec, expected in (("0:1:1e30", "START:STOP:N"), ("0:1:1000000000", "N <= 10,000,000"), ("0:1:0", "N <= ")):
         done = invoke("predict", saved, f"--range={spec}")
         assert done.exit_code == 2 and expected in one_error_line(done.stderr)
+
+
+def test_non_finite_ranges_and_values_are_refused(data, tmp_path):
+    saved = tmp_path / "fit.json"
+    assert invoke("fit", data, "-m", "rational", "-q", "-f", "json", "-o", saved).exit_code == 0
+    for args, expected in (
+        (["predict", saved, "--range=inf:1:3"], "finite START and STOP"),
+        (["predict", saved, "--range=-1e308:1e308:3"], "finite START and STOP"),
+        (["predict", saved, "--at", "nan,1"], "--at must be finite numbers"),
+        (["generate", "exp-decay", "--x-max", "inf"], "must be finite numbers"),
+        (["fit", data, "-m", "rational", "--p0", "1,inf,2"], "--p0 must be finite numbers"),
+    ):
+        done = invoke(*args)
+        assert done.exit_code == 2 and expected in one_error_line(done.stderr)
+
+
+def test_tables_and_stdin_of_other_commands(tmp_path):
+    for command in ("models", "methods"):
+        full = shell(f"exec {sys.executable} -m nlfit {command} > /dev/full")
+        assert full.returncode == 2 and "No space left on device" in one_error_line(full.stderr)
+        shut = shell(f"exec {sys.executable} -m nlfit {command} >&-")
+        assert shut.returncode == 2 and "stdout is closed" in one_error_line(shut.stderr)
+    shut = shell(f"exec {sys.executable} -m nlfit predict - --at 1 <&-")
+    assert shut.returncode == 2 and "stdin" in one_error_line(shut.stderr)
 
 
 def test_the_rational_start_near_1e300_keeps_stdout_for_results(tmp_path):
@@ -910,6 +981,14 @@ def test_control_characters_in_messages_are_escaped(tmp_path):
     assert printable("a\x1b[2Jb\x07") == "a\\x1b[2Jb\\x07" and printable("plain ü") == "plain ü"
 
 
+def test_the_report_escapes_file_and_column_names(tmp_path):
+    path = tmp_path / "bad\x1b]0;pwned\x07.csv"
+    path.write_text("t\x1b[2J,v\n" + "".join(f"{i},{2 * i + 1}\n" for i in range(10)))
+    done = nlfit("fit", path, "-m", "polynomial:1", "-f", "json")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "\\x1b[2J" in done.stderr and "bad\\x1b]0;pwned\\x07.csv" in done.stderr
+
+
 def test_a_table_written_to_a_file_has_no_terminal_codes(data, tmp_path):
     target = tmp_path / "table.txt"
     # script(1) would give a real terminal; FORCE_COLOR makes rich believe it has one.
@@ -949,7 +1028,7 @@ def test_a_corrupt_cache_is_repaired_with_one_warning(data, tmp_path):
 
 @pytest.mark.parametrize("command", [["methods"], ["models"], ["generate", "runge", "--n", "5000"]])
 def test_a_closed_pipe_ends_quietly(command):
-    done = subprocess.run(f"{sys.executable} -m nlfit {' '.join(command)} | head -2", shell=True, env=ENV, capture_output=True, text=True, timeout=120)
+    done = shell(f"{sys.executable} -m nlfit {' '.join(command)} | head -2")
     assert done.stderr == "" and len(done.stdout.splitlines()) == 2
     status = subprocess.run(
         ["bash", "-c", f"{sys.executable} -m nlfit {' '.join(command)} | head -2 > /dev/null; echo ${{PIPESTATUS[0]}}"],

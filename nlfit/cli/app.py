@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -49,13 +50,29 @@ def run() -> int:
     except (BrokenPipeError, PipeClosed):  # '| head': the reader has what it wanted
         _silence_stdout()
         return 0
-    except Exception as exc:  # a bug in nlfit, not bad input: still one line unless --debug
-        if "--debug" in sys.argv or os.environ.get("NLFIT_DEBUG", "") not in ("", "0"):
-            raise
-        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        sys.stderr.write(f"nlfit: internal error: {message} (run with --debug for the traceback)\n")
-        return 70
+    except OSError as exc:
+        if exc.errno not in OUTPUT_ERRORS:
+            return _internal_error(exc)
+        _silence_stdout()  # a full disk or a dead terminal: say so, not "internal error"
+        sys.stderr.write(f"nlfit: error: cannot write: {exc.strerror or exc}\n")
+        return 2
+    except Exception as exc:
+        return _internal_error(exc)
     return 0
+
+
+# Errors of the output device (a full /dev/full, a quota, a hung-up terminal, a closed
+# descriptor) while a table or help text is printed: one line and exit 2.
+OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF, errno.EROFS, errno.EFBIG}
+
+
+def _internal_error(exc: Exception) -> int:
+    """A bug in nlfit, not bad input: still one line unless --debug."""
+    if "--debug" in sys.argv or os.environ.get("NLFIT_DEBUG", "") not in ("", "0"):
+        raise exc
+    message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    sys.stderr.write(f"nlfit: internal error: {message} (run with --debug for the traceback)\n")
+    return 70
 
 
 def main() -> None:

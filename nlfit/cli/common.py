@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import os
+import stat
 import sys
 import tomllib
 from pathlib import Path
@@ -41,10 +44,14 @@ def handle_errors(command):
 
 
 def parse_number_list(text: str, option: str) -> list[float]:
+    """'1,0,10' -> [1.0, 0.0, 10.0]; nan and inf are refused (no fit or prediction uses them)."""
     try:
-        return [float(part) for part in text.split(",") if part.strip()]
+        numbers = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise OptionError(f"{option} must be comma-separated numbers; got '{text}'") from None
+        raise OptionError(f"{option} must be comma-separated numbers; got '{printable(text)}'") from None
+    if not all(math.isfinite(v) for v in numbers):
+        raise OptionError(f"{option} must be finite numbers; got '{printable(text)}'")
+    return numbers
 
 
 def parse_p0(value):
@@ -85,8 +92,13 @@ def load_config(path: str | None, allowed: set[str]) -> dict:
     if path is None:
         return {}
     file = Path(path)
-    if not file.is_file():
-        raise OptionError(f"config file not found: {path}")
+    try:
+        if not file.exists():
+            raise OptionError(f"config file not found: {printable(path)}")
+        if file.is_dir():
+            raise OptionError(f"config file {printable(path)} is a folder")
+    except OSError as exc:  # a name too long, a loop of links: exists() does not say why
+        raise OptionError(f"config file {printable(path)}: {exc.strerror or exc}") from None
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -126,37 +138,57 @@ def stdout_is_terminal() -> bool:
 
 def emit(text: str, output: str | None) -> None:
     """The result: to ``output`` (atomically where it can, see ``write_atomic``), or to
-    stdout. Signals wait until the text is written, so it is whole or absent."""
-    from nlfit import signals
-
-    with signals.deferred():
-        if output:
-            from nlfit.io.write import write_atomic
-
-            try:
-                write_atomic(output, text)
-            except OSError as exc:
-                raise OptionError(f"cannot write --output {printable(output)}: {exc.strerror or exc}") from None
-        else:
-            write_stdout(text)
+    stdout. Where the write cannot block (a regular file), signals wait until the text is
+    written, so it is whole or absent; a write to a pipe or FIFO that blocks stays
+    interruptible."""
+    emit_chunks([text], output)
 
 
 def emit_chunks(pieces, output: str | None) -> None:
-    """Like :func:`emit` for a long text made piece by piece: a file is written atomically
-    (a signal removes the temporary file); stdout gets whole pieces as they are made."""
+    """Like :func:`emit` for a long text made piece by piece. A file is written atomically
+    (a signal removes the temporary file); ``/dev/stdout``, ``/dev/fd/N`` and the like are
+    the descriptors themselves (nlfit's stdout is its own copy, see ``nlfit.cli.main``)."""
     from nlfit import signals
+    from nlfit.io.write import descriptor_of, write_atomic
 
-    if output:
-        from nlfit.io.write import write_atomic
-
+    fd = descriptor_of(output) if output else 1
+    if fd is None:
         try:
-            write_atomic(output, pieces)
+            holding = signals.deferred() if _regular_destination(output) else contextlib.nullcontext()
+            with holding:
+                write_atomic(output, pieces)
         except OSError as exc:
             raise OptionError(f"cannot write --output {printable(output)}: {exc.strerror or exc}") from None
         return
+    stream = sys.stdout if fd == 1 else sys.stderr if fd == 2 else None
     for piece in pieces:
-        with signals.deferred():
-            write_stdout(piece)
+        with signals.deferred() if _is_regular_fd(stream if stream is not None else fd) else contextlib.nullcontext():
+            if stream is sys.stdout:
+                write_stdout(piece)
+            elif stream is not None:
+                stream.write(piece)
+                stream.flush()
+            else:
+                try:
+                    os.write(fd, piece.encode("utf-8"))
+                except OSError as exc:
+                    raise OptionError(f"cannot write --output {printable(output)}: {exc.strerror or exc}") from None
+
+
+def _regular_destination(path: str) -> bool:
+    try:
+        return not os.path.exists(path) or os.path.isfile(path)
+    except OSError:
+        return False
+
+
+def _is_regular_fd(target) -> bool:
+    """Is ``target`` (a descriptor or a stream) a regular file, where a write cannot block?"""
+    try:
+        fd = target if isinstance(target, int) else target.fileno()
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 class PipeClosed(BaseException):
@@ -168,6 +200,9 @@ def stdout_console(width: int | None = None):
     """A rich Console on stdout whose broken pipe ends the command with exit 0 (not a
     terminal: ``width`` or 140 columns)."""
     from rich.console import Console
+
+    if sys.stdout is None:
+        raise OptionError("stdout is closed")
 
     class Quiet(Console):
         def on_broken_pipe(self) -> None:
@@ -196,34 +231,50 @@ def write_stdout(text: str) -> None:
 
 def check_outputs(outputs: dict[str, str | None], inputs: list[str]) -> None:
     """Before any work: each output (flag -> path) can be written, is none of the inputs
-    (data, config) and is not another output. Paths are compared as files (same device and
-    inode) when they exist, else by their resolved names."""
-    from nlfit.io.write import check_destination
+    (data, config; '-' is whatever stdin is) and is not another output. Files are compared
+    by device and inode (a link, a FIFO, ``./x`` and ``x`` are the same), character devices
+    such as /dev/null never clash, paths that do not exist yet by their resolved names."""
+    from nlfit.io.write import check_destination, descriptor_of
 
     if not outputs.get("--output") and sys.stdout is None:
         raise OptionError("stdout is closed: give --output FILE for the result")
     seen: dict[tuple, str] = {}
     for name in inputs:
-        if name and name != "-":
-            seen[_identity(name)] = f"the input {printable(name)}"
+        if name:
+            seen.setdefault(_identity(name), f"the input {printable(name) if name != '-' else '(stdin)'}")
     for flag, path in outputs.items():
-        if not path:
+        if path is None:
             continue
+        if path == "":
+            raise OptionError(f"{flag} needs a file name")
         identity = _identity(path)
-        if identity in seen:
+        if identity in seen and identity[0] != "device":
             raise OptionError(f"{flag} {printable(path)} would overwrite {seen[identity]}; choose another file")
-        check_destination(path, flag)
+        if descriptor_of(path) is None:
+            check_destination(path, flag)
         seen[identity] = f"{flag} {printable(path)}"
 
 
 def _identity(path: str) -> tuple:
+    """What ``path`` is on disk: ("file", dev, inode) for anything but a character device,
+    ("device", path) for one, ("name", resolved path) for what does not exist (yet)."""
+    from nlfit.io.write import descriptor_of
+
+    fd = 0 if path == "-" else descriptor_of(path)
     try:
-        info = os.stat(path)
-        if not os.path.isfile(path):  # /dev/stdout, a FIFO: not a file that can be overwritten
-            return ("special", path)
-        return ("file", info.st_dev, info.st_ino)
-    except OSError:
-        return ("name", os.path.realpath(path))
+        if fd is not None:
+            fd = sys.stdout.fileno() if fd == 1 and sys.stdout is not None else fd  # nlfit's own copy of stdout
+            info = os.fstat(fd)
+        else:
+            info = os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        try:
+            return ("name", os.path.realpath(path))
+        except (OSError, RuntimeError):
+            return ("name", path)
+    if stat.S_ISCHR(info.st_mode):
+        return ("device", path)
+    return ("file", info.st_dev, info.st_ino)
 
 
 def parse_bounds(value) -> dict | None:

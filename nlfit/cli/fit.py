@@ -265,9 +265,7 @@ def run_fit(data: str | list[str], options: dict) -> None:
 
         draw(payloads, dataset, options["plot"])
     if any(r.status.label == "interrupted" for r in results):
-        from nlfit import signals
-
-        raise typer.Exit(signals.exit_code())
+        stop_interrupted(options["quiet"])
     raise typer.Exit(0 if all(r.success for r in results) else 1)
 
 
@@ -307,10 +305,20 @@ def run_groups(dataset, model_spec, p0, fit_options, output_format, options) -> 
     text = ndjson_text(rows) if output_format == "json" else groups_csv_text(rows, result.param_names)
     emit(text, options.get("output"))
     if any(row["status"] == "interrupted" for row in rows):
-        from nlfit import signals
-
-        raise typer.Exit(signals.exit_code())
+        stop_interrupted(options["quiet"])
     raise typer.Exit(0 if all(row["success"] for row in rows) else 1)
+
+
+def stop_interrupted(quiet: int) -> None:
+    """After the best result of an interrupted fit is written: the one line every signal
+    ends with (unless -qq), and its exit code (130 SIGINT, 143 SIGTERM)."""
+    from nlfit import signals
+
+    if quiet < 2:
+        from nlfit.report.console import plain_line
+
+        plain_line(f"nlfit: {signals.MESSAGES.get(signals.received(), 'interrupted')}")
+    raise typer.Exit(signals.exit_code())
 
 
 def render(payload: dict | list[dict], output_format: str, color: bool = False) -> str:

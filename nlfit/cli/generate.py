@@ -80,6 +80,8 @@ def generate(
     seed = check_option("seed", seed)
     if not (math.isfinite(noise) and noise >= 0):
         raise OptionError(f"--noise must be a non-negative number; got {noise}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo)):
+        raise OptionError(f"--x-min and --x-max must be finite numbers whose difference is finite; got {lo} and {hi}")
     if not hi > lo:
         raise OptionError(f"--x-max ({hi}) must be greater than --x-min ({lo})")
     given = parse_p0(params) or {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from nlfit.cli.common import handle_errors
+
 
 def _console() -> Console:
     from nlfit.cli.common import stdout_console
@@ -12,6 +14,7 @@ def _console() -> Console:
     return stdout_console()
 
 
+@handle_errors
 def models() -> None:
     """List the built-in models and the formula syntax."""
     from nlfit.models.registry import BUILTIN_MODELS
@@ -24,6 +27,7 @@ def models() -> None:
     _console().print(table)
 
 
+@handle_errors
 def methods() -> None:
     """The method x globalization matrix, one line per cell (* marks the default)."""
     from nlfit.solvers.catalog import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Annotated
 
@@ -43,6 +44,8 @@ def predict(
     from nlfit.schema import check_fit_result
 
     try:
+        if result == "-" and sys.stdin is None:
+            raise InputError("cannot read the fit result from stdin: it is closed")
         text = sys.stdin.read() if result == "-" else open(result, encoding="utf-8").read()
     except OSError as exc:
         raise InputError(f"cannot read fit result {result}: {exc.strerror or exc}") from None
@@ -74,6 +77,8 @@ def predict(
             start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
         except (ValueError, IndexError):
             raise OptionError(f"--range must be START:STOP:N, e.g. -1:1:11; got '{x_range}'") from None
+        if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(stop - start)):
+            raise OptionError(f"--range needs finite START and STOP whose difference is finite; got '{x_range}'")
         if not 1 <= count <= MAX_POINTS:
             raise OptionError(f"--range needs 1 <= N <= {MAX_POINTS:,}; got {count:,}")
         frame_x = np.linspace(start, stop, count)

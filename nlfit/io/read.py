@@ -36,6 +36,7 @@ import io
 import itertools
 import os
 import re
+import stat
 import sys
 import warnings
 from collections import Counter
@@ -162,7 +163,7 @@ def expand_sources(source, use_glob: bool) -> list[str]:
     if names.count("-") > 1:
         raise OptionError("stdin ('-') can be read only once; give '-' once")
     if not use_glob:
-        return names
+        return _once(names)
     import glob as globbing
 
     expanded = []
@@ -174,7 +175,25 @@ def expand_sources(source, use_glob: bool) -> list[str]:
         if not matches:
             raise InputError(f"no file matches {printable(name)}")
         expanded += matches
-    return expanded
+    return _once(expanded)
+
+
+def _once(names: list[str]) -> list[str]:
+    """``names``, refused when one file is named twice (``d.csv ./d.csv``, ``- /dev/stdin``,
+    overlapping patterns): its rows would count twice and every standard error shrink."""
+    seen: dict[tuple, str] = {}
+    for name in names:
+        try:
+            info = os.fstat(0) if name == "-" else os.stat(name)
+        except (OSError, ValueError):
+            continue  # reported when it is read
+        if not stat.S_ISREG(info.st_mode) and name != "-" and not stat.S_ISFIFO(info.st_mode):
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key in seen and (stat.S_ISREG(info.st_mode) or name == "-" or seen[key] == "-"):
+            raise InputError(f"{printable(name)} and {printable(seen[key])} are the same file: each input may be given once")
+        seen[key] = name
+    return names
 
 
 def _label(name: str) -> str:
@@ -572,6 +591,11 @@ def _pick(columns, x_columns, y_column, sigma_column, label, exclude=None):
             if not rest:
                 raise InputError(f"{printable(label)} needs at least two columns (x and y); it has {len(names)}")
             y_column = rest[0]
+    repeated = sorted({c for c in x_columns if list(x_columns).count(c) > 1}) if len(x_columns) > 1 else []
+    if repeated:
+        raise InputError(f"--x names the column '{printable(repeated[0])}' twice")
+    if sigma_column and sigma_column in (*x_columns, y_column):
+        raise InputError(f"--sigma column '{printable(sigma_column)}' is also a predictor or the response")
     wanted = [*x_columns, y_column] + ([sigma_column] if sigma_column else [])
     available = set(names)
     for column in wanted:

@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import os
+import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,6 +55,17 @@ def write_atomic(path: str | Path, content) -> str:
     if target.is_symlink():
         target = target.resolve()  # replace the file the link points to, keep the link
     pieces = [content] if isinstance(content, str | bytes) else content
+    fd = descriptor_of(path)
+    if fd is not None:  # /dev/stdout, /dev/fd/3: the descriptor itself, never the file behind it
+        stream = {1: sys.stdout, 2: sys.stderr}.get(fd)
+        if stream is not None:
+            stream.flush()
+            _write_pieces(stream.buffer, pieces)
+            stream.buffer.flush()
+        else:
+            with os.fdopen(os.dup(fd), "wb") as handle:
+                _write_pieces(handle, pieces)
+        return "through"
     if destination_mode(target) == "through":
         with open(target, "wb") as handle:
             _write_pieces(handle, pieces)
@@ -82,6 +95,21 @@ def _write_pieces(handle, pieces) -> None:
         handle.write(piece.encode("utf-8") if isinstance(piece, str) else piece)
 
 
+def descriptor_of(path) -> int | None:
+    """The open descriptor a path names (/dev/stdin, /dev/stdout, /dev/stderr, /dev/fd/N,
+    /proc/self/fd/N), or None. Such a path is written through its descriptor, so
+    ``-o /dev/stdout >> log`` appends to the log as ``>>`` asked, and nothing is renamed over
+    the file behind it."""
+    if path is None:
+        return None
+    text = os.path.normpath(os.fspath(path))
+    named = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+    if text in named:
+        return named[text]
+    found = re.fullmatch(r"/(?:dev/fd|proc/self/fd|proc/" + str(os.getpid()) + r"/fd)/(\d{1,9})", text)
+    return int(found.group(1)) if found else None
+
+
 def destination_mode(target: Path) -> str:
     """ "atomic" when a temporary file can be made next to ``target`` and renamed over it,
     "through" when only the file itself can be written (or it is a FIFO or a device)."""
@@ -98,10 +126,20 @@ def check_destination(path: str, flag: str) -> str:
     OptionError with the reason otherwise (missing folder, a folder, no permission)."""
     from nlfit.errors import OptionError, printable
 
+    try:
+        return _check_destination(path, flag)
+    except (OSError, RuntimeError) as exc:  # a name too long for the file system, a loop of links
+        reason = getattr(exc, "strerror", None) or ("a loop of symbolic links" if isinstance(exc, RuntimeError) else str(exc))
+        raise OptionError(f"{flag} {printable(path)}: {reason}") from None
+
+
+def _check_destination(path: str, flag: str) -> str:
+    from nlfit.errors import OptionError, printable
+
     target = Path(path)
     shown = printable(path)
     if target.is_symlink():
-        target = target.resolve()
+        target = target.resolve(strict=False)
     if target.is_dir():
         raise OptionError(f"{flag} {shown} is a folder; name a file")
     directory = target.parent if str(target.parent) else Path(".")

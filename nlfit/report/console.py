@@ -16,6 +16,8 @@ import math
 from rich.console import Console
 from rich.table import Table
 
+from nlfit.errors import printable
+
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 CORRELATION_MATRIX_MAX = 6  # the report shows the correlation matrix of at most this many estimated parameters
 
@@ -190,7 +192,7 @@ def goodness_lines(result_json: dict) -> list[str]:
     if n is not None:
         dropped = data.get("dropped") or 0
         text = f"points: {n} used, {dropped} dropped (missing values)"
-        files = [str(f) for f in data.get("files") or ()]
+        files = [printable(f) for f in data.get("files") or ()]  # a file name may hold terminal escapes
         if len(files) > 3:
             text += f" from {len(files)} files: {files[0]}, {files[1]}, …, {files[-1]}"
         elif files:
@@ -232,8 +234,8 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
     )
     for line in goodness_lines(result_json):
         console.print(line, markup=False)
-    variables = result_json.get("data", {}).get("x") or []
-    console.print(f"variables (data columns): {', '.join(variables)}   parameters: {', '.join(result_json['params'])}")
+    variables = [printable(v) for v in result_json.get("data", {}).get("x") or []]  # column names come from the file
+    console.print(f"variables (data columns): {', '.join(variables)}   parameters: {', '.join(result_json['params'])}", markup=False)
     starts = result_json.get("starts")
     if starts:
         screened = f" on {starts['screened_rows']} rows" if starts.get("screened_rows") else ""

@@ -39,7 +39,7 @@ _MESSAGES = {
     Status.MAX_ITER: "stopped: the maximum number of iterations was reached before convergence",
     Status.NONFINITE: "stopped: the residuals are not finite (at the start, or along every step tried)",
     Status.STALLED: "stopped: no step that lowers the loss could be found (line search or damping exhausted)",
-    Status.INTERRUPTED: "interrupted: the best result so far is reported",
+    Status.INTERRUPTED: "stopped by Ctrl-C or SIGTERM; the best result so far is reported",
     Status.TIMEOUT: "stopped: the time limit was reached; the best result so far is reported",
     Status.TOO_FEW_POINTS: "not fitted: fewer data points than parameters",
     Status.SUSPECT: "the solver stopped as converged, but the result is known to be wrong",
