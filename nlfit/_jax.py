@@ -17,8 +17,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
+from nlfit import signals
+
+with signals.deferred():  # JAX's import runs C++ that cannot unwind an exception from a signal
+    import jax
+    import jax.numpy as jnp
 
 jax.config.update("jax_enable_x64", True)
 

@@ -56,10 +56,47 @@ def _quiet_unraisable(unraisable, _default=sys.unraisablehook) -> None:
 
 
 def install() -> None:
-    """Route SIGINT and SIGTERM through :func:`_handler` (main thread only)."""
+    """Route SIGINT and SIGTERM through :func:`_handler` (main thread only), and hold them
+    while a C extension module initializes (see :func:`_hold_during_extension_imports`)."""
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
     sys.unraisablehook = _quiet_unraisable
+    _hold_during_extension_imports()
+
+
+def _hold_during_extension_imports() -> None:
+    """An exception raised by the handler while a C extension initializes (jaxlib's
+    nanobind modules call back into Python during their init) cannot unwind through C++:
+    the process aborts or segfaults. So the loading of extension modules runs inside
+    :func:`deferred`; a signal that arrives then is acted on as soon as the module is loaded
+    (JAX's import, the longest, takes about half a second)."""
+    from importlib.machinery import ExtensionFileLoader
+
+    if getattr(ExtensionFileLoader, "_nlfit_holds_signals", False):
+        return
+    create, execute = ExtensionFileLoader.create_module, ExtensionFileLoader.exec_module
+
+    def create_module(self, spec):  # held from here to the end of exec_module: a module
+        global _deferring  # dropped between its creation and its init can crash at exit
+        _deferring += 1
+        try:
+            return create(self, spec)
+        except BaseException:
+            _deferring -= 1
+            raise
+
+    def exec_module(self, module):
+        global _deferring
+        try:
+            return execute(self, module)
+        finally:
+            _deferring -= 1
+            if _deferring == 0:
+                check()
+
+    ExtensionFileLoader.create_module = create_module
+    ExtensionFileLoader.exec_module = exec_module
+    ExtensionFileLoader._nlfit_holds_signals = True
 
 
 def received() -> int | None:

@@ -945,6 +945,38 @@ def test_a_signal_before_the_fit_ends_cleanly(tmp_path, signum, code, word):
     assert process.returncode == code and err.strip() == f"nlfit: {word}", err
 
 
+def test_a_signal_while_a_c_extension_loads_waits_for_the_load():
+    # A signal inside jaxlib's extension init crashed the process (the exception cannot
+    # unwind through C++). Here the signal is sent from inside an extension's creation: it
+    # must be acted on only after the module is loaded and initialized.
+    script = """
+import os, signal, sys
+from importlib.machinery import ExtensionFileLoader
+real = ExtensionFileLoader.create_module
+steps = []
+def create(self, spec):
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(10**5):  # bytecodes: the handler would run here if it were not held
+        pass
+    module = real(self, spec)
+    steps.append("created")
+    return module
+real_exec = ExtensionFileLoader.exec_module
+def execute(self, module):
+    real_exec(self, module)
+    steps.append("initialized")
+ExtensionFileLoader.create_module, ExtensionFileLoader.exec_module = create, execute
+from nlfit import signals
+signals.install()
+try:
+    import _bz2
+except signals.Interrupted:
+    print("interrupted after:", *steps)
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "interrupted after: created initialized", done.stdout + done.stderr
+
+
 def test_the_signal_module_holds_signals_while_a_result_is_written():
     from nlfit import signals
 

@@ -82,6 +82,10 @@ def _exit(code: int) -> None:
     # hooks) must not turn a complete result into a death by signal.
     for signum in signals.EXIT_CODES:
         signal.signal(signum, signal.SIG_IGN)
+    if signals.received() is not None:
+        # Interrupted: what was written is complete and flushed. Python's finalization could
+        # now tear down a C extension whose import the signal cut short: leave without it.
+        os._exit(code)
     sys.exit(code)
 
 
