@@ -304,7 +304,7 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
         for position, g in enumerate(members):
             values[g] = sub.values[position]
             warnings[g] = sub.warnings[position]
-    with np.errstate(over="ignore"):  # a loss beyond the float range is reported as such
+    with np.errstate(over="ignore", invalid="ignore"):  # a loss beyond the float range is reported as such (inf or NaN)
         losses = _cost(np.where(real, residuals, 0.0), loss_name, f_scale) * scale**2
     with np.errstate(over="ignore", invalid="ignore"):
         scaled_losses = _cost(np.where(real, residuals, 0.0), loss_name, f_scale)
