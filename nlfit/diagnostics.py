@@ -59,7 +59,7 @@ PLATEAU = 1e-8
 RUNAWAY = 1e6
 GRID_STEPS = 4  # points between neighbouring x values: 3 interior points per interval
 GRID_VALUES = 2000  # at most this many distinct x values are used for the grid
-STATIONARY = 1e-4  # the gradient measure above which a converged result is no minimum (nlfit.solvers.loop.STALL_MEASURE)
+STATIONARY = 1e-4  # the gradient measure above which a converged result is no minimum (nlfit.solvers.termination.STALL_MEASURE)
 CONSTANT_FIT_ITERATIONS = 200
 CONFIDENCE = 0.95
 

@@ -99,6 +99,7 @@ class Direction:
     factorization: str = "svd"
     name = "direction"
     damped = False  # True when the step depends on a damping parameter (LM)
+    measure_is_cosine = True  # gradient_measure is MINPACK's scale-free cosine (False: ||g||_inf)
     natural_step = True  # True when a step length of 1 is meaningful (Newton-like)
 
     def linearize(self, problem: Problem, params, jac_mode: str) -> Local:
@@ -230,6 +231,7 @@ class SteepestDescent(Direction):
 
     batch_size: int | None = None
     name = "gd"
+    measure_is_cosine = False
     natural_step = False
 
     def linearize(self, problem, params, jac_mode):

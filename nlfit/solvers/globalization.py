@@ -81,6 +81,9 @@ def _gain_ratio(actual, predicted):
 @dataclass(frozen=True)
 class Globalization:
     name = "globalization"
+    # The size this globalization controls, as the history reports it: "radius" (trust
+    # region, in the D-scaled norm) or "step_length" (a learning rate, a line search's step).
+    size_field = "step_length"
 
     def propose(self, direction, problem, state, settings, key) -> Proposal:
         raise NotImplementedError
@@ -177,6 +180,7 @@ class LineSearch(Globalization):
 @dataclass(frozen=True)
 class TrustRegion(Globalization):
     name = "trust-region"
+    size_field = "radius"
 
     def propose(self, direction, problem, state, settings, key):
         local = state.local
