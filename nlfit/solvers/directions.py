@@ -43,6 +43,8 @@ from nlfit._jax import jax, jnp
 from nlfit.problem import Problem, cost_terms, free_mask, robust_scaling
 from nlfit.solvers import subproblems
 
+MAX_DAMPING = 1e16  # LM's damping beyond which its step is nil (the run has stalled)
+
 
 class Local(NamedTuple):
     """What a direction knows about the problem at one point."""
@@ -146,6 +148,26 @@ class Direction:
     def step(self, problem, params, local: Local, scale, damping, key):
         raise NotImplementedError
 
+    # How the direction's damping follows the trials (only a damped direction has one; the
+    # globalizations call these and know no damping rule themselves).
+
+    def accepts(self, actual):
+        """Whether a step taken as it comes (no globalization) is kept: any finite one."""
+        return jnp.isfinite(actual)
+
+    def adapt_damping(self, damping, nu, accepted, gain=None):
+        """(damping, nu) after a trial; ``gain()`` gives the gain ratio of the full step when
+        the globalization has one (a line search). Undamped: unchanged."""
+        return damping, nu
+
+    def exhausted(self, damping):
+        """True where no acceptable step is left at this damping; None: no such test."""
+        return None
+
+    def region_damping(self, used, previous):
+        """The damping to keep after a trust-region step that used ``used``."""
+        return previous
+
     def descent_step(self, problem, params, local: Local, scale, damping, key):
         return self.step(problem, params, local, scale, damping, key)
 
@@ -186,8 +208,30 @@ class GaussNewton(Direction):
 
 @dataclass(frozen=True)
 class LevenbergMarquardt(Direction):
+    """(J^T J + damping D^2) s = -g. The damping follows Marquardt's rule when the step is
+    taken as it comes (a decrease is accepted and divides it by 10, a rise is rejected and
+    multiplies it by 10) and Nielsen's rule (1999) from the gain ratio rho of the full step
+    under a line search (rho > 0: damping *= max(1/3, 1 - (2 rho - 1)^3), nu = 2; else
+    damping *= nu, nu *= 2). Beyond MAX_DAMPING the step is nil: the run has stalled."""
+
     name = "lm"
     damped = True
+
+    def accepts(self, actual):
+        return jnp.isfinite(actual) & (actual > 0)
+
+    def adapt_damping(self, damping, nu, accepted, gain=None):
+        if gain is None:  # Marquardt
+            return jnp.where(accepted, damping / 10.0, damping * 10.0), nu
+        rho = gain()  # Nielsen
+        good = rho > 0
+        return jnp.where(good, damping * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), damping * nu), jnp.where(good, 2.0, 2.0 * nu)
+
+    def exhausted(self, damping):
+        return damping > MAX_DAMPING
+
+    def region_damping(self, used, previous):
+        return used
 
     def step(self, problem, params, local, scale, damping, key):
         return subproblems.damped_step(self._jacobian_form(local, scale), damping) / scale

@@ -7,15 +7,14 @@ and step length. Nothing here knows which direction it drives.
 ``NoGlobalization`` (none)
     The step is taken as it comes: step = alpha d with alpha = ``--step`` for steepest
     descent and 1 otherwise, plus heavy-ball momentum (Polyak 1964) when asked:
-    v <- beta v + alpha d, p <- p + v. Undamped directions accept every finite step.
-    A damped direction (LM) follows Marquardt's classical rule: accept only a decrease;
-    damping /10 on acceptance, x10 on rejection.
+    v <- beta v + alpha d, p <- p + v. The direction says which steps it accepts and how
+    its damping follows (``Direction.accepts``, ``Direction.adapt_damping``: LM accepts only
+    a decrease and applies Marquardt's rule; the others accept every finite step).
 ``LineSearch`` (line-search)
     Backtracking on the Armijo condition loss(p + alpha d) <= loss(p) + c1 alpha g^T d
     (c1 = 1e-4), halving alpha up to 50 times. The first trial is alpha = 1 for Newton-like
-    directions and twice the last accepted alpha for steepest descent. A damped direction
-    updates its damping from the gain ratio rho of the full step by Nielsen's rule (1999):
-    rho > 0: damping *= max(1/3, 1 - (2 rho - 1)^3), nu = 2; else damping *= nu, nu *= 2.
+    directions and twice the last accepted alpha for steepest descent. The direction may
+    adapt its damping from the gain ratio of the full step (LM: Nielsen's rule).
 Bounds: every trial point is projected onto the box (``nlfit.problem.project``) and the
 step is what the projection leaves, so results stay inside; parameters held at a bound by
 the gradient (and fixed ones) are already frozen in the direction (``Local.free``). This is
@@ -41,7 +40,6 @@ from nlfit.problem import residuals as residuals_at
 ARMIJO_C1 = 1e-4
 MAX_BACKTRACKS = 50
 ACCEPT_RATIO = 1e-4
-MAX_DAMPING = 1e16
 
 
 class Proposal(NamedTuple):
@@ -102,9 +100,10 @@ class NoGlobalization(Globalization):
         step = trial - state.params
         actual = _decrease(trial, problem, local.residuals)
         finite = jnp.isfinite(actual)
-        accepted = finite & (actual > 0) if direction.damped else finite
-        damping = jnp.where(accepted, state.damping / 10.0, state.damping * 10.0) if direction.damped else state.damping
-        stalled = (damping > MAX_DAMPING) if direction.damped else ~finite
+        accepted = direction.accepts(actual)
+        damping, nu = direction.adapt_damping(state.damping, state.nu, accepted)
+        exhausted = direction.exhausted(damping)
+        stalled = ~finite if exhausted is None else exhausted
         return Proposal(
             step=step,
             trial_params=trial,
@@ -112,7 +111,7 @@ class NoGlobalization(Globalization):
             accepted=accepted,
             predicted=direction.predicted_decrease(problem, state.params, local, step),
             damping=damping,
-            nu=state.nu,
+            nu=nu,
             radius=state.radius,
             step_length=alpha,
             velocity=jnp.where(accepted, velocity, jnp.zeros_like(velocity)),
@@ -153,14 +152,13 @@ class LineSearch(Globalization):
         alpha, actual, backtracks = jax.lax.while_loop(cond, body, (first, first_decrease, 0))
         accepted = armijo(alpha, actual) & (jnp.dot(local.grad, moved(alpha)) < 0)
         step = moved(alpha)
-        damping, nu = state.damping, state.nu
-        if direction.damped:
-            full_predicted = direction.predicted_decrease(problem, state.params, local, moved(first))
-            rho = _gain_ratio(first_decrease, full_predicted)
-            good = rho > 0
-            damping = jnp.where(good, damping * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), damping * nu)
-            nu = jnp.where(good, 2.0, 2.0 * nu)
-        stalled = ~accepted & ((damping > MAX_DAMPING) if direction.damped else True)
+
+        def gain():  # of the full step, computed only by a direction that asks for it
+            return _gain_ratio(first_decrease, direction.predicted_decrease(problem, state.params, local, moved(first)))
+
+        damping, nu = direction.adapt_damping(state.damping, state.nu, accepted, gain=gain)
+        exhausted = direction.exhausted(damping)
+        stalled = ~accepted & (True if exhausted is None else exhausted)
         return Proposal(
             step=step,
             trial_params=state.params + step,
@@ -202,7 +200,7 @@ class TrustRegion(Globalization):
             actual=actual,
             accepted=rho > ACCEPT_RATIO,
             predicted=predicted,
-            damping=damping if direction.damped else state.damping,
+            damping=direction.region_damping(damping, state.damping),
             nu=state.nu,
             radius=radius,
             step_length=state.step_length,
