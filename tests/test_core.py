@@ -29,9 +29,9 @@ def test_rational_lm_matches_scipy_least_squares(runge):
 
 
 def test_default_start_of_rational_comes_from_linearized_fit(runge):
-    from nlfit.models.rational import LectureRational
+    from nlfit.models.rational import ReciprocalQuadratic
 
-    start = LectureRational().default_p0(runge.x, runge.y)
+    start = ReciprocalQuadratic().default_p0(runge.x, runge.y)
     # y * (c0 + c1 x + c2 x^2) ~ 1 is solved exactly in the least-squares sense
     design = np.column_stack([runge.y, runge.y * runge.x, runge.y * runge.x**2])
     np.testing.assert_allclose(start, np.linalg.lstsq(design, np.ones_like(runge.y), rcond=None)[0])
@@ -78,10 +78,10 @@ def test_auto_mode_picks_forward_for_tall_and_reverse_for_wide():
 def test_jacobians_agree_with_each_other(runge):
     from nlfit._jax import jnp
     from nlfit.derivatives import jacobian
-    from nlfit.models.rational import LectureRational
+    from nlfit.models.rational import ReciprocalQuadratic
     from nlfit.problem import make_problem
 
-    problem = make_problem(LectureRational(), runge)
+    problem = make_problem(ReciprocalQuadratic(), runge)
     params = jnp.array([1.0, 0.3, 9.0])
     _, forward = jacobian(params, problem, "fwd")
     _, reverse = jacobian(params, problem, "rev")
@@ -104,9 +104,9 @@ def test_thurber_rational_3_3_reaches_certified_values(start):
 
 def test_p0_by_name_fills_the_rest_from_the_default(runge):
     from nlfit.api import resolve_p0
-    from nlfit.models.rational import LectureRational
+    from nlfit.models.rational import ReciprocalQuadratic
 
-    model = LectureRational()
+    model = ReciprocalQuadratic()
     start = resolve_p0(model, runge, {"c2": 10.0})
     default = model.default_p0(runge.x, runge.y)
     assert start[2] == 10.0

@@ -29,7 +29,7 @@ def check_jac(
     For each parameter: the largest absolute difference from forward mode, and relative to
     the column's largest entry; and the condition number of J.
 
-    Example (the lecture's nested function, y = cos(y^pi) log(y) applied twice, at 1.9):
+    Example (a nested function, y = cos(y^pi) log(y) applied twice, at 1.9):
 
       nlfit check-jac point.csv -m "cos((cos(b^pi)*log(b))^pi)*log(cos(b^pi)*log(b)) + 0*x" --p0 b=1.9
     """

@@ -16,7 +16,7 @@ from nlfit.errors import OptionError
 
 # name: (formula, default params, default x range, default noise, description)
 GENERATORS = {
-    "runge": ("1/(1 + 10*x*x)", {}, (-1.0, 1.0), 0.5, "1/(1 + 10x²), the lecture's Runge data"),
+    "runge": ("1/(1 + 10*x*x)", {}, (-1.0, 1.0), 0.5, "1/(1 + 10x²), Runge's function on [-1, 1]"),
     "exp-decay": ("a*exp(-b*x)", {"a": 1.0, "b": 1.0}, (0.0, 5.0), 0.05, "a exp(-b x)"),
     "gaussian": ("a*exp(-(x-mu)^2/(2*s^2))", {"a": 1.0, "mu": 0.0, "s": 0.5}, (-2.0, 2.0), 0.05, "a exp(-(x-mu)²/(2 s²))"),
     "sine": ("a*sin(w*x + phi)", {"a": 1.0, "w": 3.0, "phi": 0.0}, (0.0, 2 * math.pi), 0.05, "a sin(w x + phi)"),

@@ -1,6 +1,6 @@
 """Rational models.
 
-``rational``: the lecture's f(x) = 1 / (c0 + c1 x + c2 x^2).
+``rational``: the reciprocal quadratic f(x) = 1 / (c0 + c1 x + c2 x^2) (the seed lecture's model).
 
 ``rational:P/Q``: f(x) = (a0 + a1 x + ... + aP x^P) / (1 + b1 x + ... + bQ x^Q), NIST's
 normalization (the constant of the denominator is 1).
@@ -52,7 +52,7 @@ def _linearized(x, y, columns, rhs, fallback: int):
 
 
 @dataclass(frozen=True)
-class LectureRational(Model):
+class ReciprocalQuadratic(Model):
     spec: str = "rational"
 
     @property

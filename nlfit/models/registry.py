@@ -33,7 +33,7 @@ BUILTIN_MODELS: dict[str, ModelInfo] = {
     "rational": ModelInfo(
         "rational | rational:P/Q",
         "c0 c1 c2 | a0..aP b1..bQ",
-        "1/(c0 + c1 x + c2 x^2) (the lecture's model), or (a0 + ... + aP x^P)/(1 + b1 x + ... + bQ x^Q); default p0 from the linearized fit",
+        "1/(c0 + c1 x + c2 x^2) (a reciprocal quadratic), or (a0 + ... + aP x^P)/(1 + b1 x + ... + bQ x^Q); default p0 from the linearized fit",
     ),
     "formula": ModelInfo(
         '"b1*(1-exp(-b2*x))"',
@@ -77,11 +77,11 @@ def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str,
             raise ModelError("chebyshev needs at least two distinct x values to set its domain")
         return Chebyshev(degree=degree, lo=lo, hi=hi, spec=f"chebyshev:{degree}")
     if name == "rational":
-        from nlfit.models.rational import LectureRational, RationalPQ
+        from nlfit.models.rational import RationalPQ, ReciprocalQuadratic
 
         require_one_predictor(x, spec)
         if argument is None:
-            return LectureRational()
+            return ReciprocalQuadratic()
         parts = re.fullmatch(r"(\d+)\s*/\s*(\d+)", argument)
         if not parts:
             raise ModelError(f"bad model '{spec}': expected rational:P/Q with integer degrees, e.g. rational:3/3")

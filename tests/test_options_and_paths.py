@@ -1,4 +1,5 @@
-"""Regression tests for bugs found in review (each was reproducible before its fix)."""
+"""Options reach every path (grouped fits, check-jac, predict, TOML configs, NIST files) and
+odd inputs get one-line errors: each test was a bug found in review, reproducible before its fix."""
 
 from __future__ import annotations
 
