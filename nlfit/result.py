@@ -9,19 +9,14 @@ without the history, so the two cannot drift apart.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from nlfit.io.write import json_number
 from nlfit.solvers.status import Status
 
 LARGE_DATA_POINTS = 100_000  # rows per group from which statistics use the R factor of a streaming QR
-
-
-def number(value):
-    """A float for JSON: None for None, NaN and infinities (JSON has neither)."""
-    return None if value is None or not math.isfinite(value) else float(value)
 
 
 @dataclass
@@ -77,16 +72,16 @@ class FitResult:
         params = {}
         for i, name in enumerate(self.param_names):
             params[name] = {
-                "value": number(self.params[i]),
-                "stderr": None if self.stderr is None else number(self.stderr[i]),
+                "value": json_number(self.params[i]),
+                "stderr": None if self.stderr is None else json_number(self.stderr[i]),
                 "ci": None if self.intervals is None or not np.all(np.isfinite(self.intervals[i])) else [float(v) for v in self.intervals[i]],
-                "tvalue": None if self.tvalues is None else number(self.tvalues[i]),
+                "tvalue": None if self.tvalues is None else json_number(self.tvalues[i]),
                 "fixed": bool(self.fixed[i]) if self.fixed is not None else False,
                 "at_bound": None if self.at_bound is None else self.at_bound[i],
             }
 
         def matrix(values):
-            return None if values is None else [[number(v) for v in row] for row in values]
+            return None if values is None else [[json_number(v) for v in row] for row in values]
 
         out = {} if self.group is None else {"group": self.group}
         out.update(
@@ -107,7 +102,7 @@ class FitResult:
                 "absolute_sigma": self.absolute_sigma,
                 "covariance": matrix(self.covariance),
                 "correlation": matrix(self.correlation),
-                "stats": {k: (number(v) if isinstance(v, float) else v) for k, v in self.stats.items()},
+                "stats": {k: (json_number(v) if isinstance(v, float) else v) for k, v in self.stats.items()},
                 "counts": self.counts,
                 "starts": self.starts,
                 "seconds": self.seconds,
@@ -115,7 +110,7 @@ class FitResult:
             }
         )
         if history:
-            out["history"] = [{k: (number(v) if isinstance(v, float) else v) for k, v in row.items()} for row in self.history]
+            out["history"] = [{k: (json_number(v) if isinstance(v, float) else v) for k, v in row.items()} for row in self.history]
         return out
 
 

@@ -58,11 +58,7 @@ def check_jac(
     report = derivatives.compare(jnp.asarray(params), make_problem(built, dataset))
     names = list(built.param_names)
     if output_format == "json":
-        import math
-
-        def number(value):
-            value = float(value)
-            return value if math.isfinite(value) else None  # JSON has no NaN or Infinity
+        from nlfit.io.write import json_number as number
 
         payload = {
             "params": dict(zip(names, params.tolist(), strict=True)),

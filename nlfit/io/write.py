@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -30,11 +31,18 @@ def params_csv_text(result_json: dict | list[dict]) -> str:
         lead = [result["method"]] if prefix else []
         for name, entry in result["params"].items():
             interval = entry.get("ci") or [None, None]
-            writer.writerow([*lead, name, _fmt(entry["value"]), _fmt(entry.get("stderr")), _fmt(interval[0]), _fmt(interval[1])])
+            writer.writerow([*lead, name, csv_number(entry["value"]), csv_number(entry.get("stderr")), csv_number(interval[0]), csv_number(interval[1])])
     return out.getvalue()
 
 
-def _fmt(value) -> str:
+def json_number(value) -> float | None:
+    """A number as JSON holds it: a float, or None for None, NaN and infinities (JSON has
+    neither). The one place nlfit decides how a number is written."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def csv_number(value) -> str:
+    """A number as a CSV cell: empty for None, else the shortest text that reads back exactly."""
     return "" if value is None else repr(float(value))
 
 
@@ -190,7 +198,7 @@ def groups_csv_text(rows: list[dict], param_names) -> str:
         cells = [row["group"]]
         for name in param_names:
             entry = row["params"][name]
-            cells += [_fmt(entry["value"]), _fmt(entry["stderr"])]
-        cells += [_fmt(row["stats"]["loss"]), row["status"], row["counts"]["iterations"]]
+            cells += [csv_number(entry["value"]), csv_number(entry["stderr"])]
+        cells += [csv_number(row["stats"]["loss"]), row["status"], row["counts"]["iterations"]]
         writer.writerow(cells)
     return out.getvalue()
