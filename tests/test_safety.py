@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -333,20 +332,18 @@ def test_missing_file_and_directory_keep_their_one_line_errors(tmp_path):
         read_dataset(str(tmp_path))
 
 
-def test_a_hundred_thousand_columns_read_fast(tmp_path):
+def test_a_hundred_thousand_columns_are_read(tmp_path):
+    # The speed (77 s before, 0.08 s after: a quadratic duplicate-name check) is measured in
+    # the note, not asserted here: a quadratic reader would show in the suite's time.
     k = 100_000
     path = tmp_path / "wide.csv"
     rows = [",".join(f"c{j}" for j in range(k))] + [",".join(str(i + j) for j in range(k)) for i in range(3)]
     path.write_text("\n".join(rows) + "\n")
-    began = time.perf_counter()
     data = read_dataset(str(path), x_columns=["c99999"], y_column="1")
-    assert time.perf_counter() - began < 5.0
     assert data.x.tolist() == [99999, 100000, 100001] and data.y.tolist() == [0, 1, 2]
     duplicated = path.read_text().replace("c99998", "c5", 1)
-    began = time.perf_counter()
     assert "duplicate column names: c5" in error_of(duplicated)
     message = error_of(path.read_text(), y_column="nope")
-    assert time.perf_counter() - began < 5.0
     assert "(100000 columns)" in message and len(message) < 500  # the list of names is cut short
 
 

@@ -202,14 +202,21 @@ def _diverging(points=40):
     return x, 2.0 * x, step
 
 
-def test_interrupted_single_fit_returns_its_best_point():
-    x, y, step = _diverging()
+def _ctrl_c_at_call(n: int):
+    """A progress callback that raises KeyboardInterrupt on its n-th call (Ctrl-C mid-fit)."""
     calls = []
 
-    def interrupt(row):
-        calls.append(row)
-        if len(calls) == 3:
+    def interrupt(*progress):
+        calls.append(progress)
+        if len(calls) == n:
             raise KeyboardInterrupt
+
+    return interrupt
+
+
+def test_interrupted_single_fit_returns_its_best_point():
+    x, y, step = _diverging()
+    interrupt = _ctrl_c_at_call(3)
 
     result = fit(
         Dataset(x=x, y=y, x_names=("x",), y_name="y"), "a*x", p0=[1.0], method="gd", globalization="none", step=step, max_iter=100_000, on_iteration=interrupt
@@ -223,13 +230,7 @@ def test_interrupted_grouped_fit_returns_each_groups_best_point():
     x, y, step = _diverging()
     keys = np.repeat(["u", "v"], x.size)
     data = Dataset(x=np.tile(x, 2), y=np.concatenate([y, 1.5 * y]), x_names=("x",), y_name="y", groups=keys)
-    calls = []
-
-    def interrupt(done, total):
-        calls.append(done)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
+    interrupt = _ctrl_c_at_call(3)
     batch = fit_groups(data, "a*x", p0=[1.0], method="gd", globalization="none", step=step, max_iter=100_000, on_progress=interrupt)
     for result, target in zip(batch.results, (2.0, 3.0), strict=True):
         assert result.status.label == "interrupted" and result.counts["iterations"] > 1
@@ -358,12 +359,7 @@ def test_interrupted_multistart_returns_the_best_start():
     """Ctrl-C during a multistart gradient descent: the reported point is the lowest loss over
     every start, here the one whose linear parameter was solved for (the exact answer)."""
     x, y, step = _diverging()
-    calls = []
-
-    def interrupt(row):
-        calls.append(row)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
+    interrupt = _ctrl_c_at_call(3)
 
     data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
     result = fit(data, "a*x", p0=[1.0], method="gd", globalization="none", step=step, max_iter=100_000, starts=4, on_iteration=interrupt)

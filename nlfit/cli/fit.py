@@ -133,7 +133,7 @@ def fit(
 
     inputs = expand_sources(data, bool(options.get("glob")))  # an output must not be any file read
     check_outputs({"--output": options.get("output"), "--plot": options.get("plot")}, [*inputs, config])
-    run_fit(data, options)
+    run_fit(inputs, {**options, "glob": False})  # the patterns are expanded once, here
 
 
 def quiet_level(value) -> int:
