@@ -89,16 +89,16 @@ def main() -> None:
     print("-" * len(header))
     for path in files:
         dataset = read_dataset(str(path))
-        extra = dataset.extra
+        info = dataset.nist
         for start in (1, 2):
             began = time.perf_counter()
-            result = fit(dataset, extra["formula"], p0=extra["starts"][start])
+            result = fit(dataset, info.formula, p0=info.starts[start])
             cells = {"nlfit": (result.params, result.counts["nfev"] + result.counts["njev"], time.perf_counter() - began)}
-            cells.update(scipy_runs(dataset, result.model, extra["starts"][start], args.max_nfev))
-            line = f"{extra['name']:10s} {start}  "
+            cells.update(scipy_runs(dataset, result.model, info.starts[start], args.max_nfev))
+            line = f"{info.name:10s} {start}  "
             for run in runs:
                 params, evals, seconds = cells[run]
-                score = lre(params, extra["certified"])
+                score = lre(params, info.certified)
                 total = totals[run]
                 total["solved"] += score >= 6
                 total["lre"].append(score)

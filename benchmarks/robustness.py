@@ -51,10 +51,10 @@ class Case:
 
 def curve_function(dataset, formula, names):
     """The model's values at the data for parameters given in NIST's order."""
-    from nlfit.api import build_model
     from nlfit.models.expression import evaluate_numpy
+    from nlfit.models.registry import model_for
 
-    model = build_model(formula, dataset)
+    model = model_for(formula, dataset)
     order = [list(names).index(n) for n in model.param_names]
     return lambda params: evaluate_numpy(model, np.asarray(params, float)[order], dataset.x)
 
@@ -72,12 +72,12 @@ def curve_lre(curve, params, certified) -> float:
 def nist_cases(directory: Path, only: str | None):
     for path in sorted(directory.glob("*.dat")):
         dataset = read_dataset(str(path))
-        extra = dataset.extra
-        if only and only.lower() not in extra["name"].lower():
+        info = dataset.nist
+        if only and only.lower() not in info.name.lower():
             continue
-        names = extra["param_names"]
-        certified = extra["certified"]
-        curve = curve_function(dataset, extra["formula"], names)
+        names = info.param_names
+        certified = info.certified
+        curve = curve_function(dataset, info.formula, names)
 
         def judge(params, sum_of_squares, certified=certified, curve=curve):
             score = lre(params, certified)
@@ -88,8 +88,8 @@ def nist_cases(directory: Path, only: str | None):
             return same >= 6, (f"LRE {score:4.1f}" if same < 6 else f"curve LRE {same:4.1f}")
 
         for k in MULTIPLIERS:
-            p0 = {n: k * v for n, v in zip(names, extra["starts"][1], strict=True)}
-            yield Case(f"{extra['name']} {k}x", dataset, extra["formula"], p0, judge)
+            p0 = {n: k * v for n, v in zip(names, info.starts[1], strict=True)}
+            yield Case(f"{info.name} {k}x", dataset, info.formula, p0, judge)
 
 
 def mgh_cases(only: str | None):
@@ -121,10 +121,10 @@ def sum_of_squares_at(formula, dataset, p0) -> float:
 def residual_functions(case: Case):
     from nlfit import derivatives
     from nlfit._jax import jax, jnp
-    from nlfit.api import build_model
+    from nlfit.models.registry import model_for
     from nlfit.problem import make_problem, residuals
 
-    model = build_model(case.formula, case.dataset)
+    model = model_for(case.formula, case.dataset)
     problem = make_problem(model, case.dataset, scale=1.0)  # the residuals as written, for scipy and the judges
     fun = jax.jit(lambda p: residuals(p, problem))
     jac = jax.jit(lambda p: derivatives.jacobian(p, problem, "fwd")[1])

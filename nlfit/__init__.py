@@ -15,8 +15,9 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "fit": "nlfit.api",
-    "FitResult": "nlfit.api",
+    "fit": "nlfit.fitting",
+    "FitResult": "nlfit.result",
+    "FitOptions": "nlfit.options",
     "read_dataset": "nlfit.io.read",
     "NlfitError": "nlfit.errors",
     "METHODS": "nlfit.solvers.catalog",

@@ -11,8 +11,8 @@ gets its own status and cannot disturb the others. Groups with fewer points than
 parameters are reported as ``too-few-points``.
 
 Every method x globalization batches (the step is the same function under ``vmap``). The
-step works from J^T J (``--factorization gram``) unless ``--factorization svd`` is given.
-Statistics are computed for all groups at once from the batched SVD of their Jacobians.
+factorization of the steps follows ``nlfit.fitting.choose_factorization``, the same rule
+as for a single fit. Statistics are computed for all groups at once from the batched SVD of their Jacobians.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 
 from nlfit.errors import InputError
 from nlfit.io.dataset import Dataset
+from nlfit.options import FitOptions
 from nlfit.solvers.status import Status
 
 
@@ -52,7 +53,7 @@ class BatchResult:
 
     def rows(self) -> list[dict]:
         """One dict per group: the single-fit JSON contract without the history."""
-        return [r.to_json(history=False) for r in self.results]
+        return [r.to_json(history=False, options=False) for r in self.results]
 
 
 @dataclass
@@ -91,20 +92,24 @@ def group_rows(dataset: Dataset) -> Grouped:
     return Grouped([str(k) for k in keys], order, begin, counts)
 
 
-def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_starts=None, **options) -> BatchResult:
+def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_starts=None, *, options: FitOptions | None = None, **given) -> BatchResult:
     """Fit every group. ``p0`` (position or names) applies to all groups; ``group_starts``
     (G, n) gives each group its own start; without either, each group gets the model's default.
-    The same solve and post-processing as a single fit (``nlfit.fitting``, ``nlfit.result``),
-    with one problem per group."""
+    ``options`` and keywords: as for ``nlfit.fitting.fit``. The same solve and
+    post-processing as a single fit (``nlfit.fitting``, ``nlfit.result``), with one problem
+    per group."""
     import time
 
-    from nlfit import api, derivatives
+    from nlfit import derivatives
     from nlfit._jax import jnp
+    from nlfit.fitting import fit_problems, solver_parts
+    from nlfit.models.registry import model_for
     from nlfit.problem import Problem, residual_scale
+    from nlfit.start import box, choose_start
 
     began = time.perf_counter()
-    opts, method, globalization, settings = api.validate(options)
-    model = api.build_model(model_spec, dataset)
+    options = FitOptions.of(given) if options is None else options.replace(**given)
+    model = model_for(model_spec, dataset)
     n_params = len(model.param_names)
     y_fitted = np.asarray(model.transform_response(dataset.y, dataset.x), dtype=np.float64)
     grouped = group_rows(dataset)
@@ -113,7 +118,7 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
     x_all = np.asarray(dataset.x)
 
     if p0 is None and group_starts is None and model.default_p0(np.asarray(dataset.x)[:1], y_fitted[:1]) is None:
-        api.resolve_p0(model, dataset, None)  # raises the "needs a starting point" error
+        choose_start(model, dataset)  # raises the "needs a starting point" error
     given_starts = group_starts
     starts = []
     for g in range(groups if given_starts is None else 0):
@@ -121,7 +126,7 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
         member = Dataset(x=x_all[rows], y=y_fitted[rows], x_names=dataset.x_names, y_name=dataset.y_name)
         try:
             with np.errstate(all="ignore"):
-                starts.append(api.resolve_p0(model, member, p0))
+                starts.append(choose_start(model, member, p0)[0])
         except (np.linalg.LinAlgError, ValueError):
             starts.append(np.ones(n_params))  # a group whose default start cannot be computed (bad data)
     if given_starts is not None:
@@ -130,9 +135,9 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
             raise InputError(f"starts must have shape ({groups}, {n_params}); got {starts.shape}")
     starts = np.nan_to_num(np.array(starts, dtype=np.float64), nan=1.0, posinf=1.0, neginf=1.0)
 
-    jac_mode = derivatives.resolve_mode(opts["jac"], int(counts.max()), n_params)
-    lower, upper, _ = api.box(model, opts["bounds"], opts["fix"], starts[0], given=False)
-    for name, value in (opts["fix"] or {}).items():
+    jac_mode = derivatives.resolve_mode(options.jac, int(counts.max()), n_params)
+    lower, upper, _ = box(model, options.bounds, options.fix, starts[0], given=False)
+    for name, value in (options.fix or {}).items():
         starts[:, model.param_names.index(name)] = value
     if p0 is None and given_starts is None:
         starts = np.clip(starts, lower, upper)  # default starts are moved into the bounds
@@ -151,17 +156,17 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
             y=jnp.asarray(ys),
             sigma=jnp.asarray(sigmas),
             model=model,
-            loss=opts["loss"],
-            f_scale=jnp.asarray(float(opts["f_scale"]) / scales),
+            loss=options.loss,
+            f_scale=jnp.asarray(options.f_scale / scales),
             lower=jnp.tile(jnp.asarray(lower), (len(bucket), 1)),
             upper=jnp.tile(jnp.asarray(upper), (len(bucket), 1)),
             scale=jnp.asarray(scales),
         )
-        solver = api.solver_parts(opts, method, globalization, model, lower, upper, width, len(bucket), jac_mode, settings)
+        solver = solver_parts(options, model, lower, upper, width, len(bucket), jac_mode)
         model_starts = None
         if p0 is not None and solver["count"] > 1:  # the model's own start per group beside the one given, as for a single fit
             model_starts = np.array([_default_start(model, xs[g, : sub_counts[g]], ys[g, : sub_counts[g]], n_params) for g in range(len(bucket))])
-        left = opts["timeout"]
+        left = options.timeout
         if left is not None or stopped is not None:  # one time limit for the whole batch; after Ctrl-C, none
             left = 0.0 if stopped is not None else max(left - (time.perf_counter() - began), 0.0)
 
@@ -169,8 +174,8 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
             if on_progress is not None:
                 on_progress(offset + done, groups)
 
-        part = api.fit_problems(
-            model, problems, starts[bucket], sub_counts, real, dataset, opts | {"timeout": left}, method, globalization, solver, record=False,
+        part = fit_problems(
+            model, problems, starts[bucket], sub_counts, real, dataset, options, solver, record=False, timeout=left,
             keys=[keys[g] for g in bucket], model_starts=model_starts, on_progress=progress,
         )  # fmt: skip
         for g, result in zip(bucket, part, strict=True):
@@ -182,8 +187,8 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
             stopped = Status.INTERRUPTED
     for r in results:
         r.seconds = time.perf_counter() - began
-    return BatchResult(keys=keys, results=results, method=method, globalization=globalization, param_names=tuple(model.param_names),
-                       seconds=time.perf_counter() - began)  # fmt: skip
+    return BatchResult(keys=keys, results=results, method=options.method, globalization=options.globalization,
+                       param_names=tuple(model.param_names), seconds=time.perf_counter() - began)  # fmt: skip
 
 
 BUCKET_GROWTH = 2.0  # groups whose sizes differ by less than this factor share a padded batch
@@ -222,11 +227,12 @@ def subset(dataset: Dataset, keep: np.ndarray) -> Dataset:
     )
 
 
-def _fit_partition(dataset: Dataset, model_spec, p0, options: dict) -> BatchResult:
-    return fit_groups(dataset, model_spec, p0=p0, **options)
+def _fit_partition(dataset: Dataset, model_spec, p0, options: FitOptions) -> BatchResult:
+    return fit_groups(dataset, model_spec, p0=p0, options=options)
 
 
-def fit_groups_dask(dataset: Dataset, model_spec, p0=None, scheduler: str | None = None, partitions: int | None = None, **options) -> BatchResult:
+def fit_groups_dask(dataset: Dataset, model_spec, p0=None, scheduler: str | None = None, partitions: int | None = None, *,
+                    options: FitOptions | None = None, **given) -> BatchResult:  # fmt: skip
     """``fit_groups`` spread over Dask workers: the groups are cut into contiguous partitions,
     each worker runs the vmapped solver on its own, and the rows come back in group order.
 
@@ -245,15 +251,17 @@ def fit_groups_dask(dataset: Dataset, model_spec, p0=None, scheduler: str | None
     from nlfit.errors import OptionError
 
     began = time.perf_counter()
+    options = FitOptions.of(given) if options is None else options.replace(**given)
     codes, keys = pd.factorize(dataset.groups, sort=False)
-    if options.get("starts", "auto") in (None, "auto"):  # the count for all the groups, not per partition
-        from nlfit import api
+    if options.starts == "auto":  # the count for all the groups, not per partition
+        from nlfit.fitting import start_count
+        from nlfit.models.registry import model_for
+        from nlfit.start import box
 
-        opts = api.validate(options)[0]
-        model = api.build_model(model_spec, dataset)
-        free = api.box(model, opts["bounds"], opts["fix"], np.ones(len(model.param_names)), given=False)
+        model = model_for(model_spec, dataset)
+        free = box(model, options.bounds, options.fix, np.ones(len(model.param_names)), given=False)
         widest = int(np.bincount(codes).max()) if len(codes) else 0
-        options = {**options, "starts": api.start_count("auto", model, free[0] != free[1], widest, len(keys), opts["loss"])}
+        options = options.replace(starts=start_count(options, model, free[0] != free[1], widest, len(keys)))
     cluster = None
     try:
         if scheduler:

@@ -34,9 +34,9 @@ import numpy as np
 
 from nlfit._jax import jax, jnp
 from nlfit.errors import OptionError
+from nlfit.options import JAC_MODES
 from nlfit.problem import Problem, cost_terms, loss, residuals, robust_scaling
 
-JAC_MODES = ("auto", "fwd", "rev", "fd")
 FD_RELATIVE_STEP = 1e-8
 
 

@@ -340,10 +340,10 @@ def _lower_loss_as_constant(model, problems, params, constants, losses, real, gr
     from nlfit._jax import jax, jnp
     from nlfit.fitting import solve_groups
     from nlfit.multistart import auto_count
+    from nlfit.options import DEFAULTS
     from nlfit.result import _cost
     from nlfit.solvers.directions import make_direction
     from nlfit.solvers.globalization import TrustRegion
-    from nlfit.solvers.loop import Settings
 
     if solver is None:
         return {}
@@ -357,7 +357,7 @@ def _lower_loss_as_constant(model, problems, params, constants, losses, real, gr
     # in Vm x/(K + x)), by least squares with a bounded budget, whatever the fit's method.
     starts = max(solver["count"], auto_count(solver["linear"], solver["free"], int(counts.max()), len(groups)))
     direction = make_direction("lm", None, solver["factorization"])
-    settings = Settings(max_iter=min(int(solver["settings"].max_iter), CONSTANT_FIT_ITERATIONS))
+    settings = DEFAULTS.replace(max_iter=min(int(solver["settings"].max_iter), CONSTANT_FIT_ITERATIONS)).settings()
     solved = solve_groups(constant, params[pick], counts, starts, solver["linear"], solver["free"], direction, TrustRegion(),
                           solver["jac_mode"], settings, solver["seed"])  # fmt: skip
     at_constant = np.asarray(solved.state.params)

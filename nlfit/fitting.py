@@ -1,6 +1,9 @@
-"""The one solve behind every fit: G problems x K starts, run as members of one batch.
+"""Fitting: ``fit(dataset, model, ...) -> FitResult``, the library's entry point, and the one
+solve behind every fit, G problems x K starts run as members of one batch.
 
-``solve_groups`` takes G problems (a single fit is G = 1, ``--group-by`` gives one per
+``fit`` checks its options (``nlfit.options.FitOptions``), builds the model and the start
+(``nlfit.start``), and runs the one-group case of ``fit_problems``, which grouped fits
+(``nlfit.batch``) call with one problem per group. ``solve_groups`` takes G problems (a single fit is G = 1, ``--group-by`` gives one per
 group) and their primary starts, expands them into K starts each (``nlfit.multistart``),
 runs every member with ``nlfit.solvers.loop``, lets each group's winning start go on to the
 full iteration budget, and returns one winner per group: its state, status, history and a
@@ -21,7 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from nlfit import multistart
+from nlfit.errors import ModelError
+from nlfit.io.dataset import Dataset
+from nlfit.models.registry import model_for
+from nlfit.options import FitOptions
+from nlfit.result import LARGE_DATA_POINTS, FitResult
 from nlfit.solvers.status import Status
+from nlfit.start import box, choose_start
 
 
 @dataclass
@@ -289,3 +298,149 @@ def _members(output, winners, plan, problems, counts, screened: bool) -> Members
         labels=list(plan.labels),
         screened_rows=multistart.SCREEN_ROWS if screened else None,
     )
+
+
+# ----------------------------------------------------------------- the library's entry point
+
+
+def fit(dataset: Dataset, model, p0=None, on_iteration=None, *, options: FitOptions | None = None, file_start: int | None = None, **given) -> FitResult:
+    """Fit ``model`` (a spec string or a Model) to ``dataset``.
+
+    ``options``: a ``FitOptions``; keywords (``method="gn"``, ``max_iter=50``, ...) set its
+    fields (on top of ``options`` when both are given). ``p0``: the start by position or by
+    name (``nlfit.start.choose_start``; ``file_start`` picks a NIST file's start 1 or 2). A
+    single fit is the one-group case of ``solve_groups``; its starts are chosen by
+    ``nlfit.multistart`` (``starts``: 'auto' or a count; 1 is the given start alone)."""
+    options = FitOptions.of(given) if options is None else options.replace(**given)
+    model = model_for(model, dataset)
+    start, chosen = choose_start(model, dataset, p0, file_start)
+    n_points = dataset.n_points
+
+    from nlfit import derivatives
+    from nlfit._jax import jax
+    from nlfit.problem import make_problem
+
+    jac_mode = derivatives.resolve_mode(options.jac, n_points, len(model.param_names))
+    lower, upper, start = box(model, options.bounds, options.fix, start, given=chosen)
+    estimated = int(np.count_nonzero(lower != upper))
+    if n_points < estimated:
+        raise ModelError(f"model '{model.spec}' has {estimated} free parameters but the data have only {n_points} point(s)")
+    problem = make_problem(model, dataset, options.loss, options.f_scale, lower, upper)
+    if not np.all(np.isfinite(np.asarray(problem.y))):
+        raise ModelError(f"the response transform of '{model.spec}' gives non-finite values (e.g. log of a value <= 0)")
+    solver = solver_parts(options, model, lower, upper, n_points, 1, jac_mode)
+    problems = jax.tree.map(lambda leaf: np.asarray(leaf)[None], problem)
+    model_start = None
+    if chosen:
+        with np.errstate(all="ignore"):
+            try:
+                default = model.default_p0(np.asarray(dataset.x), np.asarray(problem.y))
+            except (np.linalg.LinAlgError, ValueError):
+                default = None
+        model_start = None if default is None else np.asarray(default, dtype=np.float64)[None]
+    return fit_problems(
+        model,
+        problems,
+        start[None],
+        np.array([n_points]),
+        np.ones((1, n_points), dtype=bool),
+        dataset,
+        options,
+        solver,
+        record=True,
+        timeout=options.timeout,
+        model_starts=model_start,
+        on_iteration=on_iteration,
+    )[0]
+
+
+def fit_problems(model, problems, starts, counts, real, dataset, options: FitOptions, solver, *, record, timeout, keys=None, model_starts=None,
+                 on_iteration=None, on_progress=None) -> list[FitResult]:  # fmt: skip
+    """Every fit: G problems (a single fit is G = 1) from their starts (G, n), ``counts`` real
+    rows each (``real`` (G, L) marks them), through the one solve (``solve_groups``) and the
+    one post-processing (``nlfit.result``). A group with fewer rows than free parameters is
+    ``too-few-points`` (reported at its start), one with non-finite data ``nonfinite``."""
+    from nlfit.result import finish
+
+    solved = solve_groups(
+        problems,
+        starts,
+        counts,
+        solver["count"],
+        solver["linear"],
+        solver["free"],
+        solver["direction"],
+        solver["globalization"],
+        solver["jac_mode"],
+        solver["settings"],
+        seed=options.seed,
+        timeout=timeout,
+        record=record,
+        model_starts=model_starts,
+        param_names=model.param_names,
+        on_iteration=on_iteration,
+        on_progress=on_progress,
+    )
+    too_few = np.asarray(counts) < int(np.count_nonzero(solver["free"]))
+    x = np.asarray(problems.x).reshape(*np.shape(problems.y), -1)
+    bad_data = ~np.all(np.where(real, np.isfinite(np.asarray(problems.y)) & np.all(np.isfinite(x), axis=2), True), axis=1)
+    statuses = np.where(bad_data, int(Status.NONFINITE), solved.statuses)
+    solved.statuses = np.where(too_few, int(Status.TOO_FEW_POINTS), statuses)
+    solved.state = solved.state._replace(params=np.where(too_few[:, None], starts, solved.state.params))  # not fitted: the start
+    nist = dataset.nist
+    return finish(
+        model,
+        problems,
+        solved,
+        counts,
+        real,
+        options=options,
+        jac_mode=solver["jac_mode"],
+        factorization=solver["factorization"],
+        data_columns={"x": list(dataset.x_names), "y": dataset.y_name, "files": list(dataset.files), "dropped": int(dataset.dropped)},
+        sigma_given=dataset.sigma is not None,
+        keys=keys,
+        extended=None if nist is None else (nist.long_x, nist.long_y),
+        solver=solver,
+    )
+
+
+def choose_factorization(option: str, rows: int, groups: int = 1) -> str:
+    """The default ``auto`` (the same for single and grouped fits): J and its SVD below
+    LARGE_DATA_POINTS rows in all (groups x rows per group); from there the streaming QR for
+    one fit, and J^T J for the steps of many small fits (grouped fits), whose statistics and
+    final Gauss-Newton polish still use the SVD of each J."""
+    if option != "auto":
+        return option
+    if rows * groups < LARGE_DATA_POINTS:
+        return "svd"
+    return "qr" if groups == 1 or rows >= LARGE_DATA_POINTS else "gram"
+
+
+def start_count(options: FitOptions, model, free: np.ndarray, rows: int, groups: int) -> int:
+    """How many starts: the option's count, or for ``auto`` ``multistart.auto_count``."""
+    if options.starts != "auto":
+        return int(options.starts)
+    linear = np.array(model.linear_params, dtype=bool)
+    return multistart.auto_count(linear, free, rows, groups, robust=options.loss != "linear")
+
+
+def solver_parts(options: FitOptions, model, lower, upper, rows: int, groups: int, jac_mode: str) -> dict:
+    """What every solve of these options needs (``solve_groups``), for ``groups`` problems of
+    ``rows`` rows each."""
+    from nlfit.solvers.directions import make_direction
+    from nlfit.solvers.globalization import make_globalization
+
+    factorization = choose_factorization(options.factorization, rows, groups)
+    free = np.asarray(lower) != np.asarray(upper)
+    return {
+        "direction": make_direction(options.method, options.batch_size, factorization),
+        "globalization": make_globalization(options.globalization),
+        "factorization": factorization,
+        "jac_mode": jac_mode,
+        "settings": options.settings(),
+        "seed": options.seed,
+        "count": start_count(options, model, free, rows, groups),
+        "linear": np.array(model.linear_params, dtype=bool),
+        "free": free,
+    }

@@ -56,9 +56,6 @@ class Problem:
         return int(self.y.shape[-1])
 
 
-LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
-
-
 def residual_scale(y, sigma, fallback=None) -> float:
     """The power of two at or below max |y / sigma| (over the finite values); ``fallback``
     (for example the residuals at the start) when y is zero, and 1 when that is zero too."""

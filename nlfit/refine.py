@@ -2,8 +2,8 @@
 
 Near an exact fit (NIST's Lanczos1 ends at RSS 1e-25 on values near 2.5) float64 residuals
 are rounding noise, so the RSS, sigma and the standard errors that scale with it lose
-digits. For formula models the residuals can be evaluated in long double (64-bit mantissa):
-up to three steps -J^+ r with r in long double and J from AD, each kept only if the
+digits. A model that can compute its values in long double (64-bit mantissa) says so through
+``Model.long_double_values`` (formula models do); its fit is then refined by up to three steps -J^+ r with r in long double and J from AD, each kept only if the
 long-double RSS falls. It applies only where it matters, when the residuals are within a
 factor 1e6 of the float64 rounding of the data (|r| < 1e6 eps max|y|).
 """
@@ -16,9 +16,10 @@ MAX_POINTS = 100_000
 
 
 def applies(model, loss: str, n_points: int) -> bool:
-    from nlfit.models.expression import FormulaModel
-
-    return isinstance(model, FormulaModel) and loss == "linear" and n_points <= MAX_POINTS and np.finfo(np.longdouble).eps < np.finfo(np.float64).eps
+    """Whether a fit can be refined: a model with long-double values, the plain loss, small data,
+    and a long double wider than float64 (not on every platform)."""
+    wider = np.finfo(np.longdouble).eps < np.finfo(np.float64).eps
+    return model.long_double_values() is not None and loss == "linear" and n_points <= MAX_POINTS and wider
 
 
 def candidates(residuals, sigma, y, real) -> np.ndarray:
@@ -31,26 +32,24 @@ def candidates(residuals, sigma, y, real) -> np.ndarray:
     return typical < 1e6 * rounding
 
 
-def refine(model, x, y, sigma, params, jac, residuals, extended: dict | None = None):
+def refine(model, x, y, sigma, params, jac, residuals, extended: tuple | None = None):
     """(params, residuals) after the refinement, or None where it does not apply.
 
     ``x``, ``y`` (the fitted response), ``sigma`` (or None): one fit's real points; ``jac`` and
     ``residuals``: the weighted Jacobian and residuals (f - y) / sigma in the user's units;
-    ``extended``: the data parsed in long double ({"x", "y"}; a NIST file's)."""
-    from nlfit.models.expression import evaluate_numpy
-
-    if not np.all(np.isfinite(jac)):
+    ``extended``: the data parsed in long double, (x, y) (a NIST file's), or None."""
+    evaluate = model.long_double_values()
+    if evaluate is None or not np.all(np.isfinite(jac)):
         return None
-    extended = extended or {}
-    long_x = np.asarray(extended.get("x", x), dtype=np.longdouble)
-    long_y = extended.get("y")
-    if long_y is None or model.lhs is not None or len(long_y) != len(y):
+    long_x, long_y = extended if extended is not None else (x, None)
+    long_x = np.asarray(long_x, dtype=np.longdouble)
+    if long_y is None or not model.fits_response_as_given or len(long_y) != len(y):
         long_x = np.asarray(x, dtype=np.longdouble)
         long_y = np.asarray(y, dtype=np.longdouble)
     weights = np.ones(len(y), dtype=np.longdouble) if sigma is None else np.asarray(sigma, dtype=np.longdouble)
 
     def residuals_at(p):
-        return (evaluate_numpy(model, p, long_x, dtype=np.longdouble) - long_y) / weights
+        return (evaluate(p, long_x) - long_y) / weights
 
     rounding = np.finfo(np.float64).eps * float(np.max(np.abs(np.asarray(y, dtype=np.float64))))
     unweighted = np.asarray(residuals) * (1.0 if sigma is None else np.asarray(sigma))  # f - y

@@ -50,6 +50,7 @@ class FitResult:
     starts: dict | None = None  # the multistart summary (None for one start)
     findings: list = field(default_factory=list)  # nlfit.diagnostics.Finding
     group: str | None = None
+    options: dict | None = None  # every fit option in force, defaults included (FitOptions.to_json)
 
     @property
     def success(self) -> bool:
@@ -68,7 +69,9 @@ class FitResult:
         """The minimized objective: 1/2 ||r||^2, or the robust cost 1/2 C^2 sum rho((r/C)^2)."""
         return self.stats["loss"]
 
-    def to_json(self, history: bool = True) -> dict:
+    def to_json(self, history: bool = True, options: bool = True) -> dict:
+        """The JSON contract; ``history`` and the ``options`` echo are left out of a grouped
+        fit's rows (``BatchResult.rows``), which are one line each."""
         params = {}
         for i, name in enumerate(self.param_names):
             params[name] = {
@@ -109,6 +112,8 @@ class FitResult:
                 "warnings": self.warnings,
             }
         )
+        if options and self.options is not None:
+            out["options"] = self.options
         if history:
             out["history"] = [{k: (json_number(v) if isinstance(v, float) else v) for k, v in row.items()} for row in self.history]
         return out
@@ -216,13 +221,13 @@ def _cost(residuals: np.ndarray, loss: str, f_scale: np.ndarray) -> np.ndarray:
     return 0.5 * f_scale**2 * np.sum(rho((residuals / scale) ** 2, loss, np)[0], axis=1)
 
 
-def finish(model, problems, solved, counts, real, *, method, globalization, jac_mode, factorization, options, data_columns, sigma_given: bool,
-           keys=None, extended=None, solver=None) -> list[FitResult]:  # fmt: skip
+def finish(model, problems, solved, counts, real, *, options, jac_mode, factorization, data_columns, sigma_given: bool, keys=None, extended=None,
+           solver=None) -> list[FitResult]:  # fmt: skip
     """G results from the winners in ``solved`` (see the module docstring).
 
     ``problems``: the G problems (leading axis); ``counts`` (G,) real points; ``real`` (G, L)
-    marks them; ``options``: the validated fit options; ``keys``: group names (grouped fits);
-    ``extended``: a NIST file's data in long double (single fits); ``solver``: how to run the
+    marks them; ``options``: the ``FitOptions``; ``keys``: group names (grouped fits);
+    ``extended``: a NIST file's data in long double, (x, y) (single fits); ``solver``: how to run the
     auxiliary fits of the checks (``nlfit.diagnostics``)."""
     from nlfit import diagnostics, refine, stats
 
@@ -285,8 +290,8 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
             counts[members],
             scale[members],
             real[members],
-            absolute_sigma=bool(options["absolute_sigma"]),
-            conf_level=float(options["conf_level"]),
+            absolute_sigma=options.absolute_sigma,
+            conf_level=options.conf_level,
             sandwich_middle=None if middle is None else middle[members][:, estimated][:, :, estimated],
         )
         grid = np.ix_(members, estimated, estimated)
@@ -332,8 +337,8 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
         results.append(
             FitResult(
                 model=model,
-                method=method,
-                globalization=globalization,
+                method=options.method,
+                globalization=options.globalization,
                 jac_mode=jac_mode,
                 param_names=tuple(names),
                 params=params[g],
@@ -350,7 +355,7 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
                 seconds=solved.seconds,
                 warnings=group_warnings,
                 data_columns=data_columns,
-                absolute_sigma=bool(options["absolute_sigma"]) and sigma_given,
+                absolute_sigma=options.absolute_sigma and sigma_given,
                 fixed=fixed[g],
                 at_bound=at_bound,
                 loss_name=loss_name,
@@ -358,6 +363,7 @@ def finish(model, problems, solved, counts, real, *, method, globalization, jac_
                 starts=summaries[g],
                 findings=group_findings,
                 group=None if keys is None else keys[g],
+                options=options.to_json(),
             )
         )
     return results

@@ -206,54 +206,42 @@ class Bounds:
         for name, spec in value.items():
             if isinstance(spec, str):
                 out[name] = spec
-            elif isinstance(spec, list) and len(spec) == 2 and all(is_number(v) and not math.isnan(float(v)) for v in spec):
+            elif isinstance(spec, (list, tuple)) and len(spec) == 2 and all(is_number(v) and not math.isnan(float(v)) for v in spec):
                 out[name] = [float(v) for v in spec]
             else:
                 raise Mismatch(self.entry, spec, f".{name}")
         return out
 
 
-# Every option a config file may set (nlfit.cli.fit.CONFIG_KEYS), declared once. Which
-# names are accepted (an unknown model, method or loss) is checked where they are used.
+# The options of ``nlfit fit`` beyond the fit's own (``nlfit.options.FitOptions`` declares
+# those, each with its rule): data, output and reporting choices. Which names are accepted
+# (an unknown model, format or engine) is checked where they are used.
 OPTIONS: dict[str, object] = {
-    "absolute_sigma": Flag(),
     "progress": Flag(),
     "quiet": Quiet(),
-    "max_iter": Integer(1, MAX_ITER_LIMIT),
-    "seed": Integer(0, SEED_LIMIT),
     "start": Integer(1),
-    "batch_size": Integer(1),
-    "starts": Integer(1, STARTS_LIMIT, auto=True),
-    "ftol": Number(0.0),
-    "xtol": Number(0.0),
-    "gtol": Number(0.0),
-    "step": Number(0.0, low_open=True),
-    "momentum": Number(0.0, 1.0, high_open=True),
-    "timeout": Number(0.0, low_open=True),
-    "conf_level": Number(0.0, 1.0, low_open=True, high_open=True, expected="a number between 0 and 1 (e.g. 0.95)"),
-    "f_scale": Number(0.0, low_open=True),
     "model": Text(),
-    "method": Text(listable=True),
     "x": Text(listable=True, column=True),
     "y": Text(column=True),
     "sigma": Text(column=True),
-    "globalization": Text(),
-    "jac": Text(),
     "format": Text(),
     "output": Text(),
     "plot": Text(),
-    "factorization": Text(),
     "group_by": Text(column=True),
     "engine": Text(),
     "scheduler": Text(),
-    "loss": Text(),
     "sep": Text(),
     "missing": Text(),
     "glob": Flag(),
     "p0": Start(),
-    "bounds": Bounds(),
-    "fix": Fixed(),
 }
+
+
+def rule_of(name: str):
+    """The rule of option ``name``: ``OPTIONS`` or a field of ``FitOptions``."""
+    from nlfit.options import RULES
+
+    return OPTIONS[name] if name in OPTIONS else RULES[name]  # a KeyError here is a bug: every option is declared
 
 
 def check_option(name: str, value, source: str = COMMAND_LINE, key: str | None = None):
@@ -266,7 +254,7 @@ def check_option(name: str, value, source: str = COMMAND_LINE, key: str | None =
     with ``key`` as the file spells it). A mismatch is an OptionError (exit code 2)."""
     if value is None:
         return None
-    rule = OPTIONS[name]  # a KeyError here is a bug: every option must be declared
+    rule = rule_of(name)
     try:
         return rule.check(value)
     except Mismatch as bad:

@@ -97,14 +97,14 @@ def test_jacobians_agree_with_each_other(runge):
 @pytest.mark.parametrize("start", [1, 2])
 def test_thurber_rational_3_3_reaches_certified_values(start):
     data = read_dataset(str(NIST_DIR / "Thurber.dat"))
-    result = fit(data, "rational:3/3", p0=data.extra["starts"][start])
+    result = fit(data, "rational:3/3", p0=data.nist.starts[start])
     assert result.success, result.message
-    assert lre(result.params, data.extra["certified"]) >= 6.0
+    assert lre(result.params, data.nist.certified) >= 6.0
 
 
 def test_p0_by_name_fills_the_rest_from_the_default(runge):
-    from nlfit.api import resolve_p0
     from nlfit.models.rational import ReciprocalQuadratic
+    from nlfit.start import resolve_p0
 
     model = ReciprocalQuadratic()
     start = resolve_p0(model, runge, {"c2": 10.0})

@@ -36,8 +36,8 @@ def test_functions_constants_and_scientific_notation():
 def test_several_predictors_and_a_transformed_response():
     data = read_dataset(str(NIST_DIR / "Nelson.dat"))
     assert data.x_names == ("x1", "x2")
-    result = fit(data, "log(y) = b1 - b2*x1*exp(-b3*x2)", p0=data.extra["starts"][2])
-    np.testing.assert_allclose(result.params, data.extra["certified"], rtol=1e-6)
+    result = fit(data, "log(y) = b1 - b2*x1*exp(-b3*x2)", p0=data.nist.starts[2])
+    np.testing.assert_allclose(result.params, data.nist.certified, rtol=1e-6)
 
 
 def test_nelson_via_the_cli_with_x_columns(tmp_path):
@@ -64,7 +64,7 @@ def test_nelson_via_the_cli_with_x_columns(tmp_path):
     )
     assert done.exit_code == 0, done.stderr
     values = [float(line.split(",")[1]) for line in done.stdout.splitlines()[1:]]
-    np.testing.assert_allclose(values, data.extra["certified"], rtol=1e-6)
+    np.testing.assert_allclose(values, data.nist.certified, rtol=1e-6)
 
 
 def test_invalid_syntax_points_at_the_position():

@@ -35,7 +35,7 @@ def _rosenbrock_problem():
 
 def _nist_problem(name):
     data = read_dataset(str(NIST_DIR / f"{name}.dat"))
-    return data, data.extra["formula"], data.extra["starts"][2], np.array(data.extra["certified"]), data.extra["certified_rss"]
+    return data, data.nist.formula, data.nist.starts[2], np.array(data.nist.certified), data.nist.certified_rss
 
 
 PROBLEMS = ["runge", "rosenbrock", "Misra1a", "Chwirut2", "DanWood", "MGH09", "Lanczos3"]

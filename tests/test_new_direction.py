@@ -17,11 +17,11 @@ import pytest
 from nlfit._jax import jax, jnp
 from nlfit.fitting import solve_groups
 from nlfit.io.dataset import Dataset
-from nlfit.models.registry import build_model
+from nlfit.models.registry import model_for
+from nlfit.options import FitOptions
 from nlfit.problem import make_problem
 from nlfit.solvers.directions import Direction
 from nlfit.solvers.globalization import make_globalization
-from nlfit.solvers.loop import Settings
 from nlfit.solvers.status import Status
 
 
@@ -44,12 +44,12 @@ class ScaledGradient(Direction):
 def test_a_direction_defined_outside_nlfit_runs_through_every_globalization(globalization):
     x = np.linspace(0.0, 1.0, 20)
     data = Dataset(x=x, y=2.0 * x + 1.0, x_names=("x",), y_name="y")
-    model = build_model("a*x+b", data)
+    model = model_for("a*x+b", data)
     problem = make_problem(model, data)
     problems = jax.tree.map(lambda leaf: np.asarray(leaf)[None], problem)
     solved = solve_groups(
         problems, np.array([[0.0, 0.0]]), np.array([x.size]), 1, np.zeros(2, dtype=bool), np.ones(2, dtype=bool),
-        ScaledGradient(), make_globalization(globalization), "fwd", Settings(ftol=1e-12, xtol=1e-12, gtol=1e-10, max_iter=5000),
+        ScaledGradient(), make_globalization(globalization), "fwd", FitOptions(ftol=1e-12, xtol=1e-12, gtol=1e-10, max_iter=5000).settings(),
         record=True, param_names=model.param_names,
     )  # fmt: skip
     status = Status(int(solved.statuses[0]))

@@ -33,8 +33,8 @@ KNOWN_FAILURES: dict = {}
 )
 def test_default_fit_reaches_certified_values(name, start):
     data = dataset(name)
-    result = fit(data, data.extra["formula"], p0=data.extra["starts"][start])
-    assert lre(result.params, data.extra["certified"]) >= 6.0, (result.status.label, result.params)
+    result = fit(data, data.nist.formula, p0=data.nist.starts[start])
+    assert lre(result.params, data.nist.certified) >= 6.0, (result.status.label, result.params)
     assert result.success, result.message
 
 
@@ -42,8 +42,8 @@ def test_default_fit_reaches_certified_values(name, start):
 @pytest.mark.parametrize("start", [1, 2])
 def test_rational_models_reach_certified_values(name, spec, start):
     data = dataset(name)
-    result = fit(data, spec, p0=data.extra["starts"][start])
-    assert lre(result.params, data.extra["certified"]) >= 6.0
+    result = fit(data, spec, p0=data.nist.starts[start])
+    assert lre(result.params, data.nist.certified) >= 6.0
 
 
 def test_all_sixteen_datasets_are_shipped():

@@ -25,10 +25,10 @@ def lre_each(estimate, certified):
 @pytest.mark.parametrize("name", NIST_NAMES)
 def test_standard_errors_and_residual_sd_match_nist(name):
     data = read_dataset(str(NIST_DIR / f"{name}.dat"))
-    result = fit(data, data.extra["formula"], p0=data.extra["starts"][2])
+    result = fit(data, data.nist.formula, p0=data.nist.starts[2])
     assert result.success
-    assert lre_each(result.stderr, data.extra["certified_sd"]) >= 4.0
-    assert lre_each([result.stats["sigma"]], [data.extra["certified_rsd"]]) >= 6.0
+    assert lre_each(result.stderr, data.nist.certified_sd) >= 4.0
+    assert lre_each([result.stats["sigma"]], [data.nist.certified_rsd]) >= 6.0
 
 
 def _weighted_runge():
@@ -101,7 +101,7 @@ def test_rank_deficient_model_warns_and_names_the_parameters():
 
 def test_strong_correlation_is_warned():
     data = read_dataset(str(NIST_DIR / "Misra1a.dat"))
-    result = fit(data, data.extra["formula"], p0=data.extra["starts"][2])
+    result = fit(data, data.nist.formula, p0=data.nist.starts[2])
     assert any("strongly correlated" in w for w in result.warnings)
 
 

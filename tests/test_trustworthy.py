@@ -19,7 +19,7 @@ from nlfit.batch import fit_groups
 from nlfit.cli.app import app
 from nlfit.io.dataset import Dataset
 from nlfit.io.read import read_dataset
-from nlfit.problem import LOSSES
+from nlfit.options import LOSSES
 
 runner = CliRunner()
 

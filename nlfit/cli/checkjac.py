@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import emit, handle_errors, parse_p0
+from nlfit.cli.common import emit, handle_errors
 from nlfit.errors import OptionError
 
 
@@ -33,8 +33,9 @@ def check_jac(
 
       nlfit check-jac point.csv -m "cos((cos(b^pi)*log(b))^pi)*log(cos(b^pi)*log(b)) + 0*x" --p0 b=1.9
     """
-    from nlfit.api import build_model, resolve_p0
     from nlfit.io.read import missing_warning, read_dataset
+    from nlfit.models.registry import model_for
+    from nlfit.start import choose_start, parse_p0
 
     if output_format not in ("table", "json"):
         raise OptionError(f"--format must be table or json; got '{output_format}'")
@@ -42,14 +43,11 @@ def check_jac(
     dataset = read_dataset(data, x_columns=x_columns, y_column=y, formula=model, sep=sep)
     if missing_warning(dataset):
         sys.stderr.write(f"nlfit: warning: {missing_warning(dataset)}\n")
-    spec = model or dataset.extra.get("formula")
+    spec = model or dataset.formula
     if not spec:
         raise OptionError("--model is required for CSV data")
-    built = build_model(spec, dataset)
-    start = parse_p0(p0)
-    if start is None and "starts" in dataset.extra:
-        start = dataset.extra["starts"][1]
-    params = resolve_p0(built, dataset, start)
+    built = model_for(spec, dataset)
+    params, _ = choose_start(built, dataset, parse_p0(p0))
 
     from nlfit import derivatives
     from nlfit._jax import jnp

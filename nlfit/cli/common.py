@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import stat
 import sys
@@ -41,46 +40,6 @@ def handle_errors(command):
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
-
-
-def parse_number_list(text: str, option: str) -> list[float]:
-    """'1,0,10' -> [1.0, 0.0, 10.0]; nan and inf are refused (no fit or prediction uses them)."""
-    try:
-        numbers = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise OptionError(f"{option} must be comma-separated numbers; got '{printable(text)}'") from None
-    if not all(math.isfinite(v) for v in numbers):
-        raise OptionError(f"{option} must be finite numbers; got '{printable(text)}'")
-    return numbers
-
-
-def parse_p0(value):
-    """'1,0,10' -> [1.0, 0.0, 10.0]; 'c0=1,c2=10' -> {'c0': 1.0, 'c2': 10.0}; TOML lists/tables pass."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        try:
-            return {str(k): float(v) for k, v in value.items()}
-        except (TypeError, ValueError):
-            raise OptionError("p0 values must be numbers") from None
-    if isinstance(value, list):
-        try:
-            return [float(v) for v in value]
-        except (TypeError, ValueError):
-            raise OptionError("p0 values must be numbers") from None
-    text = str(value).strip()
-    if "=" in text:
-        out = {}
-        for part in text.split(","):
-            if not part.strip():
-                continue
-            name, _, number = part.partition("=")
-            try:
-                out[name.strip()] = float(number)
-            except ValueError:
-                raise OptionError(f"--p0 entry '{part.strip()}' is not name=number") from None
-        return out
-    return parse_number_list(text, "--p0")
 
 
 def load_config(path: str | None, allowed: set[str]) -> dict:
@@ -275,37 +234,3 @@ def _identity(path: str) -> tuple:
     if stat.S_ISCHR(info.st_mode):
         return ("device", path)
     return ("file", info.st_dev, info.st_ino)
-
-
-def parse_bounds(value) -> dict | None:
-    """'b1=0:inf,b2=-1:1' (or a TOML table {b1 = [0, inf]} / {b1 = "0:inf"}) -> {name: (lo, hi)}."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        items = value.items()
-    else:
-        items = []
-        for part in str(value).split(","):
-            if part.strip():
-                name, sep, rest = part.partition("=")
-                if not sep:
-                    raise OptionError(f"--bounds entry '{part.strip()}' is not name=low:high")
-                items.append((name.strip(), rest))
-    out = {}
-    for name, spec in items:
-        try:
-            low, high = spec if isinstance(spec, list) else str(spec).split(":")
-            out[str(name)] = (float(low), float(high))
-        except (ValueError, TypeError):
-            raise OptionError(f"--bounds {name}: expected low:high such as 0:inf or -1:1; got '{spec}'") from None
-    return out
-
-
-def parse_fix(value) -> dict | None:
-    """'b2=0.5,b3=1' (or a TOML table) -> {name: value}."""
-    if value is None:
-        return None
-    parsed = parse_p0(value)
-    if not isinstance(parsed, dict):
-        raise OptionError("--fix must be name=value pairs, e.g. b2=0.5")
-    return parsed

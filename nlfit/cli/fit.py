@@ -6,17 +6,15 @@ from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import check_outputs, emit, handle_errors, load_config, merge, parse_bounds, parse_fix, parse_p0, stdout_is_terminal
+from nlfit.cli.common import check_outputs, emit, handle_errors, load_config, merge, stdout_is_terminal
 from nlfit.errors import OptionError
+from nlfit.options import DEFAULTS, NAMES, FitOptions, help_text
+from nlfit.schema import OPTIONS
 
 FORMATS = ("json", "csv", "table")
-# Options a config file may set (the fit options plus data and output choices).
-CONFIG_KEYS = {
-    "model", "x", "y", "sigma", "p0", "start", "method", "globalization", "jac", "ftol", "xtol", "gtol",
-    "max_iter", "step", "momentum", "batch_size", "seed", "timeout", "format", "output", "quiet",
-    "absolute_sigma", "conf_level", "plot", "factorization", "group_by", "engine", "scheduler",
-    "loss", "f_scale", "bounds", "fix", "starts", "progress", "sep", "missing", "glob",
-}  # fmt: skip
+# Options a config file may set: the fit's own (FitOptions) and the command's data, output
+# and reporting choices (nlfit.schema.OPTIONS).
+CONFIG_KEYS = set(NAMES) | set(OPTIONS)
 
 
 @handle_errors
@@ -49,57 +47,53 @@ def fit(
     use_glob: Annotated[bool, typer.Option("--glob", help="Each DATA is a glob pattern that nlfit expands (sorted), e.g. 'runs/*.csv' quoted.")] = False,
     p0: Annotated[str | None, typer.Option("--p0", help="Start: by position '1,0,10' or by name 'c0=1,c2=10'.")] = None,
     start: Annotated[int | None, typer.Option("--start", help="For a NIST .dat file: its start 1 or 2 (default 1).")] = None,
-    method: Annotated[str | None, typer.Option("--method", help="gd | newton | gn | lm (default lm); a comma list compares methods.")] = None,
+    method: Annotated[str | None, typer.Option("--method", help=help_text("method"))] = None,
     globalization: Annotated[
         str | None,
-        typer.Option("--globalization", "-g", help="line-search | trust-region | none (default per method)."),
+        typer.Option("--globalization", "-g", help=help_text("globalization")),
     ] = None,
-    jac: Annotated[str | None, typer.Option("--jac", help="auto | fwd | rev | fd (default auto).")] = None,
-    ftol: Annotated[float | None, typer.Option("--ftol", help="Relative loss-reduction tolerance (default 1e-15).")] = None,
-    xtol: Annotated[float | None, typer.Option("--xtol", help="Relative step tolerance (default 1e-15).")] = None,
-    gtol: Annotated[float | None, typer.Option("--gtol", help="Gradient tolerance (default 1e-15).")] = None,
-    max_iter: Annotated[int | None, typer.Option("--max-iter", help="Maximum iterations (default 2000).")] = None,
+    jac: Annotated[str | None, typer.Option("--jac", help=help_text("jac"))] = None,
+    ftol: Annotated[float | None, typer.Option("--ftol", help=help_text("ftol"))] = None,
+    xtol: Annotated[float | None, typer.Option("--xtol", help=help_text("xtol"))] = None,
+    gtol: Annotated[float | None, typer.Option("--gtol", help=help_text("gtol"))] = None,
+    max_iter: Annotated[int | None, typer.Option("--max-iter", help=help_text("max_iter"))] = None,
     step: Annotated[
         float | None,
-        typer.Option("--step", help="gd: learning rate (none) or first trial step (line search). Default 1e-3."),
+        typer.Option("--step", help=help_text("step")),
     ] = None,
     momentum: Annotated[
         float | None,
-        typer.Option("--momentum", help="gd with --globalization none: heavy-ball momentum beta in [0, 1)."),
+        typer.Option("--momentum", help=help_text("momentum")),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", help="gd with --globalization none: minibatch size (stochastic gradient descent)."),
+        typer.Option("--batch-size", help=help_text("batch_size")),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed for --batch-size.")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds with the best result so far.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=help_text("seed"))] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help=help_text("timeout"))] = None,
     output_format: Annotated[str | None, typer.Option("--format", "-f", help="json | csv | table. Default: table on a terminal, else json.")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write the result to this file (atomically) instead of stdout.")] = None,
     config: Annotated[str | None, typer.Option("--config", help="TOML file with any of these options; flags win.")] = None,
-    conf_level: Annotated[float | None, typer.Option("--conf-level", help="Level of the confidence intervals (default 0.95).")] = None,
-    absolute_sigma: Annotated[
-        bool, typer.Option("--absolute-sigma", help="--sigma are true standard deviations (as scipy's curve_fit absolute_sigma).")
-    ] = False,
+    conf_level: Annotated[float | None, typer.Option("--conf-level", help=help_text("conf_level"))] = None,
+    absolute_sigma: Annotated[bool, typer.Option("--absolute-sigma", help=help_text("absolute_sigma"))] = False,
     factorization: Annotated[
         str | None,
         typer.Option(
             "--factorization",
-            help="auto | svd | qr | gram: steps from J and its SVD, a streaming QR, or J^T J (auto: svd; qr from 100k points; gram for large batches).",
+            help=help_text("factorization"),
         ),
     ] = None,
     group_by: Annotated[str | None, typer.Option("--group-by", help="Fit the model once per value of this column (one vmapped solve); rows out.")] = None,
-    loss: Annotated[str | None, typer.Option("--loss", help="linear | soft_l1 | huber | cauchy | arctan (scipy's robust losses).")] = None,
-    f_scale: Annotated[float | None, typer.Option("--f-scale", help="Robust loss: residual scale C at which it starts to flatten (default 1).")] = None,
-    bounds: Annotated[str | None, typer.Option("--bounds", help="Parameter bounds, e.g. b1=0:inf,b2=-1:1.")] = None,
-    fix: Annotated[str | None, typer.Option("--fix", help="Hold parameters at values, e.g. b2=0.5.")] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help=help_text("loss"))] = None,
+    f_scale: Annotated[float | None, typer.Option("--f-scale", help=help_text("f_scale"))] = None,
+    bounds: Annotated[str | None, typer.Option("--bounds", help=help_text("bounds"))] = None,
+    fix: Annotated[str | None, typer.Option("--fix", help=help_text("fix"))] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="With --group-by: local (default) or dask (needs nlfit[dask]).")] = None,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="With --engine dask: scheduler address (default: a local cluster).")] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Save a picture: FILE.png, .svg or .pdf (needs nlfit[plot]).")] = None,
     starts: Annotated[
         str | None,
-        typer.Option(
-            "--starts", help="Starts to try: auto (default: several for models nonlinear in their parameters) or a count; 1 is the given start alone."
-        ),
+        typer.Option("--starts", help=help_text("starts")),
     ] = None,
     quiet: Annotated[int, typer.Option("--quiet", "-q", count=True, help="-q: no report on stderr, warnings only; -qq: nothing on stderr.")] = 0,
     progress: Annotated[
@@ -125,15 +119,25 @@ def fit(
     given.update(format=output_format, quiet=quiet or None, absolute_sigma=absolute_sigma or None, progress=progress or None, glob=use_glob or None)
     from nlfit.schema import check_option
 
-    for name in ("max_iter", "seed", "batch_size", "start", "ftol", "xtol", "gtol", "step", "momentum", "timeout", "conf_level", "f_scale"):
-        given[name] = check_option(name, given[name])  # the ranges a config file gets, e.g. --seed < 2^32
+    given["start"] = check_option("start", given["start"])  # the fit's own options are checked by FitOptions
     options = merge(given, load_config(config, CONFIG_KEYS))
     options["quiet"] = quiet_level(options.get("quiet"))
+    plans = fit_options(options)  # every option checked before any data is read
     from nlfit.io.read import expand_sources
 
     inputs = expand_sources(data, bool(options.get("glob")))  # an output must not be any file read
     check_outputs({"--output": options.get("output"), "--plot": options.get("plot")}, [*inputs, config])
-    run_fit(inputs, {**options, "glob": False})  # the patterns are expanded once, here
+    run_fit(inputs, {**options, "glob": False}, plans)  # the patterns are expanded once, here
+
+
+def fit_options(options: dict) -> list[FitOptions]:
+    """The FitOptions of each method of ``--method`` (a comma list compares methods)."""
+    text = options.get("method")
+    methods = [m.strip() for m in str(text).split(",") if m.strip()] if text is not None else [DEFAULTS.method]
+    if not methods:
+        raise OptionError(f"--method needs a method name (gd, newton, gn or lm); got {text!r}")
+    values = {name: options.get(name) for name in NAMES}
+    return [FitOptions.of(values, method=method) for method in methods]
 
 
 def quiet_level(value) -> int:
@@ -179,7 +183,7 @@ def progress_reporter(options: dict, single: bool):
     return ProgressLine(stderr_console()) if single else GroupProgress(stderr_console())
 
 
-def run_fit(data: str | list[str], options: dict) -> None:
+def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> None:
     from nlfit.io.read import missing_warning, read_dataset
 
     output_format = options.get("format") or ("table" if stdout_is_terminal() and not options.get("output") else "json")
@@ -205,43 +209,25 @@ def run_fit(data: str | list[str], options: dict) -> None:
         from nlfit.report.console import plain_line
 
         plain_line(f"nlfit: warning: {missing_warning(dataset)}")
-    model_spec = options.get("model") or dataset.extra.get("formula")
+    model_spec = options.get("model") or dataset.formula
     if not model_spec:
         raise OptionError("--model is required for CSV data (see 'nlfit models')")
+    from nlfit.start import parse_p0
+
     p0 = parse_p0(options.get("p0"))
-    if "starts" in dataset.extra and (p0 is None or isinstance(p0, dict)):
-        start = options.get("start") or 1
-        if start not in dataset.extra["starts"]:
-            raise OptionError(f"--start must be 1 or 2 for a NIST file; got {start}")
-        starting = dataset.extra["starts"][start]
-        if p0 is None:
-            p0 = starting  # by position, so it also serves a built-in model such as rational:3/3
-        elif set(p0) <= set(dataset.extra["param_names"]):
-            # the file's start, with the parameters named in --p0 replaced
-            p0 = {**dict(zip(dataset.extra["param_names"], starting, strict=True)), **p0}
-
-    from nlfit.api import fit as run
-    from nlfit.solvers.catalog import resolve_method
-
-    keys = ("globalization", "jac", "ftol", "xtol", "gtol", "max_iter", "step", "momentum", "batch_size", "seed", "timeout")
-    keys += ("absolute_sigma", "conf_level", "factorization", "loss", "f_scale", "bounds", "fix", "starts")
-    fit_options = {k: options.get(k) for k in keys}
-    fit_options["bounds"] = parse_bounds(options.get("bounds"))
-    fit_options["fix"] = parse_fix(options.get("fix"))
     if (options.get("engine") or options.get("scheduler")) and not options.get("group_by"):
         raise OptionError("--engine and --scheduler apply to batched fits (--group-by)")
     if options.get("group_by"):
-        return run_groups(dataset, model_spec, p0, fit_options | {"method": options.get("method")}, output_format, options)
-    methods = [m.strip() for m in str(options.get("method") or "lm").split(",") if m.strip()]
-    if not methods:
-        raise OptionError(f"--method needs a method name (gd, newton, gn or lm); got {options.get('method')!r}")
-    for name in methods:
-        resolve_method(name)  # every name is checked before the first fit starts
+        if len(plans) > 1:
+            raise OptionError("--group-by takes one --method")
+        return run_groups(dataset, model_spec, p0, plans[0], output_format, options)
+    from nlfit.fitting import fit as run
+
     results = []
-    for name in methods:
+    for plan in plans:
         progress = progress_reporter(options, single=True)
         try:
-            results.append(run(dataset, model_spec, p0=p0, method=name, on_iteration=progress, **fit_options))
+            results.append(run(dataset, model_spec, p0=p0, on_iteration=progress, options=plan, file_start=options.get("start")))
         finally:
             if progress is not None:
                 progress.close()
@@ -269,17 +255,14 @@ def run_fit(data: str | list[str], options: dict) -> None:
     raise typer.Exit(0 if all(r.success for r in results) else 1)
 
 
-def run_groups(dataset, model_spec, p0, fit_options, output_format, options) -> None:
+def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options) -> None:
     """--group-by: one row per group, NDJSON (json) or CSV; exit 0 only if every group converged."""
     from nlfit.batch import fit_groups
     from nlfit.io.write import groups_csv_text, ndjson_text
 
     if options.get("plot"):
         raise OptionError("--plot is not available with --group-by")
-    if "," in str(fit_options.get("method") or ""):
-        raise OptionError("--group-by takes one --method")
     progress = progress_reporter(options, single=False)
-    solver_options = fit_options
     engine = options.get("engine") or "local"
     if engine not in ("local", "dask"):
         raise OptionError(f"--engine must be local or dask; got '{engine}'")
@@ -289,9 +272,9 @@ def run_groups(dataset, model_spec, p0, fit_options, output_format, options) -> 
         if engine == "dask":
             from nlfit.batch import fit_groups_dask
 
-            result = fit_groups_dask(dataset, model_spec, p0=p0, scheduler=options.get("scheduler"), **solver_options)
+            result = fit_groups_dask(dataset, model_spec, p0=p0, scheduler=options.get("scheduler"), options=plan)
         else:
-            result = fit_groups(dataset, model_spec, p0=p0, on_progress=progress, **solver_options)
+            result = fit_groups(dataset, model_spec, p0=p0, on_progress=progress, options=plan)
     finally:
         if progress is not None:
             progress.close()

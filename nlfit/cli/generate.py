@@ -11,8 +11,9 @@ from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import check_outputs, emit_chunks, handle_errors, parse_p0
+from nlfit.cli.common import check_outputs, emit_chunks, handle_errors
 from nlfit.errors import OptionError
+from nlfit.start import parse_p0
 
 # name: (formula, default params, default x range, default noise, description)
 GENERATORS = {

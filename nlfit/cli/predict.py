@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import check_outputs, emit, handle_errors, parse_number_list
+from nlfit.cli.common import check_outputs, emit, handle_errors
 from nlfit.errors import InputError, OptionError
+from nlfit.start import parse_number_list
 
 MAX_POINTS = 10_000_000  # --range evaluates the model and its Jacobian at this many points at most
 

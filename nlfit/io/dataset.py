@@ -8,12 +8,34 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class NistInfo:
+    """What a NIST StRD file says beyond its data (``nlfit.io.nist``): its ``name``, the
+    ``formula`` (NIST's text with ``[]`` as ``()`` and the ``+ e`` removed), the
+    ``param_names``, two ``starts`` ({1: [...], 2: [...]}), the certified values and standard
+    deviations, residual sum of squares and standard deviation, the degrees of freedom, and
+    the data parsed in long double (``long_x``, ``long_y``: near an exact fit the float64
+    rounding of the data is as large as the residuals; ``nlfit.refine`` uses them)."""
+
+    name: str
+    formula: str
+    param_names: tuple[str, ...]
+    starts: dict[int, tuple[float, ...]]
+    certified: tuple[float, ...]
+    certified_sd: tuple[float, ...]
+    certified_rss: float
+    certified_rsd: float
+    dof: int
+    long_x: np.ndarray = field(repr=False)
+    long_y: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Predictor columns ``x`` (shape (m,) for one column, (m, k) for several), response ``y``.
 
     ``sigma`` holds per-point standard deviations, or is None for an unweighted fit.
-    ``extra`` carries what a source knows beyond the numbers (a NIST file's formula, starts
-    and certified values); it is empty for CSV input. ``files``: the inputs read, each as
+    ``nist`` holds what a NIST StRD file says beyond the numbers (its formula, starts and
+    certified values); it is None for other input. ``files``: the inputs read, each as
     given ("stdin" for ``-``); ``dropped``: the rows left out for a missing value in a used
     column (``read_dataset(..., missing="drop")``).
     """
@@ -27,7 +49,12 @@ class Dataset:
     groups: np.ndarray | None = None  # the --group-by column as text, one key per row
     files: tuple[str, ...] = ()
     dropped: int = 0
-    extra: dict = field(default_factory=dict, compare=False)
+    nist: NistInfo | None = field(default=None, compare=False)
+
+    @property
+    def formula(self) -> str | None:
+        """The model the source itself names (a NIST file's), or None."""
+        return None if self.nist is None else self.nist.formula
 
     @property
     def n_points(self) -> int:

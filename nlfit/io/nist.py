@@ -3,12 +3,7 @@
 A file holds the model formula, two starting points, the certified parameter values with
 their certified standard deviations, the certified residual sum of squares and residual
 standard deviation, and the data (response first, then predictors). Everything but the
-data goes into ``Dataset.extra``:
-
-``formula`` (NIST's text with ``[]`` turned into ``()`` and the ``+ e`` removed),
-``param_names``, ``starts`` ({1: [...], 2: [...]}), ``certified``, ``certified_sd``,
-``certified_rss``, ``certified_rsd``, ``dof``, ``name``, and ``extended`` (the data parsed in
-long double).
+data goes into ``Dataset.nist`` (a ``NistInfo``).
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nlfit.errors import InputError
-from nlfit.io.dataset import Dataset
+from nlfit.io.dataset import Dataset, NistInfo
 
 _PARAM_LINE = re.compile(r"^\s*(b\d+)\s*=\s*(.*)$")
 
@@ -61,7 +56,7 @@ def _parse(lines: list[str], path: Path) -> Dataset:
     rows = [line.split() for line in lines[header_index + 1 :] if line.strip()]
     data = np.array(rows, dtype=np.float64)
     # The same numbers parsed in extended precision: near an exact fit (Lanczos1) the float64
-    # rounding of the data is as large as the residuals (nlfit.api.refine_extended uses them).
+    # rounding of the data is as large as the residuals (nlfit.refine uses them).
     extended = np.array([[np.longdouble(v) for v in row] for row in rows], dtype=np.longdouble)
     if data.ndim != 2 or data.shape[1] != len(columns):
         raise ValueError("data table does not match its header")
@@ -74,18 +69,19 @@ def _parse(lines: list[str], path: Path) -> Dataset:
         x_names=tuple(columns[1:]),
         y_name=columns[0],
         source=str(path),
-        extra={
-            "name": name,
-            "formula": formula,
-            "param_names": names,
-            "starts": {1: starts1, 2: starts2},
-            "certified": certified,
-            "certified_sd": certified_sd,
-            "certified_rss": rss,
-            "certified_rsd": rsd,
-            "dof": dof,
-            "extended": {"y": extended[:, 0], "x": extended[:, 1] if data.shape[1] == 2 else extended[:, 1:]},
-        },
+        nist=NistInfo(
+            name=name,
+            formula=formula,
+            param_names=tuple(names),
+            starts={1: tuple(starts1), 2: tuple(starts2)},
+            certified=tuple(certified),
+            certified_sd=tuple(certified_sd),
+            certified_rss=rss,
+            certified_rsd=rsd,
+            dof=dof,
+            long_x=extended[:, 1] if data.shape[1] == 2 else extended[:, 1:],
+            long_y=extended[:, 0],
+        ),
     )
 
 

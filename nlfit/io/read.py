@@ -126,7 +126,7 @@ def read_dataset(
         frame = pd.concat(frames, ignore_index=True)
     locate = _Locator(sources, [len(f) for f in frames])
     # With a group column a non-finite number only fails its own group (status nonfinite).
-    dataset = _select(frame, x_columns, y_column, sigma_column, label, {}, group_column=group_column, missing=missing, locate=locate)
+    dataset = _select(frame, x_columns, y_column, sigma_column, label, None, group_column=group_column, missing=missing, locate=locate)
     return Dataset(**{**dataset.__dict__, "files": tuple(s.label for s in sources)})
 
 
@@ -277,7 +277,7 @@ def _read_nist(label, text, x_columns, y_column, sigma_column, formula) -> Datas
         x_columns = [_resolve(c, columns, label) for c in x_columns] if x_columns else None
         y_column = _resolve(y_column, columns, label) if y_column else None
         sigma_column = _resolve(sigma_column, columns, label) if sigma_column else None
-        selected = _select(frame, x_columns, y_column, sigma_column, label, dataset.extra)
+        selected = _select(frame, x_columns, y_column, sigma_column, label, dataset.nist)
         return Dataset(**{**selected.__dict__, "files": (label,)})
     return dataset
 
@@ -604,7 +604,7 @@ def _pick(columns, x_columns, y_column, sigma_column, label, exclude=None):
     return list(x_columns), y_column, wanted
 
 
-def _select(frame, x_columns, y_column, sigma_column, label, extra, group_column=None, missing="drop", locate=None) -> Dataset:
+def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=None, missing="drop", locate=None) -> Dataset:
     """The fit's columns as numbers. Rows with a missing cell in a used column are dropped
     (or an error with ``missing='error'``); with a group column, non-finite numbers are kept
     (their group fails alone)."""
@@ -655,7 +655,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, extra, group_column
         source=label,
         groups=groups,
         dropped=dropped,
-        extra=extra,
+        nist=nist,
     )
 
 

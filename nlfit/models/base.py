@@ -45,6 +45,18 @@ class Model(ABC):
         """A start computed from the data, or None when the user must give one."""
         return np.zeros(len(self.param_names)) if self.is_linear else None
 
+    def long_double_values(self):
+        """A function (params, x) -> the model's values in ``np.longdouble`` (numpy), or None
+        when the model has none (the default). A model that has one is polished near an exact
+        fit with its residuals in extended precision (``nlfit.refine``)."""
+        return None
+
+    @property
+    def fits_response_as_given(self) -> bool:
+        """True when the fitted quantity is the response column itself (no transform): the
+        data may then be re-read in extended precision (a NIST file's long-double copy)."""
+        return True
+
     def transform_response(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """The quantity that is fitted, computed from the response column (y itself)."""
         return y

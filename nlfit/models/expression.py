@@ -21,6 +21,7 @@ of lhs(y) against rhs.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -387,6 +388,13 @@ class FormulaModel(Model):
         """gnuplot's convention: every parameter not given starts at 1."""
         return np.ones(len(self.parameter_names))
 
+    def long_double_values(self):
+        return functools.partial(evaluate_numpy, self, dtype=np.longdouble)
+
+    @property
+    def fits_response_as_given(self) -> bool:
+        return self.lhs is None
+
     def transform_response(self, y, x):
         if self.lhs is None:
             return y
@@ -432,7 +440,7 @@ def _divisors(tree: ast.expr) -> list[ast.expr]:
 
 def evaluate_numpy(model: FormulaModel, params, x, dtype=np.float64) -> np.ndarray:
     """The right side with numpy (no JAX): for generating data, and in ``dtype=np.longdouble``
-    for the extended-precision refinement of a fit (``nlfit.api``)."""
+    for the extended-precision refinement of a fit (``nlfit.refine``)."""
     with np.errstate(all="ignore"):
         value = _compiled(model, "rhs", np)(np.asarray(params, dtype=dtype), model._columns(np.asarray(x, dtype=dtype)))
     return np.broadcast_to(np.asarray(value, dtype=dtype), np.shape(x)[:1]).copy()

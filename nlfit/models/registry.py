@@ -45,6 +45,15 @@ BUILTIN_MODELS: dict[str, ModelInfo] = {
 _NAMED = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*(?::\s*(.*?))?\s*$")
 
 
+def model_for(spec, dataset):
+    """The model ``spec`` (a string, or a Model, returned as it is) set up for ``dataset``:
+    its predictors and response names, and for a NIST file the file's parameter order."""
+    if not isinstance(spec, str):
+        return spec
+    order = None if dataset.nist is None else dataset.nist.param_names
+    return build_model(spec, np.asarray(dataset.x), y_name=dataset.y_name, x_names=dataset.x_names, order=order)
+
+
 def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str, ...] = ("x",), order=None):
     """The Model for ``spec``, set up for predictors ``x`` (Chebyshev takes its domain)."""
     from nlfit.models.base import require_one_predictor

@@ -49,14 +49,15 @@ CHUNK_SECONDS = 0.1
 
 
 class Settings(NamedTuple):
-    """Numbers that change no compiled code (traced, so editing them never recompiles)."""
+    """Numbers that change no compiled code (traced, so editing them never recompiles). Made
+    from the options by ``nlfit.options.FitOptions.settings``, which holds their defaults."""
 
-    ftol: float | jax.Array = 1e-15
-    xtol: float | jax.Array = 1e-15
-    gtol: float | jax.Array = 1e-15
-    max_iter: int | jax.Array = 2000
-    step: float | jax.Array = 1e-3
-    momentum: float | jax.Array = 0.0
+    ftol: float | jax.Array
+    xtol: float | jax.Array
+    gtol: float | jax.Array
+    max_iter: int | jax.Array
+    step: float | jax.Array
+    momentum: float | jax.Array
 
 
 class State(NamedTuple):
