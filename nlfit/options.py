@@ -143,8 +143,6 @@ class FitOptions:
         return out
 
 
-
-
 def help_text(name: str) -> str:
     """The help of ``--name`` with the default it shows taken from the field."""
     spec = next(spec for spec in fields(FitOptions) if spec.name == name)

@@ -1,4 +1,4 @@
-"""Issue 8: batched fits with --group-by: one vmapped solve, failures isolated per group."""
+"""Batched fits with --group-by: one vmapped solve, failures isolated per group."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 4: user formulas. Parsing is a whitelist; hostile text is rejected before anything runs."""
+"""User formulas. Parsing is a whitelist; hostile text is rejected before anything runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 4: NIST StRD certified values at default settings (the file's formula, NIST's starts).
+"""NIST StRD certified values at default settings (the file's formula, NIST's starts).
 
 The project ships the 16 datasets in data/nist, so this does not depend on ../shared.
 """

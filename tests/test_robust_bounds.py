@@ -1,4 +1,4 @@
-"""Issue 9: robust losses, bounds and fixed parameters."""
+"""Robust losses, bounds and fixed parameters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 5: covariance, standard errors, intervals, weights and prediction bands."""
+"""Covariance, standard errors, intervals, weights and prediction bands."""
 
 from __future__ import annotations
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import emit, handle_errors
+from nlfit.cli.common import emit, handle_errors, stdout_is_terminal
 from nlfit.errors import OptionError
+from nlfit.report.formats import NAMES as FORMATS
 
 
 @handle_errors
@@ -20,7 +20,7 @@ def check_jac(
     x: Annotated[str | None, typer.Option("--x", help="Predictor column(s).")] = None,
     y: Annotated[str | None, typer.Option("--y", help="Response column.")] = None,
     sep: Annotated[str | None, typer.Option("--sep", help="Delimiter: , ; tab space (runs of blanks) or one character. Default: detected.")] = None,
-    output_format: Annotated[str, typer.Option("--format", "-f", help="table | json.")] = "table",
+    output_format: Annotated[str, typer.Option("--format", "-f", help=f"{' | '.join(FORMATS)} (default table).")] = "table",
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Compare the Jacobian at p0 by forward mode, reverse mode, forward differences
@@ -35,10 +35,10 @@ def check_jac(
     """
     from nlfit.io.read import missing_warning, read_dataset
     from nlfit.models.registry import model_for
+    from nlfit.report.formats import choose
     from nlfit.start import choose_start, parse_p0
 
-    if output_format not in ("table", "json"):
-        raise OptionError(f"--format must be table or json; got '{output_format}'")
+    chosen = choose(output_format)
     x_columns = [c.strip() for c in x.split(",")] if x else None
     dataset = read_dataset(data, x_columns=x_columns, y_column=y, formula=model, sep=sep)
     if missing_warning(dataset):
@@ -55,57 +55,24 @@ def check_jac(
 
     report = derivatives.compare(jnp.asarray(params), make_problem(built, dataset))
     names = list(built.param_names)
-    if output_format == "json":
-        from nlfit.io.write import json_number as number
+    from nlfit.io.write import json_number as number
 
-        payload = {
-            "params": dict(zip(names, params.tolist(), strict=True)),
-            "cond": number(report["cond"]),
-            "nonfinite": {
-                mode: {"count": len(found), "entries": [{"row": int(r) + 1, "param": names[c]} for r, c in found[:NONFINITE_SHOWN]]}
-                for mode, found in report["nonfinite"].items()
-            },
-            "differences": {
-                mode: {name: {"abs": number(d["abs"][i]), "rel": number(d["rel"][i])} for i, name in enumerate(names)}
-                for mode, d in report["differences"].items()
-            },
-        }
-        emit(json.dumps(payload, indent=2) + "\n", None)
-        _exit_if_nonfinite(report)
-        return
-    from rich.table import Table
-
-    table = Table(title=f"Jacobian check at p0 ({len(dataset.y)} residuals)", title_justify="left", show_edge=False, pad_edge=False)
-    table.add_column("parameter")
-    table.add_column("p0", justify="right")
-    for mode in ("rev", "fd", "central"):
-        table.add_column(f"{mode} − fwd abs", justify="right")
-        table.add_column(f"{mode} − fwd rel", justify="right")
-    for i, name in enumerate(names):
-        cells = [name, f"{params[i]:.6g}"]
-        for mode in ("rev", "fd", "central"):
-            d = report["differences"][mode]
-            cells += [f"{d['abs'][i]:.2e}", f"{d['rel'][i]:.2e}"]
-        table.add_row(*cells)
-    from nlfit.cli.common import stdout_console
-
-    console = stdout_console(width=160)
-    console.print(table)
-    finite = report["cond"] == report["cond"]  # NaN when J has non-finite entries
-    console.print(f"condition number of J: {report['cond']:.3e}" if finite else "condition number of J: undefined (non-finite entries)")
-    for mode, found in report["nonfinite"].items():
-        if len(found):
-            where = ", ".join(f"row {int(r) + 1} {names[c]}" for r, c in found[:NONFINITE_SHOWN])
-            more = f" and {len(found) - NONFINITE_SHOWN} more" if len(found) > NONFINITE_SHOWN else ""
-            console.print(f"non-finite entries by {mode}: {len(found)} ({where}{more})")
-    console.print("fd: forward differences, step 1e-8(1+|p|) (Walker & Pernice); central: step 6e-6(1+|p|); rev/fwd: AD")
-    _exit_if_nonfinite(report)
+    payload = {
+        "params": dict(zip(names, params.tolist(), strict=True)),
+        "residuals": int(len(dataset.y)),
+        "cond": number(report["cond"]),
+        "nonfinite": {
+            mode: {"count": len(found), "entries": [{"row": int(r) + 1, "param": names[c]} for r, c in found[:NONFINITE_SHOWN]]}
+            for mode, found in report["nonfinite"].items()
+        },
+        "differences": {
+            mode: {name: {"abs": number(d["abs"][i]), "rel": number(d["rel"][i])} for i, name in enumerate(names)} for mode, d in report["differences"].items()
+        },
+        "note": "fd: forward differences, step 1e-8(1+|p|) (Walker & Pernice); central: step 6e-6(1+|p|); rev/fwd: AD",
+    }
+    emit(chosen.jacobian(payload, color=stdout_is_terminal()), None)
+    if any(len(found) for found in report["nonfinite"].values()):
+        raise typer.Exit(1)  # the check ran and found an inf or NaN entry
 
 
 NONFINITE_SHOWN = 10  # non-finite entries listed by position; the rest are counted
-
-
-def _exit_if_nonfinite(report) -> None:
-    """Exit 1 when any mode gave an inf or NaN entry: the check ran and found a problem."""
-    if any(len(found) for found in report["nonfinite"].values()):
-        raise typer.Exit(1)

@@ -9,9 +9,9 @@ import typer
 from nlfit.cli.common import check_outputs, emit, handle_errors, load_config, merge, stdout_is_terminal
 from nlfit.errors import OptionError
 from nlfit.options import DEFAULTS, NAMES, FitOptions, help_text
+from nlfit.report.formats import NAMES as FORMATS
 from nlfit.schema import OPTIONS
 
-FORMATS = ("json", "csv", "table")
 # Options a config file may set: the fit's own (FitOptions) and the command's data, output
 # and reporting choices (nlfit.schema.OPTIONS).
 CONFIG_KEYS = set(NAMES) | set(OPTIONS)
@@ -71,7 +71,7 @@ def fit(
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help=help_text("seed"))] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help=help_text("timeout"))] = None,
-    output_format: Annotated[str | None, typer.Option("--format", "-f", help="json | csv | table. Default: table on a terminal, else json.")] = None,
+    output_format: Annotated[str | None, typer.Option("--format", "-f", help=f"{' | '.join(FORMATS)}. Default: table on a terminal, else json.")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write the result to this file (atomically) instead of stdout.")] = None,
     config: Annotated[str | None, typer.Option("--config", help="TOML file with any of these options; flags win.")] = None,
     conf_level: Annotated[float | None, typer.Option("--conf-level", help=help_text("conf_level"))] = None,
@@ -185,10 +185,9 @@ def progress_reporter(options: dict, single: bool):
 
 def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> None:
     from nlfit.io.read import missing_warning, read_dataset
+    from nlfit.report.formats import choose
 
-    output_format = options.get("format") or ("table" if stdout_is_terminal() and not options.get("output") else "json")
-    if output_format not in FORMATS:
-        raise OptionError(f"--format must be one of {', '.join(FORMATS)}; got '{output_format}'")
+    output_format = choose(options.get("format") or ("table" if stdout_is_terminal() and not options.get("output") else "json"))
     if options.get("plot"):
         from nlfit.report.plot import require_matplotlib
 
@@ -240,12 +239,12 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
 
         console = stderr_console()
         for payload in payloads:
-            print_report(payload, console, show_params=output_format != "table" or bool(options.get("output")))
+            print_report(payload, console, show_params=output_format.name != "table" or bool(options.get("output")))
         if len(payloads) > 1:
             console.print(comparison_table(payloads))
     print_warnings(payloads, options["quiet"])
     color = stdout_is_terminal() and not options.get("output")
-    emit(render(payloads if len(payloads) > 1 else payloads[0], output_format, color), options.get("output"))
+    emit(output_format.fit(payloads if len(payloads) > 1 else payloads[0], color), options.get("output"))
     if options.get("plot"):
         from nlfit.report.plot import render as draw
 
@@ -258,7 +257,6 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
 def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options) -> None:
     """--group-by: one row per group, NDJSON (json) or CSV; exit 0 only if every group converged."""
     from nlfit.batch import fit_groups
-    from nlfit.io.write import groups_csv_text, ndjson_text
 
     if options.get("plot"):
         raise OptionError("--plot is not available with --group-by")
@@ -285,8 +283,7 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
         failed = sum(not row["success"] for row in rows)
         stderr_console().print(batch_summary(len(rows), failed, result.method, result.globalization, result.seconds), markup=False)
     print_warnings(rows, options["quiet"])
-    text = ndjson_text(rows) if output_format == "json" else groups_csv_text(rows, result.param_names)
-    emit(text, options.get("output"))
+    emit(output_format.groups(rows, result.param_names), options.get("output"))
     if any(row["status"] == "interrupted" for row in rows):
         stop_interrupted(options["quiet"])
     raise typer.Exit(0 if all(row["success"] for row in rows) else 1)
@@ -302,27 +299,3 @@ def stop_interrupted(quiet: int) -> None:
 
         plain_line(f"nlfit: {signals.MESSAGES.get(signals.received(), 'interrupted')}")
     raise typer.Exit(signals.exit_code())
-
-
-def render(payload: dict | list[dict], output_format: str, color: bool = False) -> str:
-    """The result text: one fit's payload, or a list of them for a method comparison."""
-    from nlfit.io.write import json_text, params_csv_text
-
-    if output_format == "json":
-        return json_text(payload)
-    if output_format == "csv":
-        return params_csv_text(payload)
-    from io import StringIO
-
-    from rich.console import Console
-
-    from nlfit.report.console import comparison_table, method_title, params_table
-
-    buffer = StringIO()
-    # Terminal codes only when the table goes to a terminal: never into a file (-o) or a pipe.
-    console = Console(file=buffer, force_terminal=color, no_color=not color, width=120)
-    for single in payload if isinstance(payload, list) else [payload]:
-        console.print(params_table(single, title=method_title(single) if isinstance(payload, list) else "parameters"))
-    if isinstance(payload, list):
-        console.print(comparison_table(payload))
-    return buffer.getvalue()

@@ -105,8 +105,10 @@ class Table:
         buffer = StringIO()
         console = self._console(buffer, color, 160)
         console.print(table)
-        cond = payload["cond"]
-        console.print(f"condition number of J: {cond:.3e}" if cond is not None else "condition number of J: undefined (non-finite entries)")
+        cond, broken = payload["cond"], payload["nonfinite"]["fwd"]["count"] > 0
+        if cond is None:  # JSON has no inf: a singular J, or none at all where J (forward mode) has inf or NaN entries
+            cond = "undefined (non-finite entries)" if broken else "inf"
+        console.print(f"condition number of J: {cond if isinstance(cond, str) else format(cond, '.3e')}")
         for mode, found in payload["nonfinite"].items():
             if found["count"]:
                 where = ", ".join(f"row {entry['row']} {entry['param']}" for entry in found["entries"])

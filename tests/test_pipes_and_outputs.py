@@ -1,4 +1,4 @@
-"""Issue 6: pipelines, atomic output, closed pipes, plots, check-jac, generators."""
+"""Pipelines, atomic output, closed pipes, plots, check-jac, generators."""
 
 from __future__ import annotations
 

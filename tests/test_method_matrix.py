@@ -1,4 +1,4 @@
-"""Issue 3: every method x globalization on a table of problems with known minima.
+"""Every method x globalization on a table of problems with known minima.
 
 A cell passes when it reaches the known minimum: the residual sum of squares within 1e-9
 (relative) of the reference and every parameter to 5 significant digits (LRE >= 5), or, for

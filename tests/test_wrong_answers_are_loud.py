@@ -1,4 +1,4 @@
-"""Issue 13: a wrong answer is never reported as a success.
+"""A wrong answer is never reported as a success.
 
 Multistart by default, loud diagnostics, formula variables, scale invariance, stable
 statistics at every size, and one result path for single, multistart and grouped fits.

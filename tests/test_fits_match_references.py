@@ -1,4 +1,4 @@
-"""Issue 2: the default LM fit against scipy, linear models against numpy, Jacobian modes, Thurber."""
+"""The default LM fit against scipy, linear models against numpy, Jacobian modes, Thurber."""
 
 from __future__ import annotations
 

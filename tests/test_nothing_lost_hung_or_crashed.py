@@ -1,4 +1,4 @@
-"""Nothing lost, nothing hung, no traceback (the safety issue): one section per class.
+"""Nothing lost, nothing hung, no traceback: one section per class.
 
 1 data loss, 2 literal paths and several files, 3 types (config and fit JSON against one
 schema), 4 hangs and blow-ups, 5 crashes that must be one-line errors, 6 signals, 7 the
@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 from nlfit.batch import fit_groups, size_buckets
 from nlfit.cli.app import app
 from nlfit.cli.common import load_config
-from nlfit.cli.fit import CONFIG_KEYS, render
+from nlfit.cli.fit import CONFIG_KEYS
 from nlfit.cli.predict import parse_result
 from nlfit.errors import InputError, ModelError, NlfitError, OptionError, printable
 from nlfit.fitting import fit
@@ -50,6 +50,7 @@ from nlfit.report.console import (
     rate_text,
     significant,
 )
+from nlfit.report.formats import choose
 from nlfit.schema import MAX_ITER_LIMIT, OPTIONS, SEED_LIMIT, check_fit_result, check_option
 from nlfit.solvers.loop import HISTORY_HEAD, HISTORY_ROWS, thinned
 
@@ -1228,10 +1229,10 @@ def two_methods():
 
 
 def test_table_names_each_method(two_methods):
-    text = render(two_methods, "table")
+    text = choose("table").fit(two_methods)
     assert "parameters: gn × line-search" in text and "parameters: lm × trust-region" in text
     assert text.index("parameters: gn") < text.index("parameters: lm") < text.index("method comparison")
-    assert render(two_methods[0], "table").splitlines()[0].strip() == "parameters"  # one fit: as before
+    assert choose("table").fit(two_methods[0]).splitlines()[0].strip() == "parameters"  # one fit: as before
 
 
 def test_csv_labels_each_method(two_methods):
