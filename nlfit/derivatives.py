@@ -35,7 +35,7 @@ import numpy as np
 from nlfit._jax import jax, jnp
 from nlfit.errors import OptionError
 from nlfit.options import JAC_MODES
-from nlfit.problem import Problem, cost_terms, loss, residuals, robust_scaling
+from nlfit.problem import Problem, cost_terms, objective, residuals, robust_scaling
 
 FD_RELATIVE_STEP = 1e-8
 
@@ -106,7 +106,7 @@ def jvp(params, problem: Problem, direction):
 
 def hessian(params, problem: Problem):
     """The exact Hessian of the loss, J^T J + sum_i r_i Hess(r_i)."""
-    return jax.hessian(loss)(params, problem)
+    return jax.hessian(objective)(params, problem)
 
 
 def compare(params, problem: Problem) -> dict:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from nlfit.errors import OptionError
-from nlfit.schema import MAX_ITER_LIMIT, SEED_LIMIT, STARTS_LIMIT, Bounds, Fixed, Flag, Integer, Mismatch, Number, Text, check_option
+from nlfit.schema import MAX_ITER_LIMIT, SEED_LIMIT, STARTS_LIMIT, Bounds, Flag, Integer, Mismatch, Number, Text, Values, check_option
 from nlfit.solvers.catalog import DEFAULT_GLOBALIZATION, resolve_globalization, resolve_method
 
 JAC_MODES = ("auto", "fwd", "rev", "fd")
@@ -77,7 +77,7 @@ class FitOptions:
     loss: str = option("linear", Choice(LOSSES), "linear | soft_l1 | huber | cauchy | arctan (scipy's robust losses; default {default}).")
     f_scale: float = option(1.0, Number(0.0, low_open=True), "Robust loss: residual scale C at which it starts to flatten (default {default}).")
     bounds: Mapping[str, tuple[float, float]] | None = option(None, Bounds(), "Parameter bounds, e.g. b1=0:inf,b2=-1:1.")
-    fix: Mapping[str, float] | None = option(None, Fixed(), "Hold parameters at values, e.g. b2=0.5.")
+    fix: Mapping[str, float] | None = option(None, Values(False, 'a string such as "b2=0.5"'), "Hold parameters at values, e.g. b2=0.5.")
     conf_level: float = option(
         0.95,
         Number(0.0, 1.0, low_open=True, high_open=True, expected="a number between 0 and 1 (e.g. 0.95)"),
@@ -181,17 +181,10 @@ def parse_bounds(value) -> dict | None:
 
 def parse_fix(value) -> dict | None:
     """'b2=0.5,b3=1' (or a table) -> {name: value}."""
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        try:
-            return {str(k): float(v) for k, v in value.items()}
-        except (TypeError, ValueError):
-            raise OptionError("--fix values must be numbers") from None
     from nlfit.start import parse_p0
 
-    parsed = parse_p0(value)
-    if not isinstance(parsed, dict):
+    parsed = parse_p0(value, "--fix")
+    if parsed is not None and not isinstance(parsed, dict):
         raise OptionError("--fix must be name=value pairs, e.g. b2=0.5")
     return parsed
 

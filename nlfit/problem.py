@@ -148,7 +148,9 @@ def robust_scaling_numpy(r, loss: str, f_scale):
     return r * first / np.sqrt(np.maximum(first + 2.0 * second * z, np.finfo(np.float64).eps))
 
 
-def loss(params, problem: Problem):
+def objective(params, problem: Problem):
+    """The value minimized at ``params``: 1/2 sum r^2, or the robust cost (``problem.loss``
+    names the loss; ``FitResult.loss`` is the value at the fit)."""
     r = residuals(params, problem)
     return jnp.sum(cost_terms(r, problem))
 

@@ -163,29 +163,20 @@ class Text:
         return self._one(value)
 
 
-class Start:
-    """p0: a list of numbers (by position), a table name = number, or the flag's string."""
+class Values:
+    """Parameter values: a table name = number, with ``by_position`` also a list of numbers,
+    or the flag's string (p0: ``Values(True, ...)``, fix: ``Values(False, ...)``)."""
 
-    expected = 'a list of numbers, a table of name = number, or a string such as "a=1,b=2"'
+    def __init__(self, by_position: bool, example: str):
+        self.by_position = by_position
+        table = "a table of name = number"
+        self.expected = f"a list of numbers, {table}, or {example}" if by_position else f"{table} or {example}"
 
     def check(self, value):
         if isinstance(value, str):
             return value
-        if isinstance(value, list):
+        if self.by_position and isinstance(value, list):
             return [_finite(item, "a finite number", f"[{i}]") for i, item in enumerate(value)]
-        if isinstance(value, dict):
-            return {name: _finite(item, "a finite number", f".{name}") for name, item in value.items()}
-        raise Mismatch(self.expected, value)
-
-
-class Fixed:
-    """fix: a table name = number, or the flag's string."""
-
-    expected = 'a table of name = number or a string such as "b2=0.5"'
-
-    def check(self, value):
-        if isinstance(value, str):
-            return value
         if isinstance(value, dict):
             return {name: _finite(item, "a finite number", f".{name}") for name, item in value.items()}
         raise Mismatch(self.expected, value)
@@ -233,7 +224,7 @@ OPTIONS: dict[str, object] = {
     "sep": Text(),
     "missing": Text(),
     "glob": Flag(),
-    "p0": Start(),
+    "p0": Values(True, 'a string such as "a=1,b=2"'),
 }
 
 

@@ -24,20 +24,18 @@ def parse_number_list(text: str, option: str) -> list[float]:
     return numbers
 
 
-def parse_p0(value):
-    """'1,0,10' -> [1.0, 0.0, 10.0]; 'c0=1,c2=10' -> {'c0': 1.0, 'c2': 10.0}; TOML lists/tables pass."""
+def parse_p0(value, option: str = "--p0"):
+    """'1,0,10' -> [1.0, 0.0, 10.0]; 'c0=1,c2=10' -> {'c0': 1.0, 'c2': 10.0}; TOML lists and
+    tables (and the library's dicts) pass, as numbers. ``option`` names the flag in messages."""
     if value is None:
         return None
-    if isinstance(value, dict):
-        try:
+    try:
+        if isinstance(value, Mapping):
             return {str(k): float(v) for k, v in value.items()}
-        except (TypeError, ValueError):
-            raise OptionError("p0 values must be numbers") from None
-    if isinstance(value, list):
-        try:
+        if isinstance(value, (list, tuple)):
             return [float(v) for v in value]
-        except (TypeError, ValueError):
-            raise OptionError("p0 values must be numbers") from None
+    except (TypeError, ValueError):
+        raise OptionError(f"{option} values must be numbers") from None
     text = str(value).strip()
     if "=" in text:
         out = {}
@@ -48,9 +46,9 @@ def parse_p0(value):
             try:
                 out[name.strip()] = float(number)
             except ValueError:
-                raise OptionError(f"--p0 entry '{part.strip()}' is not name=number") from None
+                raise OptionError(f"{option} entry '{part.strip()}' is not name=number") from None
         return out
-    return parse_number_list(text, "--p0")
+    return parse_number_list(text, option)
 
 
 def choose_start(model, dataset, p0=None, file_start: int | None = None) -> tuple[np.ndarray, bool]:

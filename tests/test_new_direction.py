@@ -29,13 +29,13 @@ from nlfit.solvers.status import Status
 class ScaledGradient(Direction):
     name = "scaled-gradient"
 
-    def step(self, problem, params, local, scale, damping, key):
+    def full_step(self, problem, params, local, scale, damping, key):
         along = -local.grad / scale**2
         curvature = jnp.sum((local.jac @ along) ** 2)
         return along * jnp.where(curvature > 0, -jnp.dot(local.grad, along) / curvature, 0.0)
 
     def trust_region_step(self, problem, params, local, scale, radius):
-        step = self.step(problem, params, local, scale, 0.0, None)
+        step = self.full_step(problem, params, local, scale, 0.0, None)
         size = jnp.linalg.norm(scale * step)
         return step * jnp.minimum(1.0, radius / jnp.where(size > 0, size, 1.0)), jnp.zeros(())
 

@@ -434,16 +434,16 @@ class _Source:
         # (where converting every column would cost seconds) is checked here instead.
         wide = len(self.names) > _WIDE
         numeric = [n for n in (used if wide else self.names) if n != group_column]
-        options = dict(
-            header=None,
-            names=self.names,
-            index_col=False,
-            skipinitialspace=True,
-            keep_default_na=False,
-            na_values={n: NA_TEXT for n in numeric} if group_column else NA_TEXT,
-            low_memory=False,
-            engine="c",
-        )
+        options = {
+            "header": None,
+            "names": self.names,
+            "index_col": False,
+            "skipinitialspace": True,
+            "keep_default_na": False,
+            "na_values": {n: NA_TEXT for n in numeric} if group_column else NA_TEXT,
+            "low_memory": False,
+            "engine": "c",
+        }
         if wide:
             options["usecols"] = used
         if group_column:

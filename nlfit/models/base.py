@@ -66,6 +66,21 @@ class Model(ABC):
         return {"spec": self.spec}
 
 
+class Series(Model):
+    """A model linear in its coefficients c0 ... cD (a polynomial, a Chebyshev series): its
+    subclasses are dataclasses with a ``degree`` field."""
+
+    degree: int
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(f"c{i}" for i in range(self.degree + 1))
+
+    @property
+    def is_linear(self) -> bool:
+        return True
+
+
 def require_one_predictor(x: np.ndarray, spec: str) -> None:
     from nlfit.errors import ModelError
 

@@ -10,23 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nlfit._jax import jnp
-from nlfit.models.base import Model
+from nlfit.models.base import Series
 
 
 @dataclass(frozen=True)
-class Chebyshev(Model):
+class Chebyshev(Series):
     degree: int
     lo: float = -1.0
     hi: float = 1.0
     spec: str = ""
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(f"c{i}" for i in range(self.degree + 1))
-
-    @property
-    def is_linear(self) -> bool:
-        return True
 
     def predict(self, params, x):
         t = (2.0 * x - (self.lo + self.hi)) / (self.hi - self.lo)

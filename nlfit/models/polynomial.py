@@ -5,21 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nlfit._jax import jnp
-from nlfit.models.base import Model
+from nlfit.models.base import Series
 
 
 @dataclass(frozen=True)
-class Polynomial(Model):
+class Polynomial(Series):
     degree: int
     spec: str = ""
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(f"c{i}" for i in range(self.degree + 1))
-
-    @property
-    def is_linear(self) -> bool:
-        return True
 
     def predict(self, params, x):
         value = jnp.full(jnp.shape(x), params[self.degree])

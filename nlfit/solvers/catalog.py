@@ -49,6 +49,20 @@ CELL_DESCRIPTIONS = {
 }
 
 
+def implementation(base: type, name: str) -> type:
+    """The subclass of ``base`` (a Direction or a Globalization) whose ``name`` is ``name``:
+    the classes themselves are the registry, so a new one needs no factory of its own."""
+    found, stack = [], [base]
+    while stack:
+        for cls in stack.pop().__subclasses__():
+            stack.append(cls)
+            if cls.__dict__.get("name") == name:
+                found.append(cls)
+    if len(found) != 1:
+        raise LookupError(f"{len(found)} implementations of {base.__name__} named {name!r}")
+    return found[0]
+
+
 def resolve_method(name: str) -> str:
     key = name.strip().lower()
     if key not in METHOD_ALIASES:

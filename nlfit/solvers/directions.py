@@ -42,6 +42,7 @@ from nlfit import derivatives
 from nlfit._jax import jax, jnp
 from nlfit.problem import Problem, cost_terms, free_mask, robust_scaling
 from nlfit.solvers import subproblems
+from nlfit.solvers.catalog import implementation
 
 MAX_DAMPING = 1e16  # LM's damping beyond which its step is nil (the run has stalled)
 
@@ -145,7 +146,7 @@ class Direction:
     def gradient_measure(self, local: Local, problem: Problem):
         return _cosine_measure(local)
 
-    def step(self, problem, params, local: Local, scale, damping, key):
+    def full_step(self, problem, params, local: Local, scale, damping, key):
         raise NotImplementedError
 
     # How the direction's damping follows the trials (only a damped direction has one; the
@@ -169,7 +170,7 @@ class Direction:
         return previous
 
     def descent_step(self, problem, params, local: Local, scale, damping, key):
-        return self.step(problem, params, local, scale, damping, key)
+        return self.full_step(problem, params, local, scale, damping, key)
 
     def trust_region_step(self, problem, params, local: Local, scale, radius):
         """(step, damping used) for the radius, in the scale-D norm."""
@@ -199,7 +200,7 @@ class Direction:
 class GaussNewton(Direction):
     name = "gn"
 
-    def step(self, problem, params, local, scale, damping, key):
+    def full_step(self, problem, params, local, scale, damping, key):
         return subproblems.damped_step(self._jacobian_form(local, scale), 0.0) / scale
 
     def trust_region_step(self, problem, params, local, scale, radius):
@@ -233,7 +234,7 @@ class LevenbergMarquardt(Direction):
     def region_damping(self, used, previous):
         return used
 
-    def step(self, problem, params, local, scale, damping, key):
+    def full_step(self, problem, params, local, scale, damping, key):
         return subproblems.damped_step(self._jacobian_form(local, scale), damping) / scale
 
     def trust_region_step(self, problem, params, local, scale, radius):
@@ -255,7 +256,7 @@ class Newton(Direction):
         scaled_hess = local.hess / (scale[:, None] * scale[None, :])
         return subproblems.eigen_form_from_hessian(scaled_hess, local.grad / scale)
 
-    def step(self, problem, params, local, scale, damping, key):
+    def full_step(self, problem, params, local, scale, damping, key):
         return subproblems.damped_step(self._hessian_form(local, scale), 0.0) / scale
 
     def descent_step(self, problem, params, local, scale, damping, key):
@@ -293,7 +294,7 @@ class SteepestDescent(Direction):
         """||g||_inf in the user's units (the solvers' residuals are divided by problem.scale)."""
         return jnp.max(jnp.abs(local.grad)) * problem.scale**2
 
-    def step(self, problem, params, local, scale, damping, key):
+    def full_step(self, problem, params, local, scale, damping, key):
         """-g in the user's units, so that --step is the learning rate of the loss as written."""
         units = problem.scale**2
         if self.batch_size is None or self.batch_size >= problem.n_residuals:
@@ -314,6 +315,7 @@ class SteepestDescent(Direction):
 
 
 def make_direction(method: str, batch_size: int | None = None, factorization: str = "svd") -> Direction:
-    if method == "gd":
-        return SteepestDescent(batch_size=batch_size)
-    return {"newton": Newton, "gn": GaussNewton, "lm": LevenbergMarquardt}[method](factorization=factorization)
+    """The direction called ``method`` (its class's ``name``), given the settings its fields take."""
+    cls = implementation(Direction, method)
+    given = {"factorization": factorization, "batch_size": batch_size}
+    return cls(**{field.name: given[field.name] for field in dataclasses.fields(cls) if field.name in given})

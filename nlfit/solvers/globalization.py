@@ -36,6 +36,7 @@ from typing import NamedTuple
 from nlfit._jax import jax, jnp
 from nlfit.problem import cost_terms, project
 from nlfit.problem import residuals as residuals_at
+from nlfit.solvers.catalog import implementation
 
 ARMIJO_C1 = 1e-4
 MAX_BACKTRACKS = 50
@@ -43,7 +44,7 @@ ACCEPT_RATIO = 1e-4
 
 
 class Proposal(NamedTuple):
-    step: jax.Array
+    displacement: jax.Array  # trial_params - params
     trial_params: jax.Array
     actual: jax.Array  # actual decrease of the loss at the trial point (-inf when not finite)
     accepted: jax.Array
@@ -86,6 +87,14 @@ class Globalization:
     def propose(self, direction, problem, state, settings, key) -> Proposal:
         raise NotImplementedError
 
+    @staticmethod
+    def proposal(state, step, trial, actual, accepted, predicted, **changed) -> Proposal:
+        """A Proposal in which every part of the state not ``changed`` (damping, nu, radius,
+        step_length, velocity) stays as it is, with one evaluation and no stall."""
+        kept = {"damping": state.damping, "nu": state.nu, "radius": state.radius, "step_length": state.step_length, "velocity": state.velocity}
+        extra = {"nfev": jnp.asarray(1), "stalled": jnp.asarray(False)}
+        return Proposal(displacement=step, trial_params=trial, actual=actual, accepted=accepted, predicted=predicted, **{**kept, **extra, **changed})
+
 
 @dataclass(frozen=True)
 class NoGlobalization(Globalization):
@@ -93,7 +102,7 @@ class NoGlobalization(Globalization):
 
     def propose(self, direction, problem, state, settings, key):
         local = state.local
-        d = direction.step(problem, state.params, local, state.scale, state.damping, key)
+        d = direction.full_step(problem, state.params, local, state.scale, state.damping, key)
         alpha = jnp.asarray(1.0) if direction.natural_step else settings.step
         velocity = settings.momentum * state.velocity + alpha * d
         trial = project(state.params + velocity, problem)  # bounds: the nearest point of the box
@@ -104,20 +113,9 @@ class NoGlobalization(Globalization):
         damping, nu = direction.adapt_damping(state.damping, state.nu, accepted)
         exhausted = direction.exhausted(damping)
         stalled = ~finite if exhausted is None else exhausted
-        return Proposal(
-            step=step,
-            trial_params=trial,
-            actual=actual,
-            accepted=accepted,
-            predicted=direction.predicted_decrease(problem, state.params, local, step),
-            damping=damping,
-            nu=nu,
-            radius=state.radius,
-            step_length=alpha,
-            velocity=jnp.where(accepted, velocity, jnp.zeros_like(velocity)),
-            nfev=jnp.asarray(1),
-            stalled=stalled,
-        )
+        predicted = direction.predicted_decrease(problem, state.params, local, step)
+        velocity = jnp.where(accepted, velocity, jnp.zeros_like(velocity))
+        return self.proposal(state, step, trial, actual, accepted, predicted, damping=damping, nu=nu, step_length=alpha, velocity=velocity, stalled=stalled)
 
 
 @dataclass(frozen=True)
@@ -159,19 +157,10 @@ class LineSearch(Globalization):
         damping, nu = direction.adapt_damping(state.damping, state.nu, accepted, gain=gain)
         exhausted = direction.exhausted(damping)
         stalled = ~accepted & (True if exhausted is None else exhausted)
-        return Proposal(
-            step=step,
-            trial_params=state.params + step,
-            actual=actual,
-            accepted=accepted,
-            predicted=direction.predicted_decrease(problem, state.params, local, step),
-            damping=damping,
-            nu=nu,
-            radius=state.radius,
-            step_length=jnp.where(accepted, alpha, state.step_length),
-            velocity=state.velocity,
-            nfev=backtracks + 1,
-            stalled=stalled,
+        predicted = direction.predicted_decrease(problem, state.params, local, step)
+        length = jnp.where(accepted, alpha, state.step_length)
+        return self.proposal(
+            state, step, state.params + step, actual, accepted, predicted, damping=damping, nu=nu, step_length=length, nfev=backtracks + 1, stalled=stalled
         )
 
 
@@ -194,21 +183,9 @@ class TrustRegion(Globalization):
             0.25 * jnp.minimum(scaled_norm, state.radius),
             jnp.where(rho > 0.75, jnp.maximum(state.radius, 2.0 * scaled_norm), state.radius),
         )
-        return Proposal(
-            step=step,
-            trial_params=trial,
-            actual=actual,
-            accepted=rho > ACCEPT_RATIO,
-            predicted=predicted,
-            damping=direction.region_damping(damping, state.damping),
-            nu=state.nu,
-            radius=radius,
-            step_length=state.step_length,
-            velocity=state.velocity,
-            nfev=jnp.asarray(1),
-            stalled=jnp.asarray(False),
-        )
+        return self.proposal(state, step, trial, actual, rho > ACCEPT_RATIO, predicted, damping=direction.region_damping(damping, state.damping), radius=radius)
 
 
 def make_globalization(name: str) -> Globalization:
-    return {"none": NoGlobalization, "line-search": LineSearch, "trust-region": TrustRegion}[name]()
+    """The globalization called ``name`` (its class's ``name``)."""
+    return implementation(Globalization, name)()

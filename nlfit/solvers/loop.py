@@ -200,7 +200,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
     scale = direction.update_scale(state.scale, local)
     old_loss = state.local.loss
     actual = proposal.actual
-    step_norm = jnp.linalg.norm(proposal.step)
+    step_norm = jnp.linalg.norm(proposal.displacement)
     iteration = state.iteration + 1
 
     finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
@@ -221,7 +221,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
         accepted=accepted,
         actual=actual,
         predicted=proposal.predicted,
-        scaled_step=jnp.linalg.norm(scale * proposal.step),
+        scaled_step=jnp.linalg.norm(scale * proposal.displacement),
         scaled_params=jnp.linalg.norm(scale * params),
         collapsed=collapsed,
         steep=steep,
