@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from nlfit.errors import OptionError
+from nlfit.errors import OptionError, printable
 from nlfit.schema import MAX_ITER_LIMIT, SEED_LIMIT, STARTS_LIMIT, Bounds, Flag, Integer, Mismatch, Number, Text, Values, check_option
 from nlfit.solvers.catalog import DEFAULT_GLOBALIZATION, resolve_globalization, resolve_method
 
@@ -181,12 +181,48 @@ def parse_bounds(value) -> dict | None:
 
 def parse_fix(value) -> dict | None:
     """'b2=0.5,b3=1' (or a table) -> {name: value}."""
-    from nlfit.start import parse_p0
-
     parsed = parse_p0(value, "--fix")
     if parsed is not None and not isinstance(parsed, dict):
         raise OptionError("--fix must be name=value pairs, e.g. b2=0.5")
     return parsed
+
+
+def parse_number_list(text: str, option: str) -> list[float]:
+    """'1,0,10' -> [1.0, 0.0, 10.0]; nan and inf are refused (no fit or prediction uses them)."""
+    try:
+        numbers = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise OptionError(f"{option} must be comma-separated numbers; got '{printable(text)}'") from None
+    if not all(math.isfinite(v) for v in numbers):
+        raise OptionError(f"{option} must be finite numbers; got '{printable(text)}'")
+    return numbers
+
+
+def parse_p0(value, option: str = "--p0"):
+    """'1,0,10' -> [1.0, 0.0, 10.0]; 'c0=1,c2=10' -> {'c0': 1.0, 'c2': 10.0}; TOML lists and
+    tables (and the library's dicts) pass, as numbers. ``option`` names the flag in messages."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, Mapping):
+            return {str(k): float(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise OptionError(f"{option} values must be numbers") from None
+    text = str(value).strip()
+    if "=" in text:
+        out = {}
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            name, _, number = part.partition("=")
+            try:
+                out[name.strip()] = float(number)
+            except ValueError:
+                raise OptionError(f"{option} entry '{part.strip()}' is not name=number") from None
+        return out
+    return parse_number_list(text, option)
 
 
 NAMES = tuple(spec.name for spec in fields(FitOptions))

@@ -9,7 +9,8 @@ fine where a number is expected. Every mismatch is one line that names the key a
 what was expected and what was found, raised as an OptionError (options) or an InputError
 (a fit result), both exit code 2.
 
-This module imports no JAX; ``check_fit_result`` rebuilds the model through the registry.
+This module imports neither JAX nor numpy at its top (``nlfit fit --help`` reads its
+rules); ``check_fit_result`` rebuilds the model through the registry.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from nlfit.errors import InputError, NlfitError, OptionError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_ITER_LIMIT = 10**9  # iterations: far beyond any real fit, well inside the solver's int64 counters
 SEED_LIMIT = 2**32 - 1  # the solver's random keys are uint32 (jax), numpy's default_rng needs >= 0
@@ -360,6 +363,8 @@ def check_fit_result(payload, source: str = "fit result") -> SavedFit:
             for j, value in enumerate(row):
                 if value is not None and not (is_number(value) and math.isfinite(float(value))):
                     fail(f"covariance[{i}][{j}]", "a finite number or null", value)
+
+    import numpy as np
 
     from nlfit.models.registry import model_from_json
 

@@ -10,45 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from nlfit.errors import ModelError, OptionError, printable
-
-
-def parse_number_list(text: str, option: str) -> list[float]:
-    """'1,0,10' -> [1.0, 0.0, 10.0]; nan and inf are refused (no fit or prediction uses them)."""
-    try:
-        numbers = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise OptionError(f"{option} must be comma-separated numbers; got '{printable(text)}'") from None
-    if not all(math.isfinite(v) for v in numbers):
-        raise OptionError(f"{option} must be finite numbers; got '{printable(text)}'")
-    return numbers
-
-
-def parse_p0(value, option: str = "--p0"):
-    """'1,0,10' -> [1.0, 0.0, 10.0]; 'c0=1,c2=10' -> {'c0': 1.0, 'c2': 10.0}; TOML lists and
-    tables (and the library's dicts) pass, as numbers. ``option`` names the flag in messages."""
-    if value is None:
-        return None
-    try:
-        if isinstance(value, Mapping):
-            return {str(k): float(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [float(v) for v in value]
-    except (TypeError, ValueError):
-        raise OptionError(f"{option} values must be numbers") from None
-    text = str(value).strip()
-    if "=" in text:
-        out = {}
-        for part in text.split(","):
-            if not part.strip():
-                continue
-            name, _, number = part.partition("=")
-            try:
-                out[name.strip()] = float(number)
-            except ValueError:
-                raise OptionError(f"{option} entry '{part.strip()}' is not name=number") from None
-        return out
-    return parse_number_list(text, option)
+from nlfit.errors import ModelError, OptionError
 
 
 def choose_start(model, dataset, p0=None, file_start: int | None = None) -> tuple[np.ndarray, bool]:

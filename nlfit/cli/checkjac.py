@@ -35,8 +35,9 @@ def check_jac(
     """
     from nlfit.io.read import missing_warning, read_dataset
     from nlfit.models.registry import model_for
+    from nlfit.options import parse_p0
     from nlfit.report.formats import choose
-    from nlfit.start import choose_start, parse_p0
+    from nlfit.start import choose_start
 
     chosen = choose(output_format)
     x_columns = [c.strip() for c in x.split(",")] if x else None

@@ -211,7 +211,7 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     model_spec = options.get("model") or dataset.formula
     if not model_spec:
         raise OptionError("--model is required for CSV data (see 'nlfit models')")
-    from nlfit.start import parse_p0
+    from nlfit.options import parse_p0
 
     p0 = parse_p0(options.get("p0"))
     if (options.get("engine") or options.get("scheduler")) and not options.get("group_by"):

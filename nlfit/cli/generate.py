@@ -13,7 +13,7 @@ import typer
 
 from nlfit.cli.common import check_outputs, emit_chunks, handle_errors
 from nlfit.errors import OptionError
-from nlfit.start import parse_p0
+from nlfit.options import parse_p0
 
 # name: (formula, default params, default x range, default noise, description)
 GENERATORS = {

@@ -11,7 +11,7 @@ import typer
 
 from nlfit.cli.common import check_outputs, emit, handle_errors
 from nlfit.errors import InputError, OptionError
-from nlfit.start import parse_number_list
+from nlfit.options import parse_number_list
 
 MAX_POINTS = 10_000_000  # --range evaluates the model and its Jacobian at this many points at most
 
