@@ -1,20 +1,26 @@
-"""Small data end to end, and start-up: whole processes, nlfit against a scipy script.
+"""One small fit end to end, as a shell user runs it: whole processes, nlfit against a scipy
+script, in the same run; and a loop over many small files.
 
-    python benchmarks/startup.py [--runs 5] [--big 1000000]
+    python benchmarks/startup.py [--runs 10] [--loop 1000]
 
-(a) ``nlfit fit runge200.csv --model rational --method lm --quiet --format json`` on the 200
-    points of ``nlfit generate runge --seed 0``, against a short script that reads the same CSV
-    with pandas and calls scipy.optimize.least_squares(method='lm') with the analytic
-    Jacobian. Medians of RUNS whole-process runs; nlfit's first run with an empty compilation
-    cache ("cold") is reported on its own. Then the cost of multistart: the same warm fit with
-    ``--starts 1`` (one start) against the default ``--starts auto``.
-(b) How many programs JAX compiles for that fit (JAX_LOG_COMPILES), for --max-iter 2 and
-    100: the count must not grow with the iterations.
-(c) ``nlfit --help``: median wall time.
-(d) The extra time of multistart on BIG points (rational model, N(0, 0.5) noise on the
-    Runge function): ``nlfit.fit`` in one process, after a first call that compiled, with
-    ``starts=1`` and the default ``starts='auto'`` (which screens the starts on
-    nlfit.multistart.SCREEN_ROWS rows, then fits the winner to all the data); medians of RUNS.
+The fit: ``nlfit fit FILE --model rational --quiet --format json`` (the default method and
+starts) on 200 points of the Runge function with noise (``nlfit generate runge --seed 0``).
+The scipy script reads the same CSV with pandas and calls scipy.optimize.least_squares
+(method 'lm', analytic Jacobian), then prints the parameters. Medians of RUNS processes:
+
+- the scipy script;
+- nlfit cold: no worker, an empty compilation cache (a new one for every run);
+- nlfit with no worker and a warm compilation cache;
+- nlfit with a warm worker (``nlfit.worker``, started beforehand, the file fitted once);
+- the worker on a file of a length it has not seen (each run a new length; the lengths
+  share one shape bucket, so nothing is compiled);
+- ``nlfit --help``, without and with the worker.
+
+``--loop N``: N files of N different lengths (50 to 50 + N - 1 points), fitted one after
+the other by a shell loop (``for f in *.csv; do nlfit fit "$f" ...; done``), the worker on,
+against the same loop with the scipy script. ``--loop 0`` skips it.
+
+The worker and the caches live in a temporary folder; the worker is stopped at the end.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 SCIPY_SCRIPT = """
 import sys
@@ -46,87 +54,90 @@ print(result.x)
 """
 
 
+def runge_file(path: Path, points: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-1.0, 1.0, points)
+    y = 1.0 / (1.0 + 10.0 * x * x) + rng.normal(0.0, 0.5, points)
+    path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist(), strict=True)))
+
+
 def timed(command: list[str], env: dict) -> float:
     began = time.perf_counter()
-    subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - began
+    done = subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seconds = time.perf_counter() - began
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.decode()[-500:]}")
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--big", type=int, default=1_000_000, help="points for (d); 0 skips it")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--loop", type=int, default=1000, help="files for the loop; 0 skips it")
     args = parser.parse_args()
-    nlfit = [sys.executable, "-m", "nlfit"]
-    work = Path(tempfile.mkdtemp(prefix="nlfit-bench-"))
-    cache = work / "cache"
-    env = {**os.environ, "NLFIT_CACHE_DIR": str(cache)}
+    entry = shutil.which("nlfit") or str(Path(sys.executable).parent / "nlfit")
+    work = Path(tempfile.mkdtemp(prefix="nlb", dir="/tmp"))  # short: the worker's socket lives here
+    folder = work / "w"
+    folder.mkdir(mode=0o700)
+    base = {**os.environ, "NLFIT_WORKER_DIR": str(folder), "NLFIT_CACHE_DIR": str(work / "cache")}
+    off = {**base, "NLFIT_WORKER": "off"}
+    on = {**base, "NLFIT_WORKER": "on"}
     data = work / "runge200.csv"
-    with open(data, "w") as handle:
-        subprocess.run([*nlfit, "generate", "runge", "--seed", "0"], stdout=handle, check=True, env=env)
+    runge_file(data, 200, 0)
     script = work / "scipy_fit.py"
     script.write_text(SCIPY_SCRIPT)
-    fit = [*nlfit, "fit", str(data), "--model", "rational", "--method", "lm", "--quiet", "--format", "json"]
 
-    shutil.rmtree(cache, ignore_errors=True)
-    cold = timed(fit, env)
-    warm = statistics.median(timed(fit, env) for _ in range(args.runs))
-    scipy = statistics.median(timed([sys.executable, str(script), str(data)], env) for _ in range(args.runs))
-    print(f"cores: {os.cpu_count()}   runs: {args.runs} (medians)")
-    print("(a) small data, whole processes")
-    print(f"    scipy script (pandas + least_squares lm, analytic J): {scipy:.3f} s")
-    print(f"    nlfit cold (empty compilation cache):                  {cold:.3f} s   ratio {cold / scipy:.2f}")
-    print(f"    nlfit warm:                                            {warm:.3f} s   ratio {warm / scipy:.2f}")
-    timed([*fit, "--starts", "1"], env)  # compile the one-start programs
-    one = statistics.median(timed([*fit, "--starts", "1"], env) for _ in range(args.runs))
-    auto = statistics.median(timed([*fit, "--starts", "auto"], env) for _ in range(args.runs))
-    print(f"    nlfit warm, --starts 1:                                {one:.3f} s")
-    print(f"    nlfit warm, --starts auto (the default):               {auto:.3f} s   auto / one start {auto / one:.2f}")
+    def fit(path):
+        return [entry, "fit", str(path), "--model", "rational", "--quiet", "--format", "json"]
 
-    print("(b) programs compiled by JAX for one fit (fresh cache)")
-    for max_iter in (2, 100):
-        shutil.rmtree(cache, ignore_errors=True)
-        done = subprocess.run([*fit, "--max-iter", str(max_iter)], env={**env, "JAX_LOG_COMPILES": "1"}, capture_output=True, text=True, check=False)
-        names = [line.split("Compiling ")[1].split(" ")[0] for line in done.stderr.splitlines() if "Compiling " in line]
-        print(f"    --max-iter {max_iter:3d}: {len(names)} compilations ({', '.join(sorted(set(names)))})")
+    rows = []
+    try:
+        scipy = statistics.median(timed([sys.executable, str(script), str(data)], off) for _ in range(args.runs))
+        rows.append(("scipy script (pandas + least_squares lm, analytic J)", scipy))
+        colds = []
+        for run in range(args.runs):
+            colds.append(timed(fit(data), {**off, "NLFIT_CACHE_DIR": str(work / f"cold{run}")}))
+        rows.append(("nlfit cold: no worker, empty compilation cache", statistics.median(colds)))
+        timed(fit(data), off)  # fills the cache
+        rows.append(("nlfit, no worker, warm compilation cache", statistics.median(timed(fit(data), off) for _ in range(args.runs))))
+        subprocess.run([entry, "worker", "start"], env=on, check=True, stdout=subprocess.DEVNULL)
+        timed(fit(data), on)  # the worker traces and compiles this shape once
+        rows.append(("nlfit, warm worker", statistics.median(timed(fit(data), on) for _ in range(args.runs))))
+        news = []
+        for run in range(args.runs):
+            other = work / f"runge{201 + run}.csv"  # 201..210 points: new lengths, all padded to 240 rows
+            runge_file(other, 201 + run, run + 1)
+            news.append(timed(fit(other), on))
+        rows.append(("nlfit, warm worker, a file of a new length", statistics.median(news)))
+        rows.append(("nlfit --help, no worker", statistics.median(timed([entry, "--help"], off) for _ in range(args.runs))))
+        rows.append(("nlfit --help, worker", statistics.median(timed([entry, "--help"], on) for _ in range(args.runs))))
+        print(f"cores: {os.cpu_count()}   medians of {args.runs} whole processes   fit: nlfit fit FILE --model rational -q -f json (200 points)")
+        print(f"{'':55s} {'seconds':>8s} {'/ scipy':>8s}")
+        for name, seconds in rows:
+            print(f"{name:55s} {seconds:8.3f} {seconds / scipy:8.2f}")
+        if args.loop:
+            loop(args.loop, work, entry, script, on, off)
+    finally:
+        subprocess.run([entry, "worker", "stop"], env=on, check=False, stdout=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
 
-    helps = [timed([*nlfit, "--help"], env) for _ in range(args.runs)]
-    entry = shutil.which("nlfit")
-    print("(c) start-up")
-    print(f"    python -m nlfit --help: median {statistics.median(helps):.3f} s")
-    if entry:
-        print(f"    nlfit --help (console script): median {statistics.median(timed([entry, '--help'], env) for _ in range(args.runs)):.3f} s")
-    shutil.rmtree(work, ignore_errors=True)
-    if args.big:
-        big(args.big, args.runs)
 
-
-def big(points: int, runs: int) -> None:
-    import numpy as np
-
-    from nlfit import fit
-    from nlfit.io.dataset import Dataset
-
-    rng = np.random.default_rng(0)
-    x = np.linspace(-1.0, 1.0, points)
-    data = Dataset(x=x, y=1.0 / (1.0 + 10.0 * x * x) + rng.normal(0.0, 0.5, points), x_names=("x",), y_name="y")
-    seconds = {}
-    for starts in (1, "auto"):
-        result = fit(data, "rational", starts=starts)  # compiles
-        times = []
-        for _ in range(runs):
-            began = time.perf_counter()
-            result = fit(data, "rational", starts=starts)
-            times.append(time.perf_counter() - began)
-        seconds[starts] = (statistics.median(times), result)
-    one, auto = seconds[1][0], seconds["auto"][0]
-    summary = seconds["auto"][1].starts
-    print(f"(d) {points:,} points, in one process, warm")
-    print(f"    starts=1:    {one:.3f} s  ({seconds[1][1].status.label}, {seconds[1][1].counts['iterations']} iterations)")
-    screened = f"{summary['tried']} starts screened on {summary['screened_rows']} rows"
-    print(f"    starts=auto: {auto:.3f} s  ({screened})  extra {auto - one:+.3f} s, ratio {auto / one:.2f}")
-    same = np.allclose(seconds[1][1].params, seconds["auto"][1].params, rtol=1e-8)
-    print(f"    same parameters (rtol 1e-8): {same}")
+def loop(count: int, work: Path, entry: str, script: Path, on: dict, off: dict) -> None:
+    files = work / "many"
+    files.mkdir()
+    for i in range(count):
+        runge_file(files / f"f{i:05d}.csv", 50 + i, 1000 + i)
+    nlfit_loop = f'for f in {files}/*.csv; do "{entry}" fit "$f" --model rational --quiet --format json > /dev/null; done'
+    scipy_loop = f'for f in {files}/*.csv; do "{sys.executable}" "{script}" "$f" > /dev/null; done'
+    results = {}
+    for name, command, env in (("nlfit (worker on)", nlfit_loop, on), ("scipy script", scipy_loop, off)):
+        began = time.perf_counter()
+        subprocess.run(["bash", "-c", command], env=env, check=True, stderr=subprocess.DEVNULL)
+        results[name] = time.perf_counter() - began
+    print(f"\nloop over {count} files of {count} different lengths (50 to {50 + count - 1} points), one process per file:")
+    for name, seconds in results.items():
+        print(f"  {name:20s} {seconds:8.1f} s   {seconds / count * 1000:7.1f} ms per file")
+    print(f"  nlfit / scipy: {results['nlfit (worker on)'] / results['scipy script']:.3f}")
 
 
 if __name__ == "__main__":

@@ -329,7 +329,8 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, *, options: FitOpti
     if not np.all(np.isfinite(np.asarray(problem.y))):
         raise ModelError(f"the response transform of '{model.spec}' gives non-finite values (e.g. log of a value <= 0)")
     solver = solver_parts(options, model, lower, upper, n_points, 1, jac_mode)
-    problems = jax.tree.map(lambda leaf: np.asarray(leaf)[None], problem)
+    width = n_points if options.batch_size is not None else padded_size(n_points)  # SGD samples rows: never padded
+    problems = jax.tree.map(lambda leaf: np.asarray(leaf)[None], pad_rows(problem, width))
     model_start = None
     if chosen:
         with np.errstate(all="ignore"):
@@ -343,7 +344,7 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, *, options: FitOpti
         problems,
         start[None],
         np.array([n_points]),
-        np.ones((1, n_points), dtype=bool),
+        (np.arange(width) < n_points)[None],
         dataset,
         options,
         solver,
@@ -352,6 +353,40 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, *, options: FitOpti
         model_starts=model_start,
         on_iteration=on_iteration,
     )[0]
+
+
+SHAPE_GROWTH = 1.25  # a single fit's rows are padded to the next of sizes growing by this factor
+SMALLEST_SHAPE = 16
+
+
+def padded_size(rows: int) -> int:
+    """The number of rows a single fit of ``rows`` points is computed on: the next size of a
+    ladder growing by SHAPE_GROWTH (multiples of 8 from SMALLEST_SHAPE), so files of
+    different lengths share one compiled solver (in a worker, and in the persistent cache).
+    From LARGE_DATA_POINTS on, the rows themselves: there compiling is a small part."""
+    size = SMALLEST_SHAPE
+    while size < rows:
+        size = -(-int(size * SHAPE_GROWTH) // 8) * 8
+    return size if size < LARGE_DATA_POINTS else rows
+
+
+def pad_rows(problem, width: int):
+    """``problem`` with rows up to ``width``: a padded row repeats the first point with sigma =
+    inf, so its weighted residual and its row of the Jacobian are exactly zero; the fit, its
+    statistics (which count only the real rows) and its history are those of the data alone."""
+    import dataclasses
+
+    rows = int(np.shape(problem.y)[0])
+    if width <= rows:
+        return problem
+    extra = width - rows
+
+    def grown(values, fill=None):
+        values = np.asarray(values)
+        tail = np.repeat(values[:1], extra, axis=0) if fill is None else np.full((extra, *values.shape[1:]), fill)
+        return np.concatenate([values, tail])
+
+    return dataclasses.replace(problem, x=grown(problem.x), y=grown(problem.y), sigma=grown(problem.sigma, np.inf))
 
 
 def fit_problems(model, problems, starts, counts, real, dataset, options: FitOptions, solver, *, record, timeout, keys=None, model_starts=None,

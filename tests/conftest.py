@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nlfit.io.dataset import Dataset
+# Set before nlfit is imported, and inherited by every command a test runs: no resident
+# worker (tests/test_worker.py starts its own).
+os.environ["NLFIT_WORKER"] = "off"
+
+from nlfit.io.dataset import Dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NIST_DIR = ROOT / "data" / "nist"

@@ -12,6 +12,7 @@ from nlfit.cli import checkjac, listing
 from nlfit.cli import fit as fit_command
 from nlfit.cli import generate as generate_command
 from nlfit.cli import predict as predict_command
+from nlfit.cli import worker as worker_command
 from nlfit.cli.common import PipeClosed
 
 app = typer.Typer(
@@ -36,14 +37,15 @@ app.command("predict", no_args_is_help=True)(predict_command.predict)
 app.command("check-jac", no_args_is_help=True)(checkjac.check_jac)
 app.command("models")(listing.models)
 app.command("methods")(listing.methods)
+app.add_typer(worker_command.app, name="worker")
 
 
-def run() -> int:
+def run(prog_name: str | None = None) -> int:
     """Run the command line; the exit code. Bad input has already been reported in one line
     (``handle_errors``); a closed stdout pipe (``| head``) ends quietly with exit 0; a bug in
     nlfit is one line and exit 70 unless --debug."""
     try:
-        app(standalone_mode=True)
+        app(prog_name=prog_name, standalone_mode=True)
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)

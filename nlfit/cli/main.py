@@ -1,5 +1,8 @@
-"""The console entry point. It installs the signal handlers before anything heavy is
-imported, so Ctrl-C or SIGTERM at any moment ends with one line and exit 130 or 143."""
+"""The console entry point. A resident worker runs the command when one is listening
+(``nlfit.client``: nothing heavy is imported before that is known); otherwise the command
+runs here, and a worker is started in the background for the next ones. In-process, the
+signal handlers are installed before anything heavy is imported, so Ctrl-C or SIGTERM at
+any moment ends with one line and exit 130 or 143."""
 
 from __future__ import annotations
 
@@ -12,6 +15,27 @@ from nlfit import signals
 
 
 def main() -> None:
+    argv = sys.argv[1:]
+    if "--no-worker" in argv:  # the same as NLFIT_WORKER=off, for this command
+        argv = [a for a in argv if a != "--no-worker"]
+        sys.argv[1:] = argv
+        os.environ["NLFIT_WORKER"] = "off"
+    from nlfit import client
+
+    use_worker = client.enabled(argv)
+    if use_worker:
+        code = client.run(argv)
+        if code is not None:
+            sys.exit(code)
+    code = execute()
+    if use_worker and signals.received() is None:
+        client.start_in_background()
+    _exit(code)
+
+
+def execute(prog_name: str | None = None) -> int:
+    """Run the command in ``sys.argv`` in this process; its exit code (the worker calls
+    this too, with the client's streams as descriptors 0-2 and the client's program name)."""
     try:
         signals.install()
         _guard_streams()
@@ -19,7 +43,7 @@ def main() -> None:
             _say("nlfit: started\n")
         from nlfit.cli.app import run
 
-        code = run()
+        code = run(prog_name)
         signals.check()  # a signal swallowed on its way (a gc callback) still ends the run
     except (signals.Interrupted, KeyboardInterrupt) as stop:
         for signum in signals.EXIT_CODES:  # one message, whatever arrives next
@@ -28,7 +52,7 @@ def main() -> None:
         stop = stop if isinstance(stop, signals.Interrupted) else signals.Interrupted(signal.SIGINT)
         _say(f"nlfit: {stop}\n")
         code = stop.exit_code
-    _exit(code)
+    return code
 
 
 def _guard_streams() -> None:

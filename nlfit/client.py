@@ -1,0 +1,341 @@
+"""The client of the resident worker (``nlfit.worker``): standard library only.
+
+The console entry point calls :func:`run` before it imports typer, rich, numpy or JAX. If a
+worker of this exact installation is listening, the command runs there: the client passes
+its standard descriptors (SCM_RIGHTS), so the worker writes to this process's stdout and
+stderr directly and reads its stdin only when the command reads ``-``; it sends the argument
+vector, the working directory and the environment that changes output; it forwards SIGINT
+and SIGTERM; and it exits with the worker's exit code. Whenever that is not possible (no
+worker, another installation's, a busy one, an unsafe folder) :func:`run` returns None and
+the command runs in this process, as it always did.
+
+Where the socket lives: ``$NLFIT_WORKER_DIR``, else ``$XDG_RUNTIME_DIR/nlfit``, else
+``/tmp/nlfit-UID``: a folder of mode 0700 owned by the user (any other owner or mode and the
+worker is not used), holding ``worker-VERSION-HASH.sock`` (mode 0600). HASH covers the
+installed package files (names, sizes, modification times), so an editable install that
+changes gets a new worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+
+OFF_VALUES = ("off", "0", "no", "false")
+# What changes a command's output besides its arguments: passed to the worker, which sets
+# exactly these for the request (and unsets the ones the client does not have).
+FORWARDED = ("NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS", "LINES", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "XDG_CACHE_HOME")
+FORWARDED_PREFIX = "NLFIT_"
+WAIT_SECONDS = 2.0  # a busy worker: how long a command waits for its turn before it runs in-process
+START_WAIT_SECONDS = 10.0  # a worker that is starting: how long a command waits for it
+HEADER = struct.Struct(">I")
+CODE = struct.Struct(">i")
+IN_PROCESS = ("worker", "--install-completion", "--show-completion")  # never sent to a worker
+
+
+def enabled(argv: list[str]) -> bool:
+    """Whether this command may use a worker: not with NLFIT_WORKER=off (or --no-worker,
+    which the entry point turns into that), not for ``nlfit worker ...`` itself."""
+    if os.environ.get("NLFIT_WORKER", "").strip().lower() in OFF_VALUES:
+        return False
+    return not any(arg in IN_PROCESS for arg in argv[:1] + [a for a in argv if a.startswith("--")])
+
+
+def identity() -> str:
+    """VERSION-HASH of this installation: the version and a hash of the package's files."""
+    import hashlib
+
+    from nlfit import __version__
+
+    root = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256(os.environ.get("NLFIT_WORKER_SALT", "").encode())  # tests: stands in for an edited file
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
+                    stack.append(entry.path)
+                elif entry.name.endswith(".py"):
+                    info = entry.stat(follow_symlinks=False)
+                    digest.update(f"{os.path.relpath(entry.path, root)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return f"{__version__}-{digest.hexdigest()[:16]}"
+
+
+def folder(create: bool = False) -> str | None:
+    """The worker's folder, or None when it is missing (``create`` False) or not safe: it
+    must be a real folder (not a link), owned by this user, with no access for others."""
+    explicit = os.environ.get("NLFIT_WORKER_DIR")
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if explicit:
+        path = explicit
+    elif runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        path = os.path.join(runtime, "nlfit")
+    else:
+        path = f"/tmp/nlfit-{os.getuid()}"
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return None
+    return path if safe(path) else None
+
+
+def safe(path: str) -> bool:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077 == 0
+
+
+def socket_path(directory: str, name: str | None = None) -> str:
+    return os.path.join(directory, f"worker-{name or identity()}.sock")
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def connect(path: str, timeout: float | None = 5.0) -> socket.socket | None:
+    """A connection to the worker at ``path`` whose process is this user's, or None."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        if peer_uid(sock) != os.getuid():
+            raise OSError("the worker belongs to another user")
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def send_header(sock: socket.socket, header: dict, fds: list[int] | None = None) -> None:
+    import json
+
+    body = json.dumps(header).encode()
+    data = HEADER.pack(len(body)) + body
+    if fds:
+        import array
+
+        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        data = data[sent:]
+    sock.sendall(data)
+
+
+def control(path: str, command: str, timeout: float = 10.0) -> dict | None:
+    """Ask the worker at ``path`` for ``status`` or to ``stop``; its answer, or None."""
+    import json
+
+    sock = connect(path, timeout)
+    if sock is None:
+        return None
+    try:
+        send_header(sock, {"identity": path_identity(path), "control": command})
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        return json.loads(reply.decode()) if reply else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+
+
+def path_identity(path: str) -> str:
+    name = os.path.basename(path)
+    return name[len("worker-") : -len(".sock")]
+
+
+class _Signals:
+    """SIGINT and SIGTERM while the client waits: forwarded once the worker runs the
+    command; before that, remembered (the command is then not started)."""
+
+    def __init__(self):
+        self.sock = None
+        self.received = None
+        self.previous = {}
+
+    def install(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self.handle)
+
+    def restore(self):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum, frame):
+        self.received = signum
+        if self.sock is not None:
+            try:
+                self.sock.send(b"S" + bytes([signum]))
+            except OSError:
+                pass
+
+
+def run(argv: list[str]) -> int | None:
+    """Run the command ``argv`` in the worker: its exit code, or None to run in-process."""
+    directory = folder()
+    if directory is None:
+        return None
+    path = socket_path(directory)
+    if not os.path.exists(path):
+        if not _wait_for_start(directory, path):
+            return None
+    try:
+        cwd = os.getcwd()
+        for fd in (0, 1, 2):
+            os.fstat(fd)  # a closed standard descriptor: in-process handles it
+    except OSError:
+        return None
+    sock = connect(path)
+    if sock is None:
+        return None
+    signals = _Signals()
+    signals.install()
+    try:
+        env = {k: v for k, v in os.environ.items() if k in FORWARDED or k.startswith(FORWARDED_PREFIX)}
+        header = {"identity": path_identity(path), "prog": program_name(), "argv": argv, "cwd": cwd, "env": env}
+        try:
+            send_header(sock, header, [0, 1, 2])
+            sock.settimeout(WAIT_SECONDS)
+            answer = sock.recv(1)  # G: your turn; R: refused (another installation)
+        except OSError:
+            return None  # busy for longer than WAIT_SECONDS, or gone
+        if answer != b"G" or signals.received is not None:
+            return _not_started(signals)
+        sock.settimeout(None)
+        sock.sendall(b"A")
+        signals.sock = sock
+        if signals.received is not None:  # arrived between the answer and now
+            signals.handle(signals.received, None)
+        reply = b""
+        while len(reply) < 1 + CODE.size:
+            try:
+                chunk = sock.recv(1 + CODE.size - len(reply))
+            except InterruptedError:
+                continue
+            if not chunk:
+                sys.stderr.write("nlfit: error: the worker ended during the command; run it again, or with NLFIT_WORKER=off\n")
+                return 70
+            reply += chunk
+        return CODE.unpack(reply[1:])[0]
+    finally:
+        signals.sock = None
+        sock.close()
+        signals.restore()
+
+
+def program_name() -> str:
+    """How this process was started, as click names it in usage lines: ``nlfit`` for the
+    console script, ``python -m nlfit`` for the module."""
+    main = sys.modules.get("__main__")
+    path = sys.argv[0] if sys.argv else "nlfit"
+    package = getattr(main, "__package__", None)
+    if package in (None, ""):
+        return os.path.basename(path)
+    name = os.path.splitext(os.path.basename(path))[0]
+    module = package if name == "__main__" else f"{package}.{name}"
+    return f"python -m {module.lstrip('.')}"
+
+
+def _not_started(signals: _Signals) -> int | None:
+    if signals.received is None:
+        return None
+    sys.stderr.write("nlfit: interrupted\n" if signals.received == signal.SIGINT else "nlfit: terminated\n")
+    return 130 if signals.received == signal.SIGINT else 143
+
+
+def _wait_for_start(directory: str, path: str) -> bool:
+    """A worker is starting (its lock is fresh): wait for its socket rather than run
+    in-process, which would take longer. False when none is starting."""
+    import time
+
+    lock = os.path.join(directory, "starting")
+    try:
+        began = os.stat(lock).st_mtime
+    except OSError:
+        return False
+    if time.time() - began > START_WAIT_SECONDS:
+        return False
+    deadline = began + START_WAIT_SECONDS
+    while time.time() < deadline:
+        if os.path.exists(path):
+            return True
+        if not os.path.exists(lock):
+            return os.path.exists(path)
+        time.sleep(0.02)
+    return False
+
+
+def start_in_background(announce: bool = True) -> None:
+    """Start a worker for this installation unless one runs or is starting; the first time
+    ever (in this folder), say so in one line on stderr."""
+    directory = folder(create=True)
+    if directory is None:
+        return
+    path = socket_path(directory)
+    lock = os.path.join(directory, "starting")
+    if os.path.exists(path):
+        return
+    try:
+        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        import time
+
+        try:
+            if time.time() - os.stat(lock).st_mtime < START_WAIT_SECONDS:
+                return  # another command is starting one
+            os.unlink(lock)  # left by a worker that never started
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except OSError:
+            return
+    except OSError:
+        return
+    os.close(descriptor)
+    try:
+        spawn(directory)
+    except OSError:
+        _unlink(lock)
+        return
+    marker = os.path.join(directory, "announced")
+    if announce and not os.path.exists(marker):
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600))
+            sys.stderr.write(
+                "nlfit: started a background worker that makes the next commands fast; it exits after 10 idle minutes"
+                " ('nlfit worker stop' stops it, NLFIT_WORKER=off or --no-worker runs without it)\n"
+            )
+        except OSError:
+            pass
+
+
+def spawn(directory: str, idle: float | None = None) -> int:
+    """Start ``python -m nlfit.worker`` detached (a new session, stdio on /dev/null); its pid."""
+    argv = [sys.executable, "-m", "nlfit.worker", "--folder", directory]
+    if idle is not None:
+        argv += ["--idle", str(idle)]
+    devnull = os.devnull
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "NLFIT_ANNOUNCE_START"}
+    return os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

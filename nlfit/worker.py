@@ -1,0 +1,392 @@
+"""The resident worker: one warm process that runs nlfit commands for the client
+(``nlfit.client``), so a command costs a fraction of a second instead of the seconds that
+importing JAX and tracing the solver take.
+
+``python -m nlfit.worker --folder DIR [--idle SECONDS]`` imports everything a command needs,
+listens on ``DIR/worker-VERSION-HASH.sock`` (mode 0600, in a folder of mode 0700 owned by
+the user) and serves until it has been idle for ``--idle`` seconds (``$NLFIT_WORKER_IDLE``,
+default 600). Workers of other installations in the same folder are asked to stop.
+
+One command runs at a time, in the main thread, as it would in its own process: the
+client's stdin, stdout and stderr become descriptors 0, 1 and 2, its working directory the
+current one, its forwarded environment the environment, and its SIGINT or SIGTERM are raised
+here. A command that waits longer than the client's patience for its turn runs in the
+client's own process instead (the client gives up before the worker starts it: a command
+never runs twice). A connection from another user (SO_PEERCRED) is closed unanswered; an
+installation that differs (version or files) is answered "refused". An exception in a
+command is that command's (exit 70, as in-process); the worker goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+
+from nlfit import client
+
+DEFAULT_IDLE = 600.0  # seconds without a command after which the worker exits
+ACK_SECONDS = 5.0  # how long a client may take to confirm that it still wants its turn
+CHECK_SECONDS = 2.0  # how often an idle worker checks that its socket is still its own
+
+
+class Request:
+    def __init__(self, conn: socket.socket, fds: list[int], header: dict):
+        self.conn, self.fds, self.header = conn, fds, header
+
+
+class Worker:
+    def __init__(self, directory: str, idle: float):
+        self.directory, self.idle = directory, idle
+        self.identity = client.identity()
+        self.path = client.socket_path(directory, self.identity)
+        self.requests: queue.Queue[Request] = queue.Queue()
+        self.started, self.served, self.last = time.time(), 0, time.time()
+        self.stopping = threading.Event()
+        self.running = False
+        self.lock = threading.Lock()
+
+    # -------------------------------------------------------------------- set-up
+    def listen(self) -> socket.socket | None:
+        """Bind the socket under a temporary name and rename it into place once it listens,
+        so a client never finds a socket nobody answers. None when a live worker has it."""
+        if client.connect(self.path, 1.0) is not None:
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        temporary = os.path.join(self.directory, f".worker-{os.getpid()}.sock")
+        client._unlink(temporary)
+        mask = os.umask(0o177)
+        try:
+            sock.bind(temporary)
+        finally:
+            os.umask(mask)
+        os.chmod(temporary, 0o600)
+        sock.listen(64)
+        os.replace(temporary, self.path)
+        self.inode = os.stat(self.path).st_ino
+        return sock
+
+    def replace_others(self) -> None:
+        """Stop the workers of other installations in this folder; remove dead sockets."""
+        for name in os.listdir(self.directory):
+            if not (name.startswith("worker-") and name.endswith(".sock")):
+                continue
+            path = os.path.join(self.directory, name)
+            if path == self.path:
+                continue
+            if client.control(path, "stop", timeout=2.0) is None:
+                client._unlink(path)
+
+    # ------------------------------------------------------------------- serving
+    def accept_loop(self, sock: socket.socket) -> None:
+        """Each connection is admitted in its own thread: a client that connects and says
+        nothing delays nobody else."""
+        while not self.stopping.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.admit_safely, args=(conn,), daemon=True).start()
+
+    def admit_safely(self, conn: socket.socket) -> None:
+        try:
+            self.admit(conn)
+        except Exception:  # a broken client never stops the worker
+            _log("a connection failed")
+            conn.close()
+
+    def admit(self, conn: socket.socket) -> None:
+        if client.peer_uid(conn) != os.getuid():
+            conn.close()  # another user: no answer at all
+            return
+        conn.settimeout(ACK_SECONDS)
+        header, fds = _receive_header(conn)
+        if header.get("identity") != self.identity:
+            _close_all(fds)
+            conn.sendall(b"R")
+            conn.close()
+            return
+        command = header.get("control")
+        if command is not None:
+            _close_all(fds)
+            reply = {"pid": os.getpid(), "identity": self.identity, "socket": self.path, "idle": self.idle,
+                     "uptime": time.time() - self.started, "served": self.served, "running": self.running}  # fmt: skip
+            conn.sendall(json.dumps(reply).encode())
+            conn.close()
+            if command == "stop":
+                self.stop()
+            return
+        if len(fds) != 3:
+            _close_all(fds)
+            conn.close()
+            return
+        self.requests.put(Request(conn, fds, header))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.requests.put(None)
+
+    def serve(self) -> None:
+        while not self.stopping.is_set():
+            left = self.last + self.idle - time.time()
+            if left <= 0:
+                return  # idle long enough
+            try:
+                request = self.requests.get(timeout=min(left, CHECK_SECONDS))
+            except queue.Empty:
+                if not self.still_listed():
+                    return  # our socket was removed or replaced: nobody can reach us any more
+                continue
+            if request is None:
+                return
+            self.run(request)
+            self.last = time.time()
+
+    def still_listed(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == self.inode
+        except OSError:
+            return False
+
+    def run(self, request: Request) -> None:
+        conn = request.conn
+        try:
+            conn.sendall(b"G")
+            if conn.recv(1) != b"A":
+                raise OSError("the client did not confirm")
+        except OSError:  # it gave up waiting and runs the command itself
+            _close_all(request.fds)
+            conn.close()
+            return
+        conn.settimeout(None)
+        with self.lock:
+            self.running = True
+        reader = threading.Thread(target=self.forward_signals, args=(conn,), daemon=True)
+        reader.start()
+        try:
+            code = execute(request.fds, request.header)
+        finally:
+            with self.lock:
+                self.running = False
+        self.served += 1
+        try:
+            conn.sendall(b"X" + client.CODE.pack(code))
+        except OSError:
+            pass
+        conn.close()
+
+    def forward_signals(self, conn: socket.socket) -> None:
+        """SIGINT/SIGTERM of the client, raised in this process while its command runs."""
+        while True:
+            try:
+                message = conn.recv(2)
+            except OSError:
+                return
+            if len(message) < 2 or message[:1] != b"S":
+                return
+            with self.lock:
+                if self.running and message[1] in (signal.SIGINT, signal.SIGTERM):
+                    os.kill(os.getpid(), message[1])
+
+
+def _log(what: str) -> None:
+    """With $NLFIT_WORKER_LOG set: what went wrong, with its traceback, appended there."""
+    path = os.environ.get("NLFIT_WORKER_LOG")
+    if path:
+        import traceback
+
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} worker {os.getpid()}: {what}\n{traceback.format_exc()}\n")
+
+
+def _receive_header(conn: socket.socket) -> tuple[dict, list[int]]:
+    import array
+
+    size = client.HEADER.size
+    data, ancillary, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(3 * array.array("i").itemsize))
+    fds = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            numbers = array.array("i")
+            numbers.frombytes(payload[: len(payload) - len(payload) % numbers.itemsize])
+            fds.extend(numbers)
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise OSError("short header")
+        data += chunk
+    (length,) = client.HEADER.unpack(data[:size])
+    body = data[size:]
+    while len(body) < length:
+        chunk = conn.recv(length - len(body))
+        if not chunk:
+            raise OSError("short header")
+        body += chunk
+    return json.loads(body[:length].decode()), fds
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def execute(fds: list[int], header: dict) -> int:
+    """Run one command with the client's descriptors, directory, environment and arguments,
+    as ``nlfit.cli.main.execute`` runs it in-process; its exit code."""
+    from nlfit import signals
+    from nlfit.cli import main as entry
+
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    saved_streams = (sys.stdin, sys.stdout, sys.stderr, sys.argv)
+    saved_env = dict(os.environ)
+    saved_cwd = os.open(".", os.O_RDONLY)
+    code = 70
+    try:
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        _close_all(fds)
+        for key in [k for k in os.environ if k in client.FORWARDED or k.startswith(client.FORWARDED_PREFIX)]:
+            del os.environ[key]
+        os.environ.update(header.get("env", {}))
+        try:
+            os.chdir(header["cwd"])
+        except OSError as exc:
+            os.write(2, f"nlfit: error: cannot enter the working directory {header['cwd']}: {exc.strerror}\n".encode())
+            return 2
+        sys.argv = ["nlfit", *header.get("argv", [])]
+        sys.stdin, sys.stdout, sys.stderr = _standard_streams()
+        signals.reset()
+        signals.install()
+        try:
+            code = entry.execute(prog_name=header.get("prog") or "nlfit")
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        except BaseException:  # --debug's traceback, as Python would print it
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        _settle_signals()
+    finally:
+        for stream in (sys.stdin, sys.stdout, sys.stderr):
+            if stream is not None and stream not in saved_streams:
+                try:
+                    stream.close()
+                except (OSError, ValueError):
+                    pass
+        sys.stdin, sys.stdout, sys.stderr, sys.argv = saved_streams
+        for target, fd in enumerate(saved):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.fchdir(saved_cwd)
+        os.close(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _idle_signals()
+    return code
+
+
+def _standard_streams():
+    """Fresh sys.stdin/stdout/stderr on descriptors 0-2, made as Python makes them at start."""
+    encoding = "utf-8"
+    stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding=encoding, errors="strict")
+    tty = os.isatty(1)
+    stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding=encoding, errors="strict", line_buffering=tty)
+    stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)), encoding=encoding, errors="backslashreplace", line_buffering=True)
+    return stdin, stdout, stderr
+
+
+def _settle_signals() -> None:
+    """A signal forwarded just before the command ended: let its handler run now, while the
+    command's handlers are still in place, rather than in the idle worker."""
+    from nlfit import signals
+
+    try:
+        for _ in range(3):
+            time.sleep(0)
+    except (signals.Interrupted, KeyboardInterrupt):
+        pass
+
+
+def _idle_signals() -> None:
+    """Between commands: SIGTERM stops the worker; SIGINT (no terminal reaches it) is ignored."""
+
+    def terminate(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _warm() -> None:
+    """Import what commands use, so the first command served does not pay for it."""
+    import pandas  # noqa: F401
+    import scipy.linalg  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    import nlfit.batch  # noqa: F401
+    import nlfit.cli.app  # noqa: F401
+    import nlfit.fitting  # noqa: F401
+    import nlfit.io.read  # noqa: F401
+    import nlfit.report.console  # noqa: F401
+    import nlfit.report.formats  # noqa: F401
+    import nlfit.result  # noqa: F401
+    from nlfit import derivatives  # noqa: F401
+    from nlfit.solvers import directions, globalization, loop  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nlfit.worker", description="nlfit's resident worker (started by nlfit itself).")
+    parser.add_argument("--folder", default=None, help="the worker's folder (default: as the client finds it)")
+    parser.add_argument("--idle", type=float, default=None, help=f"exit after this many idle seconds (default $NLFIT_WORKER_IDLE or {DEFAULT_IDLE:g})")
+    args = parser.parse_args(argv)
+    if args.folder:
+        os.environ["NLFIT_WORKER_DIR"] = args.folder
+    directory = client.folder(create=True)
+    lock = None if directory is None else os.path.join(directory, "starting")
+    try:
+        if directory is None:
+            sys.stderr.write("nlfit: error: the worker's folder is missing or not private to this user (mode 0700)\n")
+            return 2
+        idle = args.idle if args.idle is not None else float(os.environ.get("NLFIT_WORKER_IDLE") or DEFAULT_IDLE)
+        _idle_signals()
+        _warm()
+        worker = Worker(directory, idle)
+        sock = worker.listen()
+        if sock is None:
+            return 0  # another worker of this installation is already listening
+    finally:
+        if lock is not None:
+            client._unlink(lock)
+    try:
+        worker.replace_others()
+        threading.Thread(target=worker.accept_loop, args=(sock,), daemon=True).start()
+        worker.serve()
+    finally:
+        worker.stopping.set()
+        try:
+            if os.stat(worker.path).st_ino == worker.inode:  # still ours, not a successor's
+                os.unlink(worker.path)
+        except OSError:
+            pass
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

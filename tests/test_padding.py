@@ -1,0 +1,63 @@
+"""Shape buckets: a single fit runs on its rows padded to the next size of a ladder (rows
+weighted zero exactly), so files of different lengths share one compiled solver. The result
+is the unpadded fit's, to round-off, and the statistics count the real rows only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import NIST_DIR, runge_data
+
+from nlfit import fitting
+from nlfit.fitting import fit, padded_size
+from nlfit.io.dataset import Dataset
+from nlfit.io.read import read_dataset
+
+
+def test_the_ladder_grows_by_a_quarter_and_stops_at_large_data():
+    sizes = sorted({padded_size(n) for n in range(1, 5000)})
+    assert sizes[0] == 16 and all(s % 8 == 0 for s in sizes)
+    assert all(1.0 < b / a <= (1.5 if a < 100 else 1.3) for a, b in zip(sizes, sizes[1:], strict=False))  # multiples of 8 at the bottom
+    assert all(padded_size(n) >= n for n in (1, 17, 4999, 99_999, 100_000, 250_000))
+    assert padded_size(100_000) == 100_000 and padded_size(123_457) == 123_457  # large data: no padding
+
+
+def _weighted():
+    x = np.linspace(0.1, 4.0, 37)
+    sigma = 0.05 + 0.02 * x
+    y = 2.5 * np.exp(-0.7 * x) + 0.3 + sigma * np.sin(13 * x)
+    return Dataset(x=x, y=y, x_names=("x",), y_name="y", sigma=sigma)
+
+
+CASES = {
+    "rational, defaults (multistart)": (runge_data(n=201), "rational", {}),
+    "gauss-newton, line search": (runge_data(n=150, seed=3), "rational", {"method": "gn", "starts": 1}),
+    "gradient descent, trust region": (runge_data(n=50, seed=4), "polynomial:2", {"method": "gd", "globalization": "trust-region", "max_iter": 300}),
+    "robust loss with bounds": (runge_data(n=77, seed=5), "rational", {"loss": "soft_l1", "bounds": "c0=0.5:2"}),
+    "weighted formula, absolute sigma": (_weighted(), "a*exp(-b*x)+c", {"absolute_sigma": True}),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_padded_fit_is_the_unpadded_fit(name, monkeypatch):
+    data, model, options = CASES[name]
+    assert padded_size(data.n_points) > data.n_points  # the case is padded
+    padded = fit(data, model, **options)
+    monkeypatch.setattr(fitting, "padded_size", lambda rows: rows)
+    plain = fit(data, model, **options)
+    assert padded.status == plain.status and padded.counts == plain.counts
+    np.testing.assert_allclose(padded.params, plain.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(padded.stderr, plain.stderr, rtol=1e-8)
+    for key in ("n", "dof", "rss", "sigma", "aic", "bic"):
+        assert padded.stats[key] == pytest.approx(plain.stats[key], rel=1e-9), key
+    assert padded.stats["n"] == data.n_points and padded.stats["dof"] == data.n_points - len(padded.params)
+    assert [row["loss"] for row in padded.history] == pytest.approx([row["loss"] for row in plain.history], rel=1e-9)
+
+
+def test_a_nist_file_is_padded_and_keeps_its_certified_answer():
+    data = read_dataset(str(NIST_DIR / "Misra1a.dat"))
+    assert padded_size(data.n_points) > data.n_points
+    result = fit(data, data.nist.formula, p0=data.nist.starts[1])
+    np.testing.assert_allclose(result.params, data.nist.certified, rtol=1e-9)
+    np.testing.assert_allclose(result.stderr, data.nist.certified_sd, rtol=1e-5)
+    assert result.stats["rss"] == pytest.approx(data.nist.certified_rss, rel=1e-9)

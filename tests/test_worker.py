@@ -1,0 +1,223 @@
+"""The resident worker: a command it serves writes the same bytes and exits with the same code
+as in-process; concurrent clients get their own results; a stale worker is replaced; a
+folder or a peer that is not the user's is refused; Ctrl-C through the client interrupts the
+fit. Every test here starts its own worker in a private folder and stops it afterwards (the
+rest of the suite runs with NLFIT_WORKER=off)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import NIST_DIR, started
+
+from nlfit import client
+
+NLFIT = [sys.executable, "-m", "nlfit"]
+
+
+def _env(folder: str, **more) -> dict:
+    """The worker on, in ``folder``."""
+    return {**os.environ, "NLFIT_WORKER": "on", "NLFIT_WORKER_DIR": folder, "NO_COLOR": "1", "COLUMNS": "120", **more}
+
+
+def _run(args, env, cwd=None, stdin=None):
+    done = subprocess.run([*NLFIT, *map(str, args)], env=env, cwd=cwd, stdin=stdin, capture_output=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def _served(env) -> int:
+    status = client.control(client.socket_path(env["NLFIT_WORKER_DIR"], _identity(env)), "status")
+    return -1 if status is None else status["served"]
+
+
+def _identity(env) -> str:
+    salt = os.environ.get("NLFIT_WORKER_SALT")
+    os.environ["NLFIT_WORKER_SALT"] = env.get("NLFIT_WORKER_SALT", "")
+    try:
+        return client.identity()
+    finally:
+        if salt is None:
+            del os.environ["NLFIT_WORKER_SALT"]
+        else:
+            os.environ["NLFIT_WORKER_SALT"] = salt
+
+
+@pytest.fixture
+def worker(tmp_path):
+    """A worker in a private folder (short path: a Unix socket's name has at most 107 bytes)."""
+    folder = tempfile.mkdtemp(prefix="nw", dir="/tmp")
+    env = _env(folder, NLFIT_CACHE_DIR=str(tmp_path / "cache"))
+    code, out, err = _run(["worker", "start"], env)
+    assert code == 0, err
+    assert b"listening on" in out
+    try:
+        yield env
+    finally:
+        subprocess.run([*NLFIT, "worker", "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _data(folder: Path) -> None:
+    x = np.linspace(-1.0, 1.0, 60)
+    y = 1.0 / (1.0 + 10.0 * x * x) + 0.05 * np.sin(17 * x)
+    (folder / "runge.csv").write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist(), strict=True)))
+    (folder / "bad.csv").write_text("x,y\n1,2\n3,abc\n")
+
+
+# What differs between two runs of one command: the seconds it took (JSON, the report's
+# "time 0.05 s", the comparison table's time column).
+TIMING = re.compile(rb'("seconds": )[0-9.e+-]+|[0-9.]+ ?(ms|s)\b|[0-9.,]+k? fits/s|(\xe2\x94\x82 +)\d+\.\d{3}(?= \xe2\x94\x82)')
+
+COMMANDS = [
+    ["fit", "runge.csv", "-m", "rational"],
+    ["fit", "runge.csv", "-m", "rational", "-f", "table"],
+    ["fit", "runge.csv", "-m", "rational", "-f", "csv", "-q"],
+    ["fit", "runge.csv", "-m", "rational", "--method", "lm,gn", "-f", "csv"],
+    ["fit", "runge.csv", "-m", "a/(1+b*x^2)", "--p0", "a=1,b=5", "-o", "result.json"],
+    ["predict", "result.json", "--at", "0,0.5"],
+    ["check-jac", "runge.csv", "-m", "rational"],
+    ["check-jac", NIST_DIR / "Misra1a.dat", "-f", "json"],
+    ["generate", "runge", "--seed", "3", "--n", "7"],
+    ["models"],
+    ["methods"],
+    ["--help"],
+    ["fit", "--help"],
+    [],
+    # the error cases of tests/test_cli.py
+    ["fit", "nope.csv", "-m", "rational"],
+    ["fit", "bad.csv", "-m", "polynomial:1"],
+    ["fit", "runge.csv", "-m", "rational", "--y", "zz"],
+    ["fit", "runge.csv", "-m", "splines"],
+    ["fit", "runge.csv", "-m", "rational", "--p0", "1,2"],
+    ["fit", "runge.csv", "-m", "rational", "--max-iter", "0"],
+    ["fit", "runge.csv", "-m", "rational", "--format", "xml"],
+    ["fit", "runge.csv"],
+    ["generate", "nothing"],
+    ["frobnicate"],
+]
+
+
+def test_a_served_command_writes_the_same_bytes_and_exit_code(worker, tmp_path):
+    _data(tmp_path)
+    before = _served(worker)
+    off = {**worker, "NLFIT_WORKER": "off"}
+    for args in COMMANDS:
+        outputs = []
+        writes = args[-1:] == ["result.json"]
+        for env in (off, worker):
+            if writes:
+                (tmp_path / "result.json").unlink(missing_ok=True)
+            code, out, err = _run(args, env, cwd=tmp_path)
+            saved = (tmp_path / "result.json").read_bytes() if writes else b""
+            outputs.append((code, TIMING.sub(rb"\1\3T", out), TIMING.sub(rb"\1\3T", err), TIMING.sub(rb"\1\3T", saved)))
+        assert outputs[0] == outputs[1], args
+    assert _served(worker) - before == len(COMMANDS)  # every one of them was the worker's
+    with open(tmp_path / "runge.csv", "rb") as stdin:  # '-' reads the client's stdin
+        piped = _run(["fit", "-", "-m", "rational", "-f", "csv", "-q"], worker, cwd=tmp_path, stdin=stdin)
+    assert piped == _run(["fit", "runge.csv", "-m", "rational", "-f", "csv", "-q"], off, cwd=tmp_path)
+
+
+def test_sixteen_concurrent_clients_get_their_own_results(worker, tmp_path):
+    files = []
+    for i in range(16):
+        x = np.linspace(0.0, 3.0, 40 + i)
+        path = tmp_path / f"d{i}.csv"
+        y = (i + 1) * np.exp(-0.5 * x) + 0.01 * np.cos(9 * x)
+        path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist(), strict=True)))
+        files.append(path)
+    args = ["-m", "a*exp(-b*x)", "-f", "json", "-q", "--starts", "1"]
+    assert _run(["fit", files[0], *args], worker)[0] == 0  # compiled once: the others queue behind short fits
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda path: _run(["fit", path, *args], worker), files))
+    for i, (code, out, err) in enumerate(results):
+        assert code == 0, err
+        payload = json.loads(out)  # one whole document: nothing interleaved
+        assert payload["data"]["files"] == [str(files[i])]
+        assert payload["params"]["a"]["value"] == pytest.approx(i + 1, rel=0.02)
+        assert err == b""
+
+
+def test_a_stale_worker_is_replaced(worker, tmp_path):
+    _data(tmp_path)
+    old = client.control(client.socket_path(worker["NLFIT_WORKER_DIR"], _identity(worker)), "status")
+    changed = {**worker, "NLFIT_WORKER_SALT": "edited"}  # as if a package file had changed
+    code, out, _ = _run(["fit", "runge.csv", "-m", "rational", "-f", "csv", "-q"], changed, cwd=tmp_path)
+    assert code == 0 and out.startswith(b"name,value")  # served in-process meanwhile
+    started_ = subprocess.run([*NLFIT, "worker", "start"], env=changed, capture_output=True, timeout=120)  # waits for the successor
+    assert started_.returncode == 0, started_.stderr
+    new = client.control(client.socket_path(worker["NLFIT_WORKER_DIR"], _identity(changed)), "status")
+    assert new is not None and new["pid"] != old["pid"]
+    assert client.control(old["socket"], "status") is None  # the old one was told to stop
+    assert not os.path.exists(old["socket"])
+    status = subprocess.run([*NLFIT, "worker", "status"], env=changed, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and status.stdout.count("worker ") == 1 and "this installation" in status.stdout
+
+
+def test_a_peer_of_another_version_is_refused(worker):
+    path = client.socket_path(worker["NLFIT_WORKER_DIR"], _identity(worker))
+    sock = client.connect(path)
+    client.send_header(sock, {"identity": "0.0.0-other", "argv": ["models"], "cwd": "/", "env": {}}, [0, 1, 2])
+    assert sock.recv(1) == b"R"
+    sock.close()
+
+
+def test_a_folder_that_is_not_private_is_not_used(tmp_path):
+    folder = tmp_path / "w"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    env = _env(str(folder))
+    code, out, err = _run(["worker", "start"], env)
+    assert code == 2 and b"not private to this user" in err
+    code, out, err = _run(["models"], env)  # the command still runs, in-process, and starts no worker there
+    assert code == 0 and b"polynomial" in out
+    assert not list(folder.glob("worker-*.sock"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
+def test_another_user_gets_no_answer(worker):
+    path = client.socket_path(worker["NLFIT_WORKER_DIR"], _identity(worker))
+    os.chmod(worker["NLFIT_WORKER_DIR"], 0o711)  # let the other user reach the socket at all
+    os.chmod(path, 0o666)
+    probe = (  # becomes user 'nobody', then connects, asks for the status, and says what came back
+        "import json, os, socket, struct, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); sock.settimeout(30); sock.connect(sys.argv[1])\n"
+        "body = json.dumps({'identity': sys.argv[2], 'control': 'status'}).encode()\n"
+        "try:\n"
+        "    sock.sendall(struct.pack('>I', len(body)) + body); answer = sock.recv(100)\n"
+        "except (BrokenPipeError, ConnectionResetError):\n"
+        "    answer = b''  # closed before the question was read\n"
+        "print('unanswered' if answer == b'' else 'answered')\n"
+    )
+    identity = path.rsplit("worker-", 1)[1][: -len(".sock")]
+    done = subprocess.run([sys.executable, "-S", "-c", probe, path, identity], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "unanswered", done.stderr
+    assert _served(worker) == 0  # and the worker still serves its own user
+
+
+def test_sigint_through_the_client_gives_the_interrupted_result(worker, tmp_path):
+    x = np.linspace(-1, 1, 5000)
+    data = tmp_path / "slow.csv"
+    data.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), (1 / (1 + 10 * x * x)).tolist(), strict=True)))
+    command = [*NLFIT, "fit", str(data), "-m", "rational", "--p0", "1,0,1", "--method", "gd", "-g", "none", "--step", "1e-6",
+               "--max-iter", "100000000", "--starts", "1", "-f", "json", "-q", "--progress"]  # fmt: skip
+    before = _served(worker)
+    with started(command, "nlfit: progress:", worker, stdout=subprocess.PIPE) as process:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    payload = json.loads(out)
+    assert payload["status"] == "interrupted" and payload["counts"]["iterations"] > 0
+    assert "nlfit: interrupted" in err
+    assert _served(worker) == before + 1  # it was the worker's, and the worker is still there
