@@ -16,6 +16,9 @@ The scipy script reads the same CSV with pandas and calls scipy.optimize.least_s
   share one shape bucket, so nothing is compiled);
 - ``nlfit --help``, without and with the worker.
 
+``--before DIR``: also time a source tree of an earlier nlfit (a ``git worktree`` of an older
+commit) in the same run, cold and with a warm cache, to compare the paths without a worker.
+
 ``--loop N``: N files of N different lengths (50 to 50 + N - 1 points), fitted one after
 the other by a shell loop (``for f in *.csv; do nlfit fit "$f" ...; done``), the worker on,
 against the same loop with the scipy script. ``--loop 0`` skips it.
@@ -54,6 +57,17 @@ print(result.x)
 """
 
 
+# Runs nlfit from another source tree, whatever nlfit this interpreter has installed.
+BEFORE = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path.insert(0, {source!r})
+sys.argv[0] = "nlfit"
+from nlfit.cli.main import main
+main()
+"""
+
+
 def runge_file(path: Path, points: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     x = np.linspace(-1.0, 1.0, points)
@@ -74,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--loop", type=int, default=1000, help="files for the loop; 0 skips it")
+    parser.add_argument("--before", default=None, help="source tree of an earlier nlfit to time beside this one (no worker)")
     args = parser.parse_args()
     entry = shutil.which("nlfit") or str(Path(sys.executable).parent / "nlfit")
     work = Path(tempfile.mkdtemp(prefix="nlb", dir="/tmp"))  # short: the worker's socket lives here
@@ -109,6 +124,14 @@ def main() -> None:
             runge_file(other, 201 + run, run + 1)
             news.append(timed(fit(other), on))
         rows.append(("nlfit, warm worker, a file of a new length", statistics.median(news)))
+        if args.before:
+            before = [sys.executable, "-c", BEFORE.format(source=str(Path(args.before).resolve()))]
+            olds = [timed([*before, *fit(data)[1:]], {**off, "NLFIT_CACHE_DIR": str(work / f"old-cold{run}")}) for run in range(args.runs)]
+            rows.append((f"before ({Path(args.before).name}): cold, empty cache", statistics.median(olds)))
+            timed([*before, *fit(data)[1:]], {**off, "NLFIT_CACHE_DIR": str(work / "old-cache")})
+            warm = [timed([*before, *fit(data)[1:]], {**off, "NLFIT_CACHE_DIR": str(work / "old-cache")}) for _ in range(args.runs)]
+            rows.append((f"before ({Path(args.before).name}): warm cache", statistics.median(warm)))
+            rows.append((f"before ({Path(args.before).name}): --help", statistics.median(timed([*before, "--help"], off) for _ in range(args.runs))))
         rows.append(("nlfit --help, no worker", statistics.median(timed([entry, "--help"], off) for _ in range(args.runs))))
         rows.append(("nlfit --help, worker", statistics.median(timed([entry, "--help"], on) for _ in range(args.runs))))
         print(f"cores: {os.cpu_count()}   medians of {args.runs} whole processes   fit: nlfit fit FILE --model rational -q -f json (200 points)")

@@ -314,10 +314,13 @@ def _pole_findings(model, problems, params, real) -> list[list[list[Finding]]]:
 def _evaluate(model, params, grids):
     """Model values (G, W) and denominators (G, D, W) on the grids (G, W)."""
     from nlfit._jax import compiled
+    from nlfit.fitting import padded_size
 
+    width = grids.shape[1]
+    grids = np.pad(grids, ((0, 0), (0, padded_size(width) - width)), mode="edge")  # one program for many data lengths
     values, denominators = compiled(_evaluate_on_grid, ("model",), grids.size)(params, grids, model=model)
     with np.errstate(all="ignore"):
-        return np.asarray(values), np.asarray(denominators)
+        return np.asarray(values)[:, :width], np.asarray(denominators)[..., :width]
 
 
 def _evaluate_on_grid(params, grids, *, model):

@@ -79,10 +79,10 @@ def make_problem(model: Model, dataset: Dataset, loss: str = "linear", f_scale: 
     if scale is None:
         scale = residual_scale(y, sigma)
     n = len(model.param_names)
-    return Problem(
-        x=jnp.asarray(dataset.x, dtype=jnp.float64),
-        y=jnp.asarray(y),
-        sigma=jnp.asarray(sigma),
+    return Problem(  # the data as numpy arrays: JAX takes them as they are (no program per data length)
+        x=np.asarray(dataset.x, dtype=np.float64),
+        y=y,
+        sigma=sigma,
         model=model,
         loss=loss,
         f_scale=jnp.asarray(f_scale / scale, dtype=jnp.float64),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,7 +117,9 @@ def _parse(text: str, full: str, offset: int) -> ast.expr:
         return offset + lead + origin[max(0, min(column, len(origin) - 1))]
 
     try:
-        tree = ast.parse(source, mode="eval")
+        with warnings.catch_warnings():  # "invalid escape sequence" in a string the checks below refuse anyway
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
         raise FormulaError(f"invalid formula syntax ({exc.msg})", full, min(where((exc.offset or 1) - 1), len(full))) from None
     except (RecursionError, MemoryError, ValueError):
