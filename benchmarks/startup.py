@@ -14,6 +14,8 @@ The scipy script reads the same CSV with pandas and calls scipy.optimize.least_s
 - nlfit with a warm worker (``nlfit.worker``, started beforehand, the file fitted once);
 - the worker on a file of a length it has not seen (each run a new length; the lengths
   share one shape bucket, so nothing is compiled);
+- the warm worker with ``--starts 1`` (the default tries several starts: see "Trustworthy
+  answers" in the README), which shows what the fit's own computation costs;
 - ``nlfit --help``, without and with the worker.
 
 ``--before DIR``: also time a source tree of an earlier nlfit (a ``git worktree`` of an older
@@ -124,6 +126,9 @@ def main() -> None:
             runge_file(other, 201 + run, run + 1)
             news.append(timed(fit(other), on))
         rows.append(("nlfit, warm worker, a file of a new length", statistics.median(news)))
+        one = [*fit(data), "--starts", "1"]
+        timed(one, on)
+        rows.append(("nlfit, warm worker, --starts 1 (one start)", statistics.median(timed(one, on) for _ in range(args.runs))))
         if args.before:
             before = [sys.executable, "-c", BEFORE.format(source=str(Path(args.before).resolve()))]
             olds = [timed([*before, *fit(data)[1:]], {**off, "NLFIT_CACHE_DIR": str(work / f"old-cold{run}")}) for run in range(args.runs)]

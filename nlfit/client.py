@@ -45,14 +45,23 @@ def enabled(argv: list[str]) -> bool:
     return not any(arg in IN_PROCESS for arg in argv[:1] + [a for a in argv if a.startswith("--")])
 
 
+# Environment that changes how JAX computes: a worker started with other values is another one.
+COMPUTE_PREFIXES = ("JAX_", "XLA_", "CUDA_", "NVIDIA_", "TPU_")
+
+
 def identity() -> str:
-    """VERSION-HASH of this installation: the version and a hash of the package's files."""
+    """VERSION-HASH of this installation: the version, and a hash of the package's files, the
+    interpreter (another virtual environment has other libraries) and the environment that
+    changes how JAX computes (JAX_*, XLA_*, ...)."""
     import hashlib
 
     from nlfit import __version__
 
     root = os.path.dirname(os.path.abspath(__file__))
     digest = hashlib.sha256(os.environ.get("NLFIT_WORKER_SALT", "").encode())  # tests: stands in for an edited file
+    digest.update(f"{sys.executable}\0{sys.version}\n".encode())
+    for key in sorted(k for k in os.environ if k.startswith(COMPUTE_PREFIXES)):
+        digest.update(f"{key}={os.environ[key]}\n".encode())
     stack = [root]
     while stack:
         folder = stack.pop()

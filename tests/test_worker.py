@@ -221,3 +221,13 @@ def test_sigint_through_the_client_gives_the_interrupted_result(worker, tmp_path
     assert payload["status"] == "interrupted" and payload["counts"]["iterations"] > 0
     assert "nlfit: interrupted" in err
     assert _served(worker) == before + 1  # it was the worker's, and the worker is still there
+
+
+def test_the_identity_covers_the_files_the_interpreter_and_the_compute_environment(monkeypatch):
+    base = client.identity()
+    assert base.startswith(__import__("nlfit").__version__ + "-") and base == client.identity()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    assert client.identity() != base  # a worker started with other XLA flags computes differently
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setattr(sys, "executable", "/another/venv/bin/python")
+    assert client.identity() != base
