@@ -1,4 +1,4 @@
-"""Data files (paths, ``-`` for stdin, NIST StRD ``.dat`` files) -> :class:`Dataset`.
+"""Data files (paths, ``-`` for stdin, NIST StRD ``.dat`` files, Parquet) -> :class:`Dataset`.
 
 What is read, and how (the README's "Data input" says the same for users):
 
@@ -23,6 +23,10 @@ What is read, and how (the README's "Data input" says the same for users):
   (``missing="error"``). Text that is not a number is always an error; ``nan`` and ``inf``
   are numbers that are not finite: an error, except with a group column, where they fail
   only their own group.
+* A Parquet file (recognized by its content, whatever its name; stdin too) is read with
+  pyarrow (``nlfit[parquet]``), only the used columns; it can be concatenated with other
+  Parquet or CSV files that have the same columns. The same column, missing-value and
+  number rules apply (a null is a missing cell).
 * Every error that names a data row gives its row (1-based, among the data rows of its
   file) and its physical line in the file (1-based, counting the header, comments and
   blank lines); file content quoted in a message is shown with control characters escaped.
@@ -86,13 +90,14 @@ def read_dataset(
     if not is_formula(formula):
         formula = None
     names = expand_sources(source, glob)
-    inputs = [(_label(name), _prepare(_read_bytes(name, stdin), _label(name))) for name in names]
+    raws = [(_label(name), _read_bytes(name, stdin)) for name in names]
+    inputs = [(label, raw if _is_parquet(raw) else _prepare(raw, label)) for label, raw in raws]
     nist = [i for i, (label, data) in enumerate(inputs) if names[i] != "-" and _is_nist(names[i], data)]
     if nist:
         if len(inputs) > 1:
             raise InputError(f"{printable(inputs[nist[0]][0])} is a NIST StRD file: it is read alone, not with other files")
         return _read_nist(inputs[0][0], inputs[0][1].decode("utf-8", errors="replace"), x_columns, y_column, sigma_column, formula)
-    sources = [_Source.parse(label, data, separator) for label, data in inputs]
+    sources = [_Parquet.parse(label, data) if _is_parquet(data) else _Source.parse(label, data, separator) for label, data in inputs]
     first = sources[0]
     for other in sources[1:]:
         if other.names != first.names:
@@ -513,6 +518,59 @@ class _Source:
         if self._lines is None:
             self._lines = [line for line, *_ in _records(self.text)][1 if self.header else 0 :]
         return self._lines[row] if 0 <= row < len(self._lines) else None
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def _is_parquet(data: bytes) -> bool:
+    """A Parquet file: it starts and ends with PAR1 (whatever its name; stdin too)."""
+    return len(data) >= 8 and data[:4] == PARQUET_MAGIC and data[-4:] == PARQUET_MAGIC
+
+
+@dataclass
+class _Parquet:
+    """One Parquet input (pandas with pyarrow, ``pip install 'nlfit[parquet]'``): its columns
+    are the names; only the used ones are read."""
+
+    label: str
+    data: bytes
+    names: list[str]
+    sep: str = "parquet"
+
+    @classmethod
+    def parse(cls, label: str, data: bytes) -> _Parquet:
+        parquet = _pyarrow_parquet(label)
+        try:
+            schema = parquet.read_schema(io.BytesIO(data))
+        except Exception as exc:  # pyarrow's ArrowInvalid and friends: one line, not a traceback
+            raise InputError(f"{printable(label)} is not a readable Parquet file: {_first_line(exc)}") from None
+        names = [str(name) for name in schema.names if not str(name).startswith("__index_level_")]
+        if not names:
+            raise InputError(f"{printable(label)} is empty: a Parquet file with no columns")
+        return cls(label, data, names)
+
+    def frame(self, used: list[str], group_column: str | None):
+        parquet = _pyarrow_parquet(self.label)
+        try:
+            table = parquet.read_table(io.BytesIO(self.data), columns=used)
+        except Exception as exc:
+            raise InputError(f"{printable(self.label)} is not a readable Parquet file: {_first_line(exc)}") from None
+        frame = table.to_pandas()
+        if group_column is not None:
+            frame[group_column] = frame[group_column].astype(object).where(frame[group_column].notna(), None)
+        return frame
+
+    def line_of(self, row: int) -> int | None:
+        return None  # rows, not lines
+
+
+def _pyarrow_parquet(label: str):
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise InputError(f"{printable(label)} is a Parquet file: reading it needs pyarrow (pip install 'nlfit[parquet]')") from None
+    return parquet
 
 
 def _first_line(exc) -> str:

@@ -1,0 +1,92 @@
+"""Parquet input: recognized by its content (a name, a pattern, stdin), read with pyarrow,
+only the used columns; the same fits, column rules and one-line errors as CSV."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from nlfit.cli.app import app
+from nlfit.errors import InputError
+from nlfit.io.read import read_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def frames():
+    x = np.linspace(-1.0, 1.0, 120)
+    y = 1.0 / (1.0 + 10.0 * x * x) + np.random.default_rng(7).normal(0.0, 0.1, x.size)
+    return pd.DataFrame({"x": x, "y": y, "note": ["n"] * x.size})
+
+
+def _csv(frame, path):
+    frame.to_csv(path, index=False, float_format="%.17g")
+
+
+def test_a_parquet_file_fits_as_its_csv(tmp_path, frames):
+    frames.to_parquet(tmp_path / "d.parquet")
+    _csv(frames, tmp_path / "d.csv")
+    results = [runner.invoke(app, ["fit", str(tmp_path / name), "-m", "rational", "-f", "json", "-q"]) for name in ("d.parquet", "d.csv")]
+    assert all(r.exit_code == 0 for r in results), [r.stderr for r in results]
+    parquet, csv = (json.loads(r.stdout) for r in results)
+    assert parquet["params"] == csv["params"]  # the same numbers, bit for bit
+    assert parquet["data"]["files"] == [str(tmp_path / "d.parquet")]
+
+
+def test_parquet_from_stdin_and_with_any_name(tmp_path, frames):
+    frames.to_parquet(tmp_path / "data.bin")
+    by_name = read_dataset(str(tmp_path / "data.bin"))
+    piped = read_dataset("-", stdin=io.BytesIO((tmp_path / "data.bin").read_bytes()))
+    np.testing.assert_array_equal(by_name.y, frames["y"].to_numpy())
+    np.testing.assert_array_equal(piped.x, frames["x"].to_numpy())
+
+
+def test_nulls_are_missing_cells_and_groups_work(tmp_path):
+    x = np.tile(np.linspace(0.0, 3.0, 30), 2)
+    y = np.r_[2.0 * np.exp(-0.5 * x[:30]), 3.0 * np.exp(-0.7 * x[30:])]
+    frame = pd.DataFrame({"run": np.repeat(["a", "b"], 30), "x": x, "y": y})
+    frame.loc[3, "y"] = None
+    frame.to_parquet(tmp_path / "runs.parquet")
+    data = read_dataset(str(tmp_path / "runs.parquet"), group_column="run")
+    assert data.dropped == 1 and data.n_points == 59
+    done = runner.invoke(app, ["fit", str(tmp_path / "runs.parquet"), "--group-by", "run", "-m", "a*exp(-b*x)", "-f", "csv", "-q"])
+    assert done.exit_code == 0, done.stderr
+    rows = done.stdout.splitlines()
+    assert rows[1].startswith("a,2.0") and rows[2].startswith("b,3.0")
+    assert "nlfit: warning: dropped 1 row with missing values in the used columns" in done.stderr
+
+
+def test_parquet_and_csv_concatenate_when_their_columns_match(tmp_path, frames):
+    frames.iloc[:60].to_parquet(tmp_path / "a.parquet")
+    _csv(frames.iloc[60:], tmp_path / "b.csv")
+    both = read_dataset([str(tmp_path / "a.parquet"), str(tmp_path / "b.csv")])
+    np.testing.assert_array_equal(both.y, frames["y"].to_numpy())
+    frames[["x", "y"]].to_parquet(tmp_path / "c.parquet")
+    with pytest.raises(InputError, match="differ from those of"):
+        read_dataset([str(tmp_path / "c.parquet"), str(tmp_path / "b.csv")])
+
+
+def test_a_broken_parquet_file_is_one_line_error(tmp_path, frames):
+    frames.to_parquet(tmp_path / "d.parquet")
+    whole = (tmp_path / "d.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(whole[:200] + b"PAR1")
+    done = runner.invoke(app, ["fit", str(tmp_path / "cut.parquet"), "-m", "rational"])
+    assert done.exit_code == 2
+    assert done.stderr.startswith("nlfit: error: ") and "is not a readable Parquet file" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = runner.invoke(app, ["fit", str(tmp_path / "d.parquet"), "-m", "rational", "--y", "note"])
+    assert done.exit_code == 2 and "column 'note'" in done.stderr  # text where a number goes, as in CSV
+
+
+def test_without_pyarrow_the_error_says_what_to_install(tmp_path, frames, monkeypatch):
+    frames.to_parquet(tmp_path / "d.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import fails as if not installed
+    with pytest.raises(InputError, match=r"reading it needs pyarrow \(pip install 'nlfit\[parquet\]'\)"):
+        read_dataset(str(tmp_path / "d.parquet"))
