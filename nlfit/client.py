@@ -19,6 +19,7 @@ changes gets a new worker.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -30,11 +31,12 @@ OFF_VALUES = ("off", "0", "no", "false")
 # exactly these for the request (and unsets the ones the client does not have).
 FORWARDED = ("NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS", "LINES", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "XDG_CACHE_HOME")
 FORWARDED_PREFIX = "NLFIT_"
-WAIT_SECONDS = 2.0  # a busy worker: how long a command waits for its turn before it runs in-process
+WAIT_SECONDS = 1.0  # a busy worker: how long a command waits for its turn before it runs in-process
 START_WAIT_SECONDS = 10.0  # a worker that is starting: how long a command waits for it
 HEADER = struct.Struct(">I")
 CODE = struct.Struct(">i")
 IN_PROCESS = ("worker", "--install-completion", "--show-completion")  # never sent to a worker
+_OTHER_DESCRIPTORS = re.compile(r"/dev/fd/|/proc/(self|thread-self|\d+)/fd/")
 
 
 def enabled(argv: list[str]) -> bool:
@@ -42,26 +44,39 @@ def enabled(argv: list[str]) -> bool:
     which the entry point turns into that), not for ``nlfit worker ...`` itself."""
     if os.environ.get("NLFIT_WORKER", "").strip().lower() in OFF_VALUES:
         return False
+    if any(key.startswith("_") and key.endswith("_COMPLETE") for key in os.environ):
+        return False  # shell completion (click's _NLFIT_COMPLETE): answered in-process
+    if any(_OTHER_DESCRIPTORS.search(arg) for arg in argv):
+        return False  # /dev/fd/N, <(cmd), >(cmd): descriptors of this process the worker does not have
     return not any(arg in IN_PROCESS for arg in argv[:1] + [a for a in argv if a.startswith("--")])
 
 
-# Environment that changes how JAX computes: a worker started with other values is another one.
-COMPUTE_PREFIXES = ("JAX_", "XLA_", "CUDA_", "NVIDIA_", "TPU_")
+# Environment that changes how JAX computes, or where it keeps compiled programs: a worker
+# started with other values is another worker (of the same installation).
+SETTINGS_PREFIXES = ("JAX_", "XLA_", "CUDA_", "NVIDIA_")
+SETTINGS_NAMES = ("NLFIT_CACHE_DIR", "NLFIT_NO_CACHE", "XDG_CACHE_HOME", "HOME")
 
 
 def identity() -> str:
-    """VERSION-HASH of this installation: the version, and a hash of the package's files, the
-    interpreter (another virtual environment has other libraries) and the environment that
-    changes how JAX computes (JAX_*, XLA_*, ...)."""
+    """VERSION-INSTALLATION-SETTINGS, three parts of a worker's name. INSTALLATION hashes the
+    package's files (names, sizes, modification times), the interpreter's environment
+    (``sys.prefix``, the Python version) and the modification time of its site-packages
+    folder (a library installed or upgraded there changes it); SETTINGS hashes the
+    environment that changes how JAX computes or caches (JAX_*, XLA_*, the cache folders).
+    A worker stops the workers of other installations, never those of other settings."""
     import hashlib
+    import sysconfig
 
     from nlfit import __version__
 
     root = os.path.dirname(os.path.abspath(__file__))
     digest = hashlib.sha256(os.environ.get("NLFIT_WORKER_SALT", "").encode())  # tests: stands in for an edited file
-    digest.update(f"{sys.executable}\0{sys.version}\n".encode())
-    for key in sorted(k for k in os.environ if k.startswith(COMPUTE_PREFIXES)):
-        digest.update(f"{key}={os.environ[key]}\n".encode())
+    library = sysconfig.get_paths()["purelib"]
+    try:
+        installed = os.stat(library).st_mtime_ns
+    except OSError:
+        installed = 0
+    digest.update(f"{sys.prefix}\0{sys.version}\0{library}\0{installed}\n".encode())
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -72,7 +87,15 @@ def identity() -> str:
                 elif entry.name.endswith(".py"):
                     info = entry.stat(follow_symlinks=False)
                     digest.update(f"{os.path.relpath(entry.path, root)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
-    return f"{__version__}-{digest.hexdigest()[:16]}"
+    settings = hashlib.sha256()
+    for key in sorted(k for k in os.environ if k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES):
+        settings.update(f"{key}={os.environ[key]}\n".encode())
+    return f"{__version__}-{digest.hexdigest()[:16]}-{settings.hexdigest()[:8]}"
+
+
+def installation(name: str) -> str:
+    """The VERSION-INSTALLATION part of an identity."""
+    return name.rsplit("-", 1)[0]
 
 
 def folder(create: bool = False) -> str | None:
@@ -161,6 +184,7 @@ def control(path: str, command: str, timeout: float = 10.0) -> dict | None:
 
 
 def path_identity(path: str) -> str:
+    """The identity in a socket's name."""
     name = os.path.basename(path)
     return name[len("worker-") : -len(".sock")]
 
@@ -213,9 +237,11 @@ def run(argv: list[str]) -> int | None:
     signals.install()
     try:
         env = {k: v for k, v in os.environ.items() if k in FORWARDED or k.startswith(FORWARDED_PREFIX)}
-        header = {"identity": path_identity(path), "prog": program_name(), "argv": argv, "cwd": cwd, "env": env}
+        mask = os.umask(0)
+        os.umask(mask)
+        header = {"identity": path_identity(path), "prog": program_name(), "argv": argv, "cwd": cwd, "env": env, "umask": mask}
         try:
-            send_header(sock, header, [0, 1, 2])
+            send_header(sock, header)
             sock.settimeout(WAIT_SECONDS)
             answer = sock.recv(1)  # G: your turn; R: refused (another installation)
         except OSError:
@@ -223,7 +249,11 @@ def run(argv: list[str]) -> int | None:
         if answer != b"G" or signals.received is not None:
             return _not_started(signals)
         sock.settimeout(None)
-        sock.sendall(b"A")
+        import array
+
+        # The descriptors go only now: a command waiting in the queue holds none of them (a
+        # pipe's other end would otherwise never see its end of file).
+        sock.sendmsg([b"A"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
         signals.sock = sock
         if signals.received is not None:  # arrived between the answer and now
             signals.handle(signals.received, None)

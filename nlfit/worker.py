@@ -7,14 +7,22 @@ listens on ``DIR/worker-VERSION-HASH.sock`` (mode 0600, in a folder of mode 0700
 the user) and serves until it has been idle for ``--idle`` seconds (``$NLFIT_WORKER_IDLE``,
 default 600). Workers of other installations in the same folder are asked to stop.
 
+The exchange: the client sends a header (identity, program name, arguments, working
+directory, umask, the environment that changes output); the worker answers ``R`` (another
+identity: refused) or, when the command's turn comes, ``G``; the client confirms with ``A``
+and its descriptors 0-2 (SCM_RIGHTS), so a command waiting in the queue holds none of them;
+during the command it may send ``S`` and a signal number; at the end the worker sends ``X``
+and the exit code.
+
 One command runs at a time, in the main thread, as it would in its own process: the
 client's stdin, stdout and stderr become descriptors 0, 1 and 2, its working directory the
-current one, its forwarded environment the environment, and its SIGINT or SIGTERM are raised
-here. A command that waits longer than the client's patience for its turn runs in the
-client's own process instead (the client gives up before the worker starts it: a command
-never runs twice). A connection from another user (SO_PEERCRED) is closed unanswered; an
-installation that differs (version or files) is answered "refused". An exception in a
-command is that command's (exit 70, as in-process); the worker goes on.
+current one, its forwarded environment the environment, its umask the umask, and its SIGINT
+or SIGTERM are raised here while the command runs (held until its handlers are in place,
+dropped once it has ended; a client that disappears ends its command as SIGTERM would). A
+command that waits longer than the client's patience for its turn runs in the client's own
+process instead (the client gives up before it confirms: a command never runs twice). A
+connection from another user (SO_PEERCRED) is closed unanswered. An exception in a command
+is that command's (exit 70, as in-process); the worker goes on.
 """
 
 from __future__ import annotations
@@ -34,23 +42,26 @@ from nlfit import client
 
 DEFAULT_IDLE = 600.0  # seconds without a command after which the worker exits
 ACK_SECONDS = 5.0  # how long a client may take to confirm that it still wants its turn
+MAX_HEADER = 1 << 24  # bytes: an argument vector and an environment, not more
 CHECK_SECONDS = 2.0  # how often an idle worker checks that its socket is still its own
 
 
 class Request:
-    def __init__(self, conn: socket.socket, fds: list[int], header: dict):
-        self.conn, self.fds, self.header = conn, fds, header
+    def __init__(self, conn: socket.socket, header: dict):
+        self.conn, self.header = conn, header
 
 
 class Worker:
-    def __init__(self, directory: str, idle: float):
+    def __init__(self, directory: str, idle: float, identity: str):
         self.directory, self.idle = directory, idle
-        self.identity = client.identity()
+        self.identity = identity  # computed before JAX was imported: JAX sets variables of its own
         self.path = client.socket_path(directory, self.identity)
         self.requests: queue.Queue[Request] = queue.Queue()
         self.started, self.served, self.last = time.time(), 0, time.time()
         self.stopping = threading.Event()
-        self.running = False
+        self.running = False  # the command's signal handlers are in place: a forwarded signal is raised
+        self.current: socket.socket | None = None  # the connection whose command runs
+        self.pending: int | None = None  # a signal forwarded before the command's handlers were in place
         self.lock = threading.Lock()
 
     # -------------------------------------------------------------------- set-up
@@ -74,12 +85,16 @@ class Worker:
         return sock
 
     def replace_others(self) -> None:
-        """Stop the workers of other installations in this folder; remove dead sockets."""
+        """Stop the workers of other installations in this folder (those of this installation
+        with other settings stay); remove dead sockets."""
+        mine = client.installation(self.identity)
         for name in os.listdir(self.directory):
             if not (name.startswith("worker-") and name.endswith(".sock")):
                 continue
             path = os.path.join(self.directory, name)
             if path == self.path:
+                continue
+            if client.installation(client.path_identity(path)) == mine and client.control(path, "status", timeout=2.0) is not None:
                 continue
             if client.control(path, "stop", timeout=2.0) is None:
                 client._unlink(path)
@@ -107,15 +122,13 @@ class Worker:
             conn.close()  # another user: no answer at all
             return
         conn.settimeout(ACK_SECONDS)
-        header, fds = _receive_header(conn)
+        header = _receive_header(conn)
         if header.get("identity") != self.identity:
-            _close_all(fds)
             conn.sendall(b"R")
             conn.close()
             return
         command = header.get("control")
         if command is not None:
-            _close_all(fds)
             reply = {"pid": os.getpid(), "identity": self.identity, "socket": self.path, "idle": self.idle,
                      "uptime": time.time() - self.started, "served": self.served, "running": self.running}  # fmt: skip
             conn.sendall(json.dumps(reply).encode())
@@ -123,11 +136,7 @@ class Worker:
             if command == "stop":
                 self.stop()
             return
-        if len(fds) != 3:
-            _close_all(fds)
-            conn.close()
-            return
-        self.requests.put(Request(conn, fds, header))
+        self.requests.put(Request(conn, header))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -156,25 +165,27 @@ class Worker:
             return False
 
     def run(self, request: Request) -> None:
+        """Your turn (G); the client confirms (A) and sends its descriptors with it, so a
+        command that gave up waiting left none here. Then the command, then its exit code."""
         conn = request.conn
         try:
             conn.sendall(b"G")
-            if conn.recv(1) != b"A":
-                raise OSError("the client did not confirm")
+            fds = _receive_descriptors(conn)
         except OSError:  # it gave up waiting and runs the command itself
-            _close_all(request.fds)
             conn.close()
             return
         conn.settimeout(None)
         with self.lock:
-            self.running = True
-        reader = threading.Thread(target=self.forward_signals, args=(conn,), daemon=True)
-        reader.start()
+            self.current, self.pending = conn, None
+        threading.Thread(target=self.forward_signals, args=(conn,), daemon=True).start()
         try:
-            code = execute(request.fds, request.header)
+            code = execute(fds, request.header, self)
+        except BaseException:  # nothing a command does may end the worker
+            _log("a command escaped its handlers")
+            code = 70
         finally:
             with self.lock:
-                self.running = False
+                self.current, self.running = None, False
         self.served += 1
         try:
             conn.sendall(b"X" + client.CODE.pack(code))
@@ -183,17 +194,42 @@ class Worker:
         conn.close()
 
     def forward_signals(self, conn: socket.socket) -> None:
-        """SIGINT/SIGTERM of the client, raised in this process while its command runs."""
+        """SIGINT/SIGTERM of the client, raised in this process while its command runs (held
+        until the command's handlers are in place; dropped once it has ended). A client that
+        goes away mid-command (killed) ends its command as SIGTERM would."""
         while True:
             try:
                 message = conn.recv(2)
             except OSError:
-                return
-            if len(message) < 2 or message[:1] != b"S":
-                return
-            with self.lock:
-                if self.running and message[1] in (signal.SIGINT, signal.SIGTERM):
-                    os.kill(os.getpid(), message[1])
+                message = b""
+            if len(message) == 2 and message[:1] == b"S" and message[1] in (signal.SIGINT, signal.SIGTERM):
+                self.deliver(conn, message[1])
+                continue
+            self.deliver(conn, signal.SIGTERM)  # the end of the connection: the client is gone
+            return
+
+    def deliver(self, conn: socket.socket, signum: int) -> None:
+        with self.lock:
+            if self.current is not conn:
+                return  # that command has ended (or another one runs now)
+            if self.running:
+                os.kill(os.getpid(), signum)
+            else:
+                self.pending = signum
+
+    def begin(self) -> None:
+        """The command's handlers are in place: from now on a forwarded signal is raised."""
+        with self.lock:
+            self.running = True
+            if self.pending is not None:
+                os.kill(os.getpid(), self.pending)
+
+    def end(self) -> None:
+        """The command has ended: later signals are dropped (as a process that has written its
+        result ignores them)."""
+        with self.lock:
+            self.running = False
+            self.current = None
 
 
 def _log(what: str) -> None:
@@ -206,30 +242,43 @@ def _log(what: str) -> None:
             log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} worker {os.getpid()}: {what}\n{traceback.format_exc()}\n")
 
 
-def _receive_header(conn: socket.socket) -> tuple[dict, list[int]]:
-    import array
-
+def _receive_header(conn: socket.socket) -> dict:
     size = client.HEADER.size
-    data, ancillary, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(3 * array.array("i").itemsize))
-    fds = []
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            numbers = array.array("i")
-            numbers.frombytes(payload[: len(payload) - len(payload) % numbers.itemsize])
-            fds.extend(numbers)
+    data = b""
     while len(data) < size:
         chunk = conn.recv(size - len(data))
         if not chunk:
             raise OSError("short header")
         data += chunk
-    (length,) = client.HEADER.unpack(data[:size])
-    body = data[size:]
+    (length,) = client.HEADER.unpack(data)
+    if length > MAX_HEADER:
+        raise OSError("header too long")
+    body = b""
     while len(body) < length:
         chunk = conn.recv(length - len(body))
         if not chunk:
             raise OSError("short header")
         body += chunk
-    return json.loads(body[:length].decode()), fds
+    header = json.loads(body.decode())
+    if not isinstance(header, dict):
+        raise OSError("the header is not an object")
+    return header
+
+
+def _receive_descriptors(conn: socket.socket) -> list[int]:
+    """The client's confirmation, A, with its descriptors 0-2 (SCM_RIGHTS)."""
+    import array
+
+    numbers = array.array("i")
+    data, ancillary, _, _ = conn.recvmsg(1, socket.CMSG_SPACE(8 * numbers.itemsize))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            numbers.frombytes(payload[: len(payload) - len(payload) % numbers.itemsize])
+    fds = list(numbers)
+    if data != b"A" or len(fds) != 3:
+        _close_all(fds)
+        raise OSError("the client did not confirm")
+    return fds
 
 
 def _close_all(fds: list[int]) -> None:
@@ -240,9 +289,11 @@ def _close_all(fds: list[int]) -> None:
             pass
 
 
-def execute(fds: list[int], header: dict) -> int:
-    """Run one command with the client's descriptors, directory, environment and arguments,
-    as ``nlfit.cli.main.execute`` runs it in-process; its exit code."""
+def execute(fds: list[int], header: dict, gate) -> int:
+    """Run one command with the client's descriptors, directory, environment, umask and
+    arguments, as ``nlfit.cli.main.execute`` runs it in-process; its exit code. ``gate``
+    (the Worker) is told when the command's signal handlers are in place and when it has
+    ended, so that a forwarded signal reaches the command and only the command."""
     from nlfit import signals
     from nlfit.cli import main as entry
 
@@ -250,11 +301,13 @@ def execute(fds: list[int], header: dict) -> int:
     saved_streams = (sys.stdin, sys.stdout, sys.stderr, sys.argv)
     saved_env = dict(os.environ)
     saved_cwd = os.open(".", os.O_RDONLY)
+    saved_mask = os.umask(0o022)
     code = 70
     try:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         _close_all(fds)
+        os.umask(int(header.get("umask", 0o022)) & 0o777)
         for key in [k for k in os.environ if k in client.FORWARDED or k.startswith(client.FORWARDED_PREFIX)]:
             del os.environ[key]
         os.environ.update(header.get("env", {}))
@@ -268,7 +321,12 @@ def execute(fds: list[int], header: dict) -> int:
         signals.reset()
         signals.install()
         try:
+            gate.begin()
             code = entry.execute(prog_name=header.get("prog") or "nlfit")
+        except (signals.Interrupted, KeyboardInterrupt) as stop:  # forwarded before the command began
+            stop = stop if isinstance(stop, signals.Interrupted) else signals.Interrupted(signal.SIGINT)
+            os.write(2, f"nlfit: {stop}\n".encode())
+            code = stop.exit_code
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
         except BaseException:  # --debug's traceback, as Python would print it
@@ -276,12 +334,15 @@ def execute(fds: list[int], header: dict) -> int:
 
             traceback.print_exc()
             code = 1
+        finally:
+            gate.end()
+        _settle_signals()
+        _idle_signals()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError, AttributeError):
                 pass
-        _settle_signals()
     finally:
         for stream in (sys.stdin, sys.stdout, sys.stderr):
             if stream is not None and stream not in saved_streams:
@@ -295,6 +356,7 @@ def execute(fds: list[int], header: dict) -> int:
             os.close(fd)
         os.fchdir(saved_cwd)
         os.close(saved_cwd)
+        os.umask(saved_mask)
         os.environ.clear()
         os.environ.update(saved_env)
         _idle_signals()
@@ -364,9 +426,11 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write("nlfit: error: the worker's folder is missing or not private to this user (mode 0700)\n")
             return 2
         idle = args.idle if args.idle is not None else float(os.environ.get("NLFIT_WORKER_IDLE") or DEFAULT_IDLE)
+        identity = client.identity()  # before JAX's import, which sets variables of its own
+        os.chdir("/")  # hold no folder of the command that started it
         _idle_signals()
         _warm()
-        worker = Worker(directory, idle)
+        worker = Worker(directory, idle, identity)
         sock = worker.listen()
         if sock is None:
             return 0  # another worker of this installation is already listening

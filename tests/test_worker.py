@@ -42,15 +42,15 @@ def _served(env) -> int:
 
 
 def _identity(env) -> str:
-    salt = os.environ.get("NLFIT_WORKER_SALT")
-    os.environ["NLFIT_WORKER_SALT"] = env.get("NLFIT_WORKER_SALT", "")
+    """The identity a command run with ``env`` computes."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
     try:
         return client.identity()
     finally:
-        if salt is None:
-            del os.environ["NLFIT_WORKER_SALT"]
-        else:
-            os.environ["NLFIT_WORKER_SALT"] = salt
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture
@@ -58,10 +58,10 @@ def worker(tmp_path):
     """A worker in a private folder (short path: a Unix socket's name has at most 107 bytes)."""
     folder = tempfile.mkdtemp(prefix="nw", dir="/tmp")
     env = _env(folder, NLFIT_CACHE_DIR=str(tmp_path / "cache"))
-    code, out, err = _run(["worker", "start"], env)
-    assert code == 0, err
-    assert b"listening on" in out
     try:
+        code, out, err = _run(["worker", "start"], env)
+        assert code == 0, err
+        assert b"listening on" in out
         yield env
     finally:
         subprocess.run([*NLFIT, "worker", "stop"], env=env, capture_output=True, timeout=60)
@@ -167,7 +167,7 @@ def test_a_stale_worker_is_replaced(worker, tmp_path):
 def test_a_peer_of_another_version_is_refused(worker):
     path = client.socket_path(worker["NLFIT_WORKER_DIR"], _identity(worker))
     sock = client.connect(path)
-    client.send_header(sock, {"identity": "0.0.0-other", "argv": ["models"], "cwd": "/", "env": {}}, [0, 1, 2])
+    client.send_header(sock, {"identity": "0.0.0-other-00000000", "argv": ["models"], "cwd": "/", "env": {}})
     assert sock.recv(1) == b"R"
     sock.close()
 
@@ -227,7 +227,45 @@ def test_the_identity_covers_the_files_the_interpreter_and_the_compute_environme
     base = client.identity()
     assert base.startswith(__import__("nlfit").__version__ + "-") and base == client.identity()
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    assert client.identity() != base  # a worker started with other XLA flags computes differently
+    other = client.identity()  # a worker started with other XLA flags computes differently
+    assert other != base and client.installation(other) == client.installation(base)  # same installation
+    monkeypatch.setenv("NLFIT_CACHE_DIR", "/elsewhere")
+    assert client.identity() not in (base, other)
     monkeypatch.delenv("XLA_FLAGS")
-    monkeypatch.setattr(sys, "executable", "/another/venv/bin/python")
-    assert client.identity() != base
+    monkeypatch.delenv("NLFIT_CACHE_DIR")
+    monkeypatch.setattr(sys, "prefix", "/another/venv")
+    assert client.installation(client.identity()) != client.installation(base)
+    monkeypatch.undo()
+    monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")  # set by JAX's own import: not part of it
+    assert client.identity() == base
+
+
+def test_a_pipeline_of_two_served_commands_ends_and_matches(worker, tmp_path):
+    """`nlfit generate | nlfit fit -`: whichever the worker serves first, the other waits or
+    runs in-process, and a waiting command holds no descriptor (no end of file lost)."""
+    off = {**worker, "NLFIT_WORKER": "off"}
+    line = f"{' '.join(NLFIT)} generate runge --seed 2 --n 50 | {' '.join(NLFIT)} fit - -m rational -f csv -q"
+    expected = subprocess.run(line, shell=True, env=off, capture_output=True, timeout=300)
+    for _ in range(3):
+        done = subprocess.run(line, shell=True, env=worker, capture_output=True, timeout=120)
+        assert (done.returncode, done.stdout) == (expected.returncode, expected.stdout), done.stderr
+
+
+def test_what_a_worker_cannot_do_runs_in_process(worker, tmp_path):
+    """Descriptors other than 0-2 (/dev/fd/N, <(cmd)) and shell completion stay in-process;
+    the client's umask applies to what a served command writes."""
+    _data(tmp_path)
+    before = _served(worker)
+    done = subprocess.run(f"{' '.join(NLFIT)} fit <(cat runge.csv) -m rational -f csv -q", shell=True, executable="/bin/bash",
+                          env=worker, cwd=tmp_path, capture_output=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.startswith(b"name,value"), done.stderr
+    console_script = str(Path(sys.executable).parent / "nlfit")  # click's variable is named after it
+    completion = subprocess.run([console_script], env={**worker, "_NLFIT_COMPLETE": "complete_bash", "COMP_WORDS": "nlfit fi", "COMP_CWORD": "1"},
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert completion.returncode == 0 and "fit" in completion.stdout
+    assert _served(worker) == before  # neither went to the worker
+    served = subprocess.run(f"umask 077; {' '.join(NLFIT)} fit runge.csv -m rational -f json -q -o private.json", shell=True,
+                            env=worker, cwd=tmp_path, capture_output=True, timeout=300)  # fmt: skip
+    assert served.returncode == 0, served.stderr
+    assert _served(worker) == before + 1
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
