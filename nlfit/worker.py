@@ -242,24 +242,21 @@ def _log(what: str) -> None:
             log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} worker {os.getpid()}: {what}\n{traceback.format_exc()}\n")
 
 
-def _receive_header(conn: socket.socket) -> dict:
-    size = client.HEADER.size
+def _receive_exactly(conn: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
         chunk = conn.recv(size - len(data))
         if not chunk:
             raise OSError("short header")
         data += chunk
-    (length,) = client.HEADER.unpack(data)
+    return data
+
+
+def _receive_header(conn: socket.socket) -> dict:
+    (length,) = client.HEADER.unpack(_receive_exactly(conn, client.HEADER.size))
     if length > MAX_HEADER:
         raise OSError("header too long")
-    body = b""
-    while len(body) < length:
-        chunk = conn.recv(length - len(body))
-        if not chunk:
-            raise OSError("short header")
-        body += chunk
-    header = json.loads(body.decode())
+    header = json.loads(_receive_exactly(conn, length).decode())
     if not isinstance(header, dict):
         raise OSError("the header is not an object")
     return header
