@@ -359,8 +359,13 @@ def start_in_background(announce: bool = True) -> None:
 
 
 def spawn(directory: str, idle: float | None = None) -> int:
-    """Start ``python -m nlfit.worker`` detached (a new session, stdio on /dev/null); its pid."""
-    argv = [sys.executable, "-m", "nlfit.worker", "--folder", directory]
+    """Start the worker (``nlfit.worker.main``) detached: a new session, stdio on /dev/null;
+    its pid. It imports this very nlfit: ``-P`` keeps the working directory off its path (a
+    source checkout there would otherwise shadow the installed package) and the folder this
+    package was imported from goes first."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    boot = f"import sys; sys.path.insert(0, {root!r}); from nlfit.worker import main; sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-P", "-c", boot, "--folder", directory]
     if idle is not None:
         argv += ["--idle", str(idle)]
     devnull = os.devnull
