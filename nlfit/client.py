@@ -302,15 +302,17 @@ def _wait_for_start(directory: str, path: str) -> bool:
     lock = os.path.join(directory, "starting")
     try:
         began = os.stat(lock).st_mtime
-    except OSError:
+        with open(lock, encoding="ascii") as handle:
+            starter = int(handle.read().strip() or 0)
+    except (OSError, ValueError):
         return False
-    if time.time() - began > START_WAIT_SECONDS:
-        return False
+    if time.time() - began > START_WAIT_SECONDS or not _alive(starter):
+        return False  # too old, or the starting worker died: nothing to wait for
     deadline = began + START_WAIT_SECONDS
     while time.time() < deadline:
         if os.path.exists(path):
             return True
-        if not os.path.exists(lock):
+        if not os.path.exists(lock) or not _alive(starter):
             return os.path.exists(path)
         time.sleep(0.02)
     return False
@@ -332,7 +334,13 @@ def start_in_background(announce: bool = True) -> None:
         import time
 
         try:
-            if time.time() - os.stat(lock).st_mtime < START_WAIT_SECONDS:
+            with open(lock, encoding="ascii") as handle:
+                starter = int(handle.read().strip() or 0)
+        except (OSError, ValueError):
+            starter = 0
+        try:
+            fresh = time.time() - os.stat(lock).st_mtime < START_WAIT_SECONDS
+            if fresh and (starter == 0 or _alive(starter)):
                 return  # another command is starting one
             os.unlink(lock)  # left by a worker that never started
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -340,12 +348,14 @@ def start_in_background(announce: bool = True) -> None:
             return
     except OSError:
         return
-    os.close(descriptor)
     try:
-        spawn(directory)
+        pid = spawn(directory)
+        os.write(descriptor, str(pid).encode())  # a command that finds the lock checks that this pid lives
     except OSError:
+        os.close(descriptor)
         _unlink(lock)
         return
+    os.close(descriptor)
     marker = os.path.join(directory, "announced")
     if announce and not os.path.exists(marker):
         try:
@@ -376,6 +386,23 @@ def spawn(directory: str, idle: float | None = None) -> int:
     ]
     env = {k: v for k, v in os.environ.items() if k != "NLFIT_ANNOUNCE_START"}
     return os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (and is not a zombie); False for 0."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _unlink(path: str) -> None:

@@ -269,3 +269,22 @@ def test_what_a_worker_cannot_do_runs_in_process(worker, tmp_path):
     assert served.returncode == 0, served.stderr
     assert _served(worker) == before + 1
     assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_worker_that_died_while_starting_is_not_waited_for(tmp_path):
+    """The 'starting' lock names the starting worker's pid: a command that finds the lock of a
+    dead one runs at once (in-process) and starts a new worker, instead of waiting."""
+    folder = tempfile.mkdtemp(prefix="nw", dir="/tmp")
+    env = _env(folder, NLFIT_CACHE_DIR=str(tmp_path / "cache"))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout.strip()
+    Path(folder, "starting").write_text(dead)
+    try:
+        done = subprocess.run([*NLFIT, "models"], env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0 and b"polynomial" in done.stdout
+        lock = Path(folder, "starting")
+        assert not lock.exists() or lock.read_text() != dead  # the dead worker's lock was replaced, not respected
+        started_ = subprocess.run([*NLFIT, "worker", "start"], env=env, capture_output=True, timeout=120)
+        assert started_.returncode == 0, started_.stderr  # the replacement listens
+    finally:
+        subprocess.run([*NLFIT, "worker", "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
