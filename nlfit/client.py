@@ -264,7 +264,7 @@ def run(argv: list[str]) -> int | None:
             except InterruptedError:
                 continue
             if not chunk:
-                sys.stderr.write("nlfit: error: the worker ended during the command; run it again, or with NLFIT_WORKER=off\n")
+                _say("nlfit: error: the worker ended during the command; run it again, or with NLFIT_WORKER=off\n")
                 return 70
             reply += chunk
         return CODE.unpack(reply[1:])[0]
@@ -290,7 +290,7 @@ def program_name() -> str:
 def _not_started(signals: _Signals) -> int | None:
     if signals.received is None:
         return None
-    sys.stderr.write("nlfit: interrupted\n" if signals.received == signal.SIGINT else "nlfit: terminated\n")
+    _say("nlfit: interrupted\n" if signals.received == signal.SIGINT else "nlfit: terminated\n")
     return 130 if signals.received == signal.SIGINT else 143
 
 
@@ -360,12 +360,21 @@ def start_in_background(announce: bool = True) -> None:
     if announce and not os.path.exists(marker):
         try:
             os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600))
-            sys.stderr.write(
-                "nlfit: started a background worker that makes the next commands fast; it exits after 10 idle minutes"
-                " ('nlfit worker stop' stops it, NLFIT_WORKER=off or --no-worker runs without it)\n"
-            )
         except OSError:
-            pass
+            return
+        _say(
+            "nlfit: started a background worker that makes the next commands fast; it exits after 10 idle minutes"
+            " ('nlfit worker stop' stops it, NLFIT_WORKER=off or --no-worker runs without it)\n"
+        )
+
+
+def _say(text: str) -> None:
+    """One line on stderr, if there is a stderr to write to (``2>&-`` leaves none)."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def spawn(directory: str, idle: float | None = None) -> int:
