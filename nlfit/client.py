@@ -264,7 +264,7 @@ def run(argv: list[str]) -> int | None:
             except InterruptedError:
                 continue
             if not chunk:
-                _say("nlfit: error: the worker ended during the command; run it again, or with NLFIT_WORKER=off\n")
+                say("nlfit: error: the worker ended during the command; run it again, or with NLFIT_WORKER=off\n")
                 return 70
             reply += chunk
         return CODE.unpack(reply[1:])[0]
@@ -290,8 +290,10 @@ def program_name() -> str:
 def _not_started(signals: _Signals) -> int | None:
     if signals.received is None:
         return None
-    _say("nlfit: interrupted\n" if signals.received == signal.SIGINT else "nlfit: terminated\n")
-    return 130 if signals.received == signal.SIGINT else 143
+    from nlfit.signals import EXIT_CODES, MESSAGES
+
+    say(f"nlfit: {MESSAGES[signals.received]}\n")
+    return EXIT_CODES[signals.received]
 
 
 def _wait_for_start(directory: str, path: str) -> bool:
@@ -362,14 +364,14 @@ def start_in_background(announce: bool = True) -> None:
             os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError:
             return
-        _say(
+        say(
             "nlfit: started a background worker that makes the next commands fast; it exits after 10 idle minutes"
             " ('nlfit worker stop' stops it, NLFIT_WORKER=off or --no-worker runs without it)\n"
         )
 
 
-def _say(text: str) -> None:
-    """One line on stderr, if there is a stderr to write to (``2>&-`` leaves none)."""
+def say(text: str) -> None:
+    """A line on stderr, if there is a stderr to write to (``2>&-`` leaves none)."""
     try:
         sys.stderr.write(text)
         sys.stderr.flush()

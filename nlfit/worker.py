@@ -322,7 +322,7 @@ def execute(fds: list[int], header: dict, gate) -> int:
             code = entry.execute(prog_name=header.get("prog") or "nlfit")
         except (signals.Interrupted, KeyboardInterrupt) as stop:  # forwarded before the command began
             stop = stop if isinstance(stop, signals.Interrupted) else signals.Interrupted(signal.SIGINT)
-            os.write(2, f"nlfit: {stop}\n".encode())
+            client.say(f"nlfit: {stop}\n")
             code = stop.exit_code
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)

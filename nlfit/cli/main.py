@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from nlfit import signals
+from nlfit import client, signals
 
 
 def main() -> None:
@@ -20,8 +20,6 @@ def main() -> None:
         argv = [a for a in argv if a != "--no-worker"]
         sys.argv[1:] = argv
         os.environ["NLFIT_WORKER"] = "off"
-    from nlfit import client
-
     use_worker = client.enabled(argv)
     if use_worker:
         code = client.run(argv)
@@ -40,7 +38,7 @@ def execute(prog_name: str | None = None) -> int:
         signals.install()
         _guard_streams()
         if os.environ.get("NLFIT_ANNOUNCE_START"):  # tests: a line to synchronise on; signals are handled from here
-            _say("nlfit: started\n")
+            client.say("nlfit: started\n")
         from nlfit.cli.app import run
 
         code = run(prog_name)
@@ -50,7 +48,7 @@ def execute(prog_name: str | None = None) -> int:
             signal.signal(signum, signal.SIG_IGN)
         signals.consume()
         stop = stop if isinstance(stop, signals.Interrupted) else signals.Interrupted(signal.SIGINT)
-        _say(f"nlfit: {stop}\n")
+        client.say(f"nlfit: {stop}\n")
         code = stop.exit_code
     return code
 
@@ -84,14 +82,6 @@ def _guard_streams() -> None:
     sys.stdout = io.TextIOWrapper(
         io.BufferedWriter(io.FileIO(private, "w")), encoding=stdout.encoding, errors=stdout.errors, line_buffering=stdout.line_buffering
     )
-
-
-def _say(text: str) -> None:
-    try:
-        sys.stderr.write(text)
-        sys.stderr.flush()
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def _exit(code: int) -> None:
