@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from nlfit.cli.common import check_outputs, emit, handle_errors, load_config, merge, stdout_is_terminal
-from nlfit.errors import OptionError
+from nlfit.errors import OptionError, printable
 from nlfit.options import DEFAULTS, NAMES, FitOptions, help_text
 from nlfit.report.formats import NAMES as FORMATS
 from nlfit.schema import OPTIONS
@@ -126,8 +126,26 @@ def fit(
     from nlfit.io.read import expand_sources
 
     inputs = expand_sources(data, bool(options.get("glob")))  # an output must not be any file read
-    check_outputs({"--output": options.get("output"), "--plot": options.get("plot")}, [*inputs, config])
+    output = options.get("output")
+    if dask_groups(options) and output_directory(output):
+        from nlfit import dask_engine
+
+        dask_engine.check_directory(output)  # -o DIR/: one part file per partition
+        output = None
+    check_outputs({"--output": output, "--plot": options.get("plot")}, [*inputs, config])
     run_fit(inputs, {**options, "glob": False}, plans)  # the patterns are expanded once, here
+
+
+def dask_groups(options: dict) -> bool:
+    """--group-by with --engine dask: the files are read and fitted on the workers."""
+    return bool(options.get("group_by")) and options.get("engine") == "dask"
+
+
+def output_directory(path: str | None) -> bool:
+    """Is ``--output`` a folder for part files (a path that ends in '/' or is a folder)?"""
+    import os
+
+    return bool(path) and (path.endswith(("/", os.sep)) or os.path.isdir(path))
 
 
 def fit_options(options: dict) -> list[FitOptions]:
@@ -193,6 +211,8 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
 
         require_matplotlib(options["plot"])
     x_columns = [c.strip() for c in str(options["x"]).split(",")] if options.get("x") else None
+    if dask_groups(options):
+        return run_groups_dask(data, x_columns, plans, output_format, options)
     dataset = read_dataset(
         data,
         x_columns=x_columns,
@@ -267,12 +287,7 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
     if options.get("scheduler") and engine != "dask":
         raise OptionError("--scheduler needs --engine dask")
     try:
-        if engine == "dask":
-            from nlfit.batch import fit_groups_dask
-
-            result = fit_groups_dask(dataset, model_spec, p0=p0, scheduler=options.get("scheduler"), options=plan)
-        else:
-            result = fit_groups(dataset, model_spec, p0=p0, on_progress=progress, options=plan)
+        result = fit_groups(dataset, model_spec, p0=p0, on_progress=progress, options=plan)
     finally:
         if progress is not None:
             progress.close()
@@ -287,6 +302,96 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
     if any(row["status"] == "interrupted" for row in rows):
         stop_interrupted(options["quiet"])
     raise typer.Exit(0 if all(row["success"] for row in rows) else 1)
+
+
+def run_groups_dask(data: list[str], x_columns, plans: list[FitOptions], output_format, options) -> None:
+    """--group-by --engine dask (``nlfit.dask_engine``): the client reads only the headers,
+    the workers read and fit; the rows arrive in group order, as the local engine writes
+    them, to stdout, --output FILE or --output DIR/ (part files). Exit codes as run_groups."""
+    import time
+    from types import SimpleNamespace
+
+    from nlfit import dask_engine
+    from nlfit.io.read import missing_warning
+    from nlfit.options import parse_p0
+
+    began = time.perf_counter()
+    if options.get("plot"):
+        raise OptionError("--plot is not available with --group-by")
+    if len(plans) > 1:
+        raise OptionError("--group-by takes one --method")
+    model_spec = options.get("model")
+    if not model_spec:
+        raise OptionError("--model is required for CSV data (see 'nlfit models')")
+    p0 = parse_p0(options.get("p0"))
+    plan = dask_engine.plan(
+        list(data),
+        options["group_by"],
+        x_columns,
+        options.get("y"),
+        options.get("sigma"),
+        formula=model_spec,
+        sep=options.get("sep"),
+        missing=options.get("missing") or "drop",
+    )
+    output = options.get("output")
+    tally = dask_engine.Tally(keep=WARNING_LINES)
+    progress = progress_reporter(options, single=False)
+    try:
+        with dask_engine.connect(options.get("scheduler")) as client:
+            job = dask_engine.Job(client, plan, model_spec, p0, plans[0])
+            survey = job.survey()
+            if survey.dropped and options["quiet"] < 2:
+                plain_line(f"nlfit: warning: {missing_warning(SimpleNamespace(dropped=survey.dropped))}")
+
+            def counted():
+                for part in job.parts(output_format.name):
+                    tally.add(part)
+                    if progress is not None:
+                        progress(tally.rows, survey.groups)
+                    yield part
+
+            if output_directory(output):
+                dask_engine.write_parts(output, counted(), output_format, job.param_names)
+            else:
+                pieces = (dask_engine.part_text(part, output_format, job.param_names, header=i == 0) for i, part in enumerate(counted()))
+                write_result(pieces, output)
+    finally:
+        if progress is not None:
+            progress.close()
+    if not options.get("quiet"):
+        from nlfit.report.console import batch_summary, stderr_console
+
+        stderr_console().print(batch_summary(tally.rows, tally.failed, plans[0].method, plans[0].globalization, time.perf_counter() - began), markup=False)
+    if options["quiet"] < 2:
+        for line in tally.warnings:
+            plain_line(f"nlfit: warning: {line}")
+        if tally.more_warnings:
+            plain_line(f"nlfit: warning: ... and {tally.more_warnings} more (see the 'warnings' of each result)")
+    if tally.interrupted:
+        stop_interrupted(options["quiet"])
+    raise typer.Exit(0 if tally.failed == 0 else 1)
+
+
+def write_result(pieces, output: str | None) -> None:
+    """Text made piece by piece as it arrives: to stdout, or to --output through a temporary
+    file renamed at the end (a signal meanwhile removes it: the old file stays whole)."""
+    from nlfit.cli.common import emit_chunks
+    from nlfit.io.write import descriptor_of, write_atomic
+
+    if not output or descriptor_of(output) is not None:
+        emit_chunks(pieces, output)
+        return
+    try:
+        write_atomic(output, pieces)
+    except OSError as exc:
+        raise OptionError(f"cannot write --output {printable(output)}: {exc.strerror or exc}") from None
+
+
+def plain_line(text: str) -> None:
+    from nlfit.report.console import plain_line as line
+
+    line(text)
 
 
 def stop_interrupted(quiet: int) -> None:

@@ -98,6 +98,26 @@ def read_dataset(
             raise InputError(f"{printable(inputs[nist[0]][0])} is a NIST StRD file: it is read alone, not with other files")
         return _read_nist(inputs[0][0], inputs[0][1].decode("utf-8", errors="replace"), x_columns, y_column, sigma_column, formula)
     sources = [_Parquet.parse(label, data) if _is_parquet(data) else _Source.parse(label, data, separator) for label, data in inputs]
+    x_columns, y_column, sigma_column, group_column, used = plan_columns(sources, x_columns, y_column, sigma_column, group_column, formula)
+    label = ", ".join(s.label for s in sources)
+    frames = [s.frame(used, group_column) for s in sources]  # only the used columns are converted
+    if len(frames) == 1:
+        frame = frames[0]
+    else:
+        import pandas as pd
+
+        frame = pd.concat(frames, ignore_index=True)
+    locate = _Locator(sources, [len(f) for f in frames])
+    # With a group column a non-finite number only fails its own group (status nonfinite).
+    dataset = _select(frame, x_columns, y_column, sigma_column, label, None, group_column=group_column, missing=missing, locate=locate)
+    return Dataset(**{**dataset.__dict__, "files": tuple(s.label for s in sources)})
+
+
+def plan_columns(sources, x_columns, y_column, sigma_column, group_column, formula):
+    """The columns of the fit, from the inputs' column names alone (``sources``: each has
+    ``label``, ``names`` and ``sep``; the first one's names are the table's, and every other
+    must have the same): (x columns, y column, sigma column, group column, the used columns).
+    ``formula``: a user formula (its data columns are the predictors) or None."""
     first = sources[0]
     for other in sources[1:]:
         if other.names != first.names:
@@ -122,17 +142,7 @@ def read_dataset(
         )
     x_columns, y_column, wanted = _pick(columns, x_columns, y_column, sigma_column, label, group_column)
     used = list(dict.fromkeys([*wanted, *([group_column] if group_column else [])]))
-    frames = [s.frame(used, group_column) for s in sources]  # only the used columns are converted
-    if len(frames) == 1:
-        frame = frames[0]
-    else:
-        import pandas as pd
-
-        frame = pd.concat(frames, ignore_index=True)
-    locate = _Locator(sources, [len(f) for f in frames])
-    # With a group column a non-finite number only fails its own group (status nonfinite).
-    dataset = _select(frame, x_columns, y_column, sigma_column, label, None, group_column=group_column, missing=missing, locate=locate)
-    return Dataset(**{**dataset.__dict__, "files": tuple(s.label for s in sources)})
+    return x_columns, y_column, sigma_column, group_column, used
 
 
 def parse_sep(sep: str | None) -> str | None:
@@ -285,6 +295,86 @@ def _read_nist(label, text, x_columns, y_column, sigma_column, formula) -> Datas
         selected = _select(frame, x_columns, y_column, sigma_column, label, dataset.nist)
         return Dataset(**{**selected.__dict__, "files": (label,)})
     return dataset
+
+
+# --- one file of several, read alone (the Dask engine reads each on a worker) ---------------
+
+_HEAD_BYTES = 1 << 16  # the first bytes read for the header of a text file (doubled as needed)
+
+
+def read_header(name: str, sep: str | None = None):
+    """The column names of the data file ``name`` without reading its data: a Parquet file's
+    schema (its footer), or the first records of a text file (at least the records the
+    delimiter is detected from, so the names and the delimiter are those ``read_dataset``
+    finds). Returns an object with ``label``, ``names`` and ``sep``; errors as
+    ``read_dataset``'s. ``sep``: as ``parse_sep`` returns it."""
+    if os.path.isdir(name):
+        raise InputError(f"data path is a directory, not a file: {printable(name)}")
+    try:
+        with open(name, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            start = handle.read(len(PARQUET_MAGIC))
+            if start == PARQUET_MAGIC and size >= 2 * len(PARQUET_MAGIC):
+                handle.seek(size - len(PARQUET_MAGIC))
+                if handle.read() == PARQUET_MAGIC:
+                    return _parquet_header(name, handle)
+            handle.seek(0)
+            return _text_header(name, handle, sep)
+    except FileNotFoundError:
+        raise InputError(f"data file not found: {printable(name)}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {printable(name)}: {exc.strerror or exc}") from None
+
+
+def _parquet_header(name: str, handle) -> _Parquet:
+    parquet = _pyarrow_parquet(name)
+    handle.seek(0)
+    try:
+        schema = parquet.read_schema(handle)
+    except Exception as exc:  # pyarrow's ArrowInvalid and friends: one line, not a traceback
+        raise InputError(f"{printable(name)} is not a readable Parquet file: {_first_line(exc)}") from None
+    names = [str(n) for n in schema.names if not str(n).startswith("__index_level_")]
+    if not names:
+        raise InputError(f"{printable(name)} is empty: a Parquet file with no columns")
+    return _Parquet(name, b"", names)
+
+
+def _text_header(name: str, handle, sep: str | None) -> _Source:
+    """The header of a text file from a prefix of whole lines, grown until it holds the
+    records ``_Source.parse`` looks at (or is the whole file)."""
+    raw, size = b"", _HEAD_BYTES
+    while True:
+        more = handle.read(size - len(raw))
+        raw += more
+        whole = not more or len(raw) < size
+        prefix = raw if whole else raw[: raw.rfind(b"\n") + 1]
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not whole:
+            text = codecs.getincrementaldecoder("utf-16")(errors="replace").decode(raw[: len(raw) - len(raw) % 2])
+            prefix = codecs.BOM_UTF8 + text[: text.rfind("\n") + 1].encode("utf-8", errors="surrogatepass")
+        if whole or prefix:
+            data = _prepare(prefix, name)
+            if _is_nist(name, data):
+                raise InputError(f"{printable(name)} is a NIST StRD file: it is read alone, not with other files")
+            head, _ = _Source._head(data)
+            if whole or (len(head) == _SAMPLE_RECORDS and head[-1][3]):  # the records the whole file would give
+                return _Source.parse(name, data, sep)
+        size *= 4
+
+
+def read_part(name: str, names: list[str], first: str, x_columns: list[str], y_column: str, sigma_column: str | None,
+              group_column: str, *, sep: str | None = None, missing: str = "drop") -> Dataset:  # fmt: skip
+    """One file of a grouped fit over several, read alone with the columns chosen from the
+    headers (``plan_columns``): the same dialect, missing-value and number rules as
+    ``read_dataset``. ``names``: the columns every file must have (those of the file
+    ``first``). A file whose every row has a missing value gives an empty Dataset (the
+    caller checks the files together)."""
+    data = _read_bytes(name, None)
+    source = _Parquet.parse(name, data) if _is_parquet(data) else _Source.parse(name, _prepare(data, name), sep)
+    plan_columns([_Parquet(first, b"", list(names)), source], None, None, None, None, None)  # the same columns as the first file
+    frame = source.frame(list(dict.fromkeys([*x_columns, y_column, *([sigma_column] if sigma_column else []), group_column])), group_column)
+    locate = _Locator([source], [len(frame)])
+    dataset = _select(frame, x_columns, y_column, sigma_column, name, None, group_column=group_column, missing=missing, locate=locate, empty_ok=True)
+    return Dataset(**{**dataset.__dict__, "files": (name,)})
 
 
 # --- lines and records --------------------------------------------------------------------
@@ -662,10 +752,11 @@ def _pick(columns, x_columns, y_column, sigma_column, label, exclude=None):
     return list(x_columns), y_column, wanted
 
 
-def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=None, missing="drop", locate=None) -> Dataset:
+def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=None, missing="drop", locate=None, empty_ok=False) -> Dataset:
     """The fit's columns as numbers. Rows with a missing cell in a used column are dropped
     (or an error with ``missing='error'``); with a group column, non-finite numbers are kept
-    (their group fails alone)."""
+    (their group fails alone). Every row dropped is an error unless ``empty_ok`` (one file
+    of several, read alone: the caller checks them all together)."""
     locate = locate or (lambda index: f"{printable(label)}: row {index + 1}")
     x_columns, y_column, wanted = _pick(list(frame.columns), x_columns, y_column, sigma_column, label, group_column)
     values, problems = {}, []
@@ -689,7 +780,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
     dropped = int(absent.sum())
     kept = None
     if dropped:
-        if dropped == len(frame):
+        if dropped == len(frame) and not empty_ok:
             raise InputError(
                 f"{printable(label)}: every row ({dropped}) has a missing value in the used columns ({', '.join(printable(c) for c in dict.fromkeys(wanted))})"
             )

@@ -1,0 +1,430 @@
+"""``nlfit fit FILES... --group-by COL --engine dask``: grouped fits of data that need not fit
+on one machine. The client reads headers and results, never the data.
+
+1. Client: the columns of the fit from each file's header (``read_header``: a Parquet
+   file's footer, the first records of a text file) with ``plan_columns``, so a bad
+   ``--group-by``, ``-x``, ``-y`` or ``--sigma`` is the local engine's one-line error.
+2. Workers: each file is one partition, read by nlfit's own reader (``read_part``: the same
+   delimiter detection, comments, BOM, missing-value and number rules). A row carries
+   ``pos`` = (file index << ROW_BITS) + its row among the kept rows of its file, which
+   orders the rows as the concatenated input does.
+3. Survey (computed on the workers; a few numbers come back): the histogram of group sizes,
+   the rows dropped for a missing value, the range of each predictor. From it one worker
+   resolves what the local engine resolves over all the groups at once (``resolve``): the
+   ``--starts auto`` count (widest group, number of groups), the Jacobian mode, the
+   factorization when every size bucket gets the same, and the model's domain (Chebyshev).
+4. Shuffle on the group key: every group lies whole in one partition, whose groups one
+   worker fits with ``nlfit.batch.fit_groups`` (the vmapped solver), one result row each,
+   already formatted (an NDJSON line or a CSV line), with its group's first ``pos``.
+5. The result rows (one per group: small next to the data) are sorted on that ``pos``
+   (the local engine's order: first appearance) into partitions of at most RESULT_ROWS
+   rows, and pulled one partition at a time, in order: to stdout, to ``-o FILE`` (a
+   temporary file renamed at the end), or with ``-o DIR/`` into one part file per
+   partition (``part-00000.ndjson`` or ``.csv``, each written atomically).
+
+Files are read twice (the survey, then the fit) rather than held in the workers' memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nlfit.errors import InputError, OptionError, printable
+from nlfit.options import FitOptions
+
+ROW_BITS = 40  # pos = file index << ROW_BITS | row: 2**40 rows per file, 2**23 files
+RESULT_ROWS = 4000  # result rows per pulled partition (and part file)
+PREFETCH = 3  # result partitions requested ahead of the one being written
+PART_NAME = re.compile(r"part-\d{5,}\.(ndjson|csv)")
+# The LocalCluster started without --scheduler: single-threaded worker processes on
+# 127.0.0.1, no dashboard (and the scheduler's small HTTP server on a free local port, not
+# on 8787 of every interface), only errors logged.
+LOCAL_CLUSTER = {
+    "threads_per_worker": 1,
+    "processes": True,
+    "host": "127.0.0.1",
+    "dashboard_address": None,
+    "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+    "silence_logs": logging.ERROR,
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every worker needs to read its file: the files, the columns every one has, and
+    the columns of the fit (already resolved from the headers)."""
+
+    files: tuple[str, ...]
+    names: tuple[str, ...]
+    x_columns: tuple[str, ...]
+    y_column: str
+    sigma_column: str | None
+    group_column: str
+    sep: str | None
+    missing: str
+
+    @property
+    def label(self) -> str:
+        return ", ".join(self.files)
+
+
+def plan(files: list[str], group_column: str, x_columns=None, y_column=None, sigma_column=None, formula=None, *, sep=None, missing="drop") -> Plan:
+    """The reading plan of ``files`` from their headers alone (errors as ``read_dataset``'s)."""
+    from nlfit.io.read import MISSING_MODES, parse_sep, plan_columns, read_header
+    from nlfit.models.registry import is_formula
+
+    if missing not in MISSING_MODES:
+        raise OptionError(f"--missing must be drop or error; got '{printable(missing)}'")
+    separator = parse_sep(sep)
+    for name in files:
+        if name == "-":
+            raise OptionError("--engine dask reads the data on the workers: stdin ('-') cannot be an input; save it to a file")
+        with contextlib.suppress(OSError):
+            if not stat.S_ISREG(os.stat(name).st_mode) and not os.path.isdir(name):
+                raise OptionError(f"--engine dask reads the data on the workers: {printable(name)} is not a regular file")
+    headers = [read_header(name, separator) for name in files]
+    chosen = plan_columns(headers, x_columns, y_column, sigma_column, group_column, formula if is_formula(formula) else None)
+    x, y, sigma, group, _ = chosen
+    return Plan(tuple(files), tuple(headers[0].names), tuple(x), y, sigma, group, separator, missing)
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None):
+    """A client of the scheduler at ``scheduler``, or of a LocalCluster (one single-threaded
+    worker process per core, on 127.0.0.1, no dashboard) started here and closed after."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--engine dask needs dask: pip install 'nlfit[dask]'") from None
+    cluster = client = None
+    try:
+        if scheduler:
+            client = Client(scheduler, timeout="10s")
+        else:
+            cluster = LocalCluster(**LOCAL_CLUSTER, n_workers=os.cpu_count() or 1)
+            client = Client(cluster)
+    except (OSError, TimeoutError, ValueError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise OptionError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What the local engine knows of all the groups before it fits them."""
+
+    groups: int
+    widest: int
+    sizes: dict[int, int]  # group size -> number of groups of that size
+    rows: int
+    dropped: int
+    x_min: tuple[float, ...]
+    x_max: tuple[float, ...]
+
+
+@dataclass
+class Tally:
+    """What the rows pulled so far say: counts and the first warning lines."""
+
+    rows: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
+    more_warnings: int = 0
+    keep: int = 20
+
+    def add(self, part) -> None:
+        self.rows += len(part)
+        self.failed += int((~part["success"].to_numpy(dtype=bool)).sum())
+        self.interrupted |= bool(part["interrupted"].to_numpy(dtype=bool).any())
+        for group, text in zip(part["group"], part["warnings"], strict=True):
+            if text:
+                for line in json.loads(text):
+                    if len(self.warnings) < self.keep:
+                        self.warnings.append(f"group {group}: {line}")
+                    else:
+                        self.more_warnings += 1
+
+
+class Job:
+    """One grouped fit on a cluster: ``survey`` (once: it also resolves the options and the
+    parameter names), then ``parts`` (the result rows in group order, partition by partition)."""
+
+    def __init__(self, client, plan: Plan, model_spec: str, p0, options: FitOptions):
+        self.client, self.plan, self.model_spec, self.p0, self.options = client, plan, model_spec, p0, options
+        self.param_names: tuple[str, ...] = ()
+        self._survey: Survey | None = None
+        self._options = options
+
+    def _frames(self):
+        """The files as one dask DataFrame, each file a partition read on a worker, and the
+        delayed facts of each file (rows, dropped, predictor range)."""
+        import dask
+        import dask.dataframe as dd
+
+        reads = [dask.delayed(_read, pure=True, nout=2)(i, name, self.plan) for i, name in enumerate(self.plan.files)]
+        frames = dd.from_delayed([r[0] for r in reads], meta=_meta(self.plan), verify_meta=False)
+        facts = dd.from_delayed([r[1] for r in reads], meta=_facts_meta(self.plan), verify_meta=False)
+        return frames, facts
+
+    def survey(self) -> Survey:
+        """Group sizes, dropped rows, predictor ranges: computed by the workers."""
+        import dask
+
+        frames, facts = self._frames()
+        histogram, facts = dask.compute(frames.groupby("key").size().value_counts(), facts)  # each file read once
+        sizes = {int(k): int(v) for k, v in histogram.items()}
+        rows, dropped = int(facts["rows"].sum()), int(facts["dropped"].sum())
+        if rows == 0:  # read_dataset's error (each file alone may lose all its rows)
+            used = ", ".join(printable(c) for c in dict.fromkeys([*self.plan.x_columns, self.plan.y_column, self.plan.sigma_column]) if c)
+            raise InputError(f"{printable(self.plan.label)}: every row ({dropped}) has a missing value in the used columns ({used})")
+        read = facts[facts["rows"] > 0]
+        columns = range(len(self.plan.x_columns))
+        x_min = [np.min(read[f"x{i}_min"].to_numpy()) for i in columns]  # NaN spreads, as np.min over all the data does
+        x_max = [np.max(read[f"x{i}_max"].to_numpy()) for i in columns]
+        self._survey = Survey(sum(sizes.values()), max(sizes), sizes, rows, dropped, tuple(map(float, x_min)), tuple(map(float, x_max)))
+        self._options, self.param_names = self.client.submit(resolve, self.model_spec, self.plan, self._survey, self.options, pure=False).result()
+        return self._survey
+
+    def parts(self, output_format: str):
+        """The result rows in group order, one pandas DataFrame (a partition) at a time:
+        ``pos``, ``group``, ``text`` (the NDJSON or CSV line), ``success``, ``interrupted``,
+        ``warnings`` (a JSON list, or empty)."""
+        from distributed import wait
+
+        survey = self._survey or self.survey()
+        frames, _ = self._frames()
+        workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        count = max(1, min(survey.groups, max(len(self.plan.files), 2 * workers)))
+        context = {"plan": self.plan, "survey": survey, "spec": self.model_spec, "p0": self.p0, "options": self._options, "format": output_format}
+        fitted = frames.shuffle("key", npartitions=count).map_partitions(_fit_partition, context, meta=_result_meta(), align_dataframes=False)
+        fitted = self.client.persist(fitted)  # fitted once; the sort below reads it twice (its quantiles, then the rows)
+        wait(fitted)
+        ordered = self.client.persist(fitted.sort_values("pos", npartitions=max(1, -(-survey.groups // RESULT_ROWS))))
+        del fitted
+        pending = [self.client.compute(part) for part in ordered.to_delayed()]
+        del ordered
+        for index in range(len(pending)):
+            part = pending[index].result()
+            pending[index] = None  # released: its rows are on the client now
+            if len(part):
+                yield part
+
+
+def check_directory(path: str) -> None:
+    """Before any work: ``-o DIR/`` can receive part files (its parent exists, it holds
+    none already: a part left from another run would be mixed with this one's)."""
+    folder = Path(path)
+    if folder.exists():
+        if not folder.is_dir():
+            raise OptionError(f"--output {printable(path)} is not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OptionError(f"--output {printable(path)}: permission denied")
+        old = sorted(p.name for p in folder.iterdir() if PART_NAME.fullmatch(p.name))
+        if old:
+            raise OptionError(f"--output {printable(path)} already holds part files ({printable(old[0])}, ...); remove them or choose another folder")
+    elif not folder.parent.is_dir():
+        raise OptionError(f"--output {printable(path)}: the folder {printable(str(folder.parent))} does not exist")
+
+
+def write_parts(path: str, parts, output_format, param_names) -> int:
+    """Each partition of rows to its own part file in ``path`` (made if needed), each
+    written atomically (a temporary file renamed; a signal waits for the rename), named
+    ``part-00000.ndjson`` (or ``.csv``) on; returns how many were written."""
+    from nlfit import signals
+    from nlfit.io.write import write_atomic
+
+    folder = Path(path)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OptionError(f"cannot make --output {printable(path)}: {exc.strerror or exc}") from None
+    written = 0
+    suffix = "csv" if output_format.name != "json" else "ndjson"
+    for part in parts:
+        target = folder / f"part-{written:05d}.{suffix}"
+        text = part_text(part, output_format, param_names, header=True)
+        try:
+            with signals.deferred():
+                write_atomic(target, text)
+        except OSError as exc:
+            raise OptionError(f"cannot write {printable(str(target))}: {exc.strerror or exc}") from None
+        written += 1
+    return written
+
+
+def part_text(part, output_format, param_names, header: bool) -> str:
+    """The rows of a partition as text: NDJSON lines, or CSV lines (after the header when
+    ``header``)."""
+    body = "".join(part["text"])
+    if output_format.name == "json":
+        return body
+    return (csv_header(param_names) if header else "") + body
+
+
+def csv_header(param_names) -> str:
+    from nlfit.io.write import groups_csv_text
+
+    return groups_csv_text([], param_names)
+
+
+# --- on the workers -------------------------------------------------------------------------
+
+
+def _meta(plan: Plan):
+    import pandas as pd
+
+    columns = {"key": pd.Series([], dtype="string[pyarrow]")}
+    for i in range(len(plan.x_columns)):
+        columns[f"x{i}"] = pd.Series([], dtype="float64")
+    columns["y"] = pd.Series([], dtype="float64")
+    if plan.sigma_column:
+        columns["sigma"] = pd.Series([], dtype="float64")
+    columns["pos"] = pd.Series([], dtype="int64")
+    return pd.DataFrame(columns)
+
+
+def _facts_meta(plan: Plan):
+    """One row per file: its rows kept and dropped, and the range of each predictor."""
+    import pandas as pd
+
+    columns = {"rows": pd.Series([], dtype="int64"), "dropped": pd.Series([], dtype="int64")}
+    for i in range(len(plan.x_columns)):
+        columns[f"x{i}_min"] = pd.Series([], dtype="float64")
+        columns[f"x{i}_max"] = pd.Series([], dtype="float64")
+    return pd.DataFrame(columns)
+
+
+def _result_meta():
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "pos": pd.Series([], dtype="int64"),
+            "group": pd.Series([], dtype="string[pyarrow]"),
+            "text": pd.Series([], dtype="string[pyarrow]"),
+            "success": pd.Series([], dtype="bool"),
+            "interrupted": pd.Series([], dtype="bool"),
+            "warnings": pd.Series([], dtype="string[pyarrow]"),
+        }
+    )
+
+
+def _read(index: int, name: str, plan: Plan):
+    """File ``index`` as a partition (key, x0.., y, sigma, pos) and its facts."""
+    import pandas as pd
+
+    from nlfit.io.read import read_part
+
+    dataset = read_part(
+        name, list(plan.names), plan.files[0], list(plan.x_columns), plan.y_column, plan.sigma_column, plan.group_column, sep=plan.sep, missing=plan.missing
+    )
+    rows = dataset.n_points
+    x = np.asarray(dataset.x, dtype=np.float64).reshape(rows, -1)
+    columns = {"key": pd.array(np.asarray(dataset.groups, dtype=object), dtype="string[pyarrow]")}
+    for i in range(x.shape[1]):
+        columns[f"x{i}"] = x[:, i]
+    columns["y"] = np.asarray(dataset.y, dtype=np.float64)
+    if plan.sigma_column:
+        columns["sigma"] = np.asarray(dataset.sigma, dtype=np.float64)
+    columns["pos"] = (np.int64(index) << ROW_BITS) + np.arange(rows, dtype=np.int64)
+    facts = {"rows": [rows], "dropped": [int(dataset.dropped)]}
+    for i in range(x.shape[1]):
+        facts[f"x{i}_min"] = [x[:, i].min() if rows else np.nan]
+        facts[f"x{i}_max"] = [x[:, i].max() if rows else np.nan]
+    return pd.DataFrame(columns), pd.DataFrame(facts)
+
+
+@functools.lru_cache(maxsize=8)
+def _model(spec: str, x_names: tuple[str, ...], y_name: str, x_min: tuple[float, ...], x_max: tuple[float, ...]):
+    """The model as the local engine builds it from all the data (its domain is the range of
+    x), once per worker process (so its compiled solver is reused across partitions)."""
+    from nlfit.models.registry import build_model
+
+    probe = np.array([x_min, x_max], dtype=np.float64)
+    return build_model(spec, probe[:, 0] if len(x_names) == 1 else probe, y_name=y_name, x_names=x_names)
+
+
+def resolve(spec: str, plan: Plan, survey: Survey, options: FitOptions):
+    """The options the local engine resolves over all the groups: the ``--starts auto``
+    count, the Jacobian mode (widest group), the factorization (when every size bucket
+    resolves the same way); and the parameter names. Run on a worker (it builds the model)."""
+    from nlfit import derivatives
+    from nlfit.batch import size_buckets
+    from nlfit.fitting import choose_factorization, start_count
+    from nlfit.start import box
+
+    model = _model(spec, plan.x_columns, plan.y_column, survey.x_min, survey.x_max)
+    n_params = len(model.param_names)
+    lower, upper, _ = box(model, options.bounds, options.fix, np.ones(n_params), given=False)
+    starts = start_count(options, model, np.asarray(lower) != np.asarray(upper), survey.widest, survey.groups)
+    jac = derivatives.resolve_mode(options.jac, survey.widest, n_params)
+    sizes = np.array(sorted(survey.sizes))
+    numbers = np.array([survey.sizes[int(s)] for s in sizes])
+    ways = {choose_factorization(options.factorization, int(sizes[b].max()), int(numbers[b].sum())) for b in size_buckets(sizes)}
+    factorization = ways.pop() if len(ways) == 1 else options.factorization
+    return options.replace(starts=starts, jac=jac, factorization=factorization), tuple(model.param_names)
+
+
+def _fit_partition(frame, context: dict):
+    """Fit every group of one shuffled partition; one result row per group."""
+    import pandas as pd
+
+    from nlfit.batch import fit_groups
+    from nlfit.io.dataset import Dataset
+    from nlfit.io.write import groups_csv_text
+
+    if frame.empty:
+        return _result_meta()
+    plan, survey = context["plan"], context["survey"]
+    frame = frame.sort_values("pos", kind="stable")
+    keys = frame["key"].to_numpy(dtype=object)
+    x = frame[[f"x{i}" for i in range(len(plan.x_columns))]].to_numpy(dtype=np.float64)
+    dataset = Dataset(
+        x=x[:, 0] if x.shape[1] == 1 else x,
+        y=frame["y"].to_numpy(dtype=np.float64),
+        x_names=plan.x_columns,
+        y_name=plan.y_column,
+        sigma=frame["sigma"].to_numpy(dtype=np.float64) if plan.sigma_column else None,
+        source=plan.label,
+        groups=keys,
+        files=plan.files,
+        dropped=survey.dropped,
+    )
+    model = _model(context["spec"], plan.x_columns, plan.y_column, survey.x_min, survey.x_max)
+    result = fit_groups(dataset, model, p0=context["p0"], options=context["options"])
+    codes, uniques = pd.factorize(keys, sort=False)
+    first = np.unique(codes, return_index=True)[1]  # each group's first row: in result.keys order
+    if [str(k) for k in uniques] != list(result.keys):
+        raise RuntimeError("the groups of a partition came back in another order")
+    rows = result.rows()
+    if context["format"] == "json":
+        texts = [json.dumps(row, allow_nan=False) + "\n" for row in rows]
+    else:
+        texts = [groups_csv_text([row], result.param_names).split("\n", 1)[1] for row in rows]
+    return pd.DataFrame(
+        {
+            "pos": frame["pos"].to_numpy()[first],
+            "group": pd.array(list(result.keys), dtype="string[pyarrow]"),
+            "text": pd.array(texts, dtype="string[pyarrow]"),
+            "success": np.array([bool(row["success"]) for row in rows]),
+            "interrupted": np.array([row["status"] == "interrupted" for row in rows]),
+            "warnings": pd.array([json.dumps(row["warnings"]) if row.get("warnings") else "" for row in rows], dtype="string[pyarrow]"),
+        }
+    )

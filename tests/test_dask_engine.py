@@ -1,0 +1,152 @@
+"""--engine dask with several files: read and fitted on the workers, rows in the local order.
+
+One LocalCluster (2 single-threaded worker processes) serves the whole module; each command
+connects to it with --scheduler, as a user's cluster would be used.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nlfit.cli.app import app
+
+FORMULA = "a*exp(-b*x)"
+GROUPS = 12
+POINTS = 15
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    from distributed import LocalCluster
+
+    from nlfit.dask_engine import LOCAL_CLUSTER
+
+    with LocalCluster(**LOCAL_CLUSTER, n_workers=2) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def table():
+    """Rows of GROUPS exponential decays, interleaved so that the order of first appearance
+    is neither sorted nor the order of the files; group 'few' cannot be fitted, and one row
+    has a missing y (dropped, with a warning)."""
+    rng = np.random.default_rng(11)
+    x = np.linspace(0.0, 4.0, POINTS)
+    rows = []
+    for g in rng.permutation(GROUPS):
+        a, b = rng.uniform(1, 2), rng.uniform(0.4, 1.0)
+        rows += [(f"g{g}", float(xi), float(a * np.exp(-b * xi) + rng.normal(0, 0.01))) for xi in x]
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    rows.insert(40, ("few", 0.5, 1.0))
+    rows.insert(7, ("g3", 1.5, None))
+    return rows
+
+
+def _split(rows, count):
+    size = -(-len(rows) // count)
+    return [rows[i * size : (i + 1) * size] for i in range(count)]
+
+
+def _write_csv(path, rows, dialect):
+    """CSV in the dialects nlfit detects: a BOM and comments, semicolons, tabs."""
+    sep = {"bom": ",", "semicolon": ";", "tab": "\t"}[dialect]
+    lines = [sep.join(["id", "x", "y"])] + [sep.join([k, repr(x), "" if y is None else repr(y)]) for k, x, y in rows]
+    text = "\n".join(lines) + "\n"
+    if dialect == "bom":
+        text = "# made by test_dask_engine\n" + text.replace("\n", "\n# a comment line\n", 3)
+        path.write_bytes(codecs.BOM_UTF8 + text.encode())
+    else:
+        path.write_text(text)
+
+
+def _write_parquet(path, rows):
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=["id", "x", "y"]).to_parquet(path, index=False)
+
+
+def _fit(paths, *extra):
+    args = ["fit", *map(str, paths), "--group-by", "id", "-m", FORMULA, "--p0", "a=1,b=1", *extra]
+    return CliRunner().invoke(app, args)
+
+
+def _same(local, dask_rows):
+    assert [r["group"] for r in dask_rows] == [r["group"] for r in local]  # the local order: first appearance
+    for ours, theirs in zip(local, dask_rows, strict=True):
+        assert theirs["status"] == ours["status"]
+        assert theirs["counts"] == ours["counts"]
+        for name in ("a", "b"):
+            if ours["params"][name]["value"] is not None:
+                assert theirs["params"][name]["value"] == pytest.approx(ours["params"][name]["value"], rel=1e-12)
+
+
+def test_csv_and_parquet_parts_equal_local_and_fill_an_output_folder(tmp_path, scheduler, table, monkeypatch):
+    """One test (one cluster, however pytest-xdist spreads the tests): each kind of input
+    equals the local engine, and -o DIR/ gets one part file per partition."""
+    for kind in ("csv", "parquet"):
+        _dask_equals_local(tmp_path / kind, scheduler, table, kind)
+    _output_folder(tmp_path / "folder", scheduler, table, monkeypatch)
+
+
+def _dask_equals_local(folder, scheduler, table, kind):
+    folder.mkdir()
+    paths = []
+    for i, part in enumerate(_split(table, 4)):
+        path = folder / f"part{i}.{kind}"
+        _write_csv(path, part, ["bom", "semicolon", "tab", "bom"][i]) if kind == "csv" else _write_parquet(path, part)
+        paths.append(path)
+    local = _fit(paths, "-f", "json")
+    done = _fit([folder / f"*.{kind}"], "--glob", "--engine", "dask", "--scheduler", scheduler, "-f", "json")
+    assert local.exit_code == done.exit_code == 1, done.stderr  # 'few' is not fitted
+    assert "dropped 1 row with missing values" in local.stderr and "dropped 1 row with missing values" in done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == GROUPS + 1 and rows[0]["group"] == table[0][0]
+    assert next(r for r in rows if r["group"] == "few")["status"] == "too-few-points"
+    _same([json.loads(line) for line in local.stdout.splitlines()], rows)
+    assert rows[0]["data"]["files"] == [str(p) for p in paths]  # the inputs, as the local engine names them
+
+
+def _output_folder(folder, scheduler, table, monkeypatch):
+    import nlfit.dask_engine
+
+    folder.mkdir()
+    monkeypatch.setattr(nlfit.dask_engine, "RESULT_ROWS", 4)  # 13 groups: several partitions
+    paths = []
+    for i, part in enumerate(_split(table, 3)):
+        paths.append(folder / f"in{i}.parquet")
+        _write_parquet(paths[-1], part)
+    local = _fit(paths, "-f", "csv")
+    out = folder / "out"
+    done = _fit(paths, "--engine", "dask", "--scheduler", scheduler, "-f", "csv", "-o", f"{out}/", "-q")
+    assert done.exit_code == 1 and done.stdout == "", done.stderr
+    parts = sorted(out.iterdir())
+    assert len(parts) >= 2 and [p.name for p in parts] == [f"part-{i:05d}.csv" for i in range(len(parts))]
+    header, *expected = local.stdout.splitlines()
+    texts = [p.read_text().splitlines() for p in parts]
+    assert all(t[0] == header and len(t) > 1 for t in texts)  # each part a CSV file of its own
+    got = [line for t in texts for line in t[1:]]
+    assert [line.split(",")[0] for line in got] == [line.split(",")[0] for line in expected]  # cat part-* is the local order
+    again = _fit(paths, "--engine", "dask", "--scheduler", scheduler, "-o", str(out))  # an existing folder: parts from this run would mix
+    assert again.exit_code == 2 and "already holds part files" in again.stderr
+    assert sorted(out.iterdir()) == parts
+
+
+def test_headers_are_checked_on_the_client_with_the_local_errors(tmp_path, table):
+    paths = [tmp_path / "a.csv", tmp_path / "b.parquet"]
+    _write_csv(paths[0], table[:30], "bom")
+    _write_parquet(paths[1], table[30:])
+    for flags, message in [
+        (["--group-by", "nope"], "unknown --group-by column 'nope'"),
+        (["--group-by", "id", "--sigma", "s"], "unknown column 's'"),
+    ]:
+        args = ["fit", *map(str, paths), "-m", FORMULA, *flags]
+        local, done = CliRunner().invoke(app, args), CliRunner().invoke(app, [*args, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:1"])
+        assert local.exit_code == done.exit_code == 2 and message in done.stderr
+        assert done.stderr.splitlines() == local.stderr.splitlines()  # before any connection: the same one line
+    stdin = CliRunner().invoke(app, ["fit", "-", "--group-by", "id", "-m", FORMULA, "--engine", "dask"], input="id,x,y\n")
+    assert stdin.exit_code == 2 and "stdin" in stdin.stderr and "Traceback" not in stdin.stderr
