@@ -43,8 +43,7 @@ from nlfit.errors import InputError, OptionError, printable
 from nlfit.options import FitOptions
 
 ROW_BITS = 40  # pos = file index << ROW_BITS | row: 2**40 rows per file, 2**23 files
-RESULT_ROWS = 4000  # result rows per pulled partition (and part file)
-PREFETCH = 3  # result partitions requested ahead of the one being written
+RESULT_ROWS = 2000  # result rows per pulled partition (and part file): about 4 MB of NDJSON
 PART_NAME = re.compile(r"part-\d{5,}\.(ndjson|csv)")
 # The LocalCluster started without --scheduler: single-threaded worker processes on
 # 127.0.0.1, no dashboard (and the scheduler's small HTTP server on a free local port, not
@@ -186,10 +185,14 @@ class Job:
     def survey(self) -> Survey:
         """Group sizes, dropped rows, predictor ranges: computed by the workers."""
         import dask
+        import pandas as pd
 
         frames, facts = self._frames()
-        histogram, facts = dask.compute(frames.groupby("key").size().value_counts(), facts)  # each file read once
-        sizes = {int(k): int(v) for k, v in histogram.items()}
+        # size -> groups of that size in each partition of the group sizes (summed here: a
+        # plain .value_counts() after the groupby trips a dask bug once the sizes are split)
+        histogram = frames.groupby("key").size().map_partitions(_histogram, meta=pd.Series([], dtype="int64", name="count"))
+        histogram, facts = dask.compute(histogram, facts)  # each file read once
+        sizes = {int(k): int(v) for k, v in histogram.groupby(level=0).sum().items()}
         rows, dropped = int(facts["rows"].sum()), int(facts["dropped"].sum())
         if rows == 0:  # read_dataset's error (each file alone may lose all its rows)
             used = ", ".join(printable(c) for c in dict.fromkeys([*self.plan.x_columns, self.plan.y_column, self.plan.sigma_column]) if c)
@@ -298,6 +301,10 @@ def _meta(plan: Plan):
         columns["sigma"] = pd.Series([], dtype="float64")
     columns["pos"] = pd.Series([], dtype="int64")
     return pd.DataFrame(columns)
+
+
+def _histogram(sizes):
+    return sizes.value_counts()
 
 
 def _facts_meta(plan: Plan):

@@ -1,0 +1,153 @@
+"""How far ``nlfit fit --engine dask`` scales on one machine, and what the client holds.
+
+Writes about ``--size-gb`` of grouped data as part files (Parquet, uncompressed so that the
+size on disk is the size of the numbers; or ``--format csv``): the rational model
+1/(c0 + c1 x + c2 x^2) with ``--points`` (100) points per group and noise 0.01, x in
+[-1, 1], each group's coefficients drawn at random (denominator > 0 on [-1, 1]). Then it
+starts a LocalCluster of ``--workers`` (2) single-threaded worker processes and runs the
+CLI as a subprocess against it:
+
+    nlfit fit --engine dask --scheduler ADDR 'DIR/*.parquet' --glob --group-by id -m rational -f json -q
+
+(rows to /dev/null, or to part files with ``--output-dir``), and unless ``--skip-local``,
+the same fit with ``--engine local`` (which reads everything into one process). It reports
+the data size, the client's peak RSS (``os.wait4``: the subprocess and nothing else; goal:
+under 10 % of the data), the workers' peak RSS (``getrusage`` in each worker), and the wall
+times. Run by hand:
+
+    python benchmarks/dask_scale.py --size-gb 0.05
+    python benchmarks/dask_scale.py --size-gb 2 --skip-local
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ["NLFIT_WORKER"] = "off"  # the commands measured are their own processes, not a resident worker's clients
+
+COLUMNS = 3  # id, x, y: 8 bytes each in uncompressed Parquet
+FILE_BYTES = 64 * 2**20  # about this much per part file
+
+
+def generate(folder: Path, size_gb: float, points: int, kind: str, seed: int = 0) -> tuple[int, int, int]:
+    """Part files in ``folder``; returns (groups, rows, bytes on disk)."""
+    import pyarrow as pa
+
+    target = size_gb * 1e9
+    bytes_per_row = 8 * COLUMNS if kind == "parquet" else 44  # CSV: 'id,x,y' with full-precision numbers
+    rows_total = int(target / bytes_per_row)
+    groups = max(1, rows_total // points)
+    per_file = max(1, int(FILE_BYTES / bytes_per_row / points))  # groups per file
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-1.0, 1.0, points)
+    written = 0
+    for index, first in enumerate(range(0, groups, per_file)):
+        count = min(per_file, groups - first)
+        c0 = rng.uniform(1.0, 2.0, count)
+        c1 = rng.uniform(-0.5, 0.5, count)
+        c2 = rng.uniform(0.5, 2.0, count)
+        y = 1.0 / (c0[:, None] + c1[:, None] * x + c2[:, None] * x * x) + rng.normal(0.0, 0.01, (count, points))
+        table = pa.table({"id": np.repeat(np.arange(first, first + count, dtype=np.int64), points), "x": np.tile(x, count), "y": y.ravel()})
+        path = folder / f"part-{index:05d}.{kind}"
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, path, compression="none", use_dictionary=False)
+        else:
+            import pyarrow.csv as pcsv
+
+            pcsv.write_csv(table, path, pcsv.WriteOptions(quoting_style="none"))
+        written += path.stat().st_size
+    return groups, groups * points, written
+
+
+def run(command: list[str], stdout) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS in bytes, exit code) of ``command``, measured by os.wait4."""
+    began = time.perf_counter()
+    process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - began
+    process.returncode = os.waitstatus_to_exitcode(status)
+    error = process.stderr.read().decode(errors="replace")
+    if process.returncode not in (0, 1):
+        sys.stderr.write(error)
+        raise SystemExit(f"{' '.join(command)} ended with exit code {process.returncode}")
+    return wall, usage.ru_maxrss * 1024, process.returncode
+
+
+def worker_peaks(client) -> list[int]:
+    def peak() -> int:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    return sorted(client.run(peak).values())
+
+
+def mb(value: float) -> str:
+    return f"{value / 2**20:,.0f} MB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-gb", type=float, default=2.0, help="data to write, in GB (default 2)")
+    parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    parser.add_argument("--points", type=int, default=100, help="points per group (default 100)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--dir", help="write the data here (kept); default: a temporary folder, removed at the end")
+    parser.add_argument("--output-dir", action="store_true", help="results as part files (-o DIR/) instead of stdout to /dev/null")
+    parser.add_argument("--skip-local", action="store_true", help="do not run --engine local (all the data in one process)")
+    args = parser.parse_args()
+
+    from distributed import Client, LocalCluster
+
+    from nlfit.dask_engine import LOCAL_CLUSTER
+
+    folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="nlfit-dask-scale-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        began = time.perf_counter()
+        groups, rows, size = generate(folder, args.size_gb, args.points, args.format)
+        files = len(list(folder.glob(f"part-*.{args.format}")))
+        print(f"data: {size / 1e9:.2f} GB on disk ({args.format}, {files} files), {rows:,} rows, {groups:,} groups of {args.points} points")
+        print(f"  written in {time.perf_counter() - began:.1f} s to {folder}")
+        pattern = str(folder / f"part-*.{args.format}")
+        base = [sys.executable, "-m", "nlfit", "fit", pattern, "--glob", "--group-by", "id", "-m", "rational", "-f", "json", "-q"]
+        results = folder / "results"
+        with LocalCluster(**LOCAL_CLUSTER, n_workers=args.workers) as cluster, Client(cluster) as client:
+            command = [*base, "--engine", "dask", "--scheduler", cluster.scheduler_address]
+            if args.output_dir:
+                command += ["-o", f"{results}/"]
+            with open(os.devnull, "wb") as sink:
+                wall, client_peak, code = run(command, sink)
+            peaks = worker_peaks(client)
+        print(f"dask ({args.workers} workers x 1 thread, LocalCluster started by the benchmark):")
+        print(f"  wall time           {wall:8.1f} s   ({groups / wall:,.0f} groups/s), exit code {code}")
+        print(f"  client peak RSS     {mb(client_peak):>10}   ({100 * client_peak / size:.1f} % of the data; goal < 10 %)")
+        print(f"  worker peak RSS     {', '.join(mb(p) for p in peaks)}")
+        if args.output_dir:
+            parts = sorted(results.iterdir())
+            print(f"  part files          {len(parts)} ({sum(p.stat().st_size for p in parts) / 1e9:.2f} GB)")
+        if not args.skip_local:
+            with open(os.devnull, "wb") as sink:
+                local_wall, local_peak, local_code = run([*base, "--engine", "local"], sink)
+            print("local (one process):")
+            print(f"  wall time           {local_wall:8.1f} s   ({groups / local_wall:,.0f} groups/s), exit code {local_code}")
+            print(f"  peak RSS            {mb(local_peak):>10}")
+            print(f"  dask / local wall   {wall / local_wall:8.2f}")
+    finally:
+        if not args.dir:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
