@@ -384,7 +384,7 @@ def resolve(spec: str, plan: Plan, survey: Survey, options: FitOptions):
     jac = derivatives.resolve_mode(options.jac, survey.widest, n_params)
     sizes = np.array(sorted(survey.sizes))
     numbers = np.array([survey.sizes[int(s)] for s in sizes])
-    ways = {choose_factorization(options.factorization, int(sizes[b].max()), int(numbers[b].sum())) for b in size_buckets(sizes)}
+    ways = {choose_factorization(options.factorization, int(sizes[b].max()), int(numbers[b].sum()), n_params, options.method) for b in size_buckets(sizes)}
     factorization = ways.pop() if len(ways) == 1 else options.factorization
     return options.replace(starts=starts, jac=jac, factorization=factorization), tuple(model.param_names)
 

@@ -440,13 +440,19 @@ def fit_problems(model, problems, starts, counts, real, dataset, options: FitOpt
     )
 
 
-def choose_factorization(option: str, rows: int, groups: int = 1) -> str:
-    """The default ``auto`` (the same for single and grouped fits): J and its SVD below
-    LARGE_DATA_POINTS rows in all (groups x rows per group); from there the streaming QR for
-    one fit, and J^T J for the steps of many small fits (grouped fits), whose statistics and
-    final Gauss-Newton polish still use the SVD of each J."""
+def choose_factorization(option: str, rows: int, groups: int = 1, params: int | None = None, method: str | None = None) -> str:
+    """The default ``auto`` (the same for single and grouped fits): for many groups fitted by
+    Levenberg-Marquardt with at most ``subproblems.SMALL_PARAMETERS`` parameters, J^T J with
+    the steps' closed-form Cholesky (the batches' fast path); otherwise J and its SVD below
+    LARGE_DATA_POINTS rows in all (groups x rows per group), and from there the streaming
+    QR for one fit and J^T J for the steps of many small fits. Statistics and the final
+    Gauss-Newton polish always use the SVD of each J (or its R factor)."""
+    from nlfit.solvers.subproblems import SMALL_PARAMETERS
+
     if option != "auto":
         return option
+    if groups > 1 and method == "lm" and params is not None and params <= SMALL_PARAMETERS and rows < LARGE_DATA_POINTS:
+        return "cholesky"
     if rows * groups < LARGE_DATA_POINTS:
         return "svd"
     return "qr" if groups == 1 or rows >= LARGE_DATA_POINTS else "gram"
@@ -466,7 +472,7 @@ def solver_parts(options: FitOptions, model, lower, upper, rows: int, groups: in
     from nlfit.solvers.directions import make_direction
     from nlfit.solvers.globalization import make_globalization
 
-    factorization = choose_factorization(options.factorization, rows, groups)
+    factorization = choose_factorization(options.factorization, rows, groups, len(model.param_names), options.method)
     free = np.asarray(lower) != np.asarray(upper)
     return {
         "direction": make_direction(options.method, options.batch_size, factorization),

@@ -21,7 +21,7 @@ from nlfit.schema import MAX_ITER_LIMIT, SEED_LIMIT, STARTS_LIMIT, Bounds, Flag,
 from nlfit.solvers.catalog import DEFAULT_GLOBALIZATION, resolve_globalization, resolve_method
 
 JAC_MODES = ("auto", "fwd", "rev", "fd")
-FACTORIZATIONS = ("auto", "svd", "qr", "gram")
+FACTORIZATIONS = ("auto", "svd", "qr", "gram", "cholesky")
 LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 
 

@@ -69,22 +69,28 @@ class FitResult:
         """The minimized objective: 1/2 ||r||^2, or the robust cost 1/2 C^2 sum rho((r/C)^2)."""
         return self.stats["loss"]
 
-    def to_json(self, history: bool = True, options: bool = True) -> dict:
+    def to_json(self, history: bool = True, options: bool = True, model_info: dict | None = None) -> dict:
         """The JSON contract; ``history`` and the ``options`` echo are left out of a grouped
-        fit's rows (``BatchResult.rows``), which are one line each."""
+        fit's rows (``BatchResult.rows``), which are one line each; ``model_info``: the
+        model's description when the caller already has it (the rows of a grouped fit share it)."""
+        n = len(self.param_names)
+        values, stderr, tvalues = (_numbers(v, n) for v in (self.params, self.stderr, self.tvalues))
+        intervals = None if self.intervals is None else np.asarray(self.intervals, dtype=np.float64)
+        finite_intervals = None if intervals is None else np.all(np.isfinite(intervals), axis=1)
+        fixed = [False] * n if self.fixed is None else np.asarray(self.fixed, dtype=bool).tolist()
         params = {}
         for i, name in enumerate(self.param_names):
             params[name] = {
-                "value": json_number(self.params[i]),
-                "stderr": None if self.stderr is None else json_number(self.stderr[i]),
-                "ci": None if self.intervals is None or not np.all(np.isfinite(self.intervals[i])) else [float(v) for v in self.intervals[i]],
-                "tvalue": None if self.tvalues is None else json_number(self.tvalues[i]),
-                "fixed": bool(self.fixed[i]) if self.fixed is not None else False,
+                "value": values[i],
+                "stderr": stderr[i],
+                "ci": intervals[i].tolist() if intervals is not None and finite_intervals[i] else None,
+                "tvalue": tvalues[i],
+                "fixed": fixed[i],
                 "at_bound": None if self.at_bound is None else self.at_bound[i],
             }
 
         def matrix(values):
-            return None if values is None else [[json_number(v) for v in row] for row in values]
+            return None if values is None else _numbers(values, None)
 
         out = {} if self.group is None else {"group": self.group}
         out.update(
@@ -94,7 +100,7 @@ class FitResult:
                 "message": self.message,
                 "termination": (self.termination or self.status).label,
                 "model": self.model.spec,
-                "model_info": self.model.to_json(),
+                "model_info": self.model.to_json() if model_info is None else model_info,
                 "method": self.method,
                 "globalization": self.globalization,
                 "jac": self.jac_mode,
@@ -211,6 +217,21 @@ def _polish_groups(params, residuals, jac, converged, problems, *, mode):
     return jax.vmap(one)(params, residuals, jac, converged, problems)
 
 
+def _numbers(values, n):
+    """``values`` (any shape) as nested lists of JSON numbers (None for NaN and infinities,
+    ``io.write.json_number``'s rule); all None when ``values`` is None and ``n`` is given."""
+    if values is None:
+        return None if n is None else [None] * n
+    array = np.asarray(values, dtype=np.float64)
+    if np.all(np.isfinite(array)):
+        return array.tolist()
+    return _nones(array.tolist())
+
+
+def _nones(values):
+    return [_nones(v) for v in values] if isinstance(values, list) else json_number(values)
+
+
 def _cost(residuals: np.ndarray, loss: str, f_scale: np.ndarray) -> np.ndarray:
     """Each fit's loss in scaled units (1/2 sum r^2, or the robust cost)."""
     from nlfit.problem import rho
@@ -312,11 +333,15 @@ def finish(model, problems, solved, counts, real, *, options, jac_mode, factoriz
         model, problems, params, np.asarray(solved.starts), residuals, factor, grad, scaled_losses, statuses, counts, real, values, held, solved, solver
     )
     results = []
+    iterations, nfev, njev = (np.asarray(value) for value in (state.iteration, state.nfev, state.njev))
+    options_json = options.to_json()
     sides = np.where(fixed, None, np.where(params <= lower, "lower", np.where(params >= upper, "upper", None)))
     bounded = np.any(sides != None, axis=1)  # noqa: E711 (elementwise)
+    covariance_kept = np.where(np.isnan(covariance), 0.0, covariance)  # held parameters do not vary
+    sides_lists, losses_list, status_list = sides.tolist(), losses.tolist(), [Status(s) for s in statuses.tolist()]
     for g in range(groups):
-        values[g]["loss"] = float(losses[g])
-        at_bound = sides[g].tolist()
+        values[g]["loss"] = losses_list[g]
+        at_bound = sides_lists[g]
         group_warnings = list(warnings[g])
         for i, side in enumerate(at_bound if bounded[g] else ()):
             if side is not None:
@@ -324,16 +349,13 @@ def finish(model, problems, solved, counts, real, *, options, jac_mode, factoriz
         group_findings = findings[g]
         group_warnings += [f.message for f in group_findings]
         group_warnings = list(dict.fromkeys(group_warnings))  # each once (two null-space vectors can name the same parameters)
-        if statuses[g] == Status.TOO_FEW_POINTS:
+        status = status_list[g]
+        if status == Status.TOO_FEW_POINTS:
             group_warnings = []  # not fitted: the status says why, the statistics of its start say nothing
-        status = Status(int(statuses[g]))
         termination = None
         if status.success and any(f.fatal for f in group_findings):
             status, termination = Status.SUSPECT, status
-        cov = None
-        if has_covariance[g]:
-            cov = np.where(np.isnan(covariance[g]), 0.0, covariance[g])  # held parameters do not vary
-        leaf = {key: np.asarray(value)[g] for key, value in (("iteration", state.iteration), ("nfev", state.nfev), ("njev", state.njev))}
+        cov = covariance_kept[g] if has_covariance[g] else None
         results.append(
             FitResult(
                 model=model,
@@ -350,7 +372,7 @@ def finish(model, problems, solved, counts, real, *, options, jac_mode, factoriz
                 status=status,
                 termination=termination,
                 stats=values[g],
-                counts={"iterations": int(leaf["iteration"]), "nfev": int(leaf["nfev"]), "njev": int(leaf["njev"])},
+                counts={"iterations": int(iterations[g]), "nfev": int(nfev[g]), "njev": int(njev[g])},
                 history=solved.histories[g] if solved.histories is not None else [],
                 seconds=solved.seconds,
                 warnings=group_warnings,
@@ -363,7 +385,7 @@ def finish(model, problems, solved, counts, real, *, options, jac_mode, factoriz
                 starts=summaries[g],
                 findings=group_findings,
                 group=None if keys is None else keys[g],
-                options=options.to_json(),
+                options=options_json,
             )
         )
     return results

@@ -96,7 +96,9 @@ class Direction:
     ``factorization``: "svd" keeps J and works from its SVD (accuracy follows cond(J));
     "qr" keeps only the n x n R factor of J from a streaming QR (``derivatives.qr_linearize``)
     and works from the SVD of R: the same accuracy without storing J, for large m; "gram"
-    keeps only J^T J and J^T r (the normal equations, accuracy follows cond(J)^2, the fastest).
+    keeps only J^T J and J^T r (the normal equations, accuracy follows cond(J)^2, the fastest);
+    "cholesky" keeps them too, and Levenberg-Marquardt solves its steps by a closed-form
+    Cholesky instead of an eigendecomposition (n <= ``subproblems.SMALL_PARAMETERS``; others as "gram").
     """
 
     factorization: str = "svd"
@@ -115,7 +117,7 @@ class Direction:
             free = free_mask(params, grad, problem)
             model_r = robust_scaling(r, problem)[0] if robust else None
             return Local(r, jnp.sum(cost_terms(r, problem)), grad * free, r_factor=factor * free[None, :], qtr=qtr, model_residuals=model_r, free=free)
-        if self.factorization == "gram":
+        if self.factorization in ("gram", "cholesky"):
             r, gram, grad = derivatives.gram(params, problem, jac_mode)
             free = free_mask(params, grad, problem)
             model_r = robust_scaling(r, problem)[0] if robust else None
@@ -235,11 +237,24 @@ class LevenbergMarquardt(Direction):
         return used
 
     def full_step(self, problem, params, local, scale, damping, key):
+        if self._closed_form(local):
+            return subproblems.normal_damped_step(*self._normal_form(local, scale), damping) / scale
         return subproblems.damped_step(self._jacobian_form(local, scale), damping) / scale
 
     def trust_region_step(self, problem, params, local, scale, radius):
-        scaled, damping = subproblems.trust_region_step(self._jacobian_form(local, scale), radius)
+        if self._closed_form(local):
+            scaled, damping = subproblems.normal_trust_region_step(*self._normal_form(local, scale), radius)
+        else:
+            scaled, damping = subproblems.trust_region_step(self._jacobian_form(local, scale), radius)
         return scaled / scale, damping
+
+    def _closed_form(self, local):
+        """Factorization "cholesky": the damped normal equations solved by the closed-form
+        Cholesky of ``subproblems`` (few parameters; the batches' fast path)."""
+        return self.factorization == "cholesky" and local.grad.shape[-1] <= subproblems.SMALL_PARAMETERS
+
+    def _normal_form(self, local, scale):
+        return local.gram / (scale[:, None] * scale[None, :]), local.grad / scale
 
 
 @dataclass(frozen=True)

@@ -177,3 +177,110 @@ def cauchy_step(grad, curvature, radius):
     boundary = radius / jnp.maximum(grad_norm, jnp.finfo(jnp.float64).tiny)
     length = jnp.where(curvature > 0, jnp.minimum(grad_norm * grad_norm / jnp.where(curvature > 0, curvature, 1.0), boundary), boundary)
     return -length * grad
+
+
+# Small normal equations by closed-form Cholesky (factorization "cholesky", LM on batches).
+#
+# For n <= SMALL_PARAMETERS the factor is written out entry by entry: every entry is a scalar
+# expression of the matrix's entries, so under ``vmap`` a batch of G problems becomes n(n+1)/2
+# vector operations of length G that XLA fuses, instead of G calls of a general routine
+# (eigh, SVD) on n x n matrices. The matrices here are scaled Gram matrices J~^T J~ (positive
+# semidefinite) plus a damping; a pivot that is not positive (a singular or indefinite
+# matrix) makes the factor NaN and ``ok`` False, and the callers shift the damping instead.
+
+SMALL_PARAMETERS = 10
+
+
+def _cholesky(matrix):
+    """(L as a list of rows of scalars, ok): L L^T = matrix, for a small static n."""
+    n = matrix.shape[-1]
+    tiny = jnp.finfo(jnp.float64).tiny
+    factor = [[None] * n for _ in range(n)]
+    ok = jnp.asarray(True)
+    for j in range(n):
+        pivot = matrix[j, j] - sum((factor[j][k] * factor[j][k] for k in range(j)), 0.0)
+        ok = ok & (pivot > tiny)
+        diagonal = jnp.sqrt(jnp.where(pivot > tiny, pivot, jnp.nan))
+        factor[j][j] = diagonal
+        for i in range(j + 1, n):
+            factor[i][j] = (matrix[i, j] - sum((factor[i][k] * factor[j][k] for k in range(j)), 0.0)) / diagonal
+    return factor, ok
+
+
+def _forward(factor, rhs):
+    """L^-1 rhs for the lower triangle ``factor``."""
+    out = []
+    for i in range(len(factor)):
+        out.append((rhs[i] - sum((factor[i][k] * out[k] for k in range(i)), 0.0)) / factor[i][i])
+    return out
+
+
+def _backward(factor, rhs):
+    """L^-T rhs."""
+    n = len(factor)
+    out = [None] * n
+    for i in reversed(range(n)):
+        out[i] = (rhs[i] - sum((factor[k][i] * out[k] for k in range(i + 1, n)), 0.0)) / factor[i][i]
+    return out
+
+
+def _shifted_solve(matrix, grad, damping):
+    """z = -(A + damping I)^-1 g and q = L^-1 z with L the Cholesky factor of A + damping I,
+    and whether the factor exists."""
+    n = matrix.shape[-1]
+    factor, ok = _cholesky(matrix + damping * jnp.eye(n))
+    step = jnp.stack(_backward(factor, _forward(factor, [-grad[i] for i in range(n)])))
+    q = jnp.stack(_forward(factor, [step[i] for i in range(n)]))
+    return step, q, ok
+
+
+def _regular(matrix, grad):
+    """A with a unit diagonal entry where its row is zero (a parameter that may not move: its
+    gradient entry is zero too, so its step is exactly zero) and the smallest damping that
+    makes the factor exist when A is singular: n eps times its largest diagonal entry."""
+    diagonal = jnp.diagonal(matrix)
+    empty = diagonal <= 0
+    matrix = matrix + jnp.diag(jnp.where(empty, 1.0, 0.0))
+    return matrix, matrix.shape[-1] * _EPS * jnp.max(jnp.where(empty, 0.0, diagonal))
+
+
+def normal_damped_step(matrix, grad, damping):
+    """z = -(A + damping I)^-1 g by Cholesky (A = J~^T J~, n small); NaN where A + damping I
+    has no factor even with the smallest shift."""
+    matrix, shift = _regular(matrix, grad)
+    step, _, ok = _shifted_solve(matrix, grad, damping)
+    fallback, _, _ = _shifted_solve(matrix, grad, jnp.maximum(damping, shift))
+    return jnp.where(ok, step, fallback)
+
+
+def normal_trust_region_step(matrix, grad, radius, max_iterations: int = 30, rtol: float = 1e-10):
+    """The exact trust-region step of the Gauss-Newton model (A positive semidefinite, n
+    small): Moré's (1983) Newton iteration on 1/||z(lambda)|| - 1/radius with Cholesky
+    factors, lambda <- lambda + (||z|| / ||q||)^2 (||z|| - radius) / radius, q = L^-1 z. It
+    starts at lambda = 0 (or the smallest shift that gives a factor), left of the root, so it
+    rises monotonically. Returns (z, lambda)."""
+    matrix, shift = _regular(matrix, grad)
+    step, q, ok = _shifted_solve(matrix, grad, 0.0)
+    start = jnp.where(ok, 0.0, shift)
+    step, q, _ = _shifted_solve(matrix, grad, start)
+    norm = jnp.linalg.norm(step)
+    interior = norm <= radius
+
+    def cond(carry):
+        _, _, _, iteration, done = carry
+        return (~done) & (iteration < max_iterations)
+
+    def body(carry):
+        damping, step, q, iteration, _ = carry
+        norm = jnp.linalg.norm(step)
+        q_norm = jnp.maximum(jnp.linalg.norm(q), jnp.finfo(jnp.float64).tiny)
+        new = damping + (norm / q_norm) ** 2 * (norm - radius) / radius
+        new = jnp.maximum(new, start)
+        new_step, new_q, ok = _shifted_solve(matrix, grad, new)
+        usable = ok & jnp.all(jnp.isfinite(new_step))
+        done = (jnp.abs(norm - radius) <= rtol * radius) | (new == damping) | ~usable
+        keep = lambda a, b: jnp.where(usable, a, b)  # noqa: E731
+        return keep(new, damping), keep(new_step, step), keep(new_q, q), iteration + 1, done
+
+    damping, step, _, _, _ = jax.lax.while_loop(cond, body, (start, step, q, 0, interior | ~jnp.all(jnp.isfinite(step))))
+    return step, damping
