@@ -98,19 +98,22 @@ def plan(files: list[str], group_column: str, x_columns=None, y_column=None, sig
 
 
 @contextlib.contextmanager
-def connect(scheduler: str | None):
-    """A client of the scheduler at ``scheduler``, or of a LocalCluster (one single-threaded
-    worker process per core, on 127.0.0.1, no dashboard) started here and closed after."""
+def connect(scheduler: str | None, workers: int | None = None):
+    """A client of the scheduler at ``scheduler``, or of a LocalCluster (``workers``
+    single-threaded worker processes, default one per core, on 127.0.0.1, no dashboard)
+    started here and closed after."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise InputError("--engine dask needs dask: pip install 'nlfit[dask]'") from None
+    if scheduler and workers:
+        raise OptionError("--threads sets the local cluster's workers; a --scheduler's cluster has its own")
     cluster = client = None
     try:
         if scheduler:
             client = Client(scheduler, timeout="10s")
         else:
-            cluster = LocalCluster(**LOCAL_CLUSTER, n_workers=os.cpu_count() or 1)
+            cluster = LocalCluster(**LOCAL_CLUSTER, n_workers=workers or os.cpu_count() or 1)
             client = Client(cluster)
     except (OSError, TimeoutError, ValueError) as exc:
         if cluster is not None:

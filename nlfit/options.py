@@ -72,7 +72,8 @@ class FitOptions:
     factorization: str = option(
         "auto",
         Choice(FACTORIZATIONS),
-        "auto | svd | qr | gram: steps from J and its SVD, a streaming QR, or J^T J (default {default}: svd; qr from 100k points; gram for large batches).",
+        "auto | svd | qr | gram | cholesky: steps from J and its SVD, a streaming QR, J^T J, or J^T J with a closed-form Cholesky (default {default}: "
+        "cholesky for grouped LM fits of at most 10 parameters, else svd; qr from 100k points; gram for large batches).",
     )
     loss: str = option("linear", Choice(LOSSES), "linear | soft_l1 | huber | cauchy | arctan (scipy's robust losses; default {default}).")
     f_scale: float = option(1.0, Number(0.0, low_open=True), "Robust loss: residual scale C at which it starts to flatten (default {default}).")

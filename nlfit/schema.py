@@ -224,6 +224,7 @@ OPTIONS: dict[str, object] = {
     "group_by": Text(column=True),
     "engine": Text(),
     "scheduler": Text(),
+    "threads": Integer(1),
     "sep": Text(),
     "missing": Text(),
     "glob": Flag(),

@@ -150,3 +150,20 @@ def test_headers_are_checked_on_the_client_with_the_local_errors(tmp_path, table
         assert done.stderr.splitlines() == local.stderr.splitlines()  # before any connection: the same one line
     stdin = CliRunner().invoke(app, ["fit", "-", "--group-by", "id", "-m", FORMULA, "--engine", "dask"], input="id,x,y\n")
     assert stdin.exit_code == 2 and "stdin" in stdin.stderr and "Traceback" not in stdin.stderr
+
+
+def test_threads_sets_the_local_clusters_workers_and_nothing_else(tmp_path, table):
+    from nlfit import dask_engine
+
+    with dask_engine.connect(None, 1) as client:
+        assert len(client.scheduler_info()["workers"]) == 1
+    path = tmp_path / "a.csv"
+    _write_csv(path, table[:30], "bom")
+    for flags, message in [
+        (["--group-by", "id", "--threads", "2"], "--threads needs --engine dask"),
+        (["--threads", "2"], "apply to batched fits (--group-by)"),
+        (["--group-by", "id", "--engine", "dask", "--scheduler", "tcp://127.0.0.1:1", "--threads", "2"], "a --scheduler's cluster has its own"),
+        (["--group-by", "id", "--engine", "dask", "--threads", "0"], "--threads"),
+    ]:
+        done = CliRunner().invoke(app, ["fit", str(path), "-m", FORMULA, *flags])
+        assert done.exit_code == 2 and message in done.stderr and "Traceback" not in done.stderr, (flags, done.stderr)

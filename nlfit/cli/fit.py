@@ -90,6 +90,14 @@ def fit(
     fix: Annotated[str | None, typer.Option("--fix", help=help_text("fix"))] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="With --group-by: local (default) or dask (needs nlfit[dask]).")] = None,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="With --engine dask: scheduler address (default: a local cluster).")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="With --engine dask and no --scheduler: worker processes of the local cluster, one core each (default: every core). "
+            "The local engine runs on one core.",
+        ),
+    ] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Save a picture: FILE.png, .svg or .pdf (needs nlfit[plot]).")] = None,
     starts: Annotated[
         str | None,
@@ -119,7 +127,8 @@ def fit(
     given.update(format=output_format, quiet=quiet or None, absolute_sigma=absolute_sigma or None, progress=progress or None, glob=use_glob or None)
     from nlfit.schema import check_option
 
-    given["start"] = check_option("start", given["start"])  # the fit's own options are checked by FitOptions
+    given["start"] = check_option("start", given["start"])
+    given["threads"] = check_option("threads", given["threads"])  # the fit's own options are checked by FitOptions
     options = merge(given, load_config(config, CONFIG_KEYS))
     options["quiet"] = quiet_level(options.get("quiet"))
     plans = fit_options(options)  # every option checked before any data is read
@@ -234,8 +243,8 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     from nlfit.options import parse_p0
 
     p0 = parse_p0(options.get("p0"))
-    if (options.get("engine") or options.get("scheduler")) and not options.get("group_by"):
-        raise OptionError("--engine and --scheduler apply to batched fits (--group-by)")
+    if (options.get("engine") or options.get("scheduler") or options.get("threads")) and not options.get("group_by"):
+        raise OptionError("--engine, --scheduler and --threads apply to batched fits (--group-by)")
     if options.get("group_by"):
         if len(plans) > 1:
             raise OptionError("--group-by takes one --method")
@@ -286,6 +295,8 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
         raise OptionError(f"--engine must be local or dask; got '{engine}'")
     if options.get("scheduler") and engine != "dask":
         raise OptionError("--scheduler needs --engine dask")
+    if options.get("threads") and engine != "dask":
+        raise OptionError("--threads needs --engine dask (the local engine runs on one core)")
     try:
         result = fit_groups(dataset, model_spec, p0=p0, on_progress=progress, options=plan)
     finally:
@@ -338,7 +349,7 @@ def run_groups_dask(data: list[str], x_columns, plans: list[FitOptions], output_
     tally = dask_engine.Tally(keep=WARNING_LINES)
     progress = progress_reporter(options, single=False)
     try:
-        with dask_engine.connect(options.get("scheduler")) as client:
+        with dask_engine.connect(options.get("scheduler"), options.get("threads")) as client:
             job = dask_engine.Job(client, plan, model_spec, p0, plans[0])
             survey = job.survey()
             if survey.dropped and options["quiet"] < 2:
