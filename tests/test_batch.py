@@ -97,25 +97,6 @@ def test_other_cells_batch_too(method, globalization):
     np.testing.assert_allclose(result.params, reference.params, rtol=1e-3 if method == "gd" else 1e-7)
 
 
-def test_dask_engine_equals_single_process(tmp_path):
-    pytest.importorskip("distributed")
-    rng = np.random.default_rng(8)
-    rows = _good_groups(rng, count=9) + [("few", 0.5, 1.0)]
-    path = tmp_path / "groups.csv"
-    path.write_text(_csv(rows))
-    args = ["fit", str(path), "--group-by", "id", "-m", FORMULA, "--p0", "a=1,b=1", "-f", "json", "-q"]
-    local = CliRunner().invoke(app, args)
-    distributed = CliRunner().invoke(app, [*args, "--engine", "dask"])
-    assert local.exit_code == distributed.exit_code == 1  # the 'few' group is not fitted
-    ours, theirs = [json.loads(line) for line in local.stdout.splitlines()], [json.loads(line) for line in distributed.stdout.splitlines()]
-    assert [r["group"] for r in theirs] == [r["group"] for r in ours]
-    for a, b in zip(ours, theirs, strict=True):
-        assert a["status"] == b["status"]
-        for name in ("a", "b"):
-            if a["params"][name]["value"] is not None:
-                assert b["params"][name]["value"] == pytest.approx(a["params"][name]["value"], rel=1e-12)
-
-
 def test_engine_without_group_by_is_an_error(runge_csv):
     done = CliRunner().invoke(app, ["fit", str(runge_csv), "-m", "rational", "--engine", "dask"])
     assert done.exit_code == 2 and "--group-by" in done.stderr
