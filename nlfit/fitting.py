@@ -223,8 +223,12 @@ def solve_groups(
 
     if screening:
         sample = subsample(problems, counts, multistart.SCREEN_ROWS)
-        # the screening rows are few: J itself and its SVD, whatever the full data need
-        small = dataclasses.replace(direction, factorization="svd") if hasattr(direction, "factorization") else direction
+        # the screening rows are few: J itself and its SVD, whatever the full data need; for LM
+        # on few parameters the normal equations by closed-form Cholesky, as a batch of small
+        # fits (the starts only compete there: the winner is refined on all the rows after)
+        rows, count = int(np.shape(sample.y)[-1]), int(np.asarray(plan.params).shape[1])
+        closed_form = choose_factorization("auto", rows, max(count, 2), int(np.shape(plan.params)[-1]), direction.name) == "cholesky"
+        small = dataclasses.replace(direction, factorization="cholesky" if closed_form else "svd") if hasattr(direction, "factorization") else direction
         first, screened = _run(sample, plan, small, globalization, jac_mode, settings, seed, timeout, started, False, on_chunk)
         members = _members(first, screened, plan, sample, np.minimum(counts, multistart.SCREEN_ROWS), screened=True)
         # On all the rows: the screening's winner, and the given start too unless it won (the
