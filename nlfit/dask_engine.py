@@ -168,8 +168,9 @@ class Job:
     """One grouped fit on a cluster: ``survey`` (once: it also resolves the options and the
     parameter names), then ``parts`` (the result rows in group order, partition by partition)."""
 
-    def __init__(self, client, plan: Plan, model_spec: str, p0, options: FitOptions):
+    def __init__(self, client, plan: Plan, model_spec: str, p0, options: FitOptions, stamp: dict | None = None):
         self.client, self.plan, self.model_spec, self.p0, self.options = client, plan, model_spec, p0, options
+        self.stamp = stamp  # the rows' short provenance (``nlfit.provenance.compact``)
         self.param_names: tuple[str, ...] = ()
         self._survey: Survey | None = None
         self._options = options
@@ -218,7 +219,15 @@ class Job:
         frames, _ = self._frames()
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         count = max(1, min(survey.groups, max(len(self.plan.files), 2 * workers)))
-        context = {"plan": self.plan, "survey": survey, "spec": self.model_spec, "p0": self.p0, "options": self._options, "format": output_format}
+        context = {
+            "plan": self.plan,
+            "survey": survey,
+            "spec": self.model_spec,
+            "p0": self.p0,
+            "options": self._options,
+            "format": output_format,
+            "stamp": self.stamp,
+        }
         fitted = frames.shuffle("key", npartitions=count).map_partitions(_fit_partition, context, meta=_result_meta(), align_dataframes=False)
         fitted = self.client.persist(fitted)  # fitted once; the sort below reads it twice (its quantiles, then the rows)
         wait(fitted)
@@ -423,7 +432,7 @@ def _fit_partition(frame, context: dict):
     first = np.unique(codes, return_index=True)[1]  # each group's first row: in result.keys order
     if [str(k) for k in uniques] != list(result.keys):
         raise RuntimeError("the groups of a partition came back in another order")
-    rows = result.rows()
+    rows = result.rows() if context.get("stamp") is None else [{**row, "provenance": context["stamp"]} for row in result.rows()]
     if context["format"] == "json":
         texts = [json.dumps(row, allow_nan=False) + "\n" for row in rows]
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -12,6 +13,7 @@ from nlfit.cli import checkjac, listing
 from nlfit.cli import fit as fit_command
 from nlfit.cli import generate as generate_command
 from nlfit.cli import predict as predict_command
+from nlfit.cli import refit as refit_command
 from nlfit.cli import worker as worker_command
 from nlfit.cli.common import PipeClosed
 
@@ -31,9 +33,30 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from nlfit import provenance
+
+        found = provenance.versions()
+        typer.echo(f"nlfit {provenance.nlfit_version()}")
+        typer.echo(", ".join(f"{name} {version or 'not installed'}" for name, version in found.items()))
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print nlfit's version and its key dependencies' and exit.")
+    ] = False,
+) -> None:
+    """Nonlinear least-squares fitting from the command line."""
+
+
 app.command("fit", no_args_is_help=True)(fit_command.fit)
 app.command("generate", no_args_is_help=True)(generate_command.generate)
 app.command("predict", no_args_is_help=True)(predict_command.predict)
+app.command("refit", no_args_is_help=True)(refit_command.refit)
 app.command("check-jac", no_args_is_help=True)(checkjac.check_jac)
 app.command("models")(listing.models)
 app.command("methods")(listing.methods)

@@ -261,7 +261,10 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
                 progress.close()
         if results[-1].status.label == "interrupted":
             break  # Ctrl-C stops the comparison: the methods done so far are reported
-    payloads = [r.to_json() for r in results]
+    from nlfit import provenance
+
+    command = provenance.command_options(options)
+    payloads = [{**r.to_json(), "provenance": provenance.build(dataset.inputs, command, plan)} for r, plan in zip(results, plans, strict=False)]
 
     if not options.get("quiet"):
         from nlfit.report.console import comparison_table, print_report, stderr_console
@@ -302,7 +305,10 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
     finally:
         if progress is not None:
             progress.close()
-    rows = result.rows()
+    from nlfit import provenance
+
+    stamp = provenance.compact(provenance.build(dataset.inputs, provenance.command_options(options), plan))
+    rows = [{**row, "provenance": stamp} for row in result.rows()]
     if not options.get("quiet"):
         from nlfit.report.console import batch_summary, stderr_console
 
@@ -350,7 +356,10 @@ def run_groups_dask(data: list[str], x_columns, plans: list[FitOptions], output_
     progress = progress_reporter(options, single=False)
     try:
         with dask_engine.connect(options.get("scheduler"), options.get("threads")) as client:
-            job = dask_engine.Job(client, plan, model_spec, p0, plans[0])
+            from nlfit import provenance
+
+            full = provenance.build(provenance.file_records(plan.files), provenance.command_options(options), plans[0], with_device=False)
+            job = dask_engine.Job(client, plan, model_spec, p0, plans[0], stamp=provenance.compact(full))
             survey = job.survey()
             if survey.dropped and options["quiet"] < 2:
                 plain_line(f"nlfit: warning: {missing_warning(SimpleNamespace(dropped=survey.dropped))}")

@@ -37,7 +37,8 @@ class Dataset:
     ``nist`` holds what a NIST StRD file says beyond the numbers (its formula, starts and
     certified values); it is None for other input. ``files``: the inputs read, each as
     given ("stdin" for ``-``); ``dropped``: the rows left out for a missing value in a used
-    column (``read_dataset(..., missing="drop")``).
+    column (``read_dataset(..., missing="drop")``); ``inputs``: what the provenance of a
+    result records of each input read (``nlfit.provenance``).
     """
 
     x: np.ndarray
@@ -50,6 +51,7 @@ class Dataset:
     files: tuple[str, ...] = ()
     dropped: int = 0
     nist: NistInfo | None = field(default=None, compare=False)
+    inputs: tuple[dict, ...] = field(default=(), compare=False)  # each input's path, size and sha256 (``io.read.input_record``)
 
     @property
     def formula(self) -> str | None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import io
 import itertools
 import os
@@ -92,12 +93,14 @@ def read_dataset(
         formula = None
     names = expand_sources(source, glob)
     raws = [(_label(name), _read_bytes(name, stdin)) for name in names]
+    records = tuple(input_record(name, raw) for name, (_, raw) in zip(names, raws, strict=True))
     inputs = [(label, raw if _is_parquet(raw) else _prepare(raw, label)) for label, raw in raws]
     nist = [i for i, (label, data) in enumerate(inputs) if names[i] != "-" and _is_nist(names[i], data)]
     if nist:
         if len(inputs) > 1:
             raise InputError(f"{printable(inputs[nist[0]][0])} is a NIST StRD file: it is read alone, not with other files")
-        return _read_nist(inputs[0][0], inputs[0][1].decode("utf-8", errors="replace"), x_columns, y_column, sigma_column, formula)
+        dataset = _read_nist(inputs[0][0], inputs[0][1].decode("utf-8", errors="replace"), x_columns, y_column, sigma_column, formula)
+        return dataclasses.replace(dataset, inputs=records)
     sources = [_Parquet.parse(label, data) if _is_parquet(data) else _Source.parse(label, data, separator) for label, data in inputs]
     x_columns, y_column, sigma_column, group_column, used = plan_columns(sources, x_columns, y_column, sigma_column, group_column, formula)
     label = ", ".join(s.label for s in sources)
@@ -111,7 +114,20 @@ def read_dataset(
     locate = _Locator(sources, [len(f) for f in frames])
     # With a group column a non-finite number only fails its own group (status nonfinite).
     dataset = _select(frame, x_columns, y_column, sigma_column, label, None, group_column=group_column, missing=missing, locate=locate)
-    return Dataset(**{**dataset.__dict__, "files": tuple(s.label for s in sources)})
+    return Dataset(**{**dataset.__dict__, "files": tuple(s.label for s in sources), "inputs": records})
+
+
+def input_record(name: str, raw: bytes) -> dict:
+    """What a result's provenance says of one input: the path as given and as an absolute
+    path (None for stdin, ``-``), its size and the sha256 of the bytes read."""
+    import hashlib
+
+    return {
+        "path": str(name),
+        "absolute": None if name == "-" else os.path.abspath(name),
+        "size": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
 
 
 def plan_columns(sources, x_columns, y_column, sigma_column, group_column, formula):
