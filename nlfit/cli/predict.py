@@ -44,15 +44,7 @@ def predict(
     from nlfit.predict import predict_saved as compute
     from nlfit.schema import check_fit_result
 
-    try:
-        if result == "-" and sys.stdin is None:
-            raise InputError("cannot read the fit result from stdin: it is closed")
-        text = sys.stdin.read() if result == "-" else open(result, encoding="utf-8").read()
-    except OSError as exc:
-        raise InputError(f"cannot read fit result {result}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{result} is not a text (UTF-8) file") from None
-    payload = parse_result(text, result)
+    payload = read_result(result)
     if conf_level is not None and not 0 < conf_level < 1:
         raise OptionError(f"--conf-level must be between 0 and 1; got {conf_level}")
     saved = check_fit_result(payload, f"fit result {'<stdin>' if result == '-' else result}")
@@ -89,6 +81,23 @@ def predict(
     table = {name: (frame_x if frame_x.ndim == 1 else frame_x[:, i]) for i, name in enumerate(x_names)}
     table.update(columns)
     emit(csv_text(table), output)
+
+
+def read_result(result: str):
+    """The saved fit result at path ``result`` ('-': stdin), parsed (``parse_result``)."""
+    try:
+        if result == "-" and sys.stdin is None:
+            raise InputError("cannot read the fit result from stdin: it is closed")
+        if result == "-":
+            text = sys.stdin.read()
+        else:
+            with open(result, encoding="utf-8") as handle:
+                text = handle.read()
+    except OSError as exc:
+        raise InputError(f"cannot read fit result {result}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{result} is not a text (UTF-8) file") from None
+    return parse_result(text, result)
 
 
 def parse_result(text: str, result: str):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
@@ -35,17 +34,9 @@ def refit(
       nlfit refit fit.json
     """
     check_outputs({"--output": output}, [result])
-    from nlfit.cli.predict import parse_result
+    from nlfit.cli.predict import read_result
 
-    if result == "-" and sys.stdin is None:
-        raise InputError("cannot read the fit result from stdin: it is closed")
-    try:
-        text = sys.stdin.read() if result == "-" else open(result, encoding="utf-8").read()
-    except OSError as exc:
-        raise InputError(f"cannot read fit result {result}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{result} is not a text (UTF-8) file") from None
-    payload = parse_result(text, result)
+    payload = read_result(result)
     saved = payload if isinstance(payload, list) else [payload]
     for item in saved:
         if not isinstance(item, dict) or not isinstance(item.get("provenance"), dict) or not isinstance(item.get("params"), dict):
