@@ -173,9 +173,11 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
             if left is not None or stopped is not None:  # one time limit for the whole batch; after Ctrl-C, none
                 left = 0.0 if stopped is not None else max(left - (time.perf_counter() - began), 0.0)
 
-            def progress(done, total, offset=finished):
+            distinct = len(set(block.tolist()))  # the copies that fill the last block are not groups
+
+            def progress(done, total, offset=finished, distinct=distinct):
                 if on_progress is not None:
-                    on_progress(min(offset + done, groups), groups)
+                    on_progress(offset + min(done, distinct), groups)
 
             part = fit_problems(
                 model, problems, starts[block], sub_counts, real, dataset, options, solver, record=False, timeout=left,

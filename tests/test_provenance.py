@@ -88,6 +88,9 @@ def test_grouped_rows_carry_the_short_form(tmp_path):
     (tmp_path / "row.json").write_text(done.stdout.splitlines()[0])
     refused = CliRunner().invoke(app, ["refit", str(tmp_path / "row.json")])
     assert refused.exit_code == 2 and "grouped fit" in refused.stderr
+    (tmp_path / "rows.ndjson").write_text(done.stdout)
+    refused = CliRunner().invoke(app, ["refit", str(tmp_path / "rows.ndjson")])
+    assert refused.exit_code == 2 and "refit re-runs single fits" in refused.stderr and "predict" not in refused.stderr
 
 
 def test_a_result_without_provenance_is_refused(tmp_path):
@@ -106,3 +109,30 @@ def test_version_comes_from_the_package_metadata():
         first, second = done.stdout.splitlines()
         assert first == f"nlfit {metadata.version('nlfit')}"
         assert second == expected
+
+
+def test_refit_of_a_nist_file_uses_its_own_model_and_start(tmp_path):
+    nist = Path(__file__).resolve().parents[1] / "data" / "nist" / "Misra1a.dat"
+    for start in ([], ["--start", "2"]):
+        saved = CliRunner().invoke(app, ["fit", str(nist), *start, "-q", "-o", str(tmp_path / "nist.json")])
+        assert saved.exit_code == 0, saved.stderr
+        again = CliRunner().invoke(app, ["refit", str(tmp_path / "nist.json"), "-q"])
+        assert again.exit_code == 0, again.stderr
+        assert json.loads(again.stdout)["agree"]
+
+
+def test_refit_checks_the_hash_before_parsing_and_never_writes_over_the_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _runge(tmp_path / "runge.csv")
+    assert CliRunner().invoke(app, ["fit", "runge.csv", "-m", "rational", "-q", "-o", "fit.json"]).exit_code == 0
+    over = CliRunner().invoke(app, ["refit", "fit.json", "-o", "runge.csv"])
+    assert over.exit_code == 2 and "would overwrite the input" in over.stderr
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == json.loads((tmp_path / "fit.json").read_text())["provenance"]["inputs"][0]["sha256"]
+    data.write_text("garbage\n")  # no longer CSV at all: the hash speaks, not the parser
+    refused = CliRunner().invoke(app, ["refit", "fit.json"])
+    assert refused.exit_code == 2 and "runge.csv changed since the fit" in refused.stderr
+    payload = json.loads((tmp_path / "fit.json").read_text())
+    payload["provenance"]["options"]["sep"] = 5  # an edited result: one line, exit 2
+    (tmp_path / "edited.json").write_text(json.dumps(payload))
+    edited = CliRunner().invoke(app, ["refit", "edited.json"])
+    assert edited.exit_code == 2 and edited.stderr.count("\n") == 1 and "Traceback" not in edited.stderr

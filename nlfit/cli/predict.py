@@ -83,8 +83,9 @@ def predict(
     emit(csv_text(table), output)
 
 
-def read_result(result: str):
-    """The saved fit result at path ``result`` ('-': stdin), parsed (``parse_result``)."""
+def read_result(result: str, command: str = "predict"):
+    """The saved fit result at path ``result`` ('-': stdin), parsed (``parse_result``) for
+    ``command`` (named in the message about grouped rows)."""
     try:
         if result == "-" and sys.stdin is None:
             raise InputError("cannot read the fit result from stdin: it is closed")
@@ -97,10 +98,10 @@ def read_result(result: str):
         raise InputError(f"cannot read fit result {result}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise InputError(f"{result} is not a text (UTF-8) file") from None
-    return parse_result(text, result)
+    return parse_result(text, result, command)
 
 
-def parse_result(text: str, result: str):
+def parse_result(text: str, result: str, command: str = "predict"):
     """The JSON of a fit result. The NDJSON of ``--group-by`` (one fit per line) is one fit
     per group: a single line is read as that fit, several are an error that says what to do."""
     try:
@@ -115,9 +116,11 @@ def parse_result(text: str, result: str):
             except (ValueError, RecursionError):
                 rows = []
             if len(rows) > 1 and all(isinstance(row, dict) for row in rows):
+                if command == "refit":
+                    raise InputError(f"{result} holds {len(rows)} rows of a grouped fit (the NDJSON of --group-by): refit re-runs single fits") from None
                 raise InputError(
                     f"{result} holds {len(rows)} fit results, one per line (the NDJSON of --group-by); "
-                    f"predict takes one: save the line of one group to its own file, e.g. head -n 1 {result} > one.json"
+                    f"{command} takes one: save the line of one group to its own file, e.g. head -n 1 {result} > one.json"
                 ) from None
         raise InputError(f"{result} is not JSON ({exc.msg} at line {exc.lineno})") from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits

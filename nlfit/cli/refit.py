@@ -33,17 +33,19 @@ def refit(
 
       nlfit refit fit.json
     """
-    check_outputs({"--output": output}, [result])
     from nlfit.cli.predict import read_result
 
-    payload = read_result(result)
+    check_outputs({"--output": output}, [result])
+    payload = read_result(result, "refit")
     saved = payload if isinstance(payload, list) else [payload]
-    for item in saved:
-        if not isinstance(item, dict) or not isinstance(item.get("provenance"), dict) or not isinstance(item.get("params"), dict):
-            raise InputError(f"{result} has no provenance to re-run it from (saved by 'nlfit fit ... -f json' from nlfit 0.1.0 on)")
-        if "group" in item:
-            raise InputError(f"{result} is a row of a grouped fit: refit re-runs single fits")
-    reports = [_refit_one(item, result if result != "-" else "<stdin>") for item in saved]
+    label = result if result != "-" else "<stdin>"
+    plans = [_saved_run(item, label) for item in saved]
+    inputs = {name for plan in plans for name in plan["names"]}
+    check_outputs({"--output": output}, [result, *sorted(inputs)])  # never over the data the result was fitted to
+    if result == "-" and "-" in inputs:
+        raise InputError("the fit read its data from stdin, which now carries the result: give the result as a file and pipe the data in")
+    data_bytes = _read_inputs(plans[0]["records"], plans[0]["names"])
+    reports = [_refit_one(item, plan, data_bytes, label) for item, plan in zip(saved, plans, strict=True)]
     agree = all(report["agree"] for report in reports)
     if quiet < 1:
         from nlfit.report.console import plain_line
@@ -56,38 +58,98 @@ def refit(
     raise typer.Exit(0 if agree else 1)
 
 
-def _refit_one(item: dict, label: str) -> dict:
+def _saved_run(item, label: str) -> dict:
+    """What re-running ``item`` needs, checked: the input records and the paths to read, the
+    command's data options and the fit's options (``FitOptions``), each bad value one
+    InputError or OptionError (exit 2), as nlfit writes none of them."""
+    from nlfit import provenance
+    from nlfit.options import FitOptions
+    from nlfit.schema import check_option
+
+    if not isinstance(item, dict) or not isinstance(item.get("provenance"), dict) or not isinstance(item.get("params"), dict):
+        raise InputError(f"{label} has no provenance to re-run it from (saved by 'nlfit fit ... -f json' from nlfit 0.1.0 on)")
+    if "group" in item:
+        raise InputError(f"{label} is a row of a grouped fit: refit re-runs single fits")
+    saved = item["provenance"]
+    records = saved.get("inputs")
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        raise InputError(f"{label}: its provenance lists no inputs to read again")
+    for r in records:
+        if not isinstance(r.get("path"), str) or not isinstance(r.get("sha256"), str) or not isinstance(r.get("absolute"), str | None):
+            raise InputError(f"{label}: an input of its provenance has no path or sha256 (an --engine dask result, or an edited file)")
+    for name, entry in item["params"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("value"), int | float | None) or isinstance(entry.get("value"), bool):
+            raise InputError(f"{label}: params.{name} is not a saved parameter ({{'value': number}})")
+    options = saved.get("options")
+    if not isinstance(options, dict):
+        raise InputError(f"{label}: its provenance has no options")
+    options = dict(options)
+    command = {key: check_option(key, options.pop(key, None)) for key in provenance.DATA_OPTIONS}
+    if command.get("group_by"):
+        raise InputError(f"{label} is a grouped fit: refit re-runs single fits")
+    names = [r["path"] if r.get("absolute") is None else r["absolute"] for r in records]
+    return {"records": records, "names": names, "command": command, "options": FitOptions.of(options), "saved": saved}
+
+
+def _read_inputs(records: list[dict], names: list[str]) -> list[bytes]:
+    """Each input's bytes, read once and checked against the saved sha256 before anything
+    parses them: a changed file is one line naming it and both hashes (exit 2)."""
+    import hashlib
+
+    from nlfit.io.read import _read_bytes
+
+    out = []
+    for record, name in zip(records, names, strict=True):
+        raw = _read_bytes(name, None)
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != record["sha256"]:
+            sizes = f"{len(raw)} bytes, were {record.get('size')}"
+            raise InputError(f"{record['path']} changed since the fit: sha256 {record['sha256']} when fitted, {digest} now ({sizes})")
+        out.append(raw)
+    return out
+
+
+def _refit_one(item: dict, plan: dict, data_bytes: list[bytes], label: str) -> dict:
+    import io
+    import tempfile
+
     from nlfit import provenance
     from nlfit.fitting import fit
     from nlfit.io.read import read_dataset
     from nlfit.io.write import json_number
-    from nlfit.options import FitOptions, parse_p0
+    from nlfit.options import parse_p0
 
-    saved = item["provenance"]
-    records = saved.get("inputs") or []
-    if not records or not all(isinstance(r, dict) and r.get("sha256") for r in records):
-        raise InputError(f"{label}: its provenance lists no input with a sha256 to read again")
-    names = [r["path"] if r.get("absolute") is None else r["absolute"] for r in records]
-    options = dict(saved.get("options") or {})
-    command = {key: options.pop(key, None) for key in provenance.DATA_OPTIONS}
+    command, options, records = plan["command"], plan["options"], plan["records"]
     x = command.get("x")
-    dataset = read_dataset(
-        names,
-        x_columns=[c.strip() for c in str(x).split(",")] if x else None,
-        y_column=command.get("y"),
-        sigma_column=command.get("sigma"),
-        formula=command.get("model"),
-        sep=command.get("sep"),
-        missing=command.get("missing") or "drop",
-    )
-    for record, now in zip(records, dataset.inputs, strict=True):
-        if record["sha256"] != now["sha256"]:
-            sizes = f"{now['size']} bytes, were {record.get('size')}"
-            raise InputError(f"{record['path']} changed since the fit: sha256 {record['sha256']} when fitted, {now['sha256']} now ({sizes})")
-    plan = FitOptions.of(options)
-    again = fit(dataset, command["model"], p0=parse_p0(command.get("p0")), options=plan, file_start=command.get("start"))
-    current = provenance.build(dataset.inputs, command, plan)
-    tolerance, reason = provenance.tolerance(saved, current)
+    with tempfile.TemporaryDirectory(prefix="nlfit-refit-") as folder:
+        # the bytes checked above are the bytes parsed: each input from a private copy (stdin's too)
+        paths = []
+        for i, (name, raw) in enumerate(zip(plan["names"], data_bytes, strict=True)):
+            if name == "-":
+                paths.append("-")
+                continue
+            copy = f"{folder}/{i}-{name.rsplit('/', 1)[-1]}"
+            with open(copy, "wb") as handle:
+                handle.write(raw)
+            paths.append(copy)
+        stdin_bytes = next((raw for name, raw in zip(plan["names"], data_bytes, strict=True) if name == "-"), b"")
+        dataset = read_dataset(
+            paths,
+            x_columns=[c.strip() for c in str(x).split(",")] if x else None,
+            y_column=command.get("y"),
+            sigma_column=command.get("sigma"),
+            formula=command.get("model"),
+            sep=command.get("sep"),
+            missing=command.get("missing") or "drop",
+            stdin=io.BytesIO(stdin_bytes),
+        )
+    inputs = [{**record, "size": now["size"]} for record, now in zip(records, dataset.inputs, strict=True)]  # the paths as saved
+    model = command.get("model") or dataset.formula  # a NIST file's own model when none was named
+    if not model:
+        raise InputError(f"{label}: its provenance names no model")
+    again = fit(dataset, model, p0=parse_p0(command.get("p0")), options=options, file_start=command.get("start"))
+    current = provenance.build(inputs, command, options)
+    tolerance, reason = provenance.tolerance(plan["saved"], current)
     params, agree = {}, True
     for i, name in enumerate(again.param_names):
         before = (item["params"].get(name) or {}).get("value")
@@ -107,7 +169,7 @@ def _refit_one(item: dict, label: str) -> dict:
         "agree": agree,
         "tolerance": tolerance,
         "reason": reason,
-        "method": plan.method,
+        "method": options.method,
         "status": {"saved": item.get("status"), "refit": again.status.label},
         "params": params,
         "provenance": current,

@@ -189,6 +189,9 @@ def cauchy_step(grad, curvature, radius):
 # matrix) makes the factor NaN and ``ok`` False, and the callers shift the damping instead.
 
 SMALL_PARAMETERS = 10
+# A pivot below this fraction of its diagonal entry is rounding: the columns of J~ are
+# dependent to working precision (cond(J) beyond about 1e6.5), and the factor is refused.
+RELATIVE_PIVOT = 1e3 * _EPS
 
 
 def _cholesky(matrix):
@@ -199,7 +202,7 @@ def _cholesky(matrix):
     ok = jnp.asarray(True)
     for j in range(n):
         pivot = matrix[j, j] - sum((factor[j][k] * factor[j][k] for k in range(j)), 0.0)
-        ok = ok & (pivot > tiny)
+        ok = ok & (pivot > tiny) & (pivot > RELATIVE_PIVOT * matrix[j, j])
         diagonal = jnp.sqrt(jnp.where(pivot > tiny, pivot, jnp.nan))
         factor[j][j] = diagonal
         for i in range(j + 1, n):
@@ -236,12 +239,15 @@ def _shifted_solve(matrix, grad, damping):
 
 def _regular(matrix, grad):
     """A with a unit diagonal entry where its row is zero (a parameter that may not move: its
-    gradient entry is zero too, so its step is exactly zero) and the smallest damping that
-    makes the factor exist when A is singular: n eps times its largest diagonal entry."""
+    gradient entry is zero too, so its step is exactly zero), and the damping used where A
+    is singular to working precision: sqrt(eps) times its largest diagonal entry. Along a
+    null direction of A, g has only rounding (eps |g|); divided by that damping it stays
+    sqrt(eps) of the step, so the parameters do not drift along it (the SVD path drops such
+    directions; a damping of eps A would let rounding make a step of full size there)."""
     diagonal = jnp.diagonal(matrix)
     empty = diagonal <= 0
     matrix = matrix + jnp.diag(jnp.where(empty, 1.0, 0.0))
-    return matrix, matrix.shape[-1] * _EPS * jnp.max(jnp.where(empty, 0.0, diagonal))
+    return matrix, jnp.sqrt(_EPS) * jnp.max(jnp.where(empty, 0.0, diagonal))
 
 
 def normal_damped_step(matrix, grad, damping):
