@@ -44,8 +44,11 @@ def refit(
     check_outputs({"--output": output}, [result, *sorted(inputs)])  # never over the data the result was fitted to
     if result == "-" and "-" in inputs:
         raise InputError("the fit read its data from stdin, which now carries the result: give the result as a file and pipe the data in")
-    data_bytes = _read_inputs(plans[0]["records"], plans[0]["names"])
-    reports = [_refit_one(item, plan, data_bytes, label) for item, plan in zip(saved, plans, strict=True)]
+    first = plans[0]
+    if any(plan["records"] != first["records"] or plan["command"] != first["command"] for plan in plans[1:]):
+        raise InputError(f"{label}: its fits were not made from the same data with the same data options (not one 'nlfit fit --method a,b')")
+    dataset = _read(first)  # once for all the methods of a list (stdin can be read once)
+    reports = [_refit_one(item, plan, dataset, label) for item, plan in zip(saved, plans, strict=True)]
     agree = all(report["agree"] for report in reports)
     if quiet < 1:
         from nlfit.report.console import plain_line
@@ -91,64 +94,37 @@ def _saved_run(item, label: str) -> dict:
     return {"records": records, "names": names, "command": command, "options": FitOptions.of(options), "saved": saved}
 
 
-def _read_inputs(records: list[dict], names: list[str]) -> list[bytes]:
-    """Each input's bytes, read once and checked against the saved sha256 before anything
-    parses them: a changed file is one line naming it and both hashes (exit 2)."""
-    import hashlib
+def _read(plan: dict):
+    """The saved run's data, read again from the recorded paths (stdin for ``-``); a changed
+    input is one line naming it and both hashes (exit 2), found before anything parses it."""
+    from nlfit.io.read import read_dataset
 
-    from nlfit.io.read import _read_bytes
+    command = plan["command"]
+    x = command.get("x")
+    return read_dataset(
+        plan["names"],
+        x_columns=[c.strip() for c in str(x).split(",")] if x else None,
+        y_column=command.get("y"),
+        sigma_column=command.get("sigma"),
+        formula=command.get("model"),
+        sep=command.get("sep"),
+        missing=command.get("missing") or "drop",
+        expected=plan["records"],
+    )
 
-    out = []
-    for record, name in zip(records, names, strict=True):
-        raw = _read_bytes(name, None)
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest != record["sha256"]:
-            sizes = f"{len(raw)} bytes, were {record.get('size')}"
-            raise InputError(f"{record['path']} changed since the fit: sha256 {record['sha256']} when fitted, {digest} now ({sizes})")
-        out.append(raw)
-    return out
 
-
-def _refit_one(item: dict, plan: dict, data_bytes: list[bytes], label: str) -> dict:
-    import io
-    import tempfile
-
+def _refit_one(item: dict, plan: dict, dataset, label: str) -> dict:
     from nlfit import provenance
     from nlfit.fitting import fit
-    from nlfit.io.read import read_dataset
     from nlfit.io.write import json_number
     from nlfit.options import parse_p0
 
     command, options, records = plan["command"], plan["options"], plan["records"]
-    x = command.get("x")
-    with tempfile.TemporaryDirectory(prefix="nlfit-refit-") as folder:
-        # the bytes checked above are the bytes parsed: each input from a private copy (stdin's too)
-        paths = []
-        for i, (name, raw) in enumerate(zip(plan["names"], data_bytes, strict=True)):
-            if name == "-":
-                paths.append("-")
-                continue
-            copy = f"{folder}/{i}-{name.rsplit('/', 1)[-1]}"
-            with open(copy, "wb") as handle:
-                handle.write(raw)
-            paths.append(copy)
-        stdin_bytes = next((raw for name, raw in zip(plan["names"], data_bytes, strict=True) if name == "-"), b"")
-        dataset = read_dataset(
-            paths,
-            x_columns=[c.strip() for c in str(x).split(",")] if x else None,
-            y_column=command.get("y"),
-            sigma_column=command.get("sigma"),
-            formula=command.get("model"),
-            sep=command.get("sep"),
-            missing=command.get("missing") or "drop",
-            stdin=io.BytesIO(stdin_bytes),
-        )
-    inputs = [{**record, "size": now["size"]} for record, now in zip(records, dataset.inputs, strict=True)]  # the paths as saved
     model = command.get("model") or dataset.formula  # a NIST file's own model when none was named
     if not model:
         raise InputError(f"{label}: its provenance names no model")
     again = fit(dataset, model, p0=parse_p0(command.get("p0")), options=options, file_start=command.get("start"))
-    current = provenance.build(inputs, command, options)
+    current = provenance.build(records, command, options)  # the inputs as saved: the same bytes, checked
     tolerance, reason = provenance.tolerance(plan["saved"], current)
     params, agree = {}, True
     for i, name in enumerate(again.param_names):

@@ -78,12 +78,15 @@ def read_dataset(
     sep: str | None = None,
     missing: str = "drop",
     glob: bool = False,
+    expected: list[dict] | None = None,
 ) -> Dataset:
     """Read ``source`` (a path, ``-`` for stdin, or a list of them: concatenated) and pick
     the columns of the fit. With a ``formula`` (a user formula), every data column it names
     is a predictor (``nlfit.models.expression.choose_columns``). ``sep``: the delimiter
     (``parse_sep``; None detects it); ``missing``: ``drop`` or ``error``; ``glob``: expand
-    each source as a pattern. ``stdin``: the stream read for ``-`` (default ``sys.stdin``)."""
+    each source as a pattern. ``stdin``: the stream read for ``-`` (default ``sys.stdin``).
+    ``expected``: the input records of a saved result (``input_record``, ``nlfit refit``):
+    each input's sha256 must be the saved one, checked on the bytes read, before parsing."""
     from nlfit.models.registry import is_formula
 
     if missing not in MISSING_MODES:
@@ -94,6 +97,10 @@ def read_dataset(
     names = expand_sources(source, glob)
     raws = [(_label(name), _read_bytes(name, stdin)) for name in names]
     records = tuple(input_record(name, raw) for name, (_, raw) in zip(names, raws, strict=True))
+    for saved, now in zip(expected or (), records, strict=False):  # before anything parses the bytes
+        if saved["sha256"] != now["sha256"]:
+            sizes = f"{now['size']} bytes, were {saved.get('size')}"
+            raise InputError(f"{printable(saved['path'])} changed since the fit: sha256 {saved['sha256']} when fitted, {now['sha256']} now ({sizes})")
     inputs = [(label, raw if _is_parquet(raw) else _prepare(raw, label)) for label, raw in raws]
     nist = [i for i, (label, data) in enumerate(inputs) if names[i] != "-" and _is_nist(names[i], data)]
     if nist:

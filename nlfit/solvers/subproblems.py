@@ -185,8 +185,9 @@ def cauchy_step(grad, curvature, radius):
 # expression of the matrix's entries, so under ``vmap`` a batch of G problems becomes n(n+1)/2
 # vector operations of length G that XLA fuses, instead of G calls of a general routine
 # (eigh, SVD) on n x n matrices. The matrices here are scaled Gram matrices J~^T J~ (positive
-# semidefinite) plus a damping; a pivot that is not positive (a singular or indefinite
-# matrix) makes the factor NaN and ``ok`` False, and the callers shift the damping instead.
+# semidefinite) plus a damping; a pivot that is not positive makes the factor NaN, and one
+# below RELATIVE_PIVOT of its diagonal entry (singular to working precision) makes ``ok``
+# False; the callers then use ``_regular``'s damping instead.
 
 SMALL_PARAMETERS = 10
 # A pivot below this fraction of its diagonal entry is rounding: the columns of J~ are
@@ -237,7 +238,7 @@ def _shifted_solve(matrix, grad, damping):
     return step, q, ok
 
 
-def _regular(matrix, grad):
+def _regular(matrix):
     """A with a unit diagonal entry where its row is zero (a parameter that may not move: its
     gradient entry is zero too, so its step is exactly zero), and the damping used where A
     is singular to working precision: sqrt(eps) times its largest diagonal entry. Along a
@@ -251,9 +252,9 @@ def _regular(matrix, grad):
 
 
 def normal_damped_step(matrix, grad, damping):
-    """z = -(A + damping I)^-1 g by Cholesky (A = J~^T J~, n small); NaN where A + damping I
-    has no factor even with the smallest shift."""
-    matrix, shift = _regular(matrix, grad)
+    """z = -(A + damping I)^-1 g by Cholesky (A = J~^T J~, n small); where A + damping I is
+    singular to working precision, with ``_regular``'s damping instead."""
+    matrix, shift = _regular(matrix)
     step, _, ok = _shifted_solve(matrix, grad, damping)
     fallback, _, _ = _shifted_solve(matrix, grad, jnp.maximum(damping, shift))
     return jnp.where(ok, step, fallback)
@@ -263,12 +264,13 @@ def normal_trust_region_step(matrix, grad, radius, max_iterations: int = 30, rto
     """The exact trust-region step of the Gauss-Newton model (A positive semidefinite, n
     small): Moré's (1983) Newton iteration on 1/||z(lambda)|| - 1/radius with Cholesky
     factors, lambda <- lambda + (||z|| / ||q||)^2 (||z|| - radius) / radius, q = L^-1 z. It
-    starts at lambda = 0 (or the smallest shift that gives a factor), left of the root, so it
-    rises monotonically. Returns (z, lambda)."""
-    matrix, shift = _regular(matrix, grad)
+    starts at lambda = 0 (where A is singular, at ``_regular``'s damping), left of the root,
+    so it rises monotonically. Returns (z, lambda)."""
+    matrix, shift = _regular(matrix)
     step, q, ok = _shifted_solve(matrix, grad, 0.0)
+    shifted_step, shifted_q, _ = _shifted_solve(matrix, grad, shift)
     start = jnp.where(ok, 0.0, shift)
-    step, q, _ = _shifted_solve(matrix, grad, start)
+    step, q = jnp.where(ok, step, shifted_step), jnp.where(ok, q, shifted_q)
     norm = jnp.linalg.norm(step)
     interior = norm <= radius
 
