@@ -144,3 +144,19 @@ def test_caret_is_power_with_power_precedence():
     with pytest.raises(FormulaError) as error:
         FormulaModel.parse("a^x + * b")
     assert error.value.position == 6  # the position in the text as typed, not in the rewritten one
+
+
+def test_the_same_text_with_another_parameter_order_is_evaluated_with_its_own_order():
+    """A NIST file names its parameters b1..bN whatever the order in the formula; a worker that
+    first fitted the same text from a CSV file (order of appearance) must not reuse that
+    evaluator with the names swapped."""
+    x = np.array([0.0, 1.0, 2.0])
+    appearance = FormulaModel.parse("b2*x + b1")
+    assert appearance.parameter_names == ("b2", "b1")
+    np.testing.assert_allclose(np.asarray(appearance.predict(np.array([2.0, 5.0]), x)), 2.0 * x + 5.0)
+    nist = FormulaModel.parse("b2*x + b1", order=("b1", "b2"))
+    assert nist.parameter_names == ("b1", "b2")
+    np.testing.assert_allclose(np.asarray(nist.predict(np.array([5.0, 2.0]), x)), 2.0 * x + 5.0)
+    np.testing.assert_allclose(nist.long_double_values()(np.array([5.0, 2.0]), x).astype(float), 2.0 * x + 5.0)
+    renamed = FormulaModel.parse("b2*t + b1", x_names=("t",))
+    np.testing.assert_allclose(np.asarray(renamed.predict(np.array([2.0, 5.0]), x)), 2.0 * x + 5.0)

@@ -409,13 +409,16 @@ class FormulaModel(Model):
         return {"spec": self.spec, "x": list(self.x_names), "y": self.y_name, "params": list(self.parameter_names)}
 
 
+# Built evaluators, keyed by the model itself: its equality covers everything that changes an
+# evaluation (the text, the parameters' order, the variables' names and order, the response),
+# so two models that differ in any of these never share one.
 _CACHE: dict = {}
 
 
 def _compiled(model: FormulaModel, side: str, xp=None):
     if xp is None:
         from nlfit._jax import jnp as xp
-    key = (model.spec, model.x_names, model.y_name, side, xp.__name__)
+    key = (model, side, xp.__name__)
     if key not in _CACHE:
         if side == "denominators":
             _CACHE[key] = [_build(node, model._lookup, xp) for node in _divisors(model.rhs)]
