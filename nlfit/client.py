@@ -18,6 +18,7 @@ changes gets a new worker.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -48,6 +49,8 @@ def enabled(argv: list[str]) -> bool:
         return False  # shell completion (click's _NLFIT_COMPLETE): answered in-process
     if any(_OTHER_DESCRIPTORS.search(arg) for arg in argv):
         return False  # /dev/fd/N, <(cmd), >(cmd): descriptors of this process the worker does not have
+    if "--engine=dask" in argv or any(a == "--engine" and b == "dask" for a, b in zip(argv, argv[1:], strict=False)):
+        return False  # a Dask cluster's processes would outlive the command holding the client's stderr
     return not any(arg in IN_PROCESS for arg in argv[:1] + [a for a in argv if a.startswith("--")])
 
 
@@ -56,6 +59,44 @@ def enabled(argv: list[str]) -> bool:
 SETTINGS_PREFIXES = ("JAX_", "XLA_", "CUDA_", "NVIDIA_")
 SETTINGS_NAMES = ("NLFIT_CACHE_DIR", "NLFIT_NO_CACHE", "XDG_CACHE_HOME", "HOME")
 
+# What the kernel decides a process may open and how far it may go, read from /proc: the
+# user and group ids, the capabilities, no_new_privs and seccomp, the namespaces (a mount
+# namespace is another view of every path), the root folder, the resource limits, the cgroup
+# (its memory limit) and the security module's label. A worker runs a command only for a
+# client whose context equals its own, so it never opens, writes or allocates more than the
+# client itself could.
+_STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
+_NAMESPACES = ("mnt", "user", "pid", "net", "ipc", "uts", "cgroup")
+
+
+def context(pid: int | str = "self") -> str | None:
+    """A digest of process ``pid``'s rights and limits (see above); None when /proc cannot
+    tell (another system, a process that has gone, one we may not inspect)."""
+    import hashlib
+
+    base = f"/proc/{pid}"
+    digest = hashlib.sha256()
+    try:
+        with open(f"{base}/status", encoding="utf-8", errors="replace") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        for name in _STATUS_FIELDS:
+            digest.update(f"{name}:{' '.join(fields.get(name, '').split())}\n".encode())
+        for name in _NAMESPACES:
+            digest.update(f"{os.readlink(f'{base}/ns/{name}')}\n".encode())
+        root = os.stat(f"{base}/root")
+        digest.update(f"root {root.st_dev} {root.st_ino}\n".encode())
+        for name in ("limits", "cgroup"):
+            with open(f"{base}/{name}", "rb") as handle:
+                digest.update(handle.read())
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(f"{base}/attr/current", "rb") as handle:
+            digest.update(handle.read())
+    except OSError:
+        pass  # no security module label on this system
+    return digest.hexdigest()[:16]
+
 
 def identity() -> str:
     """VERSION-INSTALLATION-SETTINGS, three parts of a worker's name. INSTALLATION hashes the
@@ -63,7 +104,9 @@ def identity() -> str:
     (``sys.prefix``, the Python version) and the modification time of its site-packages
     folder (a library installed or upgraded there changes it); SETTINGS hashes the
     environment that changes how JAX computes or caches (JAX_*, XLA_*, the cache folders).
-    A worker stops the workers of other installations, never those of other settings."""
+    The SETTINGS part also covers the process's rights and limits (:func:`context`) and
+    Python's file-system encoding. A worker stops the workers of other installations, never
+    those of other settings."""
     import hashlib
     import sysconfig
 
@@ -90,6 +133,9 @@ def identity() -> str:
     settings = hashlib.sha256()
     for key in sorted(k for k in os.environ if k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES):
         settings.update(f"{key}={os.environ[key]}\n".encode())
+    # The process's rights and limits, and what Python fixed at start-up from the locale: a
+    # client with other ones finds another worker (or none, and runs in-process).
+    settings.update(f"{context()}\0{sys.getfilesystemencoding()}\0{sys.flags.utf8_mode}\n".encode())
     return f"{__version__}-{digest.hexdigest()[:16]}-{settings.hexdigest()[:8]}"
 
 
@@ -100,10 +146,13 @@ def installation(name: str) -> str:
 
 def folder(create: bool = False) -> str | None:
     """The worker's folder, or None when it is missing (``create`` False) or not safe: it
-    must be a real folder (not a link), owned by this user, with no access for others."""
+    must be a real folder (not a link), owned by this user, with no access for others, and
+    ``$NLFIT_WORKER_DIR`` must be an absolute path."""
     explicit = os.environ.get("NLFIT_WORKER_DIR")
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if explicit:
+        if not os.path.isabs(explicit):
+            return None  # relative to whichever folder a command runs in: no one place for a worker
         path = explicit
     elif runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
         path = os.path.join(runtime, "nlfit")
@@ -152,8 +201,6 @@ def connect(path: str, timeout: float | None = 5.0) -> socket.socket | None:
 
 
 def send_header(sock: socket.socket, header: dict, fds: list[int] | None = None) -> None:
-    import json
-
     body = json.dumps(header).encode()
     data = HEADER.pack(len(body)) + body
     if fds:
@@ -166,8 +213,6 @@ def send_header(sock: socket.socket, header: dict, fds: list[int] | None = None)
 
 def control(path: str, command: str, timeout: float = 10.0) -> dict | None:
     """Ask the worker at ``path`` for ``status`` or to ``stop``; its answer, or None."""
-    import json
-
     sock = connect(path, timeout)
     if sock is None:
         return None
@@ -217,6 +262,10 @@ class _Signals:
 
 def run(argv: list[str]) -> int | None:
     """Run the command ``argv`` in the worker: its exit code, or None to run in-process."""
+    explicit = os.environ.get("NLFIT_WORKER_DIR")
+    if explicit and not os.path.isabs(explicit):
+        say(f"nlfit: warning: NLFIT_WORKER_DIR={explicit!r} is not an absolute path; running without the worker\n")
+        return None
     directory = folder()
     if directory is None:
         return None
@@ -239,7 +288,7 @@ def run(argv: list[str]) -> int | None:
         env = {k: v for k, v in os.environ.items() if k in FORWARDED or k.startswith(FORWARDED_PREFIX)}
         mask = os.umask(0)
         os.umask(mask)
-        header = {"identity": path_identity(path), "prog": program_name(), "argv": argv, "cwd": cwd, "env": env, "umask": mask}
+        header = {"identity": path_identity(path), "prog": program_name(), "argv": argv, "cwd": cwd, "env": env, "umask": mask, "streams": _streams()}
         try:
             send_header(sock, header)
             sock.settimeout(WAIT_SECONDS)
@@ -257,21 +306,59 @@ def run(argv: list[str]) -> int | None:
         signals.sock = sock
         if signals.received is not None:  # arrived between the answer and now
             signals.handle(signals.received, None)
-        reply = b""
-        while len(reply) < 1 + CODE.size:
-            try:
-                chunk = sock.recv(1 + CODE.size - len(reply))
-            except InterruptedError:
-                continue
-            if not chunk:
-                say("nlfit: error: the worker ended during the command; run it again, or with NLFIT_WORKER=off\n")
-                return 70
-            reply += chunk
-        return CODE.unpack(reply[1:])[0]
+        try:
+            reply = _receive(sock, 1 + CODE.size + HEADER.size)
+            code = CODE.unpack(reply[1 : 1 + CODE.size])[0]
+            renames = json.loads(_receive(sock, HEADER.unpack(reply[1 + CODE.size :])[0]).decode())
+        except (OSError, ValueError):
+            say("nlfit: error: the worker ended during the command; run it again, or with NLFIT_WORKER=off\n")
+            return 70
+        code = _finish_outputs(renames, code)
+        try:
+            sock.sendall(b"D")  # done: the worker removes whatever temporary file is left
+        except OSError:
+            pass
+        return code
     finally:
         signals.sock = None
         sock.close()
         signals.restore()
+
+
+def _receive(sock: socket.socket, size: int) -> bytes:
+    """Exactly ``size`` bytes from the worker; OSError when it ends first."""
+    data = b""
+    while len(data) < size:
+        try:
+            chunk = sock.recv(size - len(data))
+        except InterruptedError:
+            continue
+        if not chunk:
+            raise OSError("the worker closed the connection")
+        data += chunk
+    return data
+
+
+def _finish_outputs(renames: list, code: int) -> int:
+    """The command has finished: rename each output's temporary file over its target, here,
+    with this process's rights (the worker wrote them but renames nothing, so a client that
+    dies before this point leaves every output as it was). The exit code, or 2 when a rename
+    fails (the temporary file is then removed and the old file stays)."""
+    for temporary, target in renames:
+        try:
+            os.replace(temporary, target)
+        except OSError as exc:
+            _unlink(temporary)
+            say(f"nlfit: error: cannot write {target!r}: {exc.strerror}\n")
+            code = code or 2
+    return code
+
+
+def _streams() -> list[list[str] | None]:
+    """The encoding and error handler of this process's stdin, stdout and stderr, as Python
+    chose them here (PYTHONIOENCODING, the locale): the worker's streams for the command use
+    the same, so the bytes written are the ones an in-process run writes."""
+    return [[stream.encoding, stream.errors] if stream is not None and hasattr(stream, "encoding") else None for stream in (sys.stdin, sys.stdout, sys.stderr)]
 
 
 def program_name() -> str:
@@ -328,7 +415,7 @@ def start_in_background(announce: bool = True) -> None:
         return
     path = socket_path(directory)
     lock = os.path.join(directory, "starting")
-    if os.path.exists(path):
+    if os.path.exists(path) and not _stale(path):
         return
     try:
         descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -397,6 +484,22 @@ def spawn(directory: str, idle: float | None = None) -> int:
     ]
     env = {k: v for k, v in os.environ.items() if k != "NLFIT_ANNOUNCE_START"}
     return os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+
+
+def _stale(path: str) -> bool:
+    """A socket file nobody listens on (its worker was killed: SIGKILL, the OOM killer): a
+    connection is refused. A new worker replaces it (it renames its own socket over it)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(1.0)
+    try:
+        sock.connect(path)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False  # busy (a full queue), or not ours to judge
+    finally:
+        sock.close()
+    return False
 
 
 def _alive(pid: int) -> bool:

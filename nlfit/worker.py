@@ -34,6 +34,7 @@ import os
 import queue
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -52,9 +53,10 @@ class Request:
 
 
 class Worker:
-    def __init__(self, directory: str, idle: float, identity: str):
+    def __init__(self, directory: str, idle: float, identity: str, context: str | None):
         self.directory, self.idle = directory, idle
         self.identity = identity  # computed before JAX was imported: JAX sets variables of its own
+        self.context = context  # this process's rights and limits (client.context), as it started
         self.path = client.socket_path(directory, self.identity)
         self.requests: queue.Queue[Request] = queue.Queue()
         self.started, self.served, self.last = time.time(), 0, time.time()
@@ -62,6 +64,7 @@ class Worker:
         self.running = False  # the command's signal handlers are in place: a forwarded signal is raised
         self.current: socket.socket | None = None  # the connection whose command runs
         self.pending: int | None = None  # a signal forwarded before the command's handlers were in place
+        self.abandoned = False  # the client of the running command went away before it ended
         self.lock = threading.Lock()
 
     # -------------------------------------------------------------------- set-up
@@ -128,6 +131,10 @@ class Worker:
             conn.close()
             return
         command = header.get("control")
+        if command is None and not self.same_rights(conn):
+            conn.sendall(b"R")  # the client runs the command itself, with its own rights
+            conn.close()
+            return
         if command is not None:
             reply = {"pid": os.getpid(), "identity": self.identity, "socket": self.path, "idle": self.idle,
                      "uptime": time.time() - self.started, "served": self.served, "running": self.running}  # fmt: skip
@@ -137,6 +144,14 @@ class Worker:
                 self.stop()
             return
         self.requests.put(Request(conn, header))
+
+    def same_rights(self, conn: socket.socket) -> bool:
+        """Whether the process at the other end has exactly this worker's rights and limits,
+        as the kernel reports them (not as the client says): the same ids, capabilities,
+        namespaces, root, resource limits and cgroup. Otherwise a command run here could read
+        a file the client may not, see another mount namespace's files, or outlive a limit."""
+        pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+        return self.context is not None and pid > 0 and client.context(pid) == self.context
 
     def stop(self) -> None:
         self.stopping.set()
@@ -176,10 +191,12 @@ class Worker:
             return
         conn.settimeout(None)
         with self.lock:
-            self.current, self.pending = conn, None
-        threading.Thread(target=self.forward_signals, args=(conn,), daemon=True).start()
+            self.current, self.pending, self.abandoned = conn, None, False
+        watcher = threading.Thread(target=self.forward_signals, args=(conn,), daemon=True)
+        watcher.start()
+        renames: list[tuple[str, str]] = []
         try:
-            code = execute(fds, request.header, self)
+            code = execute(fds, request.header, self, renames)
         except BaseException:  # nothing a command does may end the worker
             _log("a command escaped its handlers")
             code = 70
@@ -188,10 +205,17 @@ class Worker:
                 self.current, self.running = None, False
         self.served += 1
         try:
-            conn.sendall(b"X" + client.CODE.pack(code))
+            if self.abandoned:
+                raise OSError("the client is gone")
+            body = json.dumps(renames).encode()
+            conn.sendall(b"X" + client.CODE.pack(code) + client.HEADER.pack(len(body)) + body)
+            watcher.join(ACK_SECONDS)  # the client's D (or its end): it has renamed what it could
         except OSError:
             pass
-        conn.close()
+        finally:
+            for temporary, _ in renames:  # a client that died never renamed them: the old files stay
+                client._unlink(temporary)
+            conn.close()
 
     def forward_signals(self, conn: socket.socket) -> None:
         """SIGINT/SIGTERM of the client, raised in this process while its command runs (held
@@ -205,8 +229,27 @@ class Worker:
             if len(message) == 2 and message[:1] == b"S" and message[1] in (signal.SIGINT, signal.SIGTERM):
                 self.deliver(conn, message[1])
                 continue
-            self.deliver(conn, signal.SIGTERM)  # the end of the connection: the client is gone
+            if message[:1] == b"D":
+                return  # the command has ended and the client has renamed its outputs
+            self.abandon(conn)  # the end of the connection: the client is gone
             return
+
+    def abandon(self, conn: socket.socket) -> None:
+        """The client died (``kill -9``) during its command: as in-process, nothing more
+        reaches its streams and no output replaces an old file (its renames never come);
+        the command is ended as SIGTERM would end it."""
+        with self.lock:
+            if self.current is not conn:
+                return
+            self.abandoned = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.close(null)
+        except OSError:
+            pass
+        self.deliver(conn, signal.SIGTERM)
 
     def deliver(self, conn: socket.socket, signum: int) -> None:
         with self.lock:
@@ -286,13 +329,16 @@ def _close_all(fds: list[int]) -> None:
             pass
 
 
-def execute(fds: list[int], header: dict, gate) -> int:
-    """Run one command with the client's descriptors, directory, environment, umask and
-    arguments, as ``nlfit.cli.main.execute`` runs it in-process; its exit code. ``gate``
-    (the Worker) is told when the command's signal handlers are in place and when it has
-    ended, so that a forwarded signal reaches the command and only the command."""
+def execute(fds: list[int], header: dict, gate, renames: list) -> int:
+    """Run one command with the client's descriptors, directory, environment, umask,
+    stream encodings and arguments, as ``nlfit.cli.main.execute`` runs it in-process; its
+    exit code. ``gate`` (the Worker) is told when the command's signal handlers are in place
+    and when it has ended, so that a forwarded signal reaches the command and only the
+    command. Outputs are written to temporary files and not renamed: ``renames`` receives
+    the (temporary, target) pairs, which the client renames once the command has ended."""
     from nlfit import signals
     from nlfit.cli import main as entry
+    from nlfit.io import write
 
     saved = [os.dup(fd) for fd in (0, 1, 2)]
     saved_streams = (sys.stdin, sys.stdout, sys.stderr, sys.argv)
@@ -314,7 +360,8 @@ def execute(fds: list[int], header: dict, gate) -> int:
             os.write(2, f"nlfit: error: cannot enter the working directory {header['cwd']}: {exc.strerror}\n".encode())
             return 2
         sys.argv = ["nlfit", *header.get("argv", [])]
-        sys.stdin, sys.stdout, sys.stderr = _standard_streams()
+        sys.stdin, sys.stdout, sys.stderr = _standard_streams(header.get("streams"))
+        write.defer_renames(renames)
         signals.reset()
         signals.install()
         try:
@@ -341,6 +388,7 @@ def execute(fds: list[int], header: dict, gate) -> int:
             except (OSError, ValueError, AttributeError):
                 pass
     finally:
+        write.defer_renames(None)
         for stream in (sys.stdin, sys.stdout, sys.stderr):
             if stream is not None and stream not in saved_streams:
                 try:
@@ -360,14 +408,26 @@ def execute(fds: list[int], header: dict, gate) -> int:
     return code
 
 
-def _standard_streams():
-    """Fresh sys.stdin/stdout/stderr on descriptors 0-2, made as Python makes them at start."""
-    encoding = "utf-8"
-    stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding=encoding, errors="strict")
+def _standard_streams(chosen=None):
+    """Fresh sys.stdin/stdout/stderr on descriptors 0-2 with the encodings and error handlers
+    Python chose in the client (``chosen``: [encoding, errors] for each; UTF-8 where missing)."""
+    defaults = (["utf-8", "strict"], ["utf-8", "strict"], ["utf-8", "backslashreplace"])
+    chosen = [c if isinstance(c, list) and len(c) == 2 and _known_encoding(c[0]) else d for c, d in zip(chosen or defaults, defaults, strict=False)]
+    (in_encoding, in_errors), (out_encoding, out_errors), (err_encoding, err_errors) = chosen
+    stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding=in_encoding, errors=in_errors)
     tty = os.isatty(1)
-    stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding=encoding, errors="strict", line_buffering=tty)
-    stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)), encoding=encoding, errors="backslashreplace", line_buffering=True)
+    stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding=out_encoding, errors=out_errors, line_buffering=tty)
+    stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)), encoding=err_encoding, errors=err_errors, line_buffering=True)
     return stdin, stdout, stderr
+
+
+def _known_encoding(name) -> bool:
+    import codecs
+
+    try:
+        return isinstance(name, str) and codecs.lookup(name) is not None
+    except LookupError:
+        return False
 
 
 def _settle_signals() -> None:
@@ -390,6 +450,16 @@ def _idle_signals() -> None:
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_helpers() -> None:
+    """Python's multiprocessing resource tracker, started now with the worker's own
+    descriptors (/dev/null): started during a command (by a Dask cluster's processes) it would
+    keep that client's stderr open for the worker's whole life, and a pipe reading it would
+    never end."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
 
 
 def _warm() -> None:
@@ -424,10 +494,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         idle = args.idle if args.idle is not None else float(os.environ.get("NLFIT_WORKER_IDLE") or DEFAULT_IDLE)
         identity = client.identity()  # before JAX's import, which sets variables of its own
+        context = client.context()
         os.chdir("/")  # hold no folder of the command that started it
         _idle_signals()
+        _start_helpers()
         _warm()
-        worker = Worker(directory, idle, identity)
+        worker = Worker(directory, idle, identity, context)
         sock = worker.listen()
         if sock is None:
             return 0  # another worker of this installation is already listening

@@ -6,14 +6,17 @@ rest of the suite runs with NLFIT_WORKER=off)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,19 +56,40 @@ def _identity(env) -> str:
         os.environ.update(saved)
 
 
-@pytest.fixture
-def worker(tmp_path):
-    """A worker in a private folder (short path: a Unix socket's name has at most 107 bytes)."""
+@contextlib.contextmanager
+def _started_worker(cache: Path, **limits):
+    """A worker in a private folder (short path: a Unix socket's name has at most 107 bytes),
+    stopped on the way out. ``limits``: resource limits (resource.RLIMIT_* name: value) of
+    the command that starts it, which the worker inherits."""
     folder = tempfile.mkdtemp(prefix="nw", dir="/tmp")
-    env = _env(folder, NLFIT_CACHE_DIR=str(tmp_path / "cache"))
+    env = _env(folder, NLFIT_CACHE_DIR=str(cache))
+
+    def limit():
+        for name, value in limits.items():
+            resource.setrlimit(getattr(resource, name), (value, value))
+
     try:
-        code, out, err = _run(["worker", "start"], env)
-        assert code == 0, err
-        assert b"listening on" in out
+        done = subprocess.run([*NLFIT, "worker", "start"], env=env, capture_output=True, timeout=300, preexec_fn=limit if limits else None)
+        assert done.returncode == 0, done.stderr
+        assert b"listening on" in done.stdout
         yield env
     finally:
         subprocess.run([*NLFIT, "worker", "stop"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    """One worker shared by the tests of this module that leave it as they found it."""
+    with _started_worker(tmp_path_factory.mktemp("cache")) as env:
+        yield env
+
+
+@pytest.fixture
+def own_worker(tmp_path):
+    """A worker of the test's own, for a test that replaces, kills or limits it."""
+    with _started_worker(tmp_path / "cache") as env:
+        yield env
 
 
 def _data(folder: Path) -> None:
@@ -148,7 +172,8 @@ def test_sixteen_concurrent_clients_get_their_own_results(worker, tmp_path):
         assert err == b""
 
 
-def test_a_stale_worker_is_replaced(worker, tmp_path):
+def test_a_stale_worker_is_replaced(own_worker, tmp_path):
+    worker = own_worker
     _data(tmp_path)
     old = client.control(client.socket_path(worker["NLFIT_WORKER_DIR"], _identity(worker)), "status")
     changed = {**worker, "NLFIT_WORKER_SALT": "edited"}  # as if a package file had changed
@@ -201,9 +226,13 @@ def test_another_user_gets_no_answer(worker):
         "print('unanswered' if answer == b'' else 'answered')\n"
     )
     identity = path.rsplit("worker-", 1)[1][: -len(".sock")]
-    done = subprocess.run([sys.executable, "-S", "-c", probe, path, identity], capture_output=True, text=True, timeout=60)
+    try:
+        done = subprocess.run([sys.executable, "-S", "-c", probe, path, identity], capture_output=True, text=True, timeout=60)
+    finally:  # the folder is private again for the other tests of the shared worker
+        os.chmod(worker["NLFIT_WORKER_DIR"], 0o700)
+        os.chmod(path, 0o600)
     assert done.stdout.strip() == "unanswered", done.stderr
-    assert _served(worker) == 0  # and the worker still serves its own user
+    assert _served(worker) >= 0  # and the worker still answers its own user
 
 
 def test_sigint_through_the_client_gives_the_interrupted_result(worker, tmp_path):
@@ -288,3 +317,163 @@ def test_a_worker_that_died_while_starting_is_not_waited_for(tmp_path):
     finally:
         subprocess.run([*NLFIT, "worker", "stop"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the client's rights and limits
+# A worker runs a command only for a client with its own rights and limits (nlfit.client.context:
+# ids, capabilities, namespaces, root, resource limits, cgroup), checked by the worker from
+# /proc, not taken from the client's word; anything else runs in the client's own process.
+
+WITHOUT_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-dac_override,-dac_read_search"]
+
+
+def _can_drop_capabilities() -> bool:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    return subprocess.run([*WITHOUT_DAC, "true"], capture_output=True).returncode == 0
+
+
+def _secret(tmp_path: Path) -> Path:
+    """A data file of another user (nobody) that only that user may read."""
+    _data(tmp_path)
+    secret = tmp_path / "secret.csv"
+    shutil.copy(tmp_path / "runge.csv", secret)
+    os.chown(secret, 65534, 65534)
+    secret.chmod(0o600)
+    return secret
+
+
+@pytest.mark.skipif(not _can_drop_capabilities(), reason="needs root and setpriv to drop CAP_DAC_OVERRIDE")
+def test_a_client_without_the_right_to_read_a_file_cannot_read_it_through_the_worker(worker, tmp_path):
+    secret = _secret(tmp_path)
+    assert subprocess.run([*WITHOUT_DAC, "cat", str(secret)], capture_output=True).returncode != 0  # the client may not read it
+    before = _served(worker)
+    done = subprocess.run([*WITHOUT_DAC, *NLFIT, "fit", str(secret), "-m", "rational", "-f", "json", "-q"], env=worker, capture_output=True, timeout=300)
+    assert done.returncode == 2 and b"Permission denied" in done.stderr and done.stdout == b"", done.stderr
+    assert _served(worker) == before  # the worker (full root) served nothing
+    # A client that names the worker's socket and identity itself is refused by the worker,
+    # which reads the client's rights from /proc rather than taking its word.
+    path = client.socket_path(worker["NLFIT_WORKER_DIR"], _identity(worker))
+    probe = (
+        "import os, sys; from nlfit import client\n"
+        "sock = client.connect(sys.argv[1])\n"
+        "client.send_header(sock, {'identity': sys.argv[2], 'argv': ['fit', sys.argv[3], '-m', 'rational'], 'cwd': '/', 'env': {}, 'umask': 18})\n"
+        "print(sock.recv(1).decode())\n"
+    )
+    command = [*WITHOUT_DAC, sys.executable, "-c", probe, path, client.path_identity(path), str(secret)]
+    lying = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert lying.stdout.strip() == "R", lying.stderr
+    assert _served(worker) == before
+
+
+def _unshare_works() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs root and unshare -m (a mount namespace)")
+def test_a_client_in_another_mount_namespace_reads_and_writes_its_own_files(worker, tmp_path):
+    """A bind mount over a folder in the client's namespace: the client's fit reads the file
+    it sees, and its -o lands in its view, not in the worker's."""
+    mine, shown = tmp_path / "mine", tmp_path / "shown"
+    mine.mkdir()
+    shown.mkdir()
+    x = np.linspace(0.0, 1.0, 30)
+    for folder, slope in ((mine, 7.0), (shown, -3.0)):
+        (folder / "line.csv").write_text("x,y\n" + "".join(f"{a!r},{slope * a + 1!r}\n" for a in x.tolist()))
+    line = (f"mount --bind {mine} {shown} && {' '.join(NLFIT)} fit {shown}/line.csv -m 'a*x+b' -f json -q --starts 1 "
+            f"&& {' '.join(NLFIT)} fit {shown}/line.csv -m 'a*x+b' -q --starts 1 -o {shown}/out.json")  # fmt: skip
+    done = subprocess.run(["unshare", "-m", "sh", "-c", line], env=worker, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["params"]["a"]["value"] == pytest.approx(7.0, rel=1e-9)  # the client's file
+    assert (mine / "out.json").exists() and not (shown / "out.json").exists()  # written in the client's view
+
+
+def test_the_limits_of_the_command_that_started_a_worker_bind_only_commands_with_those_limits(tmp_path):
+    """A worker started under `ulimit -f 4` (4 kB files) serves no command without that limit:
+    such a command writes its 10 kB result in-process."""
+    _data(tmp_path)
+    with _started_worker(tmp_path / "cache", RLIMIT_FSIZE=4096) as limited:
+        before = _served(limited)
+        command = [*NLFIT, "fit", "runge.csv", "-m", "rational", "-q", "-o", "out.json"]
+        done = subprocess.run(command, env=limited, cwd=tmp_path, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert json.loads((tmp_path / "out.json").read_text())["model"]
+        assert (tmp_path / "out.json").stat().st_size > 4096
+        assert _served(limited) == before
+
+
+def test_the_client_stream_encoding_is_the_commands(worker, tmp_path):
+    """PYTHONIOENCODING=latin-1: the served command writes the bytes an in-process one writes."""
+    x = np.linspace(0.0, 2.0, 25)
+    (tmp_path / "e.csv").write_text("x,é\n" + "".join(f"{a!r},{2 * a + 1!r}\n" for a in x.tolist()), encoding="utf-8")
+    args = ["fit", "e.csv", "--y", "é", "-m", "a*x+b", "-f", "csv", "--starts", "1"]
+    before = _served(worker)
+    latin = {**worker, "PYTHONIOENCODING": "latin-1"}
+    served = _run(args, latin, cwd=tmp_path)
+    alone = _run(args, {**latin, "NLFIT_WORKER": "off"}, cwd=tmp_path)
+    assert _served(worker) == before + 1
+    assert served[0] == alone[0] == 0, served[2]
+    assert "×".encode("latin-1") in served[2] and "×".encode() not in served[2]  # the report's "lm × trust-region"
+    assert TIMING.sub(rb"\1\3T", served[1]) == TIMING.sub(rb"\1\3T", alone[1])
+    assert TIMING.sub(rb"\1\3T", served[2]) == TIMING.sub(rb"\1\3T", alone[2])
+
+
+def _wait_for(condition, what: str, seconds: float = 120.0) -> None:
+    """Poll the worker's own answers (its status) until ``condition`` holds."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_killed_client_leaves_its_output_as_it_was(worker, tmp_path):
+    """kill -9 of the client mid-fit: as in-process, the old -o file stays and no temporary
+    file is left (the worker ends the command; only a live client renames outputs)."""
+    x = np.linspace(-1, 1, 5000)
+    data = tmp_path / "slow.csv"
+    data.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), (1 / (1 + 10 * x * x)).tolist(), strict=True)))
+    out = tmp_path / "out.json"
+    out.write_text("the old result\n")
+    command = [*NLFIT, "fit", str(data), "-m", "rational", "--p0", "1,0,1", "--method", "gd", "-g", "none", "--step", "1e-6",
+               "--max-iter", "100000000", "--starts", "1", "-q", "--progress", "-o", str(out)]  # fmt: skip
+    before = _served(worker)
+    with started(command, "nlfit: progress:", worker) as process:
+        process.kill()
+        process.wait()
+    _wait_for(lambda: _served(worker) == before + 1, "the worker to end the command")
+    assert out.read_text() == "the old result\n"
+    assert not list(tmp_path.glob(".nlfit-*"))
+
+
+def test_a_killed_worker_is_replaced_by_the_next_command(own_worker, tmp_path):
+    """SIGKILL (the OOM killer) leaves the worker's socket behind: the next command finds
+    nobody listening, runs in-process and starts a new worker."""
+    path = client.socket_path(own_worker["NLFIT_WORKER_DIR"], _identity(own_worker))
+    old = client.control(path, "status")["pid"]
+    os.kill(old, signal.SIGKILL)
+    _wait_for(lambda: not client._alive(old), "the worker to die")
+    assert os.path.exists(path)  # its socket stays
+    done = _run(["models"], own_worker)
+    assert done[0] == 0 and b"polynomial" in done[1]
+    _wait_for(lambda: (client.control(path, "status") or {}).get("pid", old) != old, "a new worker")
+
+
+def test_a_relative_worker_folder_is_refused_in_one_line(tmp_path):
+    env = _env("relative-folder")
+    code, out, err = _run(["models"], env, cwd=tmp_path)
+    assert code == 0 and b"polynomial" in out
+    assert err.count(b"\n") == 1 and b"NLFIT_WORKER_DIR" in err and b"absolute" in err
+    assert not (tmp_path / "relative-folder").exists()
+
+
+def test_a_dask_command_through_the_worker_leaves_no_process_holding_the_clients_stderr(worker, tmp_path):
+    """`nlfit fit --engine dask ... 2>&1 | cat` ends: no process the command started (a Dask
+    cluster, Python's resource tracker) keeps the client's stderr open."""
+    pytest.importorskip("distributed")
+    rows = "".join(f"{g},{x},{(g + 1) * x + 0.5}\n" for g in range(3) for x in range(6))
+    (tmp_path / "groups.csv").write_text("g,x,y\n" + rows)
+    line = f"{' '.join(NLFIT)} fit groups.csv --group-by g -m 'a*x+b' --engine dask --threads 1 -f csv -q 2>&1 | cat"
+    done = subprocess.run(line, shell=True, env=worker, cwd=tmp_path, capture_output=True, timeout=240)
+    assert done.returncode == 0 and done.stdout.count(b"\n") >= 4, done.stdout + done.stderr

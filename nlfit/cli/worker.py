@@ -27,6 +27,8 @@ def _folder(create: bool = False) -> str:
     directory = client.folder(create=create)
     if directory is None:
         where = os.environ.get("NLFIT_WORKER_DIR") or "the worker's folder"
+        if not os.path.isabs(where) and where != "the worker's folder":
+            raise OptionError(f"NLFIT_WORKER_DIR={where!r} is not an absolute path; name the worker's folder by its absolute path")
         raise OptionError(f"{where} is missing or not private to this user (a folder of mode 0700 you own); no worker can run there")
     return directory
 

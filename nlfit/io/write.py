@@ -52,7 +52,8 @@ def write_atomic(path: str | Path, content) -> str:
 
     Atomic: a temporary file with a short name (``.nlfit-XXXXXXXX.tmp``, so any valid target
     name works) in the target's folder, then a rename. Readers see the old file or the new one,
-    never half of one, and a failure (or a signal) leaves the old file as it was.
+    never half of one, and a failure (or a signal) leaves the old file as it was. In the
+    resident worker the rename is the client's, once the command has ended (``defer_renames``).
 
     Through: when no temporary file can be made next to the target (a folder you cannot write
     that holds a file you can) or the target is not a regular file (a FIFO, a device,
@@ -88,7 +89,10 @@ def write_atomic(path: str | Path, content) -> str:
             _write_pieces(handle, pieces)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        if _deferred is not None:
+            _deferred.append((temporary, str(target)))
+        else:
+            os.replace(temporary, target)
     except BaseException:
         try:
             os.unlink(temporary)
@@ -96,6 +100,18 @@ def write_atomic(path: str | Path, content) -> str:
             pass
         raise
     return "atomic"
+
+
+# In the resident worker, the (temporary, target) pairs of the running command: its client
+# renames them once the command has ended, so a client that dies first leaves the old files.
+_deferred: list[tuple[str, str]] | None = None
+
+
+def defer_renames(pending: list | None) -> None:
+    """From now on, collect finished temporary files in ``pending`` instead of renaming them
+    over their targets (None: rename at once again). Only the worker calls this."""
+    global _deferred
+    _deferred = pending
 
 
 def _write_pieces(handle, pieces) -> None:
