@@ -133,9 +133,11 @@ def identity() -> str:
     settings = hashlib.sha256()
     for key in sorted(k for k in os.environ if k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES):
         settings.update(f"{key}={os.environ[key]}\n".encode())
-    # The process's rights and limits, and what Python fixed at start-up from the locale: a
+    # The process's rights and limits, and the encodings Python fixed at start-up: a
     # client with other ones finds another worker (or none, and runs in-process).
-    settings.update(f"{context()}\0{sys.getfilesystemencoding()}\0{sys.flags.utf8_mode}\n".encode())
+    import locale
+
+    settings.update(f"{context()}\0{sys.getfilesystemencoding()}\0{sys.flags.utf8_mode}\0{locale.getpreferredencoding(False)}\n".encode())
     return f"{__version__}-{digest.hexdigest()[:16]}-{settings.hexdigest()[:8]}"
 
 
