@@ -30,7 +30,7 @@ from nlfit.models.registry import model_for
 from nlfit.options import FitOptions
 from nlfit.result import LARGE_DATA_POINTS, FitResult
 from nlfit.solvers.status import Status
-from nlfit.start import box, choose_start
+from nlfit.start import box, choose_start, guided_starts
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Members:
     labels: list[str]
     screened_rows: int | None
     full_data_choice: np.ndarray | None = None  # screened fits: which start won on all the rows
+    undetermined: np.ndarray | None = None  # (G, K): a pair of parameters not determined (nlfit.diagnostics.undetermined)
 
 
 @dataclass
@@ -206,7 +207,8 @@ def solve_groups(
     groups = primary.shape[0]
     lower, upper = np.asarray(problems.lower), np.asarray(problems.upper)
     keys = data_keys(problems, counts) if count > 1 else None
-    plan = multistart.plan(primary, count, linear, free, lower, upper, int(settings.max_iter), seed, model_starts, keys)
+    guided, guided_labels = guided_starts(problems.model, problems.x, problems.y, counts) if count > 1 else (None, ())
+    plan = multistart.plan(primary, count, linear, free, lower, upper, int(settings.max_iter), seed, model_starts, keys, guided, guided_labels)
     width = int(problems.y.shape[1])
     scales = np.asarray(problems.scale, dtype=np.float64)
     screening = plan.count > 1 and width > multistart.SCREEN_ROWS
@@ -230,7 +232,7 @@ def solve_groups(
         closed_form = choose_factorization("auto", rows, max(count, 2), int(np.shape(plan.params)[-1]), direction.name) == "cholesky"
         small = dataclasses.replace(direction, factorization="cholesky" if closed_form else "svd") if hasattr(direction, "factorization") else direction
         first, screened = _run(sample, plan, small, globalization, jac_mode, settings, seed, timeout, started, False, on_chunk)
-        members = _members(first, screened, plan, sample, np.minimum(counts, multistart.SCREEN_ROWS), screened=True)
+        members = _members(first, screened, plan, sample, np.minimum(counts, multistart.SCREEN_ROWS), True, linear, free)
         # On all the rows: the screening's winner, and the given start too unless it won (the
         # rows left out may hold what only the given start finds, such as a narrow peak).
         chosen = _take(first.state.params, screened)[:, None, :]
@@ -256,7 +258,7 @@ def solve_groups(
         members.full_data_choice = np.where(winners == 0, "screened", "given")
     else:
         output, winners = _run(problems, plan, direction, globalization, jac_mode, settings, seed, timeout, started, record, on_chunk)
-        members = _members(output, winners, plan, problems, counts, screened=False) if plan.count > 1 else None
+        members = _members(output, winners, plan, problems, counts, False, linear, free) if plan.count > 1 else None
         stopped = _stopped(output)
         statuses = np.where(stopped > 0, stopped, output.statuses[np.arange(groups), winners])
         origin = _take(output.state.origin, winners)
@@ -276,7 +278,7 @@ def _norms(values: np.ndarray, axis: int) -> np.ndarray:
         return np.squeeze(largest, axis) * np.sqrt(np.sum((values / safe) ** 2, axis=axis))
 
 
-def _members(output, winners, plan, problems, counts, screened: bool) -> Members:
+def _members(output, winners, plan, problems, counts, screened: bool, linear, free) -> Members:
     local = output.state.local
     with np.errstate(over="ignore", invalid="ignore"):  # losses beyond the float range in the user's units
         losses = _final_losses(output) * np.asarray(problems.scale)[:, None] ** 2
@@ -290,6 +292,7 @@ def _members(output, winners, plan, problems, counts, screened: bool) -> Members
     else:
         norms = None
     return Members(
+        undetermined=_undetermined(local, output.state.params, problems, counts, linear, free),
         params=np.asarray(output.state.params),
         origins=np.asarray(output.state.origin),
         losses=losses,
@@ -302,6 +305,30 @@ def _members(output, winners, plan, problems, counts, screened: bool) -> Members
         labels=list(plan.labels),
         screened_rows=multistart.SCREEN_ROWS if screened else None,
     )
+
+
+def _undetermined(local, params, problems, counts, linear, free) -> np.ndarray | None:
+    """(G, K): whether each start ended with a pair of parameters that the data do not
+    determine (``nlfit.diagnostics.undetermined``), from its last linearization; None
+    when the solver kept none (gradient descent)."""
+    from nlfit.diagnostics import undetermined
+
+    if local.jac is not None:
+        factor = np.asarray(local.jac)
+    elif local.r_factor is not None:
+        factor = np.asarray(local.r_factor)
+    elif local.gram is not None:
+        values, vectors = np.linalg.eigh(np.asarray(local.gram))  # F = diag(sqrt(values)) Q^T: F^T F = J^T J
+        factor = np.sqrt(np.maximum(values, 0.0))[..., :, None] * np.swapaxes(vectors, -1, -2)
+    else:
+        return None
+    params = np.asarray(params)
+    lower, upper = np.asarray(problems.lower)[:, None, :], np.asarray(problems.upper)[:, None, :]
+    estimated = free & (params > lower) & (params < upper)
+    with np.errstate(all="ignore"):
+        rss = np.sum(np.asarray(local.residuals) ** 2, axis=-1)
+    dof = np.asarray(counts)[:, None] - np.count_nonzero(estimated, axis=-1)
+    return np.any(undetermined(factor, rss, dof, params, free & ~linear, estimated)[0], axis=-1)
 
 
 # ----------------------------------------------------------------- the library's entry point

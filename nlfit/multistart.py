@@ -14,6 +14,10 @@ The starts, in order (``plan``):
    Gauss-Newton step reaches exactly; ``Model.linear_params``);
 3. the model's own default start when a start was given (the linearized fit of a rational
    model, gnuplot's ones for a formula);
+3b. starts read off the data where the formula says what a parameter is
+   (``nlfit.start.guided_starts``): a frequency of sin(b x) or cos(b x) at the periodogram's
+   highest peaks, a pole position of a/(x - b) next to the largest deviation and beyond the
+   data: away from the limits where such a model degenerates to a straight line;
 4. for each factor 1/10, 1/100, 10, 1/1000, 100 in turn: the whole start scaled by it, as it
    is (a start that is off by that factor), and the start with only its nonlinear parameters
    scaled (a zero value takes the typical magnitude of the others) and the linear ones
@@ -93,7 +97,7 @@ class Plan:
 
 
 def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, lower: np.ndarray, upper: np.ndarray, max_iter: int,
-         seed: int = 0, model_starts: np.ndarray | None = None, keys=None) -> Plan:  # fmt: skip
+         seed: int = 0, model_starts: np.ndarray | None = None, keys=None, guided: np.ndarray | None = None, guided_labels=()) -> Plan:  # fmt: skip
     """``count`` starts for each group from the groups' primary starts ``primary`` (G, n).
 
     ``linear``, ``free``: (n,) booleans (the model's linear parameters; parameters not fixed).
@@ -101,7 +105,9 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
     primary is a start the user gave. The random starts of a group depend on ``seed`` and its
     key (``keys``: integers, a hash of each group's data; ``fitting.data_keys``), not on its
     position, so the same data get the same starts whether they are fitted alone, as a group
-    of a batch or in a Dask partition.
+    of a batch or in a Dask partition. ``guided``: (G, S, n) starts read off the data
+    (``nlfit.start.guided_starts``; NaN: the primary's value), tried right after the model's
+    default, with the linear parameters solved.
     """
     primary = np.atleast_2d(np.asarray(primary, dtype=np.float64))
     groups, n = primary.shape
@@ -125,6 +131,10 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
             model_starts = np.where(np.isfinite(model_starts), model_starts, primary)  # a group without one: its given start again
             if not np.allclose(model_starts, primary):
                 add(model_starts, "model default")
+    if guided is not None:
+        for s, label in enumerate(guided_labels):
+            if np.any(np.isfinite(guided[:, s])):
+                add(np.where(np.isfinite(guided[:, s]), guided[:, s], primary), label)
     magnitude = np.abs(primary)
     nonzero = np.where((magnitude > 0) & nonlinear, magnitude, np.nan)
     with np.errstate(all="ignore"):

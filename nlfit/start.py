@@ -102,3 +102,97 @@ def box(model, bounds, fix, start, given: bool = True):
         i = names.index(outside[0])
         raise OptionError(f"the start {outside[0]}={start[i]:g} is outside its bounds [{lower[i]:g}, {upper[i]:g}]; give a --p0 inside")
     return lower, upper, start
+
+
+SPECTRUM_ROWS = 512  # at most this many evenly picked rows enter the periodogram
+SPECTRUM_FREQUENCIES = 2 * SPECTRUM_ROWS  # a step of at most about a quarter of the resolution 2 pi / span
+SPECTRUM_PEAKS = 2
+SPECTRUM_GROUPS = 8  # groups whose periodograms are formed at once (8 x 1024 x 512 values)
+
+
+def guided_starts(model, x, y, counts) -> tuple[np.ndarray, list[str]]:
+    """Starts read off the data where the formula's structure says what a parameter is, for
+    G groups (``x``, ``y`` (G, L), the first ``counts`` rows real): (starts (G, S, n), NaN
+    for the parameters they leave as they are; labels). A fit can run off to a limit where
+    its model degenerates (``nlfit.diagnostics.undetermined``); these starts begin away
+    from it:
+
+    - a frequency b of sin(k b x) or cos(k b x): the SPECTRUM_PEAKS highest peaks of the
+      periodogram |sum (y - mean) exp(-i w x)|^2 over angular frequencies w from pi / span
+      to the Nyquist frequency pi / (median spacing) (uneven x allowed: the sum is taken at
+      the points themselves), b = w / k; the limit b -> 0 makes a*sin(b x) a straight line;
+    - a pole position b of a / (x - b): the midpoints next to the point that deviates most
+      from the median of y (a pole inside the data shows there), and half the data's span
+      beyond each end; the limit |b| -> infinity makes the term a straight line.
+
+    The multistart solves the linear parameters at each of them."""
+    frequencies, poles = getattr(model, "frequencies", ()), getattr(model, "poles", ())
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    groups, n = y.shape[0], len(model.param_names)
+    if x.ndim != 2 or not (frequencies or poles):
+        return np.full((groups, 0, n), np.nan), []
+    rows = np.arange(y.shape[1])[None, :] < np.asarray(counts)[:, None]
+    columns, labels = [], []
+    with np.errstate(all="ignore"):
+        if frequencies:
+            peaks = np.concatenate([_spectral_peaks(x[i : i + SPECTRUM_GROUPS], y[i : i + SPECTRUM_GROUPS], rows[i : i + SPECTRUM_GROUPS])
+                                    for i in range(0, groups, SPECTRUM_GROUPS)])  # fmt: skip
+            for peak in range(SPECTRUM_PEAKS):
+                start = np.full((groups, n), np.nan)
+                for index, k in frequencies:
+                    start[:, index] = peaks[:, peak] / k
+                columns.append(start)
+                labels.append(f"spectrum peak {peak + 1}")
+        if poles:
+            names = ("pole at the largest deviation", "pole after it", "pole below the data", "pole above the data")
+            for position, label in zip(_pole_positions(x, y, rows), names, strict=True):
+                start = np.full((groups, n), np.nan)
+                for index, sign in poles:
+                    start[:, index] = sign * position
+                columns.append(start)
+                labels.append(label)
+    starts = np.stack(columns, axis=1)
+    return np.where(np.isfinite(starts), starts, np.nan), labels
+
+
+def _spectral_peaks(x, y, rows) -> np.ndarray:
+    """(G, SPECTRUM_PEAKS) angular frequencies of the highest periodogram peaks (NaN when
+    there are fewer)."""
+    groups, width = y.shape
+    count = np.count_nonzero(rows, axis=1)
+    pick = np.rint(np.linspace(0.0, 1.0, min(width, SPECTRUM_ROWS))[None, :] * np.maximum(count - 1, 0)[:, None]).astype(np.int64)
+    xs, ys = np.take_along_axis(x, pick, axis=1), np.take_along_axis(y, pick, axis=1)
+    real = (count >= 4)[:, None] & np.isfinite(xs) & np.isfinite(ys)
+    ordered = np.sort(np.where(real, xs, np.nan), axis=1)
+    span = np.nanmax(ordered, axis=1) - np.nanmin(ordered, axis=1)
+    steps = np.diff(ordered, axis=1)
+    spacing = np.nanmedian(np.where(steps > 0, steps, np.nan), axis=1)
+    low, high = np.pi / span, np.pi / spacing
+    grid = low[:, None] + (high - low)[:, None] * np.linspace(0.0, 1.0, SPECTRUM_FREQUENCIES)[None, :]
+    centred = np.where(real, ys - np.nanmean(np.where(real, ys, np.nan), axis=1, keepdims=True), 0.0)
+    phase = grid[:, :, None] * np.where(real, xs, 0.0)[:, None, :]
+    power = np.sum(centred[:, None, :] * np.cos(phase), axis=2) ** 2 + np.sum(centred[:, None, :] * np.sin(phase), axis=2) ** 2
+    inner = (power[:, 1:-1] > power[:, :-2]) & (power[:, 1:-1] >= power[:, 2:])
+    peak = np.concatenate([power[:, :1] > power[:, 1:2], inner, power[:, -1:] > power[:, -2:-1]], axis=1) & np.isfinite(power)
+    order = np.argsort(np.where(peak, -power, np.inf), axis=1)[:, :SPECTRUM_PEAKS]
+    found = np.take_along_axis(np.where(peak, grid, np.nan), order, axis=1)
+    return np.where(np.isfinite(span)[:, None] & (span > 0)[:, None], found, np.nan)
+
+
+def _pole_positions(x, y, rows) -> list[np.ndarray]:
+    """Four (G,) pole positions: the midpoints before and after the point farthest from the
+    median of y (between distinct sorted x values), and half the span below and above the
+    data."""
+    real = rows & np.isfinite(x) & np.isfinite(y)
+    order = np.argsort(np.where(real, x, np.inf), axis=1)
+    xs, ys, ok = (np.take_along_axis(v, order, axis=1) for v in (x, y, real))
+    xs = np.where(ok, xs, np.nan)
+    deviation = np.abs(ys - np.nanmedian(np.where(ok, ys, np.nan), axis=1, keepdims=True))
+    worst = np.argmax(np.where(ok, deviation, -np.inf), axis=1)
+    last = np.maximum(np.count_nonzero(ok, axis=1) - 1, 0)
+    at = np.arange(x.shape[0])
+    before = 0.5 * (xs[at, np.maximum(worst - 1, 0)] + xs[at, worst])
+    after = 0.5 * (xs[at, worst] + xs[at, np.minimum(worst + 1, last)])
+    low, high = np.nanmin(xs, axis=1), np.nanmax(xs, axis=1)
+    span = high - low
+    return [before, after, low - 0.5 * span, high + 0.5 * span]

@@ -387,6 +387,60 @@ class FormulaModel(Model):
 
         return [jnp.broadcast_to(f(params, columns), jnp.shape(x)[:1]) for f in evaluate]
 
+    @property
+    def frequencies(self) -> tuple[tuple[int, float], ...]:
+        """(parameter index, k) for each sin(...)/cos(...) whose argument has a term
+        k * b * x (b a parameter, k a product of numbers; one predictor): b * k is an angular
+        frequency, so the data's spectrum gives its starts (``nlfit.start.guided_starts``)."""
+        if len(self.x_names) != 1:
+            return ()
+        found = []
+        for node in ast.walk(self.rhs):
+            if isinstance(node, ast.Call) and node.func.id in ("sin", "cos"):
+                for term in _terms(node.args[0]):
+                    found += self._scaled_product(term)
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def poles(self) -> tuple[tuple[int, float], ...]:
+        """(parameter index, sign) for each divisor of the form x - b, b - x or x + b (or a
+        constant power of one): the model has a pole at x = sign * b."""
+        if len(self.x_names) != 1:
+            return ()
+        found = []
+        for node in _divisors(self.rhs):
+            while isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and isinstance(node.right, (ast.Constant, ast.UnaryOp)):
+                node = node.left
+            if not (isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub))):
+                continue
+            names = [side.id if isinstance(side, ast.Name) else None for side in (node.left, node.right)]
+            if self.x_names[0] in names and any(n in self.parameter_names for n in names):
+                parameter = next(n for n in names if n in self.parameter_names)
+                found.append((self.parameter_names.index(parameter), -1.0 if isinstance(node.op, ast.Add) else 1.0))
+        return tuple(dict.fromkeys(found))
+
+    def _scaled_product(self, node) -> list[tuple[int, float]]:
+        """[(index of b, k)] when ``node`` is a product k * b * x in any order, else []."""
+        factors, stack, k = [], [node], 1.0
+        while stack:
+            item = stack.pop()
+            if isinstance(item, ast.BinOp) and isinstance(item.op, ast.Mult):
+                stack += [item.left, item.right]
+            elif isinstance(item, ast.UnaryOp):
+                k = -k if isinstance(item.op, ast.USub) else k
+                stack.append(item.operand)
+            elif isinstance(item, ast.Constant):
+                k *= float(item.value)
+            else:
+                factors.append(item)
+        names = [f.id for f in factors if isinstance(f, ast.Name)]
+        params = [n for n in names if n in self.parameter_names]
+        others = [n for n in names if n not in params and n != self.x_names[0]]
+        if len(names) != len(factors) or len(params) != 1 or names.count(self.x_names[0]) != 1 or not all(n in CONSTANTS for n in others):
+            return []
+        k *= math.prod(CONSTANTS[n] for n in others)
+        return [(self.parameter_names.index(params[0]), k)] if k != 0 else []
+
     def default_p0(self, x, y):
         """gnuplot's convention: every parameter not given starts at 1."""
         return np.ones(len(self.parameter_names))
@@ -425,6 +479,15 @@ def _compiled(model: FormulaModel, side: str, xp=None):
         else:
             _CACHE[key] = _build(getattr(model, side), model._lookup, xp)
     return _CACHE[key]
+
+
+def _terms(node: ast.expr) -> list[ast.expr]:
+    """The terms of a sum (signs dropped): a + b - c -> [a, b, c]."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        return _terms(node.left) + _terms(node.right)
+    if isinstance(node, ast.UnaryOp):
+        return _terms(node.operand)
+    return [node]
 
 
 def _divisors(tree: ast.expr) -> list[ast.expr]:

@@ -227,10 +227,11 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
         console.print(correlation)
     counts = result_json["counts"]
     style = "green" if result_json["success"] else "yellow"
+    rss = result_json["stats"]["rss"]
     console.print(
         f"[{style}]{result_json['status']}[/{style}]: {result_json['message']}\n"
         f"iterations {counts['iterations']}  nfev {counts['nfev']}  njev {counts['njev']}  "
-        f"rss {result_json['stats']['rss']:.10g}  time {result_json['seconds']:.3f} s"
+        f"rss {'not finite' if rss is None else format(rss, '.10g')}  time {result_json['seconds']:.3f} s"  # a start on a pole: rss inf (JSON null)
     )
     for line in goodness_lines(result_json):
         console.print(line, markup=False)
