@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlfit.errors import InputError, OptionError, printable
+from nlfit.errors import InputError, OptionError, excerpt, printable
 from nlfit.io.dataset import Dataset
 
 # Cells that mean "no value". 'nan' and 'inf' are numbers (a program's NaN), not missing.
@@ -304,7 +304,8 @@ def _read_nist(label, text, x_columns, y_column, sigma_column, formula) -> Datas
     try:
         dataset = nist._parse(text.splitlines(), Path(label))
     except (ValueError, IndexError, StopIteration) as exc:
-        raise InputError(f"{printable(label)} is not a NIST StRD nonlinear regression file ({exc or 'no Model: section'})") from None
+        why = _first_line(exc) if str(exc).strip() else "no Model: section"
+        raise InputError(f"{printable(label)} is not a NIST StRD nonlinear regression file ({why})") from None
     dataset = Dataset(**{**dataset.__dict__, "files": (label,)})
     if formula is not None:
         x_columns, y_column = _formula_columns(formula, [dataset.y_name, *dataset.x_names], x_columns, y_column, (sigma_column,))
@@ -473,6 +474,8 @@ def _detect(records: list[str]) -> str:
 
 
 def _is_number(cell: str) -> bool:
+    """A cell Python reads as a number (also '1_000' and non-ASCII digits: a first row of
+    such cells is data, whose cells then get a message saying what is wrong with them)."""
     cell = cell.strip()
     if not cell:
         return False
@@ -522,7 +525,7 @@ class _Source:
         names = [cell or f"V{i + 1}" for i, cell in enumerate(first)]
         duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
         if duplicated:
-            raise InputError(f"{printable(label)} has duplicate column names: {', '.join(printable(n) for n in duplicated)}")
+            raise InputError(f"{printable(label)} has duplicate column names: {', '.join(excerpt(n) for n in duplicated)}")
         return cls(label, data, sep, names, header=True, body=len(text[: head[0][2]].encode("utf-8", errors="surrogatepass")))
 
     @staticmethod
@@ -687,6 +690,11 @@ def _is_parquet(data: bytes) -> bool:
     return len(data) >= 8 and data[:4] == PARQUET_MAGIC and data[-4:] == PARQUET_MAGIC
 
 
+def _is_plain_number(cell: str) -> bool:
+    """A number as the parsers read it: ASCII, no digit-group '_' ('nan', 'inf' are)."""
+    return cell.isascii() and "_" not in cell and _is_number(cell)
+
+
 @dataclass
 class _Parquet:
     """One Parquet input (pandas with pyarrow, ``pip install 'nlfit[parquet]'``): its columns
@@ -733,8 +741,9 @@ def _pyarrow_parquet(label: str):
 
 
 def _first_line(exc) -> str:
+    """The first line of a library's message, cut (``excerpt``): it may quote the data."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return excerpt(text.splitlines()[0], 200) if text else type(exc).__name__
 
 
 class _Locator:
@@ -757,7 +766,7 @@ class _Locator:
 
 def _column_list(names) -> str:
     names = list(names)
-    shown = ", ".join(printable(n) for n in names[:_SHOWN_COLUMNS])
+    shown = ", ".join(excerpt(n) for n in names[:_SHOWN_COLUMNS])
     return shown if len(names) <= _SHOWN_COLUMNS else f"{shown}, ... ({len(names)} columns)"
 
 
@@ -771,7 +780,7 @@ def _resolve(spec: str, columns: list[str], label: str, flag: str = "") -> str:
         if 1 <= number <= len(columns):
             return columns[number - 1]
         raise InputError(f"{flag}column {number} is out of range: {printable(label)} has {len(columns)} column{'s' if len(columns) != 1 else ''}")
-    raise InputError(f"unknown {flag}column '{printable(spec)}' in {printable(label)}; columns are: {_column_list(columns)}")
+    raise InputError(f"unknown {flag}column '{excerpt(spec)}' in {printable(label)}; columns are: {_column_list(columns)}")
 
 
 def _formula_columns(formula, columns, x_columns, y_column, reserved):
@@ -810,14 +819,14 @@ def _pick(columns, x_columns, y_column, sigma_column, label, exclude=None):
             y_column = rest[0]
     repeated = sorted({c for c in x_columns if list(x_columns).count(c) > 1}) if len(x_columns) > 1 else []
     if repeated:
-        raise InputError(f"--x names the column '{printable(repeated[0])}' twice")
+        raise InputError(f"--x names the column '{excerpt(repeated[0])}' twice")
     if sigma_column and sigma_column in (*x_columns, y_column):
-        raise InputError(f"--sigma column '{printable(sigma_column)}' is also a predictor or the response")
+        raise InputError(f"--sigma column '{excerpt(sigma_column)}' is also a predictor or the response")
     wanted = [*x_columns, y_column] + ([sigma_column] if sigma_column else [])
     available = set(names)
     for column in wanted:
         if column not in available:
-            raise InputError(f"unknown column '{printable(column)}' in {printable(label)}; columns are: {_column_list(names)}")
+            raise InputError(f"unknown column '{excerpt(column)}' in {printable(label)}; columns are: {_column_list(names)}")
     return list(x_columns), y_column, wanted
 
 
@@ -837,13 +846,13 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
             problems.append(problem)
     if problems:  # the first bad cell in the file (by row, then in the order of the columns)
         index, column, what = min(problems, key=lambda p: p[0])
-        raise InputError(f"{locate(index)}, column '{printable(column)}' {what}")
+        raise InputError(f"{locate(index)}, column '{excerpt(column)}' {what}")
     groups = None
     if group_column is not None:
         raw = frame[group_column]
         gaps = raw.isna().to_numpy().copy()
         if missing == "error" and gaps.any():
-            raise InputError(f"{locate(int(np.flatnonzero(gaps)[0]))}, column '{printable(group_column)}' is missing")
+            raise InputError(f"{locate(int(np.flatnonzero(gaps)[0]))}, column '{excerpt(group_column)}' is missing")
         absent |= gaps
         groups = raw.astype(str).str.strip().to_numpy(dtype=object)
     dropped = int(absent.sum())
@@ -851,7 +860,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
     if dropped:
         if dropped == len(frame) and not empty_ok:
             raise InputError(
-                f"{printable(label)}: every row ({dropped}) has a missing value in the used columns ({', '.join(printable(c) for c in dict.fromkeys(wanted))})"
+                f"{printable(label)}: every row ({dropped}) has a missing value in the used columns ({', '.join(excerpt(c) for c in dict.fromkeys(wanted))})"
             )
         kept = np.flatnonzero(~absent)
         values = {c: v[kept] for c, v in values.items()}
@@ -863,7 +872,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
         bad = np.flatnonzero(sigma <= 0)
         if bad.size:
             index = int(bad[0] if kept is None else kept[bad[0]])
-            raise InputError(f"{locate(index)}, column '{printable(sigma_column)}' is {sigma[bad[0]]:g}: sigma must be positive")
+            raise InputError(f"{locate(index)}, column '{excerpt(sigma_column)}' is {sigma[bad[0]]:g}: sigma must be positive")
     return Dataset(
         x=x,
         y=values[y_column],
@@ -878,6 +887,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
 
 
 _DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
+_DIGIT_GROUPS = re.compile(r"^[-+]?\d{1,3}(?:[_ '\u00a0\u202f]\d{3})+(?:\.\d*)?(?:[eE][-+]?\d+)?$")
 
 
 def _numeric_column(frame, column: str, allow_nonfinite: bool = False, missing: str = "drop"):
@@ -899,7 +909,7 @@ def _numeric_column(frame, column: str, allow_nonfinite: bool = False, missing: 
         numbers[gaps] = np.nan
         wrong = ~gaps & np.isnan(numbers)
         for i in np.flatnonzero(wrong):  # 'nan', 'NaN', '-nan': numbers that are not finite
-            wrong[i] = not _is_number(text.iloc[i])
+            wrong[i] = not _is_plain_number(text.iloc[i])
     problems = wrong.copy()
     if not allow_nonfinite:
         problems |= ~gaps & ~np.isfinite(numbers)
@@ -912,6 +922,21 @@ def _numeric_column(frame, column: str, allow_nonfinite: bool = False, missing: 
         return numbers, gaps, (index, column, "is missing (--missing drop skips such rows)")
     cell = str(raw.iloc[index]).strip() if text is None else text.iloc[index]
     if wrong[index]:
-        hint = " (a decimal comma? nlfit reads numbers with a decimal point)" if _DECIMAL_COMMA.match(cell) else ""
-        return numbers, gaps, (index, column, f"is not a number: {printable(repr(cell))}{hint}")
-    return numbers, gaps, (index, column, f"is not a finite number: {printable(repr(cell))}")
+        return numbers, gaps, (index, column, f"is not a number: {excerpt(cell, quoted=True)}{_number_hint(cell)}")
+    return numbers, gaps, (index, column, f"is not a finite number: {excerpt(cell, quoted=True)}")
+
+
+def _number_hint(cell: str) -> str:
+    """Why a cell that looks like a number is not one, in parentheses, or ''."""
+    if _DECIMAL_COMMA.match(cell):
+        return " (a decimal comma? nlfit reads numbers with a decimal point)"
+    if _DIGIT_GROUPS.match(cell):
+        return " (digit-group separators are not accepted: write 1000, not 1_000 or 1 000)"
+    other = next((ch for ch in cell if not ch.isascii()), None)
+    if other is not None and any(ch.isdigit() or ch in "+-." for ch in cell):
+        import unicodedata
+
+        what = "digit" if unicodedata.category(other) == "Nd" else "character"
+        name = unicodedata.name(other, f"U+{ord(other):04X}")
+        return f" (a non-ASCII {what}, {printable(repr(other))} {name}: nlfit reads numbers written with ASCII 0-9, '.', '+', '-' and 'e')"
+    return ""
