@@ -5,17 +5,24 @@ huge cell or header and a Parquet column of binary or nested values are one line
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import hashlib
 import io
+import json
+import lzma
 import os
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from nlfit.cli.app import app
-from nlfit.errors import InputError
-from nlfit.io.read import read_dataset
+from nlfit.errors import InputError, OptionError
+from nlfit.io.read import read_dataset, read_header, read_part
 
 runner = CliRunner()
 CSV = "x,y\n" + "".join(f"{x},{2.0 * x + 1.0 + 0.01 * (-1) ** x}\n" for x in range(20))
@@ -36,6 +43,127 @@ def _one_error_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nlfit: error: "), stderr[-2000:]
     return lines[0]
+
+
+# --- A: bounded reading -------------------------------------------------------------------
+
+
+def test_a_stream_is_read_up_to_the_limit_and_named_beyond_it(monkeypatch):
+    monkeypatch.setenv("NLFIT_MAX_STREAM_BYTES", str(len(CSV)))
+    assert read_dataset("-", stdin=io.BytesIO(CSV.encode())).n_points == 20  # exactly the limit: read
+    with pytest.raises(InputError, match=rf"^stdin is a stream .* of more than {len(CSV)} bytes.*NLFIT_MAX_STREAM_BYTES"):
+        read_dataset("-", stdin=io.BytesIO(CSV.encode() + b"20,41\n"))
+    done = runner.invoke(app, ["fit", "-", "-m", "polynomial:1", "-q"], input=CSV + "20,41\n")
+    assert done.exit_code == 2 and "stdin is a stream" in _one_error_line(done.stderr)
+    monkeypatch.setenv("NLFIT_MAX_STREAM_BYTES", "lots")
+    with pytest.raises(OptionError, match="NLFIT_MAX_STREAM_BYTES must be a whole number of bytes"):
+        read_dataset("-", stdin=io.BytesIO(CSV.encode()))
+
+
+def test_dev_zero_is_one_line_not_the_end_of_the_memory():
+    done = _run(READ, "/dev/zero", NLFIT_MAX_STREAM_BYTES="100000")
+    assert "InputError: /dev/zero is a stream (a pipe, stdin or a device) of more than 100000 bytes" in done.stderr, done.stderr[-800:]
+    done = _run(CLI, "fit", "/dev/zero", "-m", "polynomial:1", NLFIT_MAX_STREAM_BYTES="100000")
+    assert done.returncode == 2 and "/dev/zero is a stream" in _one_error_line(done.stderr)
+
+
+def test_refit_reads_no_more_than_the_recorded_size(tmp_path):
+    (tmp_path / "d.csv").write_text(CSV)
+    saved = runner.invoke(app, ["fit", str(tmp_path / "d.csv"), "-m", "polynomial:1", "-q", "-f", "json"])
+    assert saved.exit_code == 0, saved.stderr
+    payload = json.loads(saved.stdout)
+    [record] = payload["provenance"]["inputs"]
+    record["path"] = record["absolute"] = "/dev/zero"  # an endless input named by a result
+    (tmp_path / "zero.json").write_text(json.dumps(payload))
+    done = _run(CLI, "refit", str(tmp_path / "zero.json"))
+    line = _one_error_line(done.stderr)
+    assert done.returncode == 2 and f"/dev/zero changed since the fit: it is longer than the {len(CSV)} bytes fitted" in line
+    (tmp_path / "fit.json").write_text(saved.stdout)
+    (tmp_path / "d.csv").write_text(CSV + "20,41\n")  # a file that grew: not hashed whole
+    done = runner.invoke(app, ["refit", str(tmp_path / "fit.json")])
+    assert done.exit_code == 2 and f"changed since the fit: it is longer than the {len(CSV)} bytes fitted" in _one_error_line(done.stderr)
+
+
+def test_running_out_of_memory_is_one_line_naming_the_input_and_its_size(tmp_path):
+    big = tmp_path / "big.csv"
+    with open(big, "wb") as handle:  # sparse: 2 GiB that take no disk, and more than the memory allowed
+        handle.truncate(2 << 30)
+    done = _run(READ, str(big))
+    assert f"InputError: out of memory reading {big} ({2 << 30} bytes)" in done.stderr, done.stderr[-800:]
+
+
+def test_a_memory_error_while_parsing_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "d.csv").write_text(CSV)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(pd, "read_csv", no_memory)
+    done = runner.invoke(app, ["fit", str(tmp_path / "d.csv"), "-m", "polynomial:1"])
+    assert done.exit_code == 2
+    assert f"out of memory reading {tmp_path / 'd.csv'} ({len(CSV)} bytes)" in _one_error_line(done.stderr)
+
+
+# --- B: compressed input ------------------------------------------------------------------
+
+
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
+
+
+COMPRESSORS = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress, "zstd": _zstd}
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_compressed_csv_reads_as_the_csv_by_its_content(tmp_path, kind):
+    packed = COMPRESSORS[kind](CSV.encode())
+    path = tmp_path / "data.bin"  # any name: recognized by the first bytes
+    path.write_bytes(packed)
+    plain = read_dataset("-", stdin=io.BytesIO(CSV.encode()))
+    for data in (read_dataset(str(path)), read_dataset("-", stdin=io.BytesIO(packed))):
+        np.testing.assert_array_equal(data.x, plain.x)
+        np.testing.assert_array_equal(data.y, plain.y)
+    [record] = read_dataset(str(path)).inputs
+    assert record["size"] == len(packed) and record["sha256"] == hashlib.sha256(packed).hexdigest()  # the file as stored
+    grouped = tmp_path / "grouped.bin"  # the Dask engine's reader: a file's header, and its part
+    grouped.write_bytes(COMPRESSORS[kind](("g," + CSV.replace("\n", "\nk,")[:-2]).encode()))
+    assert read_header(str(grouped), None).names == ["g", "x", "y"]
+    part = read_part(str(grouped), ["g", "x", "y"], str(grouped), ["x"], "y", None, "g")
+    np.testing.assert_array_equal(part.y, plain.y)
+
+
+def test_concatenated_members_and_a_compressed_parquet_file(tmp_path):
+    half = CSV.index("\n10,")
+    path = tmp_path / "two.csv.gz"
+    path.write_bytes(gzip.compress(CSV[: half + 1].encode()) + gzip.compress(CSV[half + 1 :].encode()))  # as `cat a.gz b.gz`
+    assert read_dataset(str(path)).n_points == 20
+    frame = pd.DataFrame({"x": np.arange(5.0), "y": np.arange(5.0) * 3})
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    (tmp_path / "d.parquet.gz").write_bytes(gzip.compress(buffer.getvalue()))
+    np.testing.assert_array_equal(read_dataset(str(tmp_path / "d.parquet.gz")).y, frame["y"].to_numpy())
+
+
+def test_a_decompression_bomb_and_a_damaged_file_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("NLFIT_MAX_STREAM_BYTES", "100000")
+    bomb = tmp_path / "bomb.csv.xz"
+    bomb.write_bytes(lzma.compress(b"x,y\n" + b"1,2\n" * 1_000_000))  # 4 MB from a few kB
+    done = runner.invoke(app, ["fit", str(bomb), "-m", "polynomial:1"])
+    assert done.exit_code == 2 and f"{bomb} decompresses (xz) to more than 100000 bytes" in _one_error_line(done.stderr)
+    for kind, compress in COMPRESSORS.items():
+        cut = tmp_path / f"cut.{kind}"
+        cut.write_bytes(compress(CSV.encode())[:-12])
+        done = runner.invoke(app, ["fit", str(cut), "-m", "polynomial:1"])
+        assert done.exit_code == 2 and f"{cut} is not a readable {kind} file (damaged, or cut short)" in _one_error_line(done.stderr)
+
+
+def test_zstd_without_zstandard_says_what_to_install(tmp_path, monkeypatch):
+    (tmp_path / "d.csv.zst").write_bytes(_zstd(CSV.encode()))
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # import fails as if not installed
+    with pytest.raises(InputError, match=r"is zstd-compressed: reading it needs the zstandard package \(pip install 'nlfit\[zstd\]'\)"):
+        read_dataset(str(tmp_path / "d.csv.zst"))
 
 
 # --- D: what is wrong with a cell, in a few words -----------------------------------------

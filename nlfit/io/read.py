@@ -35,6 +35,7 @@ What is read, and how (the README's "Data input" says the same for users):
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import dataclasses
 import io
@@ -60,6 +61,10 @@ WHITESPACE = "whitespace"  # runs of spaces and tabs, as in gnuplot's data files
 _SEP_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "space": WHITESPACE, "whitespace": WHITESPACE, " ": WHITESPACE}
 _WIDE = 1000  # columns from which only the used ones are converted
 ARROW_BYTES = 8 << 20  # a file from this size on is read by pyarrow when it can (``_Source._arrow_frame``)
+# The most bytes read from a stream (stdin, a FIFO, a device: /dev/zero never ends) or
+# decompressed from one input (a small .gz can expand to terabytes); the environment's
+# NLFIT_MAX_STREAM_BYTES sets another. A regular file is read whole, whatever its size.
+MAX_STREAM_BYTES = 2 << 30
 _SEP_WORDS = {",": "comma", ";": "semicolon", "\t": "tab", WHITESPACE: "whitespace"}
 _SAMPLE_RECORDS = 20  # records looked at to detect the delimiter
 _SHOWN_COLUMNS = 20  # column names listed in an error message
@@ -95,33 +100,56 @@ def read_dataset(
     if not is_formula(formula):
         formula = None
     names = expand_sources(source, glob)
-    raws = [(_label(name), _read_bytes(name, stdin)) for name in names]
+    # refit reads no more than one byte past each recorded size: enough to see a change
+    most = [_most(saved) for saved in expected or ()] + [None] * (len(names) - len(expected or ()))
+    raws = [(_label(name), _read_bytes(name, stdin, limit)) for name, limit in zip(names, most, strict=True)]
     records = tuple(input_record(name, raw) for name, (_, raw) in zip(names, raws, strict=True))
     for saved, now in zip(expected or (), records, strict=False):  # before anything parses the bytes
         if saved["sha256"] != now["sha256"]:
+            if now["size"] == _most(saved):  # read up to the recorded size + 1: it is longer now, its hash unknown
+                longer = f"it is longer than the {saved['size']} bytes fitted (sha256 {saved['sha256']})"
+                raise InputError(f"{printable(saved['path'])} changed since the fit: {longer}")
             sizes = f"{now['size']} bytes, were {saved.get('size')}"
             raise InputError(f"{printable(saved['path'])} changed since the fit: sha256 {saved['sha256']} when fitted, {now['sha256']} now ({sizes})")
-    inputs = [(label, raw if _is_parquet(raw) else _prepare(raw, label)) for label, raw in raws]
+    inputs = []
+    for label, raw in raws:  # the stored bytes (hashed above) decompressed, then checked as text
+        data = _decompress(raw, label)
+        with _memory(label, len(data)):
+            inputs.append((label, data if _is_parquet(data) else _prepare(data, label)))
     nist = [i for i, (label, data) in enumerate(inputs) if names[i] != "-" and _is_nist(names[i], data)]
     if nist:
         if len(inputs) > 1:
             raise InputError(f"{printable(inputs[nist[0]][0])} is a NIST StRD file: it is read alone, not with other files")
         dataset = _read_nist(inputs[0][0], inputs[0][1].decode("utf-8", errors="replace"), x_columns, y_column, sigma_column, formula)
         return dataclasses.replace(dataset, inputs=records)
-    sources = [_Parquet.parse(label, data) if _is_parquet(data) else _Source.parse(label, data, separator) for label, data in inputs]
+    sources = []
+    for label, data in inputs:
+        with _memory(label, len(data)):
+            sources.append(_Parquet.parse(label, data) if _is_parquet(data) else _Source.parse(label, data, separator))
     x_columns, y_column, sigma_column, group_column, used = plan_columns(sources, x_columns, y_column, sigma_column, group_column, formula)
     label = ", ".join(s.label for s in sources)
-    frames = [s.frame(used, group_column) for s in sources]  # only the used columns are converted
-    if len(frames) == 1:
-        frame = frames[0]
-    else:
-        import pandas as pd
+    frames = []
+    for s in sources:  # only the used columns are converted
+        with _memory(s.label, len(s.data)):
+            frames.append(s.frame(used, group_column))
+    with _memory(label, sum(len(s.data) for s in sources)):
+        if len(frames) == 1:
+            frame = frames[0]
+        else:
+            import pandas as pd
 
-        frame = pd.concat(frames, ignore_index=True)
-    locate = _Locator(sources, [len(f) for f in frames])
-    # With a group column a non-finite number only fails its own group (status nonfinite).
-    dataset = _select(frame, x_columns, y_column, sigma_column, label, None, group_column=group_column, missing=missing, locate=locate)
+            frame = pd.concat(frames, ignore_index=True)
+        locate = _Locator(sources, [len(f) for f in frames])
+        # With a group column a non-finite number only fails its own group (status nonfinite).
+        dataset = _select(frame, x_columns, y_column, sigma_column, label, None, group_column=group_column, missing=missing, locate=locate)
     return Dataset(**{**dataset.__dict__, "files": tuple(s.label for s in sources), "inputs": records})
+
+
+def _most(saved: dict) -> int | None:
+    """The bytes to read of an input whose saved record is ``saved``: its size + 1, or all
+    (None) where the record has no size."""
+    size = saved.get("size")
+    return size + 1 if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
 
 
 def input_record(name: str, raw: bytes) -> dict:
@@ -239,28 +267,176 @@ def _label(name: str) -> str:
     return "stdin" if name == "-" else name
 
 
-def _read_bytes(name: str, stdin) -> bytes:
-    """The whole input, read once (a FIFO or a pipe cannot be read twice)."""
+def stream_limit() -> int:
+    """The most bytes read from a stream or decompressed from one input: ``MAX_STREAM_BYTES``,
+    or the environment's ``NLFIT_MAX_STREAM_BYTES`` (a whole number of bytes)."""
+    text = os.environ.get("NLFIT_MAX_STREAM_BYTES", "").strip()
+    if not text:
+        return MAX_STREAM_BYTES
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise OptionError(f"NLFIT_MAX_STREAM_BYTES must be a whole number of bytes (at least 1); got '{excerpt(text)}'")
+    return int(text)
+
+
+def _read_bytes(name: str, stdin, most: int | None = None) -> bytes:
+    """The whole input, read once (a FIFO or a pipe cannot be read twice). A regular file is
+    read whole: its size is known, and ``_memory`` names it if it does not fit. A stream
+    (stdin, a FIFO, a device such as /dev/zero: no size to go by) is read up to
+    ``stream_limit()`` bytes; more is an error. ``most``: read at most this many bytes
+    (``refit``: the recorded size + 1, enough to see that an input changed)."""
     if name == "-":
         stream = stdin if stdin is not None else sys.stdin
         if stream is None:
             raise InputError("cannot read stdin: it is closed")
         try:
-            data = getattr(stream, "buffer", stream).read()
+            return _read_stream(getattr(stream, "buffer", stream), "stdin", most)
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read stdin: {getattr(exc, 'strerror', None) or exc}") from None
-        return data if isinstance(data, bytes) else str(data).encode("utf-8", errors="surrogatepass")
     if os.path.isdir(name):
         raise InputError(f"data path is a directory, not a file: {printable(name)}")
     try:
         with open(name, "rb") as handle:
-            return handle.read()
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return _read_stream(handle, name, most)
+            with _memory(name, info.st_size):
+                return handle.read() if most is None else handle.read(most)
     except FileNotFoundError:
         raise InputError(f"data file not found: {printable(name)}") from None
     except IsADirectoryError:
         raise InputError(f"data path is a directory, not a file: {printable(name)}") from None
     except OSError as exc:
         raise InputError(f"cannot read {printable(name)}: {exc.strerror or exc}") from None
+
+
+_CHUNK = 1 << 20  # bytes read at a time from a stream
+
+
+def _read_stream(handle, label: str, most: int | None = None, compressed: str | None = None) -> bytes:
+    """What ``handle`` holds (bytes, or text encoded as UTF-8), read up to ``stream_limit()``
+    bytes (``most``: no more than this many, and no error); more is an error naming the
+    input. ``compressed``: the input's compression, where ``handle`` decompresses it."""
+    limit = stream_limit()
+    cap = limit + 1 if most is None else min(most, limit + 1)
+    buffer = io.BytesIO()
+    try:
+        while buffer.tell() < cap:
+            chunk = handle.read(min(_CHUNK, cap - buffer.tell()))
+            if not chunk:
+                break
+            buffer.write(chunk if isinstance(chunk, bytes) else str(chunk).encode("utf-8", errors="surrogatepass"))
+    except MemoryError:
+        raise _out_of_memory(label, f"{'decompressed ' if compressed else ''}{buffer.tell()} bytes read") from None
+    if buffer.tell() > limit:
+        what = f"decompresses ({compressed}) to" if compressed else "is a stream (a pipe, stdin or a device) of"
+        keep = "decompress it to a file" if compressed else "save it to a file"
+        raise InputError(
+            f"{printable(label)} {what} more than {limit} bytes, the most nlfit reads that way: {keep}, or set NLFIT_MAX_STREAM_BYTES to allow more"
+        )
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _memory(label: str, size: int):
+    """A MemoryError while ``label`` (``size`` bytes) is read or parsed is one line naming
+    it (exit 2), not an internal error: the data is too large for the memory this process
+    may use."""
+    try:
+        yield
+    except MemoryError:
+        raise _out_of_memory(label, f"{size} bytes") from None
+
+
+def _out_of_memory(label: str, size: str) -> InputError:
+    """The error of a MemoryError while ``label`` (``size``, in words) was read or parsed."""
+    why = "it needs more memory than this process may use (a memory limit such as ulimit -v, or too little RAM)"
+    return InputError(f"out of memory reading {printable(label)} ({size}): {why}")
+
+
+# Compressed input, recognized by its first bytes (whatever its name; stdin too).
+_BZIP2_BLOCK = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")  # a first block, or the end of an empty stream
+
+
+def _compression(data: bytes) -> str | None:
+    """``gzip``, ``bzip2``, ``xz`` or ``zstd`` when ``data`` starts as such a file does, else None."""
+    if data[:2] == b"\x1f\x8b":
+        return "gzip"
+    if data[:3] == b"BZh" and data[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9") and data[4:10] in _BZIP2_BLOCK:
+        return "bzip2"
+    if data[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if data[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return None
+
+
+def _decompressor(kind: str, handle, label: str):
+    """A file object that reads ``handle`` decompressed (``kind`` as ``_compression`` says);
+    several concatenated members or frames are read one after the other, as zcat does."""
+    if kind == "gzip":
+        import gzip
+
+        return gzip.GzipFile(fileobj=handle, mode="rb")
+    if kind == "bzip2":
+        import bz2
+
+        return bz2.BZ2File(handle, "rb")
+    if kind == "xz":
+        import lzma
+
+        return lzma.LZMAFile(handle, "rb")
+    try:
+        import zstandard
+    except ImportError:
+        raise InputError(f"{printable(label)} is zstd-compressed: reading it needs the zstandard package (pip install 'nlfit[zstd]')") from None
+    return _ZstdReader(zstandard, handle)
+
+
+class _ZstdReader:
+    """zstd frames read one after the other (as zstdcat does); a frame cut short is an error
+    (zstandard's own stream reader ends there quietly). The input is fed in small pieces so
+    that one call's output stays small: a few bytes can hold a block of 128 KiB."""
+
+    _PIECE = 1024
+
+    def __init__(self, zstandard, handle):
+        self._zstandard, self._handle = zstandard, handle
+        self._frame, self._out = None, bytearray()
+
+    def read(self, size: int) -> bytes:
+        while len(self._out) < size:
+            piece = self._handle.read(self._PIECE)
+            if not piece:
+                if self._frame is not None and not self._frame.eof:
+                    raise self._zstandard.ZstdError("the last frame is cut short")
+                break
+            while piece:
+                if self._frame is None or self._frame.eof:  # a frame begins
+                    self._frame = self._zstandard.ZstdDecompressor().decompressobj()
+                self._out += self._frame.decompress(piece)
+                piece = self._frame.unused_data if self._frame.eof else b""
+        data = bytes(self._out[:size])
+        del self._out[:size]
+        return data
+
+
+def _decompress(raw: bytes, label: str) -> bytes:
+    """``raw`` decompressed when it is compressed (``_compression``), else ``raw`` itself.
+    The decompressed size is bounded as a stream's is (``_read_stream``), so a small file
+    that expands to terabytes is one line, not the end of the memory."""
+    kind = _compression(raw)
+    if kind is None:
+        return raw
+    with _memory(label, len(raw)):
+        try:
+            data = _read_stream(_decompressor(kind, io.BytesIO(raw), label), label, compressed=kind)
+        except (InputError, MemoryError):
+            raise
+        except Exception as exc:  # OSError, EOFError, zlib/lzma/zstd errors: a damaged or cut file
+            raise InputError(f"{printable(label)} is not a readable {kind} file (damaged, or cut short): {_first_line(exc)}") from None
+    if _compression(data) is not None:
+        raise InputError(f"{printable(label)} is compressed twice ({kind}, then {_compression(data)}): decompress it once first")
+    return data
 
 
 def _prepare(raw: bytes, label: str) -> bytes:
@@ -332,18 +508,26 @@ def read_header(name: str, sep: str | None = None):
     schema (its footer), or the first records of a text file (at least the records the
     delimiter is detected from, so the names and the delimiter are those ``read_dataset``
     finds). Returns an object with ``label``, ``names`` and ``sep``; errors as
-    ``read_dataset``'s. ``sep``: as ``parse_sep`` returns it."""
+    ``read_dataset``'s. ``sep``: as ``parse_sep`` returns it. A compressed file, and one
+    with the Parquet magic at one end only (damaged, or a text whose header starts with
+    PAR1), is read whole (``_decompress``, ``_is_parquet``)."""
     if os.path.isdir(name):
         raise InputError(f"data path is a directory, not a file: {printable(name)}")
     try:
         with open(name, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            start = handle.read(len(PARQUET_MAGIC))
-            if start == PARQUET_MAGIC and size >= 2 * len(PARQUET_MAGIC):
-                handle.seek(size - len(PARQUET_MAGIC))
-                if handle.read() == PARQUET_MAGIC:
-                    return _parquet_header(name, handle)
+            start = handle.read(16)
+            handle.seek(max(size - len(PARQUET_MAGIC), 0))
+            end = handle.read()
             handle.seek(0)
+            if start[:4] == PARQUET_MAGIC == end and size >= 2 * len(PARQUET_MAGIC):
+                return _parquet_header(name, handle)
+            if _compression(start) or PARQUET_MAGIC in (start[:4], end):
+                with _memory(name, size):
+                    data = _decompress(handle.read(), name)
+                    if _is_parquet(data):
+                        return _Parquet.parse(name, data)
+                handle = io.BytesIO(data)
             return _text_header(name, handle, sep)
     except FileNotFoundError:
         raise InputError(f"data file not found: {printable(name)}") from None
@@ -393,12 +577,13 @@ def read_part(name: str, names: list[str], first: str, x_columns: list[str], y_c
     ``read_dataset``. ``names``: the columns every file must have (those of the file
     ``first``). A file whose every row has a missing value gives an empty Dataset (the
     caller checks the files together)."""
-    data = _read_bytes(name, None)
-    source = _Parquet.parse(name, data) if _is_parquet(data) else _Source.parse(name, _prepare(data, name), sep)
-    plan_columns([_Parquet(first, b"", list(names)), source], None, None, None, None, None)  # the same columns as the first file
-    frame = source.frame(list(dict.fromkeys([*x_columns, y_column, *([sigma_column] if sigma_column else []), group_column])), group_column)
-    locate = _Locator([source], [len(frame)])
-    dataset = _select(frame, x_columns, y_column, sigma_column, name, None, group_column=group_column, missing=missing, locate=locate, empty_ok=True)
+    data = _decompress(_read_bytes(name, None), name)
+    with _memory(name, len(data)):
+        source = _Parquet.parse(name, data) if _is_parquet(data) else _Source.parse(name, _prepare(data, name), sep)
+        plan_columns([_Parquet(first, b"", list(names)), source], None, None, None, None, None)  # the same columns as the first file
+        frame = source.frame(list(dict.fromkeys([*x_columns, y_column, *([sigma_column] if sigma_column else []), group_column])), group_column)
+        locate = _Locator([source], [len(frame)])
+        dataset = _select(frame, x_columns, y_column, sigma_column, name, None, group_column=group_column, missing=missing, locate=locate, empty_ok=True)
     return Dataset(**{**dataset.__dict__, "files": (name,)})
 
 
@@ -586,6 +771,8 @@ class _Source:
         except pd.errors.EmptyDataError:
             frame = pd.DataFrame(columns=self.names)
         except pd.errors.ParserError as exc:
+            if "out of memory" in str(exc):  # pandas' C tokenizer says so in a ParserError
+                raise MemoryError from None
             raise InputError(self._parser_error(str(exc))) from None
         except (ValueError, OverflowError) as exc:
             raise InputError(f"{printable(self.label)} is not valid CSV: {_first_line(exc)}") from None
