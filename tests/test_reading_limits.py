@@ -166,6 +166,24 @@ def test_zstd_without_zstandard_says_what_to_install(tmp_path, monkeypatch):
         read_dataset(str(tmp_path / "d.csv.zst"))
 
 
+# --- C: a damaged Parquet file ------------------------------------------------------------
+
+
+def test_a_cut_parquet_file_is_named_damaged_not_read_as_text(tmp_path):
+    buffer = io.BytesIO()
+    pd.DataFrame({"x": np.arange(50.0), "y": np.arange(50.0) * 2}).to_parquet(buffer)
+    whole = buffer.getvalue()
+    for name, part in (("head.parquet", whole[:300]), ("tail.parquet", whole[-300:])):  # PAR1 at one end only
+        (tmp_path / name).write_bytes(part)
+        done = runner.invoke(app, ["fit", str(tmp_path / name), "-m", "polynomial:1"])
+        assert done.exit_code == 2
+        assert f"{tmp_path / name} is not a readable Parquet file (damaged, or cut short)" in _one_error_line(done.stderr)
+        with pytest.raises(InputError, match="not a readable Parquet file"):
+            read_header(str(tmp_path / name))
+    (tmp_path / "par.csv").write_text("PAR1,PAR2\n1,2\n2,4\n3,6.5\n")  # a text whose first column is named PAR1 is CSV
+    assert read_dataset(str(tmp_path / "par.csv")).x_names == ("PAR1",)
+
+
 # --- D: what is wrong with a cell, in a few words -----------------------------------------
 
 
@@ -196,3 +214,41 @@ def test_a_huge_cell_or_header_is_quoted_as_an_excerpt(tmp_path):
         done = runner.invoke(app, ["fit", str(tmp_path / "head.csv"), "-m", "polynomial:1", *args])
         line = _one_error_line(done.stderr)
         assert done.exit_code == 2 and len(line) < 300 and "(100000 characters)" in line
+
+
+# --- E: Parquet columns of other types ----------------------------------------------------
+
+
+def test_parquet_column_types_give_a_clean_line_or_a_valid_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    refused = {
+        "binary": pa.array([b"\xff", b"a", b"b", b"c"], pa.binary()),
+        "large_binary": pa.array([b"\xff", b"a", b"b", b"c"], pa.large_binary()),
+        "fixed_binary": pa.array([b"\xff\x00", b"ab", b"bc", b"cd"], pa.binary(2)),
+        "dictionary_binary": pa.array([b"\xff", b"a", b"\xff", b"a"], pa.binary()).dictionary_encode(),
+        "list": pa.array([[1.0], [2.0], [3.0], [4.0]]),
+        "struct": pa.array([{"a": 1.0}] * 4),
+        "map": pa.array([[("a", 1.0)]] * 4, pa.map_(pa.string(), pa.float64())),
+    }
+    read = {
+        "dictionary_text": pa.array(["1", "2", "3", "4"]).dictionary_encode(),
+        "dictionary_float": pa.array([1.0, 2.0, 3.0, 4.0]).dictionary_encode(),
+        "decimal": pa.array([1, 2, 3, 4], pa.decimal128(5, 2)),
+        "float32": pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()),
+    }
+    path = tmp_path / "types.parquet"
+    pq.write_table(pa.table({**refused, **read, "y": [1.0, 2.0, 3.5, 4.0], "u": [1.0, 2.0, 3.0, 4.0]}), path)
+    for name in refused:
+        kind = "binary data" if "binary" in name else "several values per cell"
+        for options in ({"x_columns": [name]}, {"x_columns": ["u"], "group_column": name}):
+            with pytest.raises(InputError, match=rf"^{path}: column '{name}' holds .*{kind}"):
+                read_dataset(str(path), y_column="y", **options)
+        with pytest.raises(InputError, match=rf"column '{name}' holds .*{kind}"):  # as a Dask worker reads it
+            read_part(str(path), list(pq.read_schema(path).names), str(path), ["u"], "y", None, name)
+    for name in read:
+        np.testing.assert_array_equal(read_dataset(str(path), x_columns=[name], y_column="y").x, [1.0, 2.0, 3.0, 4.0])
+        assert list(read_dataset(str(path), x_columns=["u"], y_column="y", group_column=name).groups)[0] in ("1", "1.0", "1.00")
+    done = runner.invoke(app, ["fit", str(path), "--x", "binary", "-m", "polynomial:1"])
+    assert done.exit_code == 2 and "column 'binary' holds binary data" in _one_error_line(done.stderr)

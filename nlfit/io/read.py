@@ -541,7 +541,7 @@ def _parquet_header(name: str, handle) -> _Parquet:
     try:
         schema = parquet.read_schema(handle)
     except Exception as exc:  # pyarrow's ArrowInvalid and friends: one line, not a traceback
-        raise InputError(f"{printable(name)} is not a readable Parquet file: {_first_line(exc)}") from None
+        raise InputError(f"{printable(name)} is not a readable Parquet file (damaged, or cut short): {_first_line(exc)}") from None
     names = [str(n) for n in schema.names if not str(n).startswith("__index_level_")]
     if not names:
         raise InputError(f"{printable(name)} is empty: a Parquet file with no columns")
@@ -669,6 +669,11 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_plain_number(cell: str) -> bool:
+    """A number as the parsers read it: ASCII, no digit-group '_' ('nan', 'inf' are)."""
+    return cell.isascii() and "_" not in cell and _is_number(cell)
 
 
 @dataclass
@@ -873,13 +878,22 @@ PARQUET_MAGIC = b"PAR1"
 
 
 def _is_parquet(data: bytes) -> bool:
-    """A Parquet file: it starts and ends with PAR1 (whatever its name; stdin too)."""
-    return len(data) >= 8 and data[:4] == PARQUET_MAGIC and data[-4:] == PARQUET_MAGIC
-
-
-def _is_plain_number(cell: str) -> bool:
-    """A number as the parsers read it: ASCII, no digit-group '_' ('nan', 'inf' are)."""
-    return cell.isascii() and "_" not in cell and _is_number(cell)
+    """A Parquet file (whatever its name; stdin too): it starts and ends with PAR1, or it is
+    one cut short or damaged: PAR1 at one end, and not text (a NUL byte, or not UTF-8),
+    so that pyarrow, not the CSV parser, says what is wrong with it. A text whose first
+    column is named PAR1 is text."""
+    head, tail = data[:4] == PARQUET_MAGIC, data[-4:] == PARQUET_MAGIC
+    if head and tail and len(data) >= 8:
+        return True
+    if not (head or tail):
+        return False
+    if b"\0" in data:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 @dataclass
@@ -898,7 +912,7 @@ class _Parquet:
         try:
             schema = parquet.read_schema(io.BytesIO(data))
         except Exception as exc:  # pyarrow's ArrowInvalid and friends: one line, not a traceback
-            raise InputError(f"{printable(label)} is not a readable Parquet file: {_first_line(exc)}") from None
+            raise InputError(f"{printable(label)} is not a readable Parquet file (damaged, or cut short): {_first_line(exc)}") from None
         names = [str(name) for name in schema.names if not str(name).startswith("__index_level_")]
         if not names:
             raise InputError(f"{printable(label)} is empty: a Parquet file with no columns")
@@ -909,7 +923,9 @@ class _Parquet:
         try:
             table = parquet.read_table(io.BytesIO(self.data), columns=used)
         except Exception as exc:
-            raise InputError(f"{printable(self.label)} is not a readable Parquet file: {_first_line(exc)}") from None
+            raise InputError(f"{printable(self.label)} is not a readable Parquet file (damaged, or cut short): {_first_line(exc)}") from None
+        for column in table.schema:
+            _check_arrow_type(self.label, column.name, column.type)
         frame = table.to_pandas()
         if group_column is not None:
             frame[group_column] = frame[group_column].astype(object).where(frame[group_column].notna(), None)
@@ -917,6 +933,24 @@ class _Parquet:
 
     def line_of(self, row: int) -> int | None:
         return None  # rows, not lines
+
+
+def _check_arrow_type(label: str, name: str, kind) -> None:
+    """A used Parquet column of a type nlfit cannot read as numbers or group keys is one line
+    naming it: binary (bytes, not text: pandas would decode them as UTF-8, and fail) and
+    nested types (lists, structs, maps: one cell holds several values). A dictionary-encoded
+    column is judged by its values; every other type is read (a number, or text)."""
+    import pyarrow.types as types
+
+    while types.is_dictionary(kind):
+        kind = kind.value_type
+    if types.is_binary(kind) or types.is_large_binary(kind) or types.is_fixed_size_binary(kind) or str(kind) == "binary_view":
+        raise InputError(
+            f"{printable(label)}: column '{excerpt(name)}' holds binary data (Parquet type {kind}: bytes, not text or numbers); "
+            "store numbers as a numeric type and group keys as strings"
+        )
+    if types.is_nested(kind):
+        raise InputError(f"{printable(label)}: column '{excerpt(name)}' holds {excerpt(kind)} values (several values per cell), not numbers or text")
 
 
 def _pyarrow_parquet(label: str):
