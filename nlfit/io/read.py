@@ -8,6 +8,14 @@ What is read, and how (the README's "Data input" says the same for users):
 * Every input is read once, as bytes (so FIFOs, ``<(cmd)`` and ``/dev/stdin`` work), and
   decoded as UTF-8 (a BOM is dropped; UTF-16 with a BOM is decoded too). Bytes that are not
   UTF-8 are an error naming the line: nothing is replaced silently.
+* A regular file is read whole; a stream (stdin, a FIFO, a device) is read up to
+  ``MAX_STREAM_BYTES`` (2 GiB; the environment's ``NLFIT_MAX_STREAM_BYTES`` sets another),
+  and more is an error naming it. ``refit`` reads each input up to its recorded size + 1
+  byte. Running out of memory while reading or parsing is an error naming the input and
+  its size (exit 2), not an internal error.
+* A gzip, bzip2, xz or zstd input (recognized by its first bytes, whatever its name; stdin
+  too; zstd needs ``nlfit[zstd]``) is decompressed first, up to the same limit; a result's
+  provenance hashes the bytes as stored.
 * The delimiter is detected from the first records (``--sep`` forces one): tab, semicolon
   or comma when it splits every sampled line into the same number of fields (in that order
   of preference), else runs of spaces and tabs when they do, else the delimiter most used on
@@ -26,10 +34,12 @@ What is read, and how (the README's "Data input" says the same for users):
 * A Parquet file (recognized by its content, whatever its name; stdin too) is read with
   pyarrow (``nlfit[parquet]``), only the used columns; it can be concatenated with other
   Parquet or CSV files that have the same columns. The same column, missing-value and
-  number rules apply (a null is a missing cell).
+  number rules apply (a null is a missing cell). A file with PAR1 at one end only that is
+  not text is a damaged Parquet file; a used column of binary or nested values is an error.
 * Every error that names a data row gives its row (1-based, among the data rows of its
   file) and its physical line in the file (1-based, counting the header, comments and
-  blank lines); file content quoted in a message is shown with control characters escaped.
+  blank lines); file content quoted in a message is shown with control characters escaped,
+  a cell or a header as at most ``errors.EXCERPT_CHARS`` characters and its length.
 """
 
 from __future__ import annotations
