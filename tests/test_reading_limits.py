@@ -48,8 +48,11 @@ def _one_error_line(stderr: str) -> str:
 # --- A: bounded reading -------------------------------------------------------------------
 
 
-def test_a_stream_is_read_up_to_the_limit_and_named_beyond_it(monkeypatch):
+def test_a_stream_is_read_up_to_the_limit_and_named_beyond_it(tmp_path, monkeypatch):
     monkeypatch.setenv("NLFIT_MAX_STREAM_BYTES", str(len(CSV)))
+    (tmp_path / "d.csv").write_text(CSV + "20,41\n")
+    with open(tmp_path / "d.csv", "rb") as redirected:  # stdin from a regular file (< d.csv) is that file: read whole
+        assert read_dataset("-", stdin=redirected).n_points == 21
     assert read_dataset("-", stdin=io.BytesIO(CSV.encode())).n_points == 20  # exactly the limit: read
     with pytest.raises(InputError, match=rf"^stdin is a stream .* of more than {len(CSV)} bytes.*NLFIT_MAX_STREAM_BYTES"):
         read_dataset("-", stdin=io.BytesIO(CSV.encode() + b"20,41\n"))
@@ -62,7 +65,7 @@ def test_a_stream_is_read_up_to_the_limit_and_named_beyond_it(monkeypatch):
 
 def test_dev_zero_is_one_line_not_the_end_of_the_memory():
     done = _run(READ, "/dev/zero", NLFIT_MAX_STREAM_BYTES="100000")
-    assert "InputError: /dev/zero is a stream (a pipe, stdin or a device) of more than 100000 bytes" in done.stderr, done.stderr[-800:]
+    assert "InputError: /dev/zero is a stream (a pipe or a device) of more than 100000 bytes" in done.stderr, done.stderr[-800:]
     done = _run(CLI, "fit", "/dev/zero", "-m", "polynomial:1", NLFIT_MAX_STREAM_BYTES="100000")
     assert done.returncode == 2 and "/dev/zero is a stream" in _one_error_line(done.stderr)
 

@@ -8,11 +8,11 @@ What is read, and how (the README's "Data input" says the same for users):
 * Every input is read once, as bytes (so FIFOs, ``<(cmd)`` and ``/dev/stdin`` work), and
   decoded as UTF-8 (a BOM is dropped; UTF-16 with a BOM is decoded too). Bytes that are not
   UTF-8 are an error naming the line: nothing is replaced silently.
-* A regular file is read whole; a stream (stdin, a FIFO, a device) is read up to
-  ``MAX_STREAM_BYTES`` (2 GiB; the environment's ``NLFIT_MAX_STREAM_BYTES`` sets another),
-  and more is an error naming it. ``refit`` reads each input up to its recorded size + 1
-  byte. Running out of memory while reading or parsing is an error naming the input and
-  its size (exit 2), not an internal error.
+* A regular file (stdin too, when redirected from one) is read whole; a stream (a pipe,
+  a FIFO, a device) is read up to ``MAX_STREAM_BYTES`` (2 GiB; the environment's
+  ``NLFIT_MAX_STREAM_BYTES`` sets another), and more is an error naming it. ``refit``
+  reads each input up to its recorded size + 1 byte. Running out of memory while reading
+  or parsing is an error naming the input and its size (exit 2), not an internal error.
 * A gzip, bzip2, xz or zstd input (recognized by its first bytes, whatever its name; stdin
   too; zstd needs ``nlfit[zstd]``) is decompressed first, up to the same limit; a result's
   provenance hashes the bytes as stored.
@@ -292,14 +292,21 @@ def _read_bytes(name: str, stdin, most: int | None = None) -> bytes:
     """The whole input, read once (a FIFO or a pipe cannot be read twice). A regular file is
     read whole: its size is known, and ``_memory`` names it if it does not fit. A stream
     (stdin, a FIFO, a device such as /dev/zero: no size to go by) is read up to
-    ``stream_limit()`` bytes; more is an error. ``most``: read at most this many bytes
-    (``refit``: the recorded size + 1, enough to see that an input changed)."""
+    ``stream_limit()`` bytes; more is an error; stdin redirected from a regular file
+    (``< data.csv``) is that file. ``most``: read at most this many bytes (``refit``: the
+    recorded size + 1, enough to see that an input changed)."""
     if name == "-":
         stream = stdin if stdin is not None else sys.stdin
         if stream is None:
             raise InputError("cannot read stdin: it is closed")
+        handle = getattr(stream, "buffer", stream)
         try:
-            return _read_stream(getattr(stream, "buffer", stream), "stdin", most)
+            size = _regular_size(handle)
+            if size is not None:
+                with _memory("stdin", size):
+                    data = handle.read() if most is None else handle.read(most)
+                return data if isinstance(data, bytes) else str(data).encode("utf-8", errors="surrogatepass")
+            return _read_stream(handle, "stdin", most)
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read stdin: {getattr(exc, 'strerror', None) or exc}") from None
     if os.path.isdir(name):
@@ -322,6 +329,16 @@ def _read_bytes(name: str, stdin, most: int | None = None) -> bytes:
 _CHUNK = 1 << 20  # bytes read at a time from a stream
 
 
+def _regular_size(handle) -> int | None:
+    """The size of the regular file ``handle`` reads, or None: a stream (a pipe, a terminal,
+    a device, or an object with no descriptor, such as a test's BytesIO)."""
+    try:
+        info = os.fstat(handle.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
 def _read_stream(handle, label: str, most: int | None = None, compressed: str | None = None) -> bytes:
     """What ``handle`` holds (bytes, or text encoded as UTF-8), read up to ``stream_limit()``
     bytes (``most``: no more than this many, and no error); more is an error naming the
@@ -338,7 +355,7 @@ def _read_stream(handle, label: str, most: int | None = None, compressed: str | 
     except MemoryError:
         raise _out_of_memory(label, f"{'decompressed ' if compressed else ''}{buffer.tell()} bytes read") from None
     if buffer.tell() > limit:
-        what = f"decompresses ({compressed}) to" if compressed else "is a stream (a pipe, stdin or a device) of"
+        what = f"decompresses ({compressed}) to" if compressed else "is a stream (a pipe or a device) of"
         keep = "decompress it to a file" if compressed else "save it to a file"
         raise InputError(
             f"{printable(label)} {what} more than {limit} bytes, the most nlfit reads that way: {keep}, or set NLFIT_MAX_STREAM_BYTES to allow more"
