@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlfit.errors import InputError, OptionError, printable
+from nlfit.errors import InputError, OptionError, excerpt, printable
 from nlfit.options import FitOptions
 
 ROW_BITS = 40  # pos = file index << ROW_BITS | row: 2**40 rows per file, 2**23 files
@@ -199,7 +199,7 @@ class Job:
         sizes = {int(k): int(v) for k, v in histogram.groupby(level=0).sum().items()}
         rows, dropped = int(facts["rows"].sum()), int(facts["dropped"].sum())
         if rows == 0:  # read_dataset's error (each file alone may lose all its rows)
-            used = ", ".join(printable(c) for c in dict.fromkeys([*self.plan.x_columns, self.plan.y_column, self.plan.sigma_column]) if c)
+            used = ", ".join(excerpt(c) for c in dict.fromkeys([*self.plan.x_columns, self.plan.y_column, self.plan.sigma_column]) if c)
             raise InputError(f"{printable(self.plan.label)}: every row ({dropped}) has a missing value in the used columns ({used})")
         read = facts[facts["rows"] > 0]
         columns = range(len(self.plan.x_columns))

@@ -50,3 +50,16 @@ def printable(text) -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+EXCERPT_CHARS = 48  # the most characters of a cell or a header quoted in a message
+
+
+def excerpt(text, limit: int = EXCERPT_CHARS, quoted: bool = False) -> str:
+    """``text`` as a message quotes it (``printable``; ``quoted``: as ``repr`` writes it), cut
+    to its first ``limit`` characters, then '...' and its length: a cell or a header of a
+    megabyte stays a few words of a one-line message."""
+    text = str(text)
+    shown = text[:limit]
+    shown = printable(repr(shown) if quoted else shown)
+    return shown if len(text) <= limit else f"{shown}... ({len(text)} characters)"

@@ -8,6 +8,14 @@ What is read, and how (the README's "Data input" says the same for users):
 * Every input is read once, as bytes (so FIFOs, ``<(cmd)`` and ``/dev/stdin`` work), and
   decoded as UTF-8 (a BOM is dropped; UTF-16 with a BOM is decoded too). Bytes that are not
   UTF-8 are an error naming the line: nothing is replaced silently.
+* A regular file (stdin too, when redirected from one) is read whole; a stream (a pipe,
+  a FIFO, a device) is read up to ``MAX_STREAM_BYTES`` (2 GiB; the environment's
+  ``NLFIT_MAX_STREAM_BYTES`` sets another), and more is an error naming it. ``refit``
+  reads each input up to its recorded size + 1 byte. Running out of memory while reading
+  or parsing is an error naming the input and its size (exit 2), not an internal error.
+* A gzip, bzip2, xz or zstd input (recognized by its first bytes, whatever its name; stdin
+  too; zstd needs ``nlfit[zstd]``) is decompressed first, up to the same limit; a result's
+  provenance hashes the bytes as stored.
 * The delimiter is detected from the first records (``--sep`` forces one): tab, semicolon
   or comma when it splits every sampled line into the same number of fields (in that order
   of preference), else runs of spaces and tabs when they do, else the delimiter most used on
@@ -26,15 +34,18 @@ What is read, and how (the README's "Data input" says the same for users):
 * A Parquet file (recognized by its content, whatever its name; stdin too) is read with
   pyarrow (``nlfit[parquet]``), only the used columns; it can be concatenated with other
   Parquet or CSV files that have the same columns. The same column, missing-value and
-  number rules apply (a null is a missing cell).
+  number rules apply (a null is a missing cell). A file with PAR1 at one end only that is
+  not text is a damaged Parquet file; a used column of binary or nested values is an error.
 * Every error that names a data row gives its row (1-based, among the data rows of its
   file) and its physical line in the file (1-based, counting the header, comments and
-  blank lines); file content quoted in a message is shown with control characters escaped.
+  blank lines); file content quoted in a message is shown with control characters escaped,
+  a cell or a header as at most ``errors.EXCERPT_CHARS`` characters and its length.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import dataclasses
 import io
@@ -50,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlfit.errors import InputError, OptionError, printable
+from nlfit.errors import InputError, OptionError, excerpt, printable
 from nlfit.io.dataset import Dataset
 
 # Cells that mean "no value". 'nan' and 'inf' are numbers (a program's NaN), not missing.
@@ -60,6 +71,10 @@ WHITESPACE = "whitespace"  # runs of spaces and tabs, as in gnuplot's data files
 _SEP_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "space": WHITESPACE, "whitespace": WHITESPACE, " ": WHITESPACE}
 _WIDE = 1000  # columns from which only the used ones are converted
 ARROW_BYTES = 8 << 20  # a file from this size on is read by pyarrow when it can (``_Source._arrow_frame``)
+# The most bytes read from a stream (stdin, a FIFO, a device: /dev/zero never ends) or
+# decompressed from one input (a small .gz can expand to terabytes); the environment's
+# NLFIT_MAX_STREAM_BYTES sets another. A regular file is read whole, whatever its size.
+MAX_STREAM_BYTES = 2 << 30
 _SEP_WORDS = {",": "comma", ";": "semicolon", "\t": "tab", WHITESPACE: "whitespace"}
 _SAMPLE_RECORDS = 20  # records looked at to detect the delimiter
 _SHOWN_COLUMNS = 20  # column names listed in an error message
@@ -95,33 +110,56 @@ def read_dataset(
     if not is_formula(formula):
         formula = None
     names = expand_sources(source, glob)
-    raws = [(_label(name), _read_bytes(name, stdin)) for name in names]
+    # refit reads no more than one byte past each recorded size: enough to see a change
+    most = [_most(saved) for saved in expected or ()] + [None] * (len(names) - len(expected or ()))
+    raws = [(_label(name), _read_bytes(name, stdin, limit)) for name, limit in zip(names, most, strict=True)]
     records = tuple(input_record(name, raw) for name, (_, raw) in zip(names, raws, strict=True))
     for saved, now in zip(expected or (), records, strict=False):  # before anything parses the bytes
         if saved["sha256"] != now["sha256"]:
+            if now["size"] == _most(saved):  # read up to the recorded size + 1: it is longer now, its hash unknown
+                longer = f"it is longer than the {saved['size']} bytes fitted (sha256 {saved['sha256']})"
+                raise InputError(f"{printable(saved['path'])} changed since the fit: {longer}")
             sizes = f"{now['size']} bytes, were {saved.get('size')}"
             raise InputError(f"{printable(saved['path'])} changed since the fit: sha256 {saved['sha256']} when fitted, {now['sha256']} now ({sizes})")
-    inputs = [(label, raw if _is_parquet(raw) else _prepare(raw, label)) for label, raw in raws]
+    inputs = []
+    for label, raw in raws:  # the stored bytes (hashed above) decompressed, then checked as text
+        data = _decompress(raw, label)
+        with _memory(label, len(data)):
+            inputs.append((label, data if _is_parquet(data) else _prepare(data, label)))
     nist = [i for i, (label, data) in enumerate(inputs) if names[i] != "-" and _is_nist(names[i], data)]
     if nist:
         if len(inputs) > 1:
             raise InputError(f"{printable(inputs[nist[0]][0])} is a NIST StRD file: it is read alone, not with other files")
         dataset = _read_nist(inputs[0][0], inputs[0][1].decode("utf-8", errors="replace"), x_columns, y_column, sigma_column, formula)
         return dataclasses.replace(dataset, inputs=records)
-    sources = [_Parquet.parse(label, data) if _is_parquet(data) else _Source.parse(label, data, separator) for label, data in inputs]
+    sources = []
+    for label, data in inputs:
+        with _memory(label, len(data)):
+            sources.append(_Parquet.parse(label, data) if _is_parquet(data) else _Source.parse(label, data, separator))
     x_columns, y_column, sigma_column, group_column, used = plan_columns(sources, x_columns, y_column, sigma_column, group_column, formula)
     label = ", ".join(s.label for s in sources)
-    frames = [s.frame(used, group_column) for s in sources]  # only the used columns are converted
-    if len(frames) == 1:
-        frame = frames[0]
-    else:
-        import pandas as pd
+    frames = []
+    for s in sources:  # only the used columns are converted
+        with _memory(s.label, len(s.data)):
+            frames.append(s.frame(used, group_column))
+    with _memory(label, sum(len(s.data) for s in sources)):
+        if len(frames) == 1:
+            frame = frames[0]
+        else:
+            import pandas as pd
 
-        frame = pd.concat(frames, ignore_index=True)
-    locate = _Locator(sources, [len(f) for f in frames])
-    # With a group column a non-finite number only fails its own group (status nonfinite).
-    dataset = _select(frame, x_columns, y_column, sigma_column, label, None, group_column=group_column, missing=missing, locate=locate)
+            frame = pd.concat(frames, ignore_index=True)
+        locate = _Locator(sources, [len(f) for f in frames])
+        # With a group column a non-finite number only fails its own group (status nonfinite).
+        dataset = _select(frame, x_columns, y_column, sigma_column, label, None, group_column=group_column, missing=missing, locate=locate)
     return Dataset(**{**dataset.__dict__, "files": tuple(s.label for s in sources), "inputs": records})
+
+
+def _most(saved: dict) -> int | None:
+    """The bytes to read of an input whose saved record is ``saved``: its size + 1, or all
+    (None) where the record has no size."""
+    size = saved.get("size")
+    return size + 1 if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
 
 
 def input_record(name: str, raw: bytes) -> dict:
@@ -239,28 +277,193 @@ def _label(name: str) -> str:
     return "stdin" if name == "-" else name
 
 
-def _read_bytes(name: str, stdin) -> bytes:
-    """The whole input, read once (a FIFO or a pipe cannot be read twice)."""
+def stream_limit() -> int:
+    """The most bytes read from a stream or decompressed from one input: ``MAX_STREAM_BYTES``,
+    or the environment's ``NLFIT_MAX_STREAM_BYTES`` (a whole number of bytes)."""
+    text = os.environ.get("NLFIT_MAX_STREAM_BYTES", "").strip()
+    if not text:
+        return MAX_STREAM_BYTES
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise OptionError(f"NLFIT_MAX_STREAM_BYTES must be a whole number of bytes (at least 1); got '{excerpt(text)}'")
+    return int(text)
+
+
+def _read_bytes(name: str, stdin, most: int | None = None) -> bytes:
+    """The whole input, read once (a FIFO or a pipe cannot be read twice). A regular file is
+    read whole: its size is known, and ``_memory`` names it if it does not fit. A stream
+    (stdin, a FIFO, a device such as /dev/zero: no size to go by) is read up to
+    ``stream_limit()`` bytes; more is an error; stdin redirected from a regular file
+    (``< data.csv``) is that file. ``most``: read at most this many bytes (``refit``: the
+    recorded size + 1, enough to see that an input changed)."""
     if name == "-":
         stream = stdin if stdin is not None else sys.stdin
         if stream is None:
             raise InputError("cannot read stdin: it is closed")
+        handle = getattr(stream, "buffer", stream)
         try:
-            data = getattr(stream, "buffer", stream).read()
+            size = _regular_size(handle)
+            if size is not None:
+                with _memory("stdin", size):
+                    data = handle.read() if most is None else handle.read(most)
+                return data if isinstance(data, bytes) else str(data).encode("utf-8", errors="surrogatepass")
+            return _read_stream(handle, "stdin", most)
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read stdin: {getattr(exc, 'strerror', None) or exc}") from None
-        return data if isinstance(data, bytes) else str(data).encode("utf-8", errors="surrogatepass")
     if os.path.isdir(name):
         raise InputError(f"data path is a directory, not a file: {printable(name)}")
     try:
         with open(name, "rb") as handle:
-            return handle.read()
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return _read_stream(handle, name, most)
+            with _memory(name, info.st_size):
+                return handle.read() if most is None else handle.read(most)
     except FileNotFoundError:
         raise InputError(f"data file not found: {printable(name)}") from None
     except IsADirectoryError:
         raise InputError(f"data path is a directory, not a file: {printable(name)}") from None
     except OSError as exc:
         raise InputError(f"cannot read {printable(name)}: {exc.strerror or exc}") from None
+
+
+_CHUNK = 1 << 20  # bytes read at a time from a stream
+
+
+def _regular_size(handle) -> int | None:
+    """The size of the regular file ``handle`` reads, or None: a stream (a pipe, a terminal,
+    a device, or an object with no descriptor, such as a test's BytesIO)."""
+    try:
+        info = os.fstat(handle.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _read_stream(handle, label: str, most: int | None = None, compressed: str | None = None) -> bytes:
+    """What ``handle`` holds (bytes, or text encoded as UTF-8), read up to ``stream_limit()``
+    bytes (``most``: no more than this many, and no error); more is an error naming the
+    input. ``compressed``: the input's compression, where ``handle`` decompresses it."""
+    limit = stream_limit()
+    cap = limit + 1 if most is None else min(most, limit + 1)
+    buffer = io.BytesIO()
+    try:
+        while buffer.tell() < cap:
+            chunk = handle.read(min(_CHUNK, cap - buffer.tell()))
+            if not chunk:
+                break
+            buffer.write(chunk if isinstance(chunk, bytes) else str(chunk).encode("utf-8", errors="surrogatepass"))
+    except MemoryError:
+        raise _out_of_memory(label, f"{'decompressed ' if compressed else ''}{buffer.tell()} bytes read") from None
+    if buffer.tell() > limit:
+        what = f"decompresses ({compressed}) to" if compressed else "is a stream (a pipe or a device) of"
+        keep = "decompress it to a file" if compressed else "save it to a file"
+        raise InputError(
+            f"{printable(label)} {what} more than {limit} bytes, the most nlfit reads that way: {keep}, or set NLFIT_MAX_STREAM_BYTES to allow more"
+        )
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _memory(label: str, size: int):
+    """A MemoryError while ``label`` (``size`` bytes) is read or parsed is one line naming
+    it (exit 2), not an internal error: the data is too large for the memory this process
+    may use."""
+    try:
+        yield
+    except MemoryError:
+        raise _out_of_memory(label, f"{size} bytes") from None
+
+
+def _out_of_memory(label: str, size: str) -> InputError:
+    """The error of a MemoryError while ``label`` (``size``, in words) was read or parsed."""
+    why = "it needs more memory than this process may use (a memory limit such as ulimit -v, or too little RAM)"
+    return InputError(f"out of memory reading {printable(label)} ({size}): {why}")
+
+
+# Compressed input, recognized by its first bytes (whatever its name; stdin too).
+_BZIP2_BLOCK = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")  # a first block, or the end of an empty stream
+
+
+def _compression(data: bytes) -> str | None:
+    """``gzip``, ``bzip2``, ``xz`` or ``zstd`` when ``data`` starts as such a file does, else None."""
+    if data[:2] == b"\x1f\x8b":
+        return "gzip"
+    if data[:3] == b"BZh" and data[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9") and data[4:10] in _BZIP2_BLOCK:
+        return "bzip2"
+    if data[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if data[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return None
+
+
+def _decompressor(kind: str, handle, label: str):
+    """A file object that reads ``handle`` decompressed (``kind`` as ``_compression`` says);
+    several concatenated members or frames are read one after the other, as zcat does."""
+    if kind == "gzip":
+        import gzip
+
+        return gzip.GzipFile(fileobj=handle, mode="rb")
+    if kind == "bzip2":
+        import bz2
+
+        return bz2.BZ2File(handle, "rb")
+    if kind == "xz":
+        import lzma
+
+        return lzma.LZMAFile(handle, "rb")
+    try:
+        import zstandard
+    except ImportError:
+        raise InputError(f"{printable(label)} is zstd-compressed: reading it needs the zstandard package (pip install 'nlfit[zstd]')") from None
+    return _ZstdReader(zstandard, handle)
+
+
+class _ZstdReader:
+    """zstd frames read one after the other (as zstdcat does); a frame cut short is an error
+    (zstandard's own stream reader ends there quietly). The input is fed in small pieces so
+    that one call's output stays small: a few bytes can hold a block of 128 KiB."""
+
+    _PIECE = 1024
+
+    def __init__(self, zstandard, handle):
+        self._zstandard, self._handle = zstandard, handle
+        self._frame, self._out = None, bytearray()
+
+    def read(self, size: int) -> bytes:
+        while len(self._out) < size:
+            piece = self._handle.read(self._PIECE)
+            if not piece:
+                if self._frame is not None and not self._frame.eof:
+                    raise self._zstandard.ZstdError("the last frame is cut short")
+                break
+            while piece:
+                if self._frame is None or self._frame.eof:  # a frame begins
+                    self._frame = self._zstandard.ZstdDecompressor().decompressobj()
+                self._out += self._frame.decompress(piece)
+                piece = self._frame.unused_data if self._frame.eof else b""
+        data = bytes(self._out[:size])
+        del self._out[:size]
+        return data
+
+
+def _decompress(raw: bytes, label: str) -> bytes:
+    """``raw`` decompressed when it is compressed (``_compression``), else ``raw`` itself.
+    The decompressed size is bounded as a stream's is (``_read_stream``), so a small file
+    that expands to terabytes is one line, not the end of the memory."""
+    kind = _compression(raw)
+    if kind is None:
+        return raw
+    with _memory(label, len(raw)):
+        try:
+            data = _read_stream(_decompressor(kind, io.BytesIO(raw), label), label, compressed=kind)
+        except (InputError, MemoryError):
+            raise
+        except Exception as exc:  # OSError, EOFError, zlib/lzma/zstd errors: a damaged or cut file
+            raise InputError(f"{printable(label)} is not a readable {kind} file (damaged, or cut short): {_first_line(exc)}") from None
+    if _compression(data) is not None:
+        raise InputError(f"{printable(label)} is compressed twice ({kind}, then {_compression(data)}): decompress it once first")
+    return data
 
 
 def _prepare(raw: bytes, label: str) -> bytes:
@@ -304,7 +507,8 @@ def _read_nist(label, text, x_columns, y_column, sigma_column, formula) -> Datas
     try:
         dataset = nist._parse(text.splitlines(), Path(label))
     except (ValueError, IndexError, StopIteration) as exc:
-        raise InputError(f"{printable(label)} is not a NIST StRD nonlinear regression file ({exc or 'no Model: section'})") from None
+        why = _first_line(exc) if str(exc).strip() else "no Model: section"
+        raise InputError(f"{printable(label)} is not a NIST StRD nonlinear regression file ({why})") from None
     dataset = Dataset(**{**dataset.__dict__, "files": (label,)})
     if formula is not None:
         x_columns, y_column = _formula_columns(formula, [dataset.y_name, *dataset.x_names], x_columns, y_column, (sigma_column,))
@@ -331,18 +535,26 @@ def read_header(name: str, sep: str | None = None):
     schema (its footer), or the first records of a text file (at least the records the
     delimiter is detected from, so the names and the delimiter are those ``read_dataset``
     finds). Returns an object with ``label``, ``names`` and ``sep``; errors as
-    ``read_dataset``'s. ``sep``: as ``parse_sep`` returns it."""
+    ``read_dataset``'s. ``sep``: as ``parse_sep`` returns it. A compressed file, and one
+    with the Parquet magic at one end only (damaged, or a text whose header starts with
+    PAR1), is read whole (``_decompress``, ``_is_parquet``)."""
     if os.path.isdir(name):
         raise InputError(f"data path is a directory, not a file: {printable(name)}")
     try:
         with open(name, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            start = handle.read(len(PARQUET_MAGIC))
-            if start == PARQUET_MAGIC and size >= 2 * len(PARQUET_MAGIC):
-                handle.seek(size - len(PARQUET_MAGIC))
-                if handle.read() == PARQUET_MAGIC:
-                    return _parquet_header(name, handle)
+            start = handle.read(16)
+            handle.seek(max(size - len(PARQUET_MAGIC), 0))
+            end = handle.read()
             handle.seek(0)
+            if start[:4] == PARQUET_MAGIC == end and size >= 2 * len(PARQUET_MAGIC):
+                return _parquet_header(name, handle)
+            if _compression(start) or PARQUET_MAGIC in (start[:4], end):
+                with _memory(name, size):
+                    data = _decompress(handle.read(), name)
+                    if _is_parquet(data):
+                        return _Parquet.parse(name, data)
+                handle = io.BytesIO(data)
             return _text_header(name, handle, sep)
     except FileNotFoundError:
         raise InputError(f"data file not found: {printable(name)}") from None
@@ -356,7 +568,7 @@ def _parquet_header(name: str, handle) -> _Parquet:
     try:
         schema = parquet.read_schema(handle)
     except Exception as exc:  # pyarrow's ArrowInvalid and friends: one line, not a traceback
-        raise InputError(f"{printable(name)} is not a readable Parquet file: {_first_line(exc)}") from None
+        raise InputError(f"{printable(name)} is not a readable Parquet file (damaged, or cut short): {_first_line(exc)}") from None
     names = [str(n) for n in schema.names if not str(n).startswith("__index_level_")]
     if not names:
         raise InputError(f"{printable(name)} is empty: a Parquet file with no columns")
@@ -392,12 +604,13 @@ def read_part(name: str, names: list[str], first: str, x_columns: list[str], y_c
     ``read_dataset``. ``names``: the columns every file must have (those of the file
     ``first``). A file whose every row has a missing value gives an empty Dataset (the
     caller checks the files together)."""
-    data = _read_bytes(name, None)
-    source = _Parquet.parse(name, data) if _is_parquet(data) else _Source.parse(name, _prepare(data, name), sep)
-    plan_columns([_Parquet(first, b"", list(names)), source], None, None, None, None, None)  # the same columns as the first file
-    frame = source.frame(list(dict.fromkeys([*x_columns, y_column, *([sigma_column] if sigma_column else []), group_column])), group_column)
-    locate = _Locator([source], [len(frame)])
-    dataset = _select(frame, x_columns, y_column, sigma_column, name, None, group_column=group_column, missing=missing, locate=locate, empty_ok=True)
+    data = _decompress(_read_bytes(name, None), name)
+    with _memory(name, len(data)):
+        source = _Parquet.parse(name, data) if _is_parquet(data) else _Source.parse(name, _prepare(data, name), sep)
+        plan_columns([_Parquet(first, b"", list(names)), source], None, None, None, None, None)  # the same columns as the first file
+        frame = source.frame(list(dict.fromkeys([*x_columns, y_column, *([sigma_column] if sigma_column else []), group_column])), group_column)
+        locate = _Locator([source], [len(frame)])
+        dataset = _select(frame, x_columns, y_column, sigma_column, name, None, group_column=group_column, missing=missing, locate=locate, empty_ok=True)
     return Dataset(**{**dataset.__dict__, "files": (name,)})
 
 
@@ -473,6 +686,8 @@ def _detect(records: list[str]) -> str:
 
 
 def _is_number(cell: str) -> bool:
+    """A cell Python reads as a number (also '1_000' and non-ASCII digits: a first row of
+    such cells is data, whose cells then get a message saying what is wrong with them)."""
     cell = cell.strip()
     if not cell:
         return False
@@ -481,6 +696,11 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_plain_number(cell: str) -> bool:
+    """A number as the parsers read it: ASCII, no digit-group '_' ('nan', 'inf' are)."""
+    return cell.isascii() and "_" not in cell and _is_number(cell)
 
 
 @dataclass
@@ -522,7 +742,7 @@ class _Source:
         names = [cell or f"V{i + 1}" for i, cell in enumerate(first)]
         duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
         if duplicated:
-            raise InputError(f"{printable(label)} has duplicate column names: {', '.join(printable(n) for n in duplicated)}")
+            raise InputError(f"{printable(label)} has duplicate column names: {', '.join(excerpt(n) for n in duplicated)}")
         return cls(label, data, sep, names, header=True, body=len(text[: head[0][2]].encode("utf-8", errors="surrogatepass")))
 
     @staticmethod
@@ -583,6 +803,8 @@ class _Source:
         except pd.errors.EmptyDataError:
             frame = pd.DataFrame(columns=self.names)
         except pd.errors.ParserError as exc:
+            if "out of memory" in str(exc):  # pandas' C tokenizer says so in a ParserError
+                raise MemoryError from None
             raise InputError(self._parser_error(str(exc))) from None
         except (ValueError, OverflowError) as exc:
             raise InputError(f"{printable(self.label)} is not valid CSV: {_first_line(exc)}") from None
@@ -683,8 +905,22 @@ PARQUET_MAGIC = b"PAR1"
 
 
 def _is_parquet(data: bytes) -> bool:
-    """A Parquet file: it starts and ends with PAR1 (whatever its name; stdin too)."""
-    return len(data) >= 8 and data[:4] == PARQUET_MAGIC and data[-4:] == PARQUET_MAGIC
+    """A Parquet file (whatever its name; stdin too): it starts and ends with PAR1, or it is
+    one cut short or damaged: PAR1 at one end, and not text (a NUL byte, or not UTF-8),
+    so that pyarrow, not the CSV parser, says what is wrong with it. A text whose first
+    column is named PAR1 is text."""
+    head, tail = data[:4] == PARQUET_MAGIC, data[-4:] == PARQUET_MAGIC
+    if head and tail and len(data) >= 8:
+        return True
+    if not (head or tail):
+        return False
+    if b"\0" in data:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 @dataclass
@@ -703,7 +939,7 @@ class _Parquet:
         try:
             schema = parquet.read_schema(io.BytesIO(data))
         except Exception as exc:  # pyarrow's ArrowInvalid and friends: one line, not a traceback
-            raise InputError(f"{printable(label)} is not a readable Parquet file: {_first_line(exc)}") from None
+            raise InputError(f"{printable(label)} is not a readable Parquet file (damaged, or cut short): {_first_line(exc)}") from None
         names = [str(name) for name in schema.names if not str(name).startswith("__index_level_")]
         if not names:
             raise InputError(f"{printable(label)} is empty: a Parquet file with no columns")
@@ -714,7 +950,9 @@ class _Parquet:
         try:
             table = parquet.read_table(io.BytesIO(self.data), columns=used)
         except Exception as exc:
-            raise InputError(f"{printable(self.label)} is not a readable Parquet file: {_first_line(exc)}") from None
+            raise InputError(f"{printable(self.label)} is not a readable Parquet file (damaged, or cut short): {_first_line(exc)}") from None
+        for column in table.schema:
+            _check_arrow_type(self.label, column.name, column.type)
         frame = table.to_pandas()
         if group_column is not None:
             frame[group_column] = frame[group_column].astype(object).where(frame[group_column].notna(), None)
@@ -722,6 +960,24 @@ class _Parquet:
 
     def line_of(self, row: int) -> int | None:
         return None  # rows, not lines
+
+
+def _check_arrow_type(label: str, name: str, kind) -> None:
+    """A used Parquet column of a type nlfit cannot read as numbers or group keys is one line
+    naming it: binary (bytes, not text: pandas would decode them as UTF-8, and fail) and
+    nested types (lists, structs, maps: one cell holds several values). A dictionary-encoded
+    column is judged by its values; every other type is read (a number, or text)."""
+    import pyarrow.types as types
+
+    while types.is_dictionary(kind):
+        kind = kind.value_type
+    if types.is_binary(kind) or types.is_large_binary(kind) or types.is_fixed_size_binary(kind) or str(kind) == "binary_view":
+        raise InputError(
+            f"{printable(label)}: column '{excerpt(name)}' holds binary data (Parquet type {kind}: bytes, not text or numbers); "
+            "store numbers as a numeric type and group keys as strings"
+        )
+    if types.is_nested(kind):
+        raise InputError(f"{printable(label)}: column '{excerpt(name)}' holds {excerpt(kind)} values (several values per cell), not numbers or text")
 
 
 def _pyarrow_parquet(label: str):
@@ -733,8 +989,9 @@ def _pyarrow_parquet(label: str):
 
 
 def _first_line(exc) -> str:
+    """The first line of a library's message, cut (``excerpt``): it may quote the data."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return excerpt(text.splitlines()[0], 200) if text else type(exc).__name__
 
 
 class _Locator:
@@ -757,7 +1014,7 @@ class _Locator:
 
 def _column_list(names) -> str:
     names = list(names)
-    shown = ", ".join(printable(n) for n in names[:_SHOWN_COLUMNS])
+    shown = ", ".join(excerpt(n) for n in names[:_SHOWN_COLUMNS])
     return shown if len(names) <= _SHOWN_COLUMNS else f"{shown}, ... ({len(names)} columns)"
 
 
@@ -771,7 +1028,7 @@ def _resolve(spec: str, columns: list[str], label: str, flag: str = "") -> str:
         if 1 <= number <= len(columns):
             return columns[number - 1]
         raise InputError(f"{flag}column {number} is out of range: {printable(label)} has {len(columns)} column{'s' if len(columns) != 1 else ''}")
-    raise InputError(f"unknown {flag}column '{printable(spec)}' in {printable(label)}; columns are: {_column_list(columns)}")
+    raise InputError(f"unknown {flag}column '{excerpt(spec)}' in {printable(label)}; columns are: {_column_list(columns)}")
 
 
 def _formula_columns(formula, columns, x_columns, y_column, reserved):
@@ -810,14 +1067,14 @@ def _pick(columns, x_columns, y_column, sigma_column, label, exclude=None):
             y_column = rest[0]
     repeated = sorted({c for c in x_columns if list(x_columns).count(c) > 1}) if len(x_columns) > 1 else []
     if repeated:
-        raise InputError(f"--x names the column '{printable(repeated[0])}' twice")
+        raise InputError(f"--x names the column '{excerpt(repeated[0])}' twice")
     if sigma_column and sigma_column in (*x_columns, y_column):
-        raise InputError(f"--sigma column '{printable(sigma_column)}' is also a predictor or the response")
+        raise InputError(f"--sigma column '{excerpt(sigma_column)}' is also a predictor or the response")
     wanted = [*x_columns, y_column] + ([sigma_column] if sigma_column else [])
     available = set(names)
     for column in wanted:
         if column not in available:
-            raise InputError(f"unknown column '{printable(column)}' in {printable(label)}; columns are: {_column_list(names)}")
+            raise InputError(f"unknown column '{excerpt(column)}' in {printable(label)}; columns are: {_column_list(names)}")
     return list(x_columns), y_column, wanted
 
 
@@ -837,13 +1094,13 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
             problems.append(problem)
     if problems:  # the first bad cell in the file (by row, then in the order of the columns)
         index, column, what = min(problems, key=lambda p: p[0])
-        raise InputError(f"{locate(index)}, column '{printable(column)}' {what}")
+        raise InputError(f"{locate(index)}, column '{excerpt(column)}' {what}")
     groups = None
     if group_column is not None:
         raw = frame[group_column]
         gaps = raw.isna().to_numpy().copy()
         if missing == "error" and gaps.any():
-            raise InputError(f"{locate(int(np.flatnonzero(gaps)[0]))}, column '{printable(group_column)}' is missing")
+            raise InputError(f"{locate(int(np.flatnonzero(gaps)[0]))}, column '{excerpt(group_column)}' is missing")
         absent |= gaps
         groups = raw.astype(str).str.strip().to_numpy(dtype=object)
     dropped = int(absent.sum())
@@ -851,7 +1108,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
     if dropped:
         if dropped == len(frame) and not empty_ok:
             raise InputError(
-                f"{printable(label)}: every row ({dropped}) has a missing value in the used columns ({', '.join(printable(c) for c in dict.fromkeys(wanted))})"
+                f"{printable(label)}: every row ({dropped}) has a missing value in the used columns ({', '.join(excerpt(c) for c in dict.fromkeys(wanted))})"
             )
         kept = np.flatnonzero(~absent)
         values = {c: v[kept] for c, v in values.items()}
@@ -863,7 +1120,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
         bad = np.flatnonzero(sigma <= 0)
         if bad.size:
             index = int(bad[0] if kept is None else kept[bad[0]])
-            raise InputError(f"{locate(index)}, column '{printable(sigma_column)}' is {sigma[bad[0]]:g}: sigma must be positive")
+            raise InputError(f"{locate(index)}, column '{excerpt(sigma_column)}' is {sigma[bad[0]]:g}: sigma must be positive")
     return Dataset(
         x=x,
         y=values[y_column],
@@ -878,6 +1135,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
 
 
 _DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
+_DIGIT_GROUPS = re.compile(r"^[-+]?\d{1,3}(?:[_ '\u00a0\u202f]\d{3})+(?:\.\d*)?(?:[eE][-+]?\d+)?$")
 
 
 def _numeric_column(frame, column: str, allow_nonfinite: bool = False, missing: str = "drop"):
@@ -899,7 +1157,7 @@ def _numeric_column(frame, column: str, allow_nonfinite: bool = False, missing: 
         numbers[gaps] = np.nan
         wrong = ~gaps & np.isnan(numbers)
         for i in np.flatnonzero(wrong):  # 'nan', 'NaN', '-nan': numbers that are not finite
-            wrong[i] = not _is_number(text.iloc[i])
+            wrong[i] = not _is_plain_number(text.iloc[i])
     problems = wrong.copy()
     if not allow_nonfinite:
         problems |= ~gaps & ~np.isfinite(numbers)
@@ -912,6 +1170,21 @@ def _numeric_column(frame, column: str, allow_nonfinite: bool = False, missing: 
         return numbers, gaps, (index, column, "is missing (--missing drop skips such rows)")
     cell = str(raw.iloc[index]).strip() if text is None else text.iloc[index]
     if wrong[index]:
-        hint = " (a decimal comma? nlfit reads numbers with a decimal point)" if _DECIMAL_COMMA.match(cell) else ""
-        return numbers, gaps, (index, column, f"is not a number: {printable(repr(cell))}{hint}")
-    return numbers, gaps, (index, column, f"is not a finite number: {printable(repr(cell))}")
+        return numbers, gaps, (index, column, f"is not a number: {excerpt(cell, quoted=True)}{_number_hint(cell)}")
+    return numbers, gaps, (index, column, f"is not a finite number: {excerpt(cell, quoted=True)}")
+
+
+def _number_hint(cell: str) -> str:
+    """Why a cell that looks like a number is not one, in parentheses, or ''."""
+    if _DECIMAL_COMMA.match(cell):
+        return " (a decimal comma? nlfit reads numbers with a decimal point)"
+    if _DIGIT_GROUPS.match(cell):
+        return " (digit-group separators are not accepted: write 1000, not 1_000 or 1 000)"
+    other = next((ch for ch in cell if not ch.isascii()), None)
+    if other is not None and any(ch.isdigit() or ch in "+-." for ch in cell):
+        import unicodedata
+
+        what = "digit" if unicodedata.category(other) == "Nd" else "character"
+        name = unicodedata.name(other, f"U+{ord(other):04X}")
+        return f" (a non-ASCII {what}, {printable(repr(other))} {name}: nlfit reads numbers written with ASCII 0-9, '.', '+', '-' and 'e')"
+    return ""

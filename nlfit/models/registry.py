@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nlfit.errors import ModelError
+from nlfit.errors import ModelError, excerpt
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str,
         rhs, lhs = formula_names(spec)
         unused = [name for name in x_names if name not in rhs and name not in lhs]
         if unused:
-            raise ModelError(f"predictor column {', '.join(repr(c) for c in unused)} is not used by the formula '{spec}'")
+            raise ModelError(f"predictor column {', '.join(excerpt(c, quoted=True) for c in unused)} is not used by the formula '{spec}'")
         return FormulaModel.parse(spec, x_names=x_names, y_name=y_name, order=order)
     name, argument = match.group(1).lower(), match.group(2)
     if name in ("polynomial", "poly"):
