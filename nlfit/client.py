@@ -30,7 +30,8 @@ import sys
 OFF_VALUES = ("off", "0", "no", "false")
 # What changes a command's output besides its arguments: passed to the worker, which sets
 # exactly these for the request (and unsets the ones the client does not have).
-FORWARDED = ("NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS", "LINES", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "XDG_CACHE_HOME")
+FORWARDED = ("NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS", "LINES", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "XDG_CACHE_HOME",
+             "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLORTERM", "CLICOLOR", "CLICOLOR_FORCE", "JUPYTER_COLUMNS", "JUPYTER_LINES")  # fmt: skip
 FORWARDED_PREFIX = "NLFIT_"
 WAIT_SECONDS = 1.0  # a busy worker: how long a command waits for its turn before it runs in-process
 START_WAIT_SECONDS = 10.0  # a worker that is starting: how long a command waits for it
@@ -47,17 +48,51 @@ def enabled(argv: list[str]) -> bool:
         return False
     if any(key.startswith("_") and key.endswith("_COMPLETE") for key in os.environ):
         return False  # shell completion (click's _NLFIT_COMPLETE): answered in-process
-    if any(_OTHER_DESCRIPTORS.search(arg) for arg in argv):
+    if any(_names_a_descriptor(arg) for arg in argv):
         return False  # /dev/fd/N, <(cmd), >(cmd): descriptors of this process the worker does not have
+    if _limited():
+        return False  # a CPU or memory limit would count the worker's whole life, not this command
     if "--engine=dask" in argv or any(a == "--engine" and b == "dask" for a, b in zip(argv, argv[1:], strict=False)):
         return False  # a Dask cluster's processes would outlive the command holding the client's stderr
     return not any(arg in IN_PROCESS for arg in argv[:1] + [a for a in argv if a.startswith("--")])
 
 
+_STANDARD = re.compile(r"/dev/std(in|out|err)|/dev/fd/[012]|/proc/(self|thread-self)/fd/[012]")
+
+
+def _names_a_descriptor(arg: str) -> bool:
+    """Whether an argument (or the value of ``--flag=value``) names one of this process's
+    descriptors other than 0-2, however it is written: ``/dev/./fd/3``, ``fd/4`` from /dev, a
+    link to /dev/fd/3. The worker has descriptors of its own under those numbers."""
+    for text in {arg, arg.split("=", 1)[-1]}:
+        try:
+            path = os.path.normpath(os.path.join(os.getcwd(), text))
+            if _STANDARD.fullmatch(path):
+                continue  # 0-2 are passed to the worker
+            if _OTHER_DESCRIPTORS.search(path) or _OTHER_DESCRIPTORS.search(os.path.realpath(path)):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _limited() -> bool:
+    """A finite CPU-time, address-space or data-size limit: in a worker it would count every
+    command since the worker started (and its caches), not this command alone."""
+    import resource
+
+    for name in ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_DATA"):
+        soft, _ = resource.getrlimit(getattr(resource, name))
+        if soft != resource.RLIM_INFINITY:
+            return True
+    return False
+
+
 # Environment that changes how JAX computes, or where it keeps compiled programs: a worker
 # started with other values is another worker (of the same installation).
 SETTINGS_PREFIXES = ("JAX_", "XLA_", "CUDA_", "NVIDIA_")
-SETTINGS_NAMES = ("NLFIT_CACHE_DIR", "NLFIT_NO_CACHE", "XDG_CACHE_HOME", "HOME")
+# ... and what libraries read once, when they are imported (typer's help layout).
+SETTINGS_NAMES = ("NLFIT_CACHE_DIR", "NLFIT_NO_CACHE", "XDG_CACHE_HOME", "HOME", "TERMINAL_WIDTH", "GITHUB_ACTIONS", "PY_COLORS", "FORCE_TERMINAL")
 
 # What the kernel decides a process may open and how far it may go, read from /proc: the
 # user and group ids, the capabilities, no_new_privs and seccomp, the namespaces (a mount
@@ -65,7 +100,7 @@ SETTINGS_NAMES = ("NLFIT_CACHE_DIR", "NLFIT_NO_CACHE", "XDG_CACHE_HOME", "HOME")
 # (its memory limit) and the security module's label. A worker runs a command only for a
 # client whose context equals its own, so it never opens, writes or allocates more than the
 # client itself could.
-_STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
+_STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters")
 _NAMESPACES = ("mnt", "user", "pid", "net", "ipc", "uts", "cgroup")
 
 
@@ -188,6 +223,64 @@ def peer_uid(sock: socket.socket) -> int:
     return struct.unpack("3i", creds)[1]
 
 
+SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux 6.5
+MAX_SOCKET_PATH = 107  # bytes: a Unix socket's address (sun_path) holds 108 with its NUL
+
+
+def peer_context(sock: socket.socket, accepted: float | None = None) -> str | None:
+    """:func:`context` of the process at the other end of ``sock``, read so that a process
+    that has gone and whose pid was reused cannot pass for it: through the peer's pidfd
+    (SO_PEERPIDFD), the process must still be the same after /proc was read. On kernels
+    without SO_PEERPIDFD (before 6.5) the peer's pid (SO_PEERCRED) must belong to a process
+    that started before ``accepted`` (CLOCK_BOOTTIME, when the connection was accepted) and
+    still lives after the read. None when it cannot be told."""
+    try:
+        pidfd = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+    except OSError:
+        pidfd = None
+    if pidfd is not None:
+        try:
+            with open(f"/proc/self/fdinfo/{pidfd}", encoding="ascii") as handle:
+                pid = int(next(line.split()[1] for line in handle if line.startswith("Pid:")))
+            found = context(pid) if pid > 0 else None
+            return found if found is not None and _pidfd_alive(pidfd) else None
+        except (OSError, ValueError, StopIteration):
+            return None
+        finally:
+            os.close(pidfd)
+    pid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+    began = _start_ticks(pid)
+    if pid <= 0 or began is None:
+        return None
+    limit = (accepted if accepted is not None else _boot_seconds()) * os.sysconf("SC_CLK_TCK")
+    found = context(pid)
+    return found if began <= limit and _start_ticks(pid) == began else None
+
+
+def _pidfd_alive(pidfd: int) -> bool:
+    """A pidfd becomes readable when its process ends."""
+    import select
+
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return not poller.poll(0)
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (/proc/PID/stat, field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _boot_seconds() -> float:
+    import time
+
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def connect(path: str, timeout: float | None = 5.0) -> socket.socket | None:
     """A connection to the worker at ``path`` whose process is this user's, or None."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -214,7 +307,8 @@ def send_header(sock: socket.socket, header: dict, fds: list[int] | None = None)
 
 
 def control(path: str, command: str, timeout: float = 10.0) -> dict | None:
-    """Ask the worker at ``path`` for ``status`` or to ``stop``; its answer, or None."""
+    """Ask the worker at ``path`` for ``status``, to ``stop``, or to ``wait`` until it runs no
+    command; its answer (the status), or None."""
     sock = connect(path, timeout)
     if sock is None:
         return None
@@ -272,6 +366,9 @@ def run(argv: list[str]) -> int | None:
     if directory is None:
         return None
     path = socket_path(directory)
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        say(f"nlfit: warning: the worker's socket path {path!r} is longer than {MAX_SOCKET_PATH} bytes; running without the worker\n")
+        return None
     if not os.path.exists(path):
         if not _wait_for_start(directory, path):
             return None
@@ -283,6 +380,9 @@ def run(argv: list[str]) -> int | None:
         return None
     sock = connect(path)
     if sock is None:
+        return None
+    if peer_context(sock) != context():
+        sock.close()  # not a worker with this process's rights (another one bound the name): none of ours
         return None
     signals = _Signals()
     signals.install()
@@ -308,11 +408,18 @@ def run(argv: list[str]) -> int | None:
         signals.sock = sock
         if signals.received is not None:  # arrived between the answer and now
             signals.handle(signals.received, None)
+        renames: list[tuple[str, str]] = []
         try:
-            reply = _receive(sock, 1 + CODE.size + HEADER.size)
-            code = CODE.unpack(reply[1 : 1 + CODE.size])[0]
-            renames = json.loads(_receive(sock, HEADER.unpack(reply[1 + CODE.size :])[0]).decode())
-        except (OSError, ValueError):
+            while (tag := _receive(sock, 1)) == b"T":  # an output written to its temporary file
+                pair = json.loads(_receive(sock, HEADER.unpack(_receive(sock, HEADER.size))[0]).decode())
+                if _own_temporary(pair):
+                    renames.append((pair[0], pair[1]))
+            if tag != b"X":
+                raise ValueError("not the end of the command")
+            code = CODE.unpack(_receive(sock, CODE.size))[0]
+        except (OSError, ValueError, TypeError):
+            for temporary, _ in renames:  # the worker died mid-command: the old files stay
+                _unlink(temporary)
             say("nlfit: error: the worker ended during the command; run it again, or with NLFIT_WORKER=off\n")
             return 70
         code = _finish_outputs(renames, code)
@@ -339,6 +446,25 @@ def _receive(sock: socket.socket, size: int) -> bytes:
             raise OSError("the worker closed the connection")
         data += chunk
     return data
+
+
+_TEMPORARY = re.compile(r"\.nlfit-[A-Za-z0-9_]{8}\.tmp")
+
+
+def _own_temporary(pair) -> bool:
+    """Whether the worker's (temporary, target) pair is one this client may rename: a file
+    named as ``write_atomic`` names its temporary files, in the target's folder, a regular
+    file of this user with one link. A path the worker names is never taken on its word."""
+    if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) and os.path.isabs(p) for p in pair)):
+        return False
+    temporary, target = pair
+    if not _TEMPORARY.fullmatch(os.path.basename(temporary)) or os.path.dirname(temporary) != os.path.dirname(target):
+        return False
+    try:
+        info = os.lstat(temporary)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_nlink == 1
 
 
 def _finish_outputs(renames: list, code: int) -> int:

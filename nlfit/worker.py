@@ -11,8 +11,11 @@ The exchange: the client sends a header (identity, program name, arguments, work
 directory, umask, the environment that changes output); the worker answers ``R`` (another
 identity: refused) or, when the command's turn comes, ``G``; the client confirms with ``A``
 and its descriptors 0-2 (SCM_RIGHTS), so a command waiting in the queue holds none of them;
-during the command it may send ``S`` and a signal number; at the end the worker sends ``X``
-and the exit code.
+during the command it may send ``S`` and a signal number; the worker announces each output
+written to its temporary file with ``T`` (the file and its target, which the client renames
+at the end or removes if the worker dies); at the end the worker sends ``X`` and the exit
+code, and the client answers ``D`` once it has renamed the outputs. Control questions:
+``status``, ``stop``, and ``wait`` (the status, once no command runs).
 
 One command runs at a time, in the main thread, as it would in its own process: the
 client's stdin, stdout and stderr become descriptors 0, 1 and 2, its working directory the
@@ -34,7 +37,6 @@ import os
 import queue
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -45,6 +47,7 @@ DEFAULT_IDLE = 600.0  # seconds without a command after which the worker exits
 ACK_SECONDS = 5.0  # how long a client may take to confirm that it still wants its turn
 MAX_HEADER = 1 << 24  # bytes: an argument vector and an environment, not more
 CHECK_SECONDS = 2.0  # how often an idle worker checks that its socket is still its own
+WAIT_LIMIT = 300.0  # the longest a 'wait' question waits for the running command to end
 
 
 class Request:
@@ -65,6 +68,8 @@ class Worker:
         self.current: socket.socket | None = None  # the connection whose command runs
         self.pending: int | None = None  # a signal forwarded before the command's handlers were in place
         self.abandoned = False  # the client of the running command went away before it ended
+        self.quiet = threading.Event()  # set while no command runs
+        self.quiet.set()
         self.lock = threading.Lock()
 
     # -------------------------------------------------------------------- set-up
@@ -111,16 +116,20 @@ class Worker:
                 conn, _ = sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self.admit_safely, args=(conn,), daemon=True).start()
+            accepted = client._boot_seconds()
+            try:
+                threading.Thread(target=self.admit_safely, args=(conn, accepted), daemon=True).start()
+            except Exception:  # no thread to be had (a flood of connections): this one is dropped, the loop goes on
+                conn.close()
 
-    def admit_safely(self, conn: socket.socket) -> None:
+    def admit_safely(self, conn: socket.socket, accepted: float) -> None:
         try:
-            self.admit(conn)
+            self.admit(conn, accepted)
         except Exception:  # a broken client never stops the worker
             _log("a connection failed")
             conn.close()
 
-    def admit(self, conn: socket.socket) -> None:
+    def admit(self, conn: socket.socket, accepted: float) -> None:
         if client.peer_uid(conn) != os.getuid():
             conn.close()  # another user: no answer at all
             return
@@ -131,11 +140,13 @@ class Worker:
             conn.close()
             return
         command = header.get("control")
-        if command is None and not self.same_rights(conn):
+        if command is None and not self.same_rights(conn, accepted):
             conn.sendall(b"R")  # the client runs the command itself, with its own rights
             conn.close()
             return
         if command is not None:
+            if command == "wait":  # answered once no command runs (tests and scripts wait on it, not on a clock)
+                self.quiet.wait(WAIT_LIMIT)
             reply = {"pid": os.getpid(), "identity": self.identity, "socket": self.path, "idle": self.idle,
                      "uptime": time.time() - self.started, "served": self.served, "running": self.running}  # fmt: skip
             conn.sendall(json.dumps(reply).encode())
@@ -145,13 +156,13 @@ class Worker:
             return
         self.requests.put(Request(conn, header))
 
-    def same_rights(self, conn: socket.socket) -> bool:
+    def same_rights(self, conn: socket.socket, accepted: float) -> bool:
         """Whether the process at the other end has exactly this worker's rights and limits,
-        as the kernel reports them (not as the client says): the same ids, capabilities,
+        as the kernel reports them (not as the client says; a pid reused since the client
+        connected does not count, see ``client.peer_context``): the same ids, capabilities,
         namespaces, root, resource limits and cgroup. Otherwise a command run here could read
         a file the client may not, see another mount namespace's files, or outlive a limit."""
-        pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
-        return self.context is not None and pid > 0 and client.context(pid) == self.context
+        return self.context is not None and client.peer_context(conn, accepted) == self.context
 
     def stop(self) -> None:
         self.stopping.set()
@@ -170,7 +181,11 @@ class Worker:
                 continue
             if request is None:
                 return
-            self.run(request)
+            self.quiet.clear()
+            try:
+                self.run(request)
+            finally:
+                self.quiet.set()
             self.last = time.time()
 
     def still_listed(self) -> bool:
@@ -181,7 +196,9 @@ class Worker:
 
     def run(self, request: Request) -> None:
         """Your turn (G); the client confirms (A) and sends its descriptors with it, so a
-        command that gave up waiting left none here. Then the command, then its exit code."""
+        command that gave up waiting left none here. Then the command: each output it
+        finishes is announced (T, the temporary file and its target) for the client to
+        rename, or to remove should this worker die; then X and the exit code."""
         conn = request.conn
         try:
             conn.sendall(b"G")
@@ -190,13 +207,22 @@ class Worker:
             conn.close()
             return
         conn.settimeout(None)
+        renames: list[tuple[str, str]] = []
+        ended = threading.Event()
         with self.lock:
             self.current, self.pending, self.abandoned = conn, None, False
-        watcher = threading.Thread(target=self.forward_signals, args=(conn,), daemon=True)
-        watcher.start()
-        renames: list[tuple[str, str]] = []
+        threading.Thread(target=self.watch, args=(conn, renames, ended), daemon=True).start()
+
+        def hand_over(temporary: str, target: str) -> None:
+            renames.append((temporary, target))
+            body = json.dumps([temporary, target]).encode()
+            try:
+                conn.sendall(b"T" + client.HEADER.pack(len(body)) + body)
+            except OSError:
+                pass  # the client is gone: the watcher removes it
+
         try:
-            code = execute(fds, request.header, self, renames)
+            code = execute(fds, request.header, self, hand_over)
         except BaseException:  # nothing a command does may end the worker
             _log("a command escaped its handlers")
             code = 70
@@ -205,47 +231,58 @@ class Worker:
                 self.current, self.running = None, False
         self.served += 1
         try:
-            if self.abandoned:
-                raise OSError("the client is gone")
-            body = json.dumps(renames).encode()
-            conn.sendall(b"X" + client.CODE.pack(code) + client.HEADER.pack(len(body)) + body)
-            watcher.join(ACK_SECONDS)  # the client's D (or its end): it has renamed what it could
+            conn.sendall(b"X" + client.CODE.pack(code))
         except OSError:
             pass
+        ended.set()  # the watcher closes the connection once the client is done with it
+
+    def watch(self, conn: socket.socket, renames: list, ended: threading.Event) -> None:
+        """The client's side of a command: its SIGINT/SIGTERM, raised in this process while
+        the command runs (held until the command's handlers are in place; dropped once it has
+        ended); its D once it has renamed the outputs; or its end. A client that goes away
+        mid-command (killed) ends its command without a result (:meth:`abandon`). Whatever
+        temporary file is left when the connection ends (a client that died) is removed, so
+        the old files stay."""
+        try:
+            while True:
+                try:
+                    message = conn.recv(2)
+                except OSError:
+                    message = b""
+                if len(message) == 2 and message[:1] == b"S" and message[1] in (signal.SIGINT, signal.SIGTERM):
+                    self.deliver(conn, message[1])
+                    continue
+                if message[:1] == b"D":
+                    break  # the client has renamed what it could
+                if not ended.is_set():
+                    self.abandon(conn)  # the end of the connection mid-command: the client is gone
+                break
         finally:
-            for temporary, _ in renames:  # a client that died never renamed them: the old files stay
+            ended.wait()
+            for temporary, _ in renames:
                 client._unlink(temporary)
             conn.close()
 
-    def forward_signals(self, conn: socket.socket) -> None:
-        """SIGINT/SIGTERM of the client, raised in this process while its command runs (held
-        until the command's handlers are in place; dropped once it has ended). A client that
-        goes away mid-command (killed) ends its command as SIGTERM would."""
-        while True:
-            try:
-                message = conn.recv(2)
-            except OSError:
-                message = b""
-            if len(message) == 2 and message[:1] == b"S" and message[1] in (signal.SIGINT, signal.SIGTERM):
-                self.deliver(conn, message[1])
-                continue
-            if message[:1] == b"D":
-                return  # the command has ended and the client has renamed its outputs
-            self.abandon(conn)  # the end of the connection: the client is gone
-            return
-
     def abandon(self, conn: socket.socket) -> None:
         """The client died (``kill -9``) during its command: as in-process, nothing more
-        reaches its streams and no output replaces an old file (its renames never come);
-        the command is ended as SIGTERM would end it."""
+        reaches its streams (descriptors 0-2 and the command's private copy of stdout now
+        lead to /dev/null), no output is written, and the command is ended as SIGTERM ends it."""
+        from nlfit.io import write
+
         with self.lock:
             if self.current is not conn:
                 return
             self.abandoned = True
+        write.discard_outputs()
         try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 1)
-            os.dup2(null, 2)
+            null = os.open(os.devnull, os.O_RDWR)
+            targets = {0, 1, 2}
+            try:
+                targets.add(sys.stdout.fileno())
+            except (AttributeError, OSError, ValueError):
+                pass
+            for fd in targets:
+                os.dup2(null, fd)
             os.close(null)
         except OSError:
             pass
@@ -285,9 +322,11 @@ def _log(what: str) -> None:
             log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} worker {os.getpid()}: {what}\n{traceback.format_exc()}\n")
 
 
-def _receive_exactly(conn: socket.socket, size: int) -> bytes:
+def _receive_exactly(conn: socket.socket, size: int, deadline: float | None = None) -> bytes:
     data = b""
     while len(data) < size:
+        if deadline is not None and time.monotonic() > deadline:
+            raise OSError("too slow")
         chunk = conn.recv(size - len(data))
         if not chunk:
             raise OSError("short header")
@@ -296,10 +335,11 @@ def _receive_exactly(conn: socket.socket, size: int) -> bytes:
 
 
 def _receive_header(conn: socket.socket) -> dict:
-    (length,) = client.HEADER.unpack(_receive_exactly(conn, client.HEADER.size))
+    deadline = time.monotonic() + ACK_SECONDS  # the whole header, not each piece of it
+    (length,) = client.HEADER.unpack(_receive_exactly(conn, client.HEADER.size, deadline))
     if length > MAX_HEADER:
         raise OSError("header too long")
-    header = json.loads(_receive_exactly(conn, length).decode())
+    header = json.loads(_receive_exactly(conn, length, deadline).decode())
     if not isinstance(header, dict):
         raise OSError("the header is not an object")
     return header
@@ -329,13 +369,13 @@ def _close_all(fds: list[int]) -> None:
             pass
 
 
-def execute(fds: list[int], header: dict, gate, renames: list) -> int:
+def execute(fds: list[int], header: dict, gate, hand_over) -> int:
     """Run one command with the client's descriptors, directory, environment, umask,
     stream encodings and arguments, as ``nlfit.cli.main.execute`` runs it in-process; its
     exit code. ``gate`` (the Worker) is told when the command's signal handlers are in place
     and when it has ended, so that a forwarded signal reaches the command and only the
-    command. Outputs are written to temporary files and not renamed: ``renames`` receives
-    the (temporary, target) pairs, which the client renames once the command has ended."""
+    command. Outputs are written to temporary files and not renamed: ``hand_over`` receives
+    each (temporary, target) pair, which the client renames once the command has ended."""
     from nlfit import signals
     from nlfit.cli import main as entry
     from nlfit.io import write
@@ -361,7 +401,7 @@ def execute(fds: list[int], header: dict, gate, renames: list) -> int:
             return 2
         sys.argv = ["nlfit", *header.get("argv", [])]
         sys.stdin, sys.stdout, sys.stderr = _standard_streams(header.get("streams"))
-        write.defer_renames(renames)
+        write.defer_renames(hand_over)
         signals.reset()
         signals.install()
         try:

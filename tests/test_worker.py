@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -395,13 +394,14 @@ def test_the_limits_of_the_command_that_started_a_worker_bind_only_commands_with
     such a command writes its 10 kB result in-process."""
     _data(tmp_path)
     with _started_worker(tmp_path / "cache", RLIMIT_FSIZE=4096) as limited:
-        before = _served(limited)
+        (socket_,) = Path(limited["NLFIT_WORKER_DIR"]).glob("worker-*.sock")  # the limited worker's
+        before = client.control(str(socket_), "status")["served"]
         command = [*NLFIT, "fit", "runge.csv", "-m", "rational", "-q", "-o", "out.json"]
         done = subprocess.run(command, env=limited, cwd=tmp_path, capture_output=True, timeout=300)
         assert done.returncode == 0, done.stderr
         assert json.loads((tmp_path / "out.json").read_text())["model"]
         assert (tmp_path / "out.json").stat().st_size > 4096
-        assert _served(limited) == before
+        assert client.control(str(socket_), "status")["served"] == before
 
 
 def test_the_client_stream_encoding_is_the_commands(worker, tmp_path):
@@ -420,12 +420,11 @@ def test_the_client_stream_encoding_is_the_commands(worker, tmp_path):
     assert TIMING.sub(rb"\1\3T", served[2]) == TIMING.sub(rb"\1\3T", alone[2])
 
 
-def _wait_for(condition, what: str, seconds: float = 120.0) -> None:
-    """Poll the worker's own answers (its status) until ``condition`` holds."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+def _wait_until_idle(env) -> dict:
+    """The worker's status once it runs no command (its 'wait' answer comes then)."""
+    status = client.control(client.socket_path(env["NLFIT_WORKER_DIR"], _identity(env)), "wait", timeout=120.0)
+    assert status is not None and not status["running"]
+    return status
 
 
 def test_a_killed_client_leaves_its_output_as_it_was(worker, tmp_path):
@@ -442,7 +441,7 @@ def test_a_killed_client_leaves_its_output_as_it_was(worker, tmp_path):
     with started(command, "nlfit: progress:", worker) as process:
         process.kill()
         process.wait()
-    _wait_for(lambda: _served(worker) == before + 1, "the worker to end the command")
+    assert _wait_until_idle(worker)["served"] == before + 1
     assert out.read_text() == "the old result\n"
     assert not list(tmp_path.glob(".nlfit-*"))
 
@@ -453,11 +452,16 @@ def test_a_killed_worker_is_replaced_by_the_next_command(own_worker, tmp_path):
     path = client.socket_path(own_worker["NLFIT_WORKER_DIR"], _identity(own_worker))
     old = client.control(path, "status")["pid"]
     os.kill(old, signal.SIGKILL)
-    _wait_for(lambda: not client._alive(old), "the worker to die")
     assert os.path.exists(path)  # its socket stays
     done = _run(["models"], own_worker)
     assert done[0] == 0 and b"polynomial" in done[1]
-    _wait_for(lambda: (client.control(path, "status") or {}).get("pid", old) != old, "a new worker")
+    # The command started a successor: it is starting (its lock names it), or it has started,
+    # which it says by removing the lock once its socket is in place.
+    try:
+        starting = int(Path(own_worker["NLFIT_WORKER_DIR"], "starting").read_text())
+    except FileNotFoundError:
+        starting = client.control(path, "status")["pid"]
+    assert starting not in (0, old)
 
 
 def test_a_relative_worker_folder_is_refused_in_one_line(tmp_path):
@@ -477,3 +481,77 @@ def test_a_dask_command_through_the_worker_leaves_no_process_holding_the_clients
     line = f"{' '.join(NLFIT)} fit groups.csv --group-by g -m 'a*x+b' --engine dask --threads 1 -f csv -q 2>&1 | cat"
     done = subprocess.run(line, shell=True, env=worker, cwd=tmp_path, capture_output=True, timeout=240)
     assert done.returncode == 0 and done.stdout.count(b"\n") >= 4, done.stdout + done.stderr
+
+
+def test_a_killed_client_gets_nothing_more_on_its_stdout(worker, tmp_path):
+    """kill -9 of the client mid-fit: as in-process, no result reaches its stdout afterwards
+    (the worker's command ends without writing one)."""
+    x = np.linspace(-1, 1, 5000)
+    data = tmp_path / "slow.csv"
+    data.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), (1 / (1 + 10 * x * x)).tolist(), strict=True)))
+    command = [*NLFIT, "fit", str(data), "-m", "rational", "--p0", "1,0,1", "--method", "gd", "-g", "none", "--step", "1e-6",
+               "--max-iter", "100000000", "--starts", "1", "-q", "--progress", "-f", "csv"]  # fmt: skip
+    before = _served(worker)
+    with open(tmp_path / "stdout.txt", "wb") as stdout, started(command, "nlfit: progress:", worker, stdout=stdout) as process:
+        process.kill()
+        process.wait()
+    assert _wait_until_idle(worker)["served"] == before + 1
+    assert (tmp_path / "stdout.txt").read_bytes() == b""
+
+
+@pytest.mark.skipif(not _can_drop_capabilities(), reason="needs root and setpriv to drop CAP_DAC_OVERRIDE")
+def test_a_process_with_fewer_rights_posing_as_the_worker_is_not_used(tmp_path):
+    """A process of the same user but with fewer rights binds the worker's socket name and,
+    when a client comes, asks it to rename a file of its choosing over a protected one. The
+    client checks the worker's rights as the worker checks the client's, and never renames a
+    path on the worker's word: the command runs in-process, the protected file stays."""
+    _data(tmp_path)
+    protected = tmp_path / "protected"
+    protected.mkdir(mode=0o700)
+    victim = protected / "victim.txt"
+    victim.write_text("precious\n")
+    os.chown(protected, 65534, 65534)
+    payload = tmp_path / ".nlfit-aaaaaaaa.tmp"
+    payload.write_text("attacker\n")
+    folder = tempfile.mkdtemp(prefix="nw", dir="/tmp")
+    env = _env(folder, NLFIT_CACHE_DIR=str(tmp_path / "cache"))
+    fake = (
+        "import json, os, socket, struct, sys\n"
+        "sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); sock.bind(sys.argv[1]); sock.listen(1)\n"
+        "print('listening', flush=True)\n"
+        "conn, _ = sock.accept()\n"
+        "(size,) = struct.unpack('>I', conn.recv(4, socket.MSG_WAITALL)); conn.recv(size, socket.MSG_WAITALL)\n"
+        "conn.sendall(b'G'); conn.recvmsg(1, socket.CMSG_SPACE(24))\n"
+        "body = json.dumps([sys.argv[2], sys.argv[3]]).encode()\n"
+        "conn.sendall(b'T' + struct.pack('>I', len(body)) + body + b'X' + struct.pack('>i', 0)); conn.recv(1)\n"
+    )
+    path = client.socket_path(folder, _identity(env))
+    try:
+        with subprocess.Popen([*WITHOUT_DAC, sys.executable, "-c", fake, path, str(payload), str(victim)], stdout=subprocess.PIPE, text=True) as impostor:
+            assert impostor.stdout.readline() == "listening\n"
+            done = _run(["fit", "runge.csv", "-m", "rational", "-f", "csv", "-q"], env, cwd=tmp_path)
+            impostor.kill()
+        assert done[0] == 0 and done[1].startswith(b"name,value"), done[2]  # run in-process
+        assert victim.read_text() == "precious\n" and payload.exists()
+    finally:
+        subprocess.run([*NLFIT, "worker", "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_descriptor_paths_in_any_spelling_and_cpu_limits_run_in_process(worker, tmp_path):
+    """/dev/./fd/3 and fd/4 from /dev name this process's descriptors, which the worker does
+    not have; a CPU-time limit would count the worker's whole life. Both run in-process."""
+    _data(tmp_path)
+    before = _served(worker)
+    line = f"{' '.join(NLFIT)} fit {tmp_path}/runge.csv -m rational -f json -q -o /dev/./fd/3 3>three.json"
+    done = subprocess.run(line, shell=True, env=worker, cwd=tmp_path, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "three.json").read_text())["model"]
+    line = f"cd /dev && {' '.join(NLFIT)} fit {tmp_path}/runge.csv -m rational -f json -q -o fd/4 4>{tmp_path}/four.json"
+    done = subprocess.run(line, shell=True, env=worker, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "four.json").read_text())["model"]
+    line = f"ulimit -t 600; {' '.join(NLFIT)} models"
+    done = subprocess.run(line, shell=True, env=worker, capture_output=True, timeout=300)
+    assert done.returncode == 0 and b"polynomial" in done.stdout
+    assert _served(worker) == before

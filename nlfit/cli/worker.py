@@ -66,9 +66,11 @@ def start(
 
 
 @app.command("stop")
+@handle_errors
 def stop() -> None:
     """Stop every worker in the folder (this installation's and older ones)."""
-    directory = client.folder()
+    explicit = os.environ.get("NLFIT_WORKER_DIR")
+    directory = _folder() if explicit and not os.path.isabs(explicit) else client.folder()
     stopped = 0
     for path in _sockets(directory) if directory else []:
         if client.control(path, "stop") is not None:
@@ -91,7 +93,12 @@ def status() -> None:
         current = path == mine
         found |= current
         state = "running a command" if reply["running"] else "idle"
-        which = "this installation" if current else "another installation (stale)"
+        if current:
+            which = "this installation"
+        elif client.installation(client.path_identity(path)) == client.installation(client.path_identity(mine)):
+            which = "this installation, for processes with other settings, rights or limits"
+        else:
+            which = "another installation (stale)"
         sys.stdout.write(f"worker {reply['pid']}: {which}, {state}, {reply['served']} commands served, up {reply['uptime']:.0f} s, socket {path}\n")
     if not found:
         sys.stdout.write(f"no worker for this installation{'' if directory is None else f' (folder {directory})'}\n")

@@ -60,6 +60,8 @@ def write_atomic(path: str | Path, content) -> str:
     /dev/stdout), the file itself is truncated and written. A failure then can leave it
     partly written; ``check_destination`` says beforehand which way it will go.
     """
+    if _discarding:
+        return "discarded"
     target = Path(path)
     if target.is_symlink():
         target = target.resolve()  # replace the file the link points to, keep the link
@@ -89,8 +91,11 @@ def write_atomic(path: str | Path, content) -> str:
             _write_pieces(handle, pieces)
             handle.flush()
             os.fsync(handle.fileno())
-        if _deferred is not None:
-            _deferred.append((temporary, str(target)))
+        if _discarding:
+            raise OSError("the command's client has gone")
+        if _hand_over is not None:
+            folder = os.path.join(os.getcwd(), str(directory))  # both in one folder, spelled alike
+            _hand_over(os.path.join(folder, os.path.basename(temporary)), os.path.join(folder, target.name))
         else:
             os.replace(temporary, target)
     except BaseException:
@@ -102,16 +107,25 @@ def write_atomic(path: str | Path, content) -> str:
     return "atomic"
 
 
-# In the resident worker, the (temporary, target) pairs of the running command: its client
-# renames them once the command has ended, so a client that dies first leaves the old files.
-_deferred: list[tuple[str, str]] | None = None
+# In the resident worker: called with each finished (temporary, target) pair of the running
+# command instead of renaming it; its client renames them once the command has ended, so a
+# client that dies first leaves the old files. None in-process.
+_hand_over = None
+_discarding = False  # the worker's client died mid-command: its command writes nothing more
 
 
-def defer_renames(pending: list | None) -> None:
-    """From now on, collect finished temporary files in ``pending`` instead of renaming them
-    over their targets (None: rename at once again). Only the worker calls this."""
-    global _deferred
-    _deferred = pending
+def defer_renames(hand_over) -> None:
+    """From now on, hand each finished temporary file to ``hand_over(temporary, target)``
+    instead of renaming it over its target (None: rename at once again). Only the worker
+    calls this, before and after each command."""
+    global _hand_over, _discarding
+    _hand_over, _discarding = hand_over, False
+
+
+def discard_outputs() -> None:
+    """The worker's client is gone: like a killed process, the command writes no output."""
+    global _discarding
+    _discarding = True
 
 
 def _write_pieces(handle, pieces) -> None:
