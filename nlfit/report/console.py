@@ -230,7 +230,7 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
     console.print(
         f"[{style}]{result_json['status']}[/{style}]: {result_json['message']}\n"
         f"iterations {counts['iterations']}  nfev {counts['nfev']}  njev {counts['njev']}  "
-        f"rss {result_json['stats']['rss']:.10g}  time {result_json['seconds']:.3f} s"
+        f"rss {_num(result_json['stats']['rss'], '.10g') or 'not finite'}  time {result_json['seconds']:.3f} s"
     )
     for line in goodness_lines(result_json):
         console.print(line, markup=False)

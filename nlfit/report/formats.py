@@ -97,7 +97,7 @@ class Table:
             table.add_column(f"{mode} − fwd abs", justify="right")
             table.add_column(f"{mode} − fwd rel", justify="right")
         for name, value in payload["params"].items():
-            cells = [name, f"{value:.6g}"]
+            cells = [name, "nan" if value is None else f"{value:.6g}"]
             for mode in modes:
                 entry = payload["differences"][mode][name]
                 cells += [_scientific(entry["abs"]), _scientific(entry["rel"])]
