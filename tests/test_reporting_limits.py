@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -137,3 +138,46 @@ def test_json_never_holds_nan_or_infinity():
     payload = {"f_scale": float("inf"), "stats": {"rss": float("nan")}, "rows": [1.5, float("-inf")], "n": 3}
     assert json.loads(json_text(payload)) == {"f_scale": None, "stats": {"rss": None}, "rows": [1.5, None], "n": 3}
     assert json.loads(ndjson_text([payload, {"a": 1.0}])[: -len('{"a": 1.0}\n')]) == json.loads(json_text(payload))
+
+
+# 2. Memory flat in the size of the output -------------------------------------------------
+
+PEAK = """
+import os, resource, sys
+sys.argv = ["nlfit", *sys.argv[1:]]
+from nlfit.cli.main import main
+try:
+    main()
+finally:
+    os.write(2, b"\\npeak %d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_kib(*args) -> int:
+    """The peak resident memory (KiB) of ``nlfit ARGS`` run as its own process; it must succeed.
+    Without the compile cache, every run compiles what it runs (the same work at every size)."""
+    done = subprocess.run([sys.executable, "-c", PEAK, *map(str, args)], capture_output=True, text=True, env={**ENV, "NLFIT_NO_CACHE": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return int(done.stderr.rsplit("peak ", 1)[1])
+
+
+def test_generate_writes_in_pieces_with_flat_memory(tmp_path):
+    """8x the rows: the numbers of the larger table alone (2e6 rows x 2 columns) are 32 MB."""
+    small = peak_kib("generate", "runge", "--n", "250000", "--seed", "1", "-o", tmp_path / "small.csv")
+    big = peak_kib("generate", "runge", "--n", "2000000", "--seed", "1", "-o", tmp_path / "big.csv")
+    assert big - small < 12 * 1024, (small, big)
+    with open(tmp_path / "big.csv") as handle:
+        assert sum(1 for _ in handle) == 2_000_001
+
+
+def test_grouped_fits_are_written_as_they_are_solved_with_flat_memory(tmp_path):
+    """8x the one-point groups: a full row per group held until the end took over 4 kB each."""
+    peaks = {}
+    for groups in (2_500, 20_000):
+        data = tmp_path / f"groups{groups}.csv"
+        data.write_text("g,x,y\n" + "".join(f"{i},{1 + i % 7},{2.0 * (1 + i % 7) + 0.01 * (i % 3)}\n" for i in range(groups)))
+        out = tmp_path / f"rows{groups}.csv"
+        peaks[groups] = peak_kib("fit", data, "--group-by", "g", "-m", "a*x", "-f", "csv", "-q", "-o", out)
+        lines = out.read_text().splitlines()
+        assert len(lines) == groups + 1 and [line.split(",")[0] for line in lines[1:4]] == ["0", "1", "2"]
+    assert peaks[20_000] - peaks[2_500] < 30 * 1024, peaks

@@ -203,12 +203,13 @@ def ndjson_text(rows: list[dict]) -> str:
     return "".join(json_dumps(row) + "\n" for row in rows)
 
 
-def groups_csv_text(rows: list[dict], param_names) -> str:
-    """One row per group: group, each parameter and its stderr, loss, status, iterations."""
+def groups_csv_text(rows: list[dict], param_names, header: bool = True) -> str:
+    """One row per group: group, each parameter and its stderr, loss, status, iterations;
+    the header line first when ``header``."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    header = ["group"] + [c for name in param_names for c in (name, f"{name}_stderr")] + ["loss", "status", "iterations"]
-    writer.writerow(header)
+    if header:
+        writer.writerow(["group"] + [c for name in param_names for c in (name, f"{name}_stderr")] + ["loss", "status", "iterations"])
     for row in rows:
         cells = [row["group"]]
         for name in param_names:

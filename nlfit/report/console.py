@@ -404,7 +404,9 @@ class GroupProgress:
         if self._progress is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-            self._progress = Progress(TextColumn("groups stopped"), BarColumn(), MofNCompleteColumn(), console=self._console, transient=True)
+            columns = (TextColumn("groups stopped"), BarColumn(), MofNCompleteColumn())
+            # the rows are written to stdout meanwhile, as they are: not through rich
+            self._progress = Progress(*columns, console=self._console, transient=True, redirect_stdout=False, redirect_stderr=False)
             self._progress.start()
             self._task = self._progress.add_task("fit", total=total)
         self._progress.update(self._task, completed=done)
