@@ -181,3 +181,22 @@ def test_grouped_fits_are_written_as_they_are_solved_with_flat_memory(tmp_path):
         lines = out.read_text().splitlines()
         assert len(lines) == groups + 1 and [line.split(",")[0] for line in lines[1:4]] == ["0", "1", "2"]
     assert peaks[20_000] - peaks[2_500] < 30 * 1024, peaks
+
+
+# 3. Encodings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, character",
+    [(["-m", "a*x+b", "-f", "table"], "U+2503"), (["-m", "μ*x+b", "-f", "csv"], "U+03BC")],
+)
+def test_a_character_stdout_cannot_encode_is_named_not_called_a_closed_stdout(args, character, tmp_path, capsys, monkeypatch):
+    """PYTHONIOENCODING=ascii: the table's rules, or a parameter's name, cannot be written."""
+    data = tmp_path / "lin.csv"
+    data.write_text("x,y\n1,2.1\n2,3.9\n3,6.2\n4,7.9\n")
+    monkeypatch.setattr(sys, "argv", ["nlfit", "fit", str(data), *args, "-q"])
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding="ascii"))
+    code = run()
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("nlfit: error: ") and "(ascii)" in lines[0] and character in lines[0] and "PYTHONIOENCODING=utf-8" in lines[0]
