@@ -232,16 +232,17 @@ class GroupFits:
 
 
 BLOCK_RESIDUALS = 1 << 18  # residuals (groups x points) solved at once: the working set stays in cache
-BLOCK_GROUPS = 1 << 12  # groups solved at once: the results of a block are held until they are written
+BLOCK_GROUPS = 1 << 13  # groups solved at once: the results of a block are held until they are written
 
 
 def blocks(bucket: np.ndarray, width: int) -> list[np.ndarray]:
     """``bucket`` cut into blocks of at most BLOCK_RESIDUALS residuals and BLOCK_GROUPS
-    groups, solved one after the other (a grouped fit's memory then does not grow with the
-    number of groups, one-point groups included). A vmapped solve copies its whole state every iteration and runs until its slowest
-    member stops: in blocks the state stays in the cache, and a block ends with its own
-    slowest member (20,000 rational groups of 100 points: 5.5 s as one batch, 2.5-2.9 s in
-    blocks). Every block has the same number of groups, so one
+    groups, solved one after the other. A vmapped solve copies its whole state every
+    iteration and runs until its slowest member stops: in blocks the state stays in the
+    cache, and a block ends with its own slowest member (20,000 rational groups of 100
+    points: 5.5 s as one batch, 2.5-2.9 s in blocks). With at most BLOCK_GROUPS groups a
+    block, the results held at once (``GroupFits.blocks``) do not grow with the number of
+    groups, one-point groups included. Every block has the same number of groups, so one
     compiled solver serves them all: the last is filled up with copies of its last group,
     whose results are dropped."""
     size = max(1, min(BLOCK_RESIDUALS // max(width, 1), BLOCK_GROUPS))

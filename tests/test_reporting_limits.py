@@ -144,7 +144,10 @@ def test_json_never_holds_nan_or_infinity():
 
 PEAK = """
 import os, resource, sys
-sys.argv = ["nlfit", *sys.argv[1:]]
+if sys.argv[1] != "0":  # smaller blocks: many of them in a test of seconds
+    import nlfit.batch
+    nlfit.batch.BLOCK_GROUPS = int(sys.argv[1])
+sys.argv = ["nlfit", *sys.argv[2:]]
 from nlfit.cli.main import main
 try:
     main()
@@ -153,10 +156,13 @@ finally:
 """
 
 
-def peak_kib(*args) -> int:
+def peak_kib(*args, block_groups: int = 0) -> int:
     """The peak resident memory (KiB) of ``nlfit ARGS`` run as its own process; it must succeed.
-    Without the compile cache, every run compiles what it runs (the same work at every size)."""
-    done = subprocess.run([sys.executable, "-c", PEAK, *map(str, args)], capture_output=True, text=True, env={**ENV, "NLFIT_NO_CACHE": "1"}, timeout=300)
+    Without the compile cache, every run compiles what it runs (the same work at every size).
+    ``block_groups``: at most this many groups a block (``nlfit.batch.BLOCK_GROUPS``)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK, str(block_groups), *map(str, args)], capture_output=True, text=True, env={**ENV, "NLFIT_NO_CACHE": "1"}, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return int(done.stderr.rsplit("peak ", 1)[1])
 
@@ -171,16 +177,17 @@ def test_generate_writes_in_pieces_with_flat_memory(tmp_path):
 
 
 def test_grouped_fits_are_written_as_they_are_solved_with_flat_memory(tmp_path):
-    """8x the one-point groups: a full row per group held until the end took over 4 kB each."""
+    """8x the one-point groups, in blocks of 2,000 (the memory of a block's results does not
+    grow with the number of groups): a full row per group held until the end took over 4 kB each."""
     peaks = {}
-    for groups in (2_500, 20_000):
+    for groups in (2_000, 16_000):
         data = tmp_path / f"groups{groups}.csv"
         data.write_text("g,x,y\n" + "".join(f"{i},{1 + i % 7},{2.0 * (1 + i % 7) + 0.01 * (i % 3)}\n" for i in range(groups)))
         out = tmp_path / f"rows{groups}.csv"
-        peaks[groups] = peak_kib("fit", data, "--group-by", "g", "-m", "a*x", "-f", "csv", "-q", "-o", out)
+        peaks[groups] = peak_kib("fit", data, "--group-by", "g", "-m", "a*x", "-f", "csv", "-q", "-o", out, block_groups=2_000)
         lines = out.read_text().splitlines()
         assert len(lines) == groups + 1 and [line.split(",")[0] for line in lines[1:4]] == ["0", "1", "2"]
-    assert peaks[20_000] - peaks[2_500] < 30 * 1024, peaks
+    assert peaks[16_000] - peaks[2_000] < 30 * 1024, peaks
 
 
 # 3. Encodings ------------------------------------------------------------------------------

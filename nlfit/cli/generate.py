@@ -75,7 +75,7 @@ def generate(
     if n < 1:
         raise OptionError(f"--n must be at least 1; got {n}")
     if groups >= 1 and n * groups > MAX_ROWS:
-        raise OptionError(f"--n x --groups is {n * groups:,} rows; at most {MAX_ROWS:,} (about {MAX_ROWS * 40 // 10**9} GB of CSV) are generated at once")
+        raise OptionError(f"--n x --groups is {n * groups:,} rows; at most {MAX_ROWS:,} (about {MAX_ROWS * 40 // 10**9} GB of CSV) are generated in one run")
     from nlfit.schema import check_option
 
     seed = check_option("seed", seed)
