@@ -98,120 +98,154 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
     (G, n) gives each group its own start; without either, each group gets the model's default.
     ``options`` and keywords: as for ``nlfit.fitting.fit``. The same solve and
     post-processing as a single fit (``nlfit.fitting``, ``nlfit.result``), with one problem
-    per group."""
+    per group. Every result is kept; :class:`GroupFits` hands them over block by block."""
     import time
 
-    from nlfit import derivatives
-    from nlfit._jax import jnp
-    from nlfit.fitting import fit_problems, solver_parts
-    from nlfit.models.registry import model_for
-    from nlfit.problem import Problem, residual_scale
-    from nlfit.start import box, choose_start
-
-    began = time.perf_counter()
-    options = FitOptions.of(given) if options is None else options.replace(**given)
-    model = model_for(model_spec, dataset)
-    n_params = len(model.param_names)
-    y_fitted = np.asarray(model.transform_response(dataset.y, dataset.x), dtype=np.float64)
-    grouped = group_rows(dataset)
-    keys, counts = grouped.keys, grouped.counts
-    groups = len(keys)
-    x_all = np.asarray(dataset.x)
-
-    if p0 is None and group_starts is None and model.default_p0(np.asarray(dataset.x)[:1], y_fitted[:1]) is None:
-        choose_start(model, dataset)  # raises the "needs a starting point" error
-    given_starts = group_starts
-    starts = []
-    for g in range(groups if given_starts is None else 0):
-        rows = grouped.rows(g)
-        member = Dataset(x=x_all[rows], y=y_fitted[rows], x_names=dataset.x_names, y_name=dataset.y_name)
-        try:
-            with np.errstate(all="ignore"):
-                starts.append(choose_start(model, member, p0)[0])
-        except (np.linalg.LinAlgError, ValueError):
-            starts.append(np.ones(n_params))  # a group whose default start cannot be computed (bad data)
-    if given_starts is not None:
-        starts = np.asarray(given_starts, dtype=np.float64)
-        if starts.shape != (groups, n_params):
-            raise InputError(f"starts must have shape ({groups}, {n_params}); got {starts.shape}")
-    starts = np.nan_to_num(np.array(starts, dtype=np.float64), nan=1.0, posinf=1.0, neginf=1.0)
-
-    jac_mode = derivatives.resolve_mode(options.jac, int(counts.max()), n_params)
-    lower, upper, _ = box(model, options.bounds, options.fix, starts[0], given=False)
-    for name, value in (options.fix or {}).items():
-        starts[:, model.param_names.index(name)] = value
-    if p0 is None and given_starts is None:
-        starts = np.clip(starts, lower, upper)  # default starts are moved into the bounds
-    elif np.any((starts < lower) | (starts > upper)):
-        raise InputError("the start is outside the bounds; give a --p0 inside them")
-    results = [None] * groups
-    finished = 0
-    stopped = None  # INTERRUPTED once a bucket was interrupted: the rest are not solved
-    for bucket in size_buckets(counts):
-        width = int(counts[bucket].max())
-        # the choices (factorization, number of starts) follow the whole bucket, however it is cut
-        solver = solver_parts(options, model, lower, upper, width, len(bucket), jac_mode)
-        for block in blocks(bucket, width):
-            sub_counts = counts[block]
-            xs, ys, sigmas, real = grouped.pad(block, x_all, y_fitted, dataset.sigma)
-            scales = np.array([residual_scale(ys[g][real[g]], sigmas[g][real[g]]) for g in range(len(block))])
-            problems = Problem(
-                x=jnp.asarray(xs),
-                y=jnp.asarray(ys),
-                sigma=jnp.asarray(sigmas),
-                model=model,
-                loss=options.loss,
-                f_scale=jnp.asarray(options.f_scale / scales),
-                lower=jnp.tile(jnp.asarray(lower), (len(block), 1)),
-                upper=jnp.tile(jnp.asarray(upper), (len(block), 1)),
-                scale=jnp.asarray(scales),
-            )
-            model_starts = None
-            if p0 is not None and solver["count"] > 1:  # the model's own start per group beside the one given, as for a single fit
-                model_starts = np.array([_default_start(model, xs[g, : sub_counts[g]], ys[g, : sub_counts[g]], n_params) for g in range(len(block))])
-            left = options.timeout
-            if left is not None or stopped is not None:  # one time limit for the whole batch; after Ctrl-C, none
-                left = 0.0 if stopped is not None else max(left - (time.perf_counter() - began), 0.0)
-
-            distinct = len(set(block.tolist()))  # the copies that fill the last block are not groups
-
-            def progress(done, total, offset=finished, distinct=distinct):
-                if on_progress is not None:
-                    on_progress(offset + min(done, distinct), groups)
-
-            part = fit_problems(
-                model, problems, starts[block], sub_counts, real, dataset, options, solver, record=False, timeout=left,
-                keys=[keys[g] for g in block], model_starts=model_starts, on_progress=progress,
-            )  # fmt: skip
-            fresh = 0
-            for g, result in zip(block, part, strict=True):
-                if results[g] is not None:
-                    continue  # a copy that filled the last block
-                if stopped is not None and result.status == Status.TIMEOUT:
-                    result.status = stopped  # not solved because of the Ctrl-C in an earlier block
-                results[g] = result
-                fresh += 1
-            finished += fresh
-            if any(r.status == Status.INTERRUPTED for r in part):
-                stopped = Status.INTERRUPTED
+    fits = GroupFits(dataset, model_spec, p0, on_progress, group_starts, options=options, **given)
+    results = [None] * len(fits.keys)
+    for block, part in fits.blocks():
+        for g, result in zip(block, part, strict=True):
+            results[g] = result
+    seconds = time.perf_counter() - fits.began
     for r in results:
-        r.seconds = time.perf_counter() - began
-    return BatchResult(keys=keys, results=results, method=options.method, globalization=options.globalization,
-                       param_names=tuple(model.param_names), seconds=time.perf_counter() - began)  # fmt: skip
+        r.seconds = seconds
+    return BatchResult(keys=fits.keys, results=results, method=fits.options.method, globalization=fits.options.globalization,
+                       param_names=fits.param_names, seconds=seconds)  # fmt: skip
+
+
+class GroupFits:
+    """The fits of every group, solved block by block: ``blocks()`` yields each block's
+    groups (indices into ``keys``) and their :class:`nlfit.result.FitResult`, so that a
+    caller can write them and let them go (``nlfit fit --group-by`` keeps no result). The
+    model, the starts and the bounds are checked here, before any group is solved: their
+    errors come before any output. Blocks follow the size buckets, so groups of different
+    sizes arrive out of group order. Arguments as for :func:`fit_groups`."""
+
+    def __init__(self, dataset: Dataset, model_spec, p0=None, on_progress=None, group_starts=None, *, options: FitOptions | None = None, **given):
+        import time
+
+        from nlfit import derivatives
+        from nlfit.models.registry import model_for
+        from nlfit.start import box, choose_start
+
+        self.began = time.perf_counter()
+        options = FitOptions.of(given) if options is None else options.replace(**given)
+        model = model_for(model_spec, dataset)
+        n_params = len(model.param_names)
+        y_fitted = np.asarray(model.transform_response(dataset.y, dataset.x), dtype=np.float64)
+        grouped = group_rows(dataset)
+        groups = len(grouped.keys)
+        x_all = np.asarray(dataset.x)
+
+        if p0 is None and group_starts is None and model.default_p0(np.asarray(dataset.x)[:1], y_fitted[:1]) is None:
+            choose_start(model, dataset)  # raises the "needs a starting point" error
+        given_starts = group_starts
+        starts = []
+        for g in range(groups if given_starts is None else 0):
+            rows = grouped.rows(g)
+            member = Dataset(x=x_all[rows], y=y_fitted[rows], x_names=dataset.x_names, y_name=dataset.y_name)
+            try:
+                with np.errstate(all="ignore"):
+                    starts.append(choose_start(model, member, p0)[0])
+            except (np.linalg.LinAlgError, ValueError):
+                starts.append(np.ones(n_params))  # a group whose default start cannot be computed (bad data)
+        if given_starts is not None:
+            starts = np.asarray(given_starts, dtype=np.float64)
+            if starts.shape != (groups, n_params):
+                raise InputError(f"starts must have shape ({groups}, {n_params}); got {starts.shape}")
+        starts = np.nan_to_num(np.array(starts, dtype=np.float64), nan=1.0, posinf=1.0, neginf=1.0)
+
+        self.jac_mode = derivatives.resolve_mode(options.jac, int(grouped.counts.max()), n_params)
+        lower, upper, _ = box(model, options.bounds, options.fix, starts[0], given=False)
+        for name, value in (options.fix or {}).items():
+            starts[:, model.param_names.index(name)] = value
+        if p0 is None and given_starts is None:
+            starts = np.clip(starts, lower, upper)  # default starts are moved into the bounds
+        elif np.any((starts < lower) | (starts > upper)):
+            raise InputError("the start is outside the bounds; give a --p0 inside them")
+        self.dataset, self.model, self.p0, self.on_progress, self.options = dataset, model, p0, on_progress, options
+        self.grouped, self.keys, self.param_names = grouped, grouped.keys, tuple(model.param_names)
+        self.x_all, self.y_fitted, self.starts, self.lower, self.upper = x_all, y_fitted, starts, lower, upper
+
+    def blocks(self):
+        """(group indices, their results) for each block solved, every group once."""
+        import time
+
+        from nlfit._jax import jnp
+        from nlfit.fitting import fit_problems, solver_parts
+        from nlfit.problem import Problem, residual_scale
+
+        model, options, grouped, keys, starts = self.model, self.options, self.grouped, self.keys, self.starts
+        counts, groups, n_params = grouped.counts, len(self.keys), len(self.param_names)
+        done = np.zeros(groups, dtype=bool)
+        finished = 0
+        stopped = None  # INTERRUPTED once a bucket was interrupted: the rest are not solved
+        for bucket in size_buckets(counts):
+            width = int(counts[bucket].max())
+            # the choices (factorization, number of starts) follow the whole bucket, however it is cut
+            solver = solver_parts(options, model, self.lower, self.upper, width, len(bucket), self.jac_mode)
+            for block in blocks(bucket, width):
+                sub_counts = counts[block]
+                xs, ys, sigmas, real = grouped.pad(block, self.x_all, self.y_fitted, self.dataset.sigma)
+                scales = np.array([residual_scale(ys[g][real[g]], sigmas[g][real[g]]) for g in range(len(block))])
+                problems = Problem(
+                    x=jnp.asarray(xs),
+                    y=jnp.asarray(ys),
+                    sigma=jnp.asarray(sigmas),
+                    model=model,
+                    loss=options.loss,
+                    f_scale=jnp.asarray(options.f_scale / scales),
+                    lower=jnp.tile(jnp.asarray(self.lower), (len(block), 1)),
+                    upper=jnp.tile(jnp.asarray(self.upper), (len(block), 1)),
+                    scale=jnp.asarray(scales),
+                )
+                model_starts = None
+                if self.p0 is not None and solver["count"] > 1:  # the model's own start per group beside the one given, as for a single fit
+                    model_starts = np.array([_default_start(model, xs[g, : sub_counts[g]], ys[g, : sub_counts[g]], n_params) for g in range(len(block))])
+                left = options.timeout
+                if left is not None or stopped is not None:  # one time limit for the whole batch; after Ctrl-C, none
+                    left = 0.0 if stopped is not None else max(left - (time.perf_counter() - self.began), 0.0)
+
+                distinct = len(set(block.tolist()))  # the copies that fill the last block are not groups
+
+                def progress(done, total, offset=finished, distinct=distinct):
+                    if self.on_progress is not None:
+                        self.on_progress(offset + min(done, distinct), groups)
+
+                part = fit_problems(
+                    model, problems, starts[block], sub_counts, real, self.dataset, options, solver, record=False, timeout=left,
+                    keys=[keys[g] for g in block], model_starts=model_starts, on_progress=progress,
+                )  # fmt: skip
+                fresh, kept = [], []
+                for g, result in zip(block, part, strict=True):
+                    if done[g]:
+                        continue  # a copy that filled the last block
+                    if stopped is not None and result.status == Status.TIMEOUT:
+                        result.status = stopped  # not solved because of the Ctrl-C in an earlier block
+                    done[g] = True
+                    fresh.append(int(g))
+                    kept.append(result)
+                finished += len(fresh)
+                if any(r.status == Status.INTERRUPTED for r in part):
+                    stopped = Status.INTERRUPTED
+                yield fresh, kept
 
 
 BLOCK_RESIDUALS = 1 << 18  # residuals (groups x points) solved at once: the working set stays in cache
+BLOCK_GROUPS = 1 << 13  # groups solved at once: the results of a block are held until they are written
 
 
 def blocks(bucket: np.ndarray, width: int) -> list[np.ndarray]:
-    """``bucket`` cut into blocks of at most BLOCK_RESIDUALS residuals, solved one after the
-    other. A vmapped solve copies its whole state every iteration and runs until its slowest
-    member stops: in blocks the state stays in the cache, and a block ends with its own
-    slowest member (20,000 rational groups of 100 points: 5.5 s as one batch, 2.5-2.9 s in
-    blocks). Every block has the same number of groups, so one
+    """``bucket`` cut into blocks of at most BLOCK_RESIDUALS residuals and BLOCK_GROUPS
+    groups, solved one after the other. A vmapped solve copies its whole state every
+    iteration and runs until its slowest member stops: in blocks the state stays in the
+    cache, and a block ends with its own slowest member (20,000 rational groups of 100
+    points: 5.5 s as one batch, 2.5-2.9 s in blocks). With at most BLOCK_GROUPS groups a
+    block, the results held at once (``GroupFits.blocks``) do not grow with the number of
+    groups, one-point groups included. Every block has the same number of groups, so one
     compiled solver serves them all: the last is filled up with copies of its last group,
     whose results are dropped."""
-    size = max(1, BLOCK_RESIDUALS // max(width, 1))
+    size = max(1, min(BLOCK_RESIDUALS // max(width, 1), BLOCK_GROUPS))
     count = -(-len(bucket) // size)
     if count <= 1:
         return [bucket]

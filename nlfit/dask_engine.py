@@ -407,7 +407,7 @@ def _fit_partition(frame, context: dict):
 
     from nlfit.batch import fit_groups
     from nlfit.io.dataset import Dataset
-    from nlfit.io.write import groups_csv_text
+    from nlfit.io.write import groups_csv_text, json_dumps
 
     if frame.empty:
         return _result_meta()
@@ -434,7 +434,7 @@ def _fit_partition(frame, context: dict):
         raise RuntimeError("the groups of a partition came back in another order")
     rows = result.rows() if context.get("stamp") is None else [{**row, "provenance": context["stamp"]} for row in result.rows()]
     if context["format"] == "json":
-        texts = [json.dumps(row, allow_nan=False) + "\n" for row in rows]
+        texts = [json_dumps(row) + "\n" for row in rows]
     else:
         texts = [groups_csv_text([row], result.param_names).split("\n", 1)[1] for row in rows]
     return pd.DataFrame(

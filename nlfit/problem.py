@@ -57,16 +57,17 @@ class Problem:
 
 
 def residual_scale(y, sigma, fallback=None) -> float:
-    """The power of two at or below max |y / sigma| (over the finite values); ``fallback``
-    (for example the residuals at the start) when y is zero, and 1 when that is zero too."""
+    """The power of two at or below max |y / sigma| (over the finite values), at least the
+    smallest normal number; ``fallback`` (for example the residuals at the start) when y is
+    zero, and 1 when that is zero too."""
     for values in (np.asarray(y, dtype=np.float64) / np.asarray(sigma, dtype=np.float64), fallback):
         if values is None:
             continue
         values = np.abs(np.asarray(values, dtype=np.float64))
         values = values[np.isfinite(values)]
         largest = float(values.max()) if values.size else 0.0
-        if largest > 0:
-            return float(2.0 ** np.floor(np.log2(largest)))
+        if largest > 0:  # at least the smallest normal number: 1 / scale of a subnormal one overflows
+            return float(max(2.0 ** np.floor(np.log2(largest)), np.finfo(np.float64).tiny))
     return 1.0
 
 

@@ -180,12 +180,23 @@ def write_stdout(text: str) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         raise PipeClosed from None  # '| head': the entry point ends quietly with exit 0
+    except UnicodeEncodeError as exc:  # a ValueError, but stdout is open: its encoding lacks a character
+        raise OptionError(encoding_message(exc, sys.stdout.encoding)) from None
     except (OSError, ValueError) as exc:
         from nlfit.cli.main import _silence_stdout
 
         _silence_stdout()
         reason = getattr(exc, "strerror", None) or ("stdout is closed" if isinstance(exc, ValueError) else str(exc))
         raise OptionError(f"cannot write the result to stdout: {reason}") from None
+
+
+def encoding_message(exc: UnicodeEncodeError, encoding: str | None) -> str:
+    """What an encoding error on stdout means, and what to do about it."""
+    character = exc.object[exc.start : exc.start + 1]
+    return (
+        f"cannot write the result to stdout: its encoding ({encoding or exc.encoding}) cannot show the character "
+        f"{ascii(character)} (U+{ord(character):04X}); set PYTHONIOENCODING=utf-8 (or a UTF-8 locale), or give --output FILE"
+    )
 
 
 def check_outputs(outputs: dict[str, str | None], inputs: list[str]) -> None:

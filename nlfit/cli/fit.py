@@ -287,12 +287,19 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
 
 
 def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options) -> None:
-    """--group-by: one row per group, NDJSON (json) or CSV; exit 0 only if every group converged."""
-    from nlfit.batch import fit_groups
+    """--group-by: one row per group, NDJSON (json) or CSV; exit 0 only if every group converged.
+
+    The rows are written as their blocks are solved (``nlfit.batch.GroupFits``), in group
+    order: a row waits only for the groups before it (in another size bucket), as text, and
+    no result is kept, so memory does not grow with the number of groups. --output gets
+    them through its temporary file, renamed at the end. The summary and the warnings (the
+    first WARNING_LINES, the rest counted) follow the rows."""
+    import time
+
+    from nlfit.batch import GroupFits
 
     if options.get("plot"):
         raise OptionError("--plot is not available with --group-by")
-    progress = progress_reporter(options, single=False)
     engine = options.get("engine") or "local"
     if engine not in ("local", "dask"):
         raise OptionError(f"--engine must be local or dask; got '{engine}'")
@@ -300,25 +307,66 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
         raise OptionError("--scheduler needs --engine dask")
     if options.get("threads") and engine != "dask":
         raise OptionError("--threads needs --engine dask (the local engine runs on one core)")
+    progress = progress_reporter(options, single=False)
+    tally = {"rows": 0, "failed": 0, "interrupted": False, "warnings": [], "more": 0}
     try:
-        result = fit_groups(dataset, model_spec, p0=p0, on_progress=progress, options=plan)
+        fits = GroupFits(dataset, model_spec, p0=p0, on_progress=progress, options=plan)
+        from nlfit import provenance
+
+        stamp = provenance.compact(provenance.build(dataset.inputs, provenance.command_options(options), plan))
+
+        def pieces():
+            info, waiting, following = None, {}, 0
+            for block, results in fits.blocks():
+                info = info or results[0].model.to_json()  # the model's description, shared by every row
+                now = time.perf_counter() - fits.began
+                for g, result in zip(block, results, strict=True):
+                    result.seconds = now  # the batch's time when this group's block was done
+                    row = {**result.to_json(history=False, options=False, model_info=info), "provenance": stamp}
+                    count(tally, row)
+                    waiting[g] = output_format.groups([row], fits.param_names, header=False)
+                text = []
+                while following in waiting:
+                    text.append(waiting.pop(following))
+                    following += 1
+                if text:
+                    if following == len(text):  # the first rows
+                        text.insert(0, output_format.groups([], fits.param_names))
+                        if progress is not None and not options.get("output") and stdout_is_terminal():
+                            progress.close()  # the rows on the terminal show the progress from here
+                            fits.on_progress = None
+                    yield "".join(text)
+
+        write_result(pieces(), options.get("output"))
     finally:
         if progress is not None:
             progress.close()
-    from nlfit import provenance
-
-    stamp = provenance.compact(provenance.build(dataset.inputs, provenance.command_options(options), plan))
-    rows = [{**row, "provenance": stamp} for row in result.rows()]
     if not options.get("quiet"):
         from nlfit.report.console import batch_summary, stderr_console
 
-        failed = sum(not row["success"] for row in rows)
-        stderr_console().print(batch_summary(len(rows), failed, result.method, result.globalization, result.seconds), markup=False)
-    print_warnings(rows, options["quiet"])
-    emit(output_format.groups(rows, result.param_names), options.get("output"))
-    if any(row["status"] == "interrupted" for row in rows):
+        seconds = time.perf_counter() - fits.began
+        stderr_console().print(batch_summary(tally["rows"], tally["failed"], plan.method, plan.globalization, seconds), markup=False)
+    if options["quiet"] < 2:
+        for line in tally["warnings"]:
+            plain_line(f"nlfit: warning: {line}")
+        if tally["more"]:
+            plain_line(f"nlfit: warning: ... and {tally['more']} more (see the 'warnings' of each result)")
+    if tally["interrupted"]:
         stop_interrupted(options["quiet"])
-    raise typer.Exit(0 if all(row["success"] for row in rows) else 1)
+    raise typer.Exit(0 if tally["failed"] == 0 else 1)
+
+
+def count(tally: dict, row: dict) -> None:
+    """Add a grouped fit's row to ``tally``: rows, failed, interrupted, the first
+    WARNING_LINES warning lines (naming the group) and how many more there are."""
+    tally["rows"] += 1
+    tally["failed"] += not row["success"]
+    tally["interrupted"] |= row["status"] == "interrupted"
+    for warning in row.get("warnings", []):
+        if len(tally["warnings"]) < WARNING_LINES:
+            tally["warnings"].append(f"group {row['group']}: {warning}")
+        else:
+            tally["more"] += 1
 
 
 def run_groups_dask(data: list[str], x_columns, plans: list[FitOptions], output_format, options) -> None:

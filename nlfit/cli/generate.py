@@ -55,7 +55,7 @@ def generate(
     """
     import numpy as np
 
-    from nlfit.models.expression import FormulaModel, evaluate_numpy
+    from nlfit.models.expression import FormulaModel
 
     check_outputs({"--output": output}, [])
     if kind not in GENERATORS:
@@ -75,7 +75,7 @@ def generate(
     if n < 1:
         raise OptionError(f"--n must be at least 1; got {n}")
     if groups >= 1 and n * groups > MAX_ROWS:
-        raise OptionError(f"--n x --groups is {n * groups:,} rows; at most {MAX_ROWS:,} (about {MAX_ROWS * 40 // 10**9} GB of CSV) are generated at once")
+        raise OptionError(f"--n x --groups is {n * groups:,} rows; at most {MAX_ROWS:,} (about {MAX_ROWS * 40 // 10**9} GB of CSV) are generated in one run")
     from nlfit.schema import check_option
 
     seed = check_option("seed", seed)
@@ -100,37 +100,90 @@ def generate(
         raise OptionError(f"--groups must be at least 1; got {groups}")
     if not 0 <= spread < 1:
         raise OptionError(f"--spread must be in [0, 1); got {spread}")
-    rng = np.random.default_rng(seed)
-    x = np.linspace(lo, hi, n)
     center = np.array([values[k] for k in model.param_names], dtype=float)
-    if groups == 1:
-        truths = center[None, :]
-    else:
-        truths = center * rng.uniform(1 - spread, 1 + spread, (groups, center.size))
-    ys = np.stack([evaluate_numpy(model, truth, x) for truth in truths]) if center.size else np.tile(evaluate_numpy(model, [], x), (groups, 1))
-    if noise > 0:
-        ys = ys + rng.normal(0.0, noise, ys.shape)
-    if not np.all(np.isfinite(ys)):
-        raise OptionError("the formula gives non-finite values on this x range")
-    if groups == 1:
-        columns = {"x": x, "y": ys[0]}
-    else:
-        columns = {"group": np.repeat(np.arange(groups), n), "x": np.tile(x, groups), "y": ys.ravel()}
-        for i, name in enumerate(model.param_names):
-            columns[f"true_{name}"] = np.repeat(truths[:, i], n)
-    emit_chunks(csv_chunks(columns), output)
+    table = Table(model, center, groups, n, lo, hi, noise, spread, seed)
+    for _ in table.pieces():  # a first pass checks every value before anything is written
+        pass
+    emit_chunks(csv_chunks(table), output)
 
 
-MAX_ROWS = 100_000_000  # generate's limit on --n x --groups (the numbers are held in memory)
+MAX_ROWS = 100_000_000  # generate's limit on --n x --groups (the CSV would be about 4 GB and more)
 CHUNK_ROWS = 65_536
 
 
-def csv_chunks(columns: dict):
-    """The CSV text of ``columns`` in pieces of CHUNK_ROWS rows (the header first)."""
-    rows = len(next(iter(columns.values())))
-    yield ",".join(columns) + "\n"
-    for begin in range(0, rows, CHUNK_ROWS):
-        part = {name: values[begin : begin + CHUNK_ROWS] for name, values in columns.items()}
+class Table:
+    """The rows of ``generate``, made CHUNK_ROWS at a time: memory does not grow with the
+    number of rows. The numbers are those of the whole table made at once with one random
+    generator (x = linspace(lo, hi, n); each group's true parameters = center x U(1-spread,
+    1+spread), drawn for all groups first; then the noise, group after group), so a seed
+    gives the same file however the rows are cut: the true parameters and the noise come
+    from two copies of the generator, the second advanced past the uniform draws (one
+    64-bit draw each). ``pieces`` can be run again and gives the same numbers."""
+
+    def __init__(self, model, center, groups, n, lo, hi, noise, spread, seed):
+        import numpy as np
+
+        self.model, self.center, self.groups, self.n = model, center, groups, n
+        self.lo, self.hi, self.noise, self.spread = lo, hi, noise, spread
+        self.seed = np.random.SeedSequence().entropy if seed is None else seed  # without --seed: one seed for both passes
+        self.names = ["x", "y"] if groups == 1 else ["group", "x", "y", *[f"true_{name}" for name in model.param_names]]
+
+    def _x(self, index):
+        """x at positions ``index`` of np.linspace(lo, hi, n), bit for bit as linspace computes it."""
+        import numpy as np
+
+        if self.n == 1:
+            return np.full(index.shape, float(self.lo))
+        div, delta = self.n - 1, self.hi - self.lo
+        step = delta / div
+        x = (index / div * delta if step == 0 else index * step) + self.lo
+        return np.where(index == div, float(self.hi), x)
+
+    def pieces(self):
+        """Columns (name -> array) of successive CHUNK_ROWS rows; OptionError at the first
+        value that is not finite."""
+        import numpy as np
+
+        from nlfit.models.expression import evaluate_numpy
+
+        first = np.random.default_rng(self.seed)
+        truth_rng, noise_rng = (np.random.Generator(type(first.bit_generator)()) for _ in range(2))
+        truth_rng.bit_generator.state = noise_rng.bit_generator.state = first.bit_generator.state
+        width = self.center.size
+        if self.groups > 1:
+            noise_rng.bit_generator.advance(self.groups * width)
+        truths = self.center[None, :]
+        drawn = 0  # groups whose true parameters are in ``truths`` (their last rows)
+        rows = self.groups * self.n
+        for begin in range(0, rows, CHUNK_ROWS):
+            index = np.arange(begin, min(begin + CHUNK_ROWS, rows))
+            group, position = np.divmod(index, self.n)
+            last = int(group[-1]) + 1
+            if self.groups > 1 and last > drawn:
+                fresh = self.center * truth_rng.uniform(1 - self.spread, 1 + self.spread, (last - drawn, width))
+                truths = np.concatenate([truths[-1:], fresh]) if drawn else fresh
+                offset, drawn = last - len(truths), last
+            elif self.groups == 1:
+                offset = 0
+            x = self._x(position)
+            y = evaluate_numpy(self.model, np.ascontiguousarray(truths[group - offset].T), x)  # each row with its group's parameters
+            if self.noise > 0:
+                y = y + noise_rng.normal(0.0, self.noise, len(index))
+            if not np.all(np.isfinite(y)):
+                raise OptionError("the formula gives non-finite values on this x range")
+            if self.groups == 1:
+                yield {"x": x, "y": y}
+                continue
+            columns = {"group": group, "x": x, "y": y}
+            for i, name in enumerate(self.model.param_names):
+                columns[f"true_{name}"] = truths[group - offset, i]
+            yield columns
+
+
+def csv_chunks(table: Table):
+    """The CSV text of ``table`` in pieces of CHUNK_ROWS rows (the header first)."""
+    yield ",".join(table.names) + "\n"
+    for part in table.pieces():
         yield csv_text(part).split("\n", 1)[1]
 
 

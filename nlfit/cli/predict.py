@@ -103,9 +103,12 @@ def read_result(result: str, command: str = "predict"):
 
 def parse_result(text: str, result: str, command: str = "predict"):
     """The JSON of a fit result. The NDJSON of ``--group-by`` (one fit per line) is one fit
-    per group: a single line is read as that fit, several are an error that says what to do."""
+    per group: a single line is read as that fit, several are an error that says what to do.
+    A number JSON does not have (NaN, Infinity, or one beyond the range of a double) is an
+    error naming its key: nlfit writes null for those, so the file was edited or written
+    elsewhere, and no saved number is used that is not finite."""
     try:
-        return json.loads(text)
+        payload = json.loads(text)
     except RecursionError:
         raise InputError(f"{result} is not a fit result (JSON nested too deeply)") from None
     except json.JSONDecodeError as exc:
@@ -125,3 +128,21 @@ def parse_result(text: str, result: str, command: str = "predict"):
         raise InputError(f"{result} is not JSON ({exc.msg} at line {exc.lineno})") from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits
         raise InputError(f"{result} is not a fit result ({exc})") from None
+    found = _nonfinite(payload, "")
+    if found is not None:
+        where, value = found
+        what = "NaN" if math.isnan(value) else f"{'-' if value < 0 else ''}Infinity (or a number beyond the range of a double)"
+        raise InputError(f"{result}: '{where}' is {what}; a saved result holds finite numbers or null")
+    return payload
+
+
+def _nonfinite(value, where: str):
+    """(key path, value) of the first float in ``value`` that is not finite, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where or "(the whole file)", value)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _nonfinite(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -34,6 +33,7 @@ def refit(
       nlfit refit fit.json
     """
     from nlfit.cli.predict import read_result
+    from nlfit.io.write import json_text
 
     check_outputs({"--output": output}, [result])
     payload = read_result(result, "refit")
@@ -57,7 +57,7 @@ def refit(
             verdict = "agrees" if report["agree"] else "DIFFERS"
             tol = "bitwise" if report["tolerance"] == 0 else f"to {report['tolerance']:g}"
             plain_line(f"nlfit: refit {verdict} with the saved fit ({report['method']}; {tol}: {report['reason']})")
-    emit(json.dumps(reports if isinstance(payload, list) else reports[0], indent=2, allow_nan=False) + "\n", output)
+    emit(json_text(reports if isinstance(payload, list) else reports[0]), output)
     raise typer.Exit(0 if agree else 1)
 
 

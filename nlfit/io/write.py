@@ -14,7 +14,28 @@ from pathlib import Path
 
 
 def json_text(payload) -> str:
-    return json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    return json_dumps(payload, indent=2) + "\n"
+
+
+def json_dumps(value, **options) -> str:
+    """``value`` as JSON text, every float that JSON cannot hold (NaN, infinities) written as
+    null by ``json_number``'s rule wherever it sits: a statistic, a scale or a difference
+    that overflowed must not cost the user the result. The payload is walked only when it
+    holds such a number."""
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except ValueError:
+        return json.dumps(_json_numbers(value), allow_nan=False, **options)
+
+
+def _json_numbers(value):
+    if isinstance(value, float):
+        return json_number(value)
+    if isinstance(value, dict):
+        return {key: _json_numbers(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_numbers(item) for item in value]
+    return value
 
 
 def params_csv_text(result_json: dict | list[dict]) -> str:
@@ -209,15 +230,16 @@ def _umask() -> int:
 
 def ndjson_text(rows: list[dict]) -> str:
     """One JSON object per line (batched fits)."""
-    return "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+    return "".join(json_dumps(row) + "\n" for row in rows)
 
 
-def groups_csv_text(rows: list[dict], param_names) -> str:
-    """One row per group: group, each parameter and its stderr, loss, status, iterations."""
+def groups_csv_text(rows: list[dict], param_names, header: bool = True) -> str:
+    """One row per group: group, each parameter and its stderr, loss, status, iterations;
+    the header line first when ``header``."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    header = ["group"] + [c for name in param_names for c in (name, f"{name}_stderr")] + ["loss", "status", "iterations"]
-    writer.writerow(header)
+    if header:
+        writer.writerow(["group"] + [c for name in param_names for c in (name, f"{name}_stderr")] + ["loss", "status", "iterations"])
     for row in rows:
         cells = [row["group"]]
         for name in param_names:

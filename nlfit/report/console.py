@@ -227,11 +227,10 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
         console.print(correlation)
     counts = result_json["counts"]
     style = "green" if result_json["success"] else "yellow"
-    rss = result_json["stats"]["rss"]
     console.print(
         f"[{style}]{result_json['status']}[/{style}]: {result_json['message']}\n"
         f"iterations {counts['iterations']}  nfev {counts['nfev']}  njev {counts['njev']}  "
-        f"rss {'not finite' if rss is None else format(rss, '.10g')}  time {result_json['seconds']:.3f} s"  # a start on a pole: rss inf (JSON null)
+        f"rss {_num(result_json['stats']['rss'], '.10g') or 'not finite'}  time {result_json['seconds']:.3f} s"
     )
     for line in goodness_lines(result_json):
         console.print(line, markup=False)
@@ -405,7 +404,9 @@ class GroupProgress:
         if self._progress is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-            self._progress = Progress(TextColumn("groups stopped"), BarColumn(), MofNCompleteColumn(), console=self._console, transient=True)
+            columns = (TextColumn("groups stopped"), BarColumn(), MofNCompleteColumn())
+            # the rows are written to stdout meanwhile, as they are: not through rich
+            self._progress = Progress(*columns, console=self._console, transient=True, redirect_stdout=False, redirect_stderr=False)
             self._progress.start()
             self._task = self._progress.add_task("fit", total=total)
         self._progress.update(self._task, completed=done)

@@ -21,8 +21,8 @@ class Json:
 
         return json_text(payload)
 
-    def groups(self, rows: list[dict], param_names) -> str:
-        """NDJSON: one fit result per line."""
+    def groups(self, rows: list[dict], param_names, header: bool = True) -> str:
+        """NDJSON: one fit result per line (there is no header)."""
         from nlfit.io.write import ndjson_text
 
         return ndjson_text(rows)
@@ -39,10 +39,11 @@ class Csv:
 
         return params_csv_text(payload)
 
-    def groups(self, rows: list[dict], param_names) -> str:
+    def groups(self, rows: list[dict], param_names, header: bool = True) -> str:
+        """One line per group, after the header line when ``header``."""
         from nlfit.io.write import groups_csv_text
 
-        return groups_csv_text(rows, param_names)
+        return groups_csv_text(rows, param_names, header)
 
     def jacobian(self, payload: dict, color: bool = False) -> str:
         """One row per parameter: its value and each mode's difference from forward mode."""
@@ -82,9 +83,9 @@ class Table:
             console.print(comparison_table(payload))
         return buffer.getvalue()
 
-    def groups(self, rows: list[dict], param_names) -> str:
+    def groups(self, rows: list[dict], param_names, header: bool = True) -> str:
         """Many groups read best as CSV (one line each), on a terminal too."""
-        return Csv().groups(rows, param_names)
+        return Csv().groups(rows, param_names, header)
 
     def jacobian(self, payload: dict, color: bool = False) -> str:
         from rich.table import Table as RichTable
@@ -97,7 +98,7 @@ class Table:
             table.add_column(f"{mode} − fwd abs", justify="right")
             table.add_column(f"{mode} − fwd rel", justify="right")
         for name, value in payload["params"].items():
-            cells = [name, f"{value:.6g}"]
+            cells = [name, "nan" if value is None else f"{value:.6g}"]
             for mode in modes:
                 entry = payload["differences"][mode][name]
                 cells += [_scientific(entry["abs"]), _scientific(entry["rel"])]
