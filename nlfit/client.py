@@ -69,7 +69,8 @@ def _names_a_descriptor(arg: str) -> bool:
             path = os.path.normpath(os.path.join(os.getcwd(), text))
             if _STANDARD.fullmatch(path):
                 continue  # 0-2 are passed to the worker
-            if _OTHER_DESCRIPTORS.search(path) or _OTHER_DESCRIPTORS.search(os.path.realpath(path)):
+            parent = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))  # a link to /dev/fd
+            if any(_OTHER_DESCRIPTORS.search(p) for p in (path, parent, os.path.realpath(path))):
                 return True
         except (OSError, ValueError):
             continue
@@ -422,6 +423,14 @@ def run(argv: list[str]) -> int | None:
                 _unlink(temporary)
             say("nlfit: error: the worker ended during the command; run it again, or with NLFIT_WORKER=off\n")
             return 70
+        if signals.received is not None:  # interrupted before its outputs were in place: as in-process, none are
+            for temporary, _ in renames:
+                _unlink(temporary)
+            renames = []
+            from nlfit.signals import EXIT_CODES, MESSAGES
+
+            say(f"nlfit: {MESSAGES[signals.received]}\n")
+            code = EXIT_CODES[signals.received]
         code = _finish_outputs(renames, code)
         try:
             sock.sendall(b"D")  # done: the worker removes whatever temporary file is left
@@ -473,6 +482,8 @@ def _finish_outputs(renames: list, code: int) -> int:
     dies before this point leaves every output as it was). The exit code, or 2 when a rename
     fails (the temporary file is then removed and the old file stays)."""
     for temporary, target in renames:
+        if not _own_temporary([temporary, target]):  # checked again: it may have been replaced since
+            continue
         try:
             os.replace(temporary, target)
         except OSError as exc:
@@ -543,6 +554,8 @@ def start_in_background(announce: bool = True) -> None:
         return
     path = socket_path(directory)
     lock = os.path.join(directory, "starting")
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        return  # no client could reach its socket
     if os.path.exists(path) and not _stale(path):
         return
     try:

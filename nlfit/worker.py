@@ -265,28 +265,19 @@ class Worker:
 
     def abandon(self, conn: socket.socket) -> None:
         """The client died (``kill -9``) during its command: as in-process, nothing more
-        reaches its streams (descriptors 0-2 and the command's private copy of stdout now
-        lead to /dev/null), no output is written, and the command is ended as SIGTERM ends it."""
-        from nlfit.io import write
-
+        reaches its streams, no output is written, and the command is ended as SIGTERM ends
+        it. All under the lock, and only while the command's descriptors are in place
+        (:meth:`begin` silences a command abandoned before that), so a late call can never
+        touch the next command."""
         with self.lock:
             if self.current is not conn:
                 return
             self.abandoned = True
-        write.discard_outputs()
-        try:
-            null = os.open(os.devnull, os.O_RDWR)
-            targets = {0, 1, 2}
-            try:
-                targets.add(sys.stdout.fileno())
-            except (AttributeError, OSError, ValueError):
-                pass
-            for fd in targets:
-                os.dup2(null, fd)
-            os.close(null)
-        except OSError:
-            pass
-        self.deliver(conn, signal.SIGTERM)
+            if self.running:
+                _silence()
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                self.pending = signal.SIGTERM
 
     def deliver(self, conn: socket.socket, signum: int) -> None:
         with self.lock:
@@ -298,9 +289,12 @@ class Worker:
                 self.pending = signum
 
     def begin(self) -> None:
-        """The command's handlers are in place: from now on a forwarded signal is raised."""
+        """The command's descriptors and handlers are in place: from now on a forwarded signal
+        is raised (and a command whose client has gone is silenced first)."""
         with self.lock:
             self.running = True
+            if self.abandoned:
+                _silence()
             if self.pending is not None:
                 os.kill(os.getpid(), self.pending)
 
@@ -310,6 +304,26 @@ class Worker:
         with self.lock:
             self.running = False
             self.current = None
+
+
+def _silence() -> None:
+    """The running command's client has gone: descriptors 0-2 and the command's private copy
+    of stdout lead to /dev/null, and outputs are discarded."""
+    from nlfit.io import write
+
+    write.discard_outputs()
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        targets = {0, 1, 2}
+        try:
+            targets.add(sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+        for fd in targets:
+            os.dup2(null, fd)
+        os.close(null)
+    except OSError:
+        pass
 
 
 def _log(what: str) -> None:
@@ -540,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         _start_helpers()
         _warm()
         worker = Worker(directory, idle, identity, context)
+        if len(os.fsencode(worker.path)) > client.MAX_SOCKET_PATH:
+            sys.stderr.write(f"nlfit: error: the socket path {worker.path} is longer than {client.MAX_SOCKET_PATH} bytes\n")
+            return 2
         sock = worker.listen()
         if sock is None:
             return 0  # another worker of this installation is already listening

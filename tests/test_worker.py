@@ -551,6 +551,11 @@ def test_descriptor_paths_in_any_spelling_and_cpu_limits_run_in_process(worker, 
     done = subprocess.run(line, shell=True, env=worker, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "four.json").read_text())["model"]
+    (tmp_path / "fdlink").symlink_to("/dev/fd")  # a folder that is a link to /dev/fd
+    line = f"{' '.join(NLFIT)} fit fdlink/3 -m rational -f json -q -o fdlink/4 3<runge.csv 4>linked.json"
+    done = subprocess.run(line, shell=True, env=worker, cwd=tmp_path, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "linked.json").read_text())["model"]
     line = f"ulimit -t 600; {' '.join(NLFIT)} models"
     done = subprocess.run(line, shell=True, env=worker, capture_output=True, timeout=300)
     assert done.returncode == 0 and b"polynomial" in done.stdout

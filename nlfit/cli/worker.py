@@ -48,6 +48,8 @@ def start(
         raise typer.Exit(2)
     directory = _folder(create=True)
     path = client.socket_path(directory)
+    if len(os.fsencode(path)) > client.MAX_SOCKET_PATH:
+        raise OptionError(f"the socket path {path!r} is longer than {client.MAX_SOCKET_PATH} bytes; choose a shorter NLFIT_WORKER_DIR")
     status = client.control(path, "status")
     if status is None:
         pid = client.spawn(directory, idle)
@@ -81,9 +83,11 @@ def stop() -> None:
 
 
 @app.command("status")
+@handle_errors
 def status() -> None:
     """Say which workers run, and where their sockets are. Exit 0 if this installation's runs, else 1."""
-    directory = client.folder()
+    explicit = os.environ.get("NLFIT_WORKER_DIR")
+    directory = _folder() if explicit and not os.path.isabs(explicit) else client.folder()
     mine = None if directory is None else client.socket_path(directory)
     found = False
     for path in _sockets(directory) if directory else []:
