@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -63,12 +62,16 @@ def _started_worker(cache: Path, **limits):
     folder = tempfile.mkdtemp(prefix="nw", dir="/tmp")
     env = _env(folder, NLFIT_CACHE_DIR=str(cache))
 
-    def limit():
-        for name, value in limits.items():
-            resource.setrlimit(getattr(resource, name), (value, value))
-
+    # The limits are set by a small wrapper that then runs the command (a preexec_fn would fork
+    # this process, which has JAX's threads).
+    wrapper = [sys.executable, "-c", "import os, resource, sys\n"
+               "for name, value in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+               "    if name.startswith('RLIMIT'): resource.setrlimit(getattr(resource, name), (int(value), int(value)))\n"
+               "os.execv(sys.executable, [sys.executable, '-m', 'nlfit', 'worker', 'start'])\n"]  # fmt: skip
+    for name, value in limits.items():
+        wrapper += [name, str(value)]
     try:
-        done = subprocess.run([*NLFIT, "worker", "start"], env=env, capture_output=True, timeout=300, preexec_fn=limit if limits else None)
+        done = subprocess.run(wrapper, env=env, capture_output=True, timeout=300)
         assert done.returncode == 0, done.stderr
         assert b"listening on" in done.stdout
         yield env
