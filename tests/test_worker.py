@@ -237,12 +237,18 @@ def test_another_user_gets_no_answer(worker):
     assert _served(worker) >= 0  # and the worker still answers its own user
 
 
-def test_sigint_through_the_client_gives_the_interrupted_result(worker, tmp_path):
+def _slow_fit(tmp_path: Path, *more: str) -> list[str]:
+    """A fit that runs until it is stopped (gradient descent with a tiny step), printing its
+    progress on stderr: the line to synchronise on."""
     x = np.linspace(-1, 1, 5000)
     data = tmp_path / "slow.csv"
     data.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), (1 / (1 + 10 * x * x)).tolist(), strict=True)))
-    command = [*NLFIT, "fit", str(data), "-m", "rational", "--p0", "1,0,1", "--method", "gd", "-g", "none", "--step", "1e-6",
-               "--max-iter", "100000000", "--starts", "1", "-f", "json", "-q", "--progress"]  # fmt: skip
+    return [*NLFIT, "fit", str(data), "-m", "rational", "--p0", "1,0,1", "--method", "gd", "-g", "none", "--step", "1e-6",
+            "--max-iter", "100000000", "--starts", "1", "-q", "--progress", *more]  # fmt: skip
+
+
+def test_sigint_through_the_client_gives_the_interrupted_result(worker, tmp_path):
+    command = _slow_fit(tmp_path, "-f", "json")
     before = _served(worker)
     with started(command, "nlfit: progress:", worker, stdout=subprocess.PIPE) as process:
         process.send_signal(signal.SIGINT)
@@ -433,13 +439,9 @@ def _wait_until_idle(env) -> dict:
 def test_a_killed_client_leaves_its_output_as_it_was(worker, tmp_path):
     """kill -9 of the client mid-fit: as in-process, the old -o file stays and no temporary
     file is left (the worker ends the command; only a live client renames outputs)."""
-    x = np.linspace(-1, 1, 5000)
-    data = tmp_path / "slow.csv"
-    data.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), (1 / (1 + 10 * x * x)).tolist(), strict=True)))
     out = tmp_path / "out.json"
     out.write_text("the old result\n")
-    command = [*NLFIT, "fit", str(data), "-m", "rational", "--p0", "1,0,1", "--method", "gd", "-g", "none", "--step", "1e-6",
-               "--max-iter", "100000000", "--starts", "1", "-q", "--progress", "-o", str(out)]  # fmt: skip
+    command = _slow_fit(tmp_path, "-o", str(out))
     before = _served(worker)
     with started(command, "nlfit: progress:", worker) as process:
         process.kill()
@@ -489,11 +491,7 @@ def test_a_dask_command_through_the_worker_leaves_no_process_holding_the_clients
 def test_a_killed_client_gets_nothing_more_on_its_stdout(worker, tmp_path):
     """kill -9 of the client mid-fit: as in-process, no result reaches its stdout afterwards
     (the worker's command ends without writing one)."""
-    x = np.linspace(-1, 1, 5000)
-    data = tmp_path / "slow.csv"
-    data.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), (1 / (1 + 10 * x * x)).tolist(), strict=True)))
-    command = [*NLFIT, "fit", str(data), "-m", "rational", "--p0", "1,0,1", "--method", "gd", "-g", "none", "--step", "1e-6",
-               "--max-iter", "100000000", "--starts", "1", "-q", "--progress", "-f", "csv"]  # fmt: skip
+    command = _slow_fit(tmp_path, "-f", "csv")
     before = _served(worker)
     with open(tmp_path / "stdout.txt", "wb") as stdout, started(command, "nlfit: progress:", worker, stdout=stdout) as process:
         process.kill()
@@ -542,24 +540,22 @@ def test_a_process_with_fewer_rights_posing_as_the_worker_is_not_used(tmp_path):
 
 
 def test_descriptor_paths_in_any_spelling_and_cpu_limits_run_in_process(worker, tmp_path):
-    """/dev/./fd/3 and fd/4 from /dev name this process's descriptors, which the worker does
-    not have; a CPU-time limit would count the worker's whole life. Both run in-process."""
+    """/dev/./fd/3, fd/4 from /dev and a folder that links to /dev/fd name this process's
+    descriptors, which the worker does not have; a CPU-time limit would count the worker's
+    whole life. All run in-process."""
     _data(tmp_path)
+    (tmp_path / "fdlink").symlink_to("/dev/fd")
     before = _served(worker)
-    line = f"{' '.join(NLFIT)} fit {tmp_path}/runge.csv -m rational -f json -q -o /dev/./fd/3 3>three.json"
-    done = subprocess.run(line, shell=True, env=worker, cwd=tmp_path, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "three.json").read_text())["model"]
-    line = f"cd /dev && {' '.join(NLFIT)} fit {tmp_path}/runge.csv -m rational -f json -q -o fd/4 4>{tmp_path}/four.json"
-    done = subprocess.run(line, shell=True, env=worker, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "four.json").read_text())["model"]
-    (tmp_path / "fdlink").symlink_to("/dev/fd")  # a folder that is a link to /dev/fd
-    line = f"{' '.join(NLFIT)} fit fdlink/3 -m rational -f json -q -o fdlink/4 3<runge.csv 4>linked.json"
-    done = subprocess.run(line, shell=True, env=worker, cwd=tmp_path, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "linked.json").read_text())["model"]
-    line = f"ulimit -t 600; {' '.join(NLFIT)} models"
+    nlfit = " ".join(NLFIT)
+    for line, written in [
+        (f"{nlfit} fit runge.csv -m rational -f json -q -o /dev/./fd/3 3>three.json", "three.json"),
+        (f"cd /dev && {nlfit} fit {tmp_path}/runge.csv -m rational -f json -q -o fd/4 4>{tmp_path}/four.json", "four.json"),
+        (f"{nlfit} fit fdlink/3 -m rational -f json -q -o fdlink/4 3<runge.csv 4>linked.json", "linked.json"),
+    ]:
+        done = subprocess.run(line, shell=True, env=worker, cwd=tmp_path, capture_output=True, timeout=300)
+        assert done.returncode == 0, (line, done.stderr)
+        assert json.loads((tmp_path / written).read_text())["model"]
+    line = f"ulimit -t 600; {nlfit} models"
     done = subprocess.run(line, shell=True, env=worker, capture_output=True, timeout=300)
     assert done.returncode == 0 and b"polynomial" in done.stdout
     assert _served(worker) == before
