@@ -17,7 +17,7 @@ as for a single fit. Statistics are computed for all groups at once from the bat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -208,9 +208,9 @@ class GroupFits:
 
                 distinct = len(set(block.tolist()))  # the copies that fill the last block are not groups
 
-                def progress(done, total, offset=finished, distinct=distinct):
+                def progress(solved, total, offset=finished, distinct=distinct):
                     if self.on_progress is not None:
-                        self.on_progress(offset + min(done, distinct), groups)
+                        self.on_progress(offset + min(solved, distinct), groups)
 
                 part = fit_problems(
                     model, problems, starts[block], sub_counts, real, self.dataset, options, solver, record=False, timeout=left,
@@ -229,6 +229,30 @@ class GroupFits:
                 if any(r.status == Status.INTERRUPTED for r in part):
                     stopped = Status.INTERRUPTED
                 yield fresh, kept
+
+
+@dataclass
+class Tally:
+    """What the rows of a grouped fit written so far say, whichever engine made them: how
+    many, how many failed, whether one was interrupted, and the first ``keep`` warning lines
+    (naming their group) with a count of the rest."""
+
+    rows: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
+    more_warnings: int = 0
+    keep: int = 20
+
+    def add(self, group, success: bool, interrupted: bool, warnings) -> None:
+        self.rows += 1
+        self.failed += not success
+        self.interrupted |= bool(interrupted)
+        for line in warnings:
+            if len(self.warnings) < self.keep:
+                self.warnings.append(f"group {group}: {line}")
+            else:
+                self.more_warnings += 1
 
 
 BLOCK_RESIDUALS = 1 << 18  # residuals (groups x points) solved at once: the working set stays in cache

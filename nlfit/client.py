@@ -18,6 +18,7 @@ changes gets a new worker.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -107,7 +108,19 @@ _NAMESPACES = ("mnt", "user", "pid", "net", "ipc", "uts", "cgroup")
 
 def context(pid: int | str = "self") -> str | None:
     """A digest of process ``pid``'s rights and limits (see above); None when /proc cannot
-    tell (another system, a process that has gone, one we may not inspect)."""
+    tell (another system, a process that has gone, one we may not inspect). This process's
+    own is read once (the identity and the check of the worker both need it)."""
+    if pid == "self":
+        return _own_context()
+    return _context(pid)
+
+
+@functools.cache
+def _own_context() -> str | None:
+    return _context("self")
+
+
+def _context(pid: int | str) -> str | None:
     import hashlib
 
     base = f"/proc/{pid}"

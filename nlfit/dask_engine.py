@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -140,28 +140,11 @@ class Survey:
     x_max: tuple[float, ...]
 
 
-@dataclass
-class Tally:
-    """What the rows pulled so far say: counts and the first warning lines."""
-
-    rows: int = 0
-    failed: int = 0
-    interrupted: bool = False
-    warnings: list[str] = field(default_factory=list)
-    more_warnings: int = 0
-    keep: int = 20
-
-    def add(self, part) -> None:
-        self.rows += len(part)
-        self.failed += int((~part["success"].to_numpy(dtype=bool)).sum())
-        self.interrupted |= bool(part["interrupted"].to_numpy(dtype=bool).any())
-        for group, text in zip(part["group"], part["warnings"], strict=True):
-            if text:
-                for line in json.loads(text):
-                    if len(self.warnings) < self.keep:
-                        self.warnings.append(f"group {group}: {line}")
-                    else:
-                        self.more_warnings += 1
+def tally(counts, part) -> None:
+    """Add the rows of a result partition to ``counts`` (a :class:`nlfit.batch.Tally`)."""
+    successes, interrupted = part["success"].to_numpy(dtype=bool), part["interrupted"].to_numpy(dtype=bool)
+    for group, success, stopped, text in zip(part["group"], successes, interrupted, part["warnings"], strict=True):
+        counts.add(group, success, stopped, json.loads(text) if text else [])
 
 
 class Job:

@@ -107,7 +107,7 @@ def box(model, bounds, fix, start, given: bool = True):
 SPECTRUM_ROWS = 512  # at most this many evenly picked rows enter the periodogram
 SPECTRUM_FREQUENCIES = 2 * SPECTRUM_ROWS  # a step of at most about a quarter of the resolution 2 pi / span
 SPECTRUM_PEAKS = 2
-SPECTRUM_GROUPS = 8  # groups whose periodograms are formed at once (8 x 1024 x 512 values)
+SPECTRUM_VALUES = 1 << 22  # the periodograms of as many groups as fill this many (frequency, row) values are formed at once
 
 
 def guided_starts(model, x, y, counts) -> tuple[np.ndarray, list[str]]:
@@ -135,8 +135,8 @@ def guided_starts(model, x, y, counts) -> tuple[np.ndarray, list[str]]:
     columns, labels = [], []
     with np.errstate(all="ignore"):
         if frequencies:
-            peaks = np.concatenate([_spectral_peaks(x[i : i + SPECTRUM_GROUPS], y[i : i + SPECTRUM_GROUPS], rows[i : i + SPECTRUM_GROUPS])
-                                    for i in range(0, groups, SPECTRUM_GROUPS)])  # fmt: skip
+            step = max(1, SPECTRUM_VALUES // (SPECTRUM_FREQUENCIES * min(y.shape[1], SPECTRUM_ROWS)))
+            peaks = np.concatenate([_spectral_peaks(x[i : i + step], y[i : i + step], rows[i : i + step]) for i in range(0, groups, step)])
             for peak in range(SPECTRUM_PEAKS):
                 start = np.full((groups, n), np.nan)
                 for index, k in frequencies:

@@ -296,7 +296,7 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
     first WARNING_LINES, the rest counted) follow the rows."""
     import time
 
-    from nlfit.batch import GroupFits
+    from nlfit.batch import GroupFits, Tally
 
     if options.get("plot"):
         raise OptionError("--plot is not available with --group-by")
@@ -308,7 +308,7 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
     if options.get("threads") and engine != "dask":
         raise OptionError("--threads needs --engine dask (the local engine runs on one core)")
     progress = progress_reporter(options, single=False)
-    tally = {"rows": 0, "failed": 0, "interrupted": False, "warnings": [], "more": 0}
+    tally = Tally(keep=WARNING_LINES)
     try:
         fits = GroupFits(dataset, model_spec, p0=p0, on_progress=progress, options=plan)
         from nlfit import provenance
@@ -323,7 +323,7 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
                 for g, result in zip(block, results, strict=True):
                     result.seconds = now  # the batch's time when this group's block was done
                     row = {**result.to_json(history=False, options=False, model_info=info), "provenance": stamp}
-                    count(tally, row)
+                    tally.add(row["group"], row["success"], row["status"] == "interrupted", row.get("warnings", []))
                     waiting[g] = output_format.groups([row], fits.param_names, header=False)
                 text = []
                 while following in waiting:
@@ -345,28 +345,21 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
         from nlfit.report.console import batch_summary, stderr_console
 
         seconds = time.perf_counter() - fits.began
-        stderr_console().print(batch_summary(tally["rows"], tally["failed"], plan.method, plan.globalization, seconds), markup=False)
-    if options["quiet"] < 2:
-        for line in tally["warnings"]:
+        stderr_console().print(batch_summary(tally.rows, tally.failed, plan.method, plan.globalization, seconds), markup=False)
+    print_tally(tally, options["quiet"])
+    raise typer.Exit(0 if tally.failed == 0 else 1)
+
+
+def print_tally(tally, quiet: int) -> None:
+    """After a grouped fit's rows: its warning lines (unless -qq), the rest counted; then,
+    if a group was interrupted, the signal's line and exit code."""
+    if quiet < 2:
+        for line in tally.warnings:
             plain_line(f"nlfit: warning: {line}")
-        if tally["more"]:
-            plain_line(f"nlfit: warning: ... and {tally['more']} more (see the 'warnings' of each result)")
-    if tally["interrupted"]:
-        stop_interrupted(options["quiet"])
-    raise typer.Exit(0 if tally["failed"] == 0 else 1)
-
-
-def count(tally: dict, row: dict) -> None:
-    """Add a grouped fit's row to ``tally``: rows, failed, interrupted, the first
-    WARNING_LINES warning lines (naming the group) and how many more there are."""
-    tally["rows"] += 1
-    tally["failed"] += not row["success"]
-    tally["interrupted"] |= row["status"] == "interrupted"
-    for warning in row.get("warnings", []):
-        if len(tally["warnings"]) < WARNING_LINES:
-            tally["warnings"].append(f"group {row['group']}: {warning}")
-        else:
-            tally["more"] += 1
+        if tally.more_warnings:
+            plain_line(f"nlfit: warning: ... and {tally.more_warnings} more (see the 'warnings' of each result)")
+    if tally.interrupted:
+        stop_interrupted(quiet)
 
 
 def run_groups_dask(data: list[str], x_columns, plans: list[FitOptions], output_format, options) -> None:
@@ -400,7 +393,9 @@ def run_groups_dask(data: list[str], x_columns, plans: list[FitOptions], output_
         missing=options.get("missing") or "drop",
     )
     output = options.get("output")
-    tally = dask_engine.Tally(keep=WARNING_LINES)
+    from nlfit.batch import Tally
+
+    tally = Tally(keep=WARNING_LINES)
     progress = progress_reporter(options, single=False)
     try:
         with dask_engine.connect(options.get("scheduler"), options.get("threads")) as client:
@@ -414,7 +409,7 @@ def run_groups_dask(data: list[str], x_columns, plans: list[FitOptions], output_
 
             def counted():
                 for part in job.parts(output_format.name):
-                    tally.add(part)
+                    dask_engine.tally(tally, part)
                     if progress is not None:
                         progress(tally.rows, survey.groups)
                     yield part
@@ -431,13 +426,7 @@ def run_groups_dask(data: list[str], x_columns, plans: list[FitOptions], output_
         from nlfit.report.console import batch_summary, stderr_console
 
         stderr_console().print(batch_summary(tally.rows, tally.failed, plans[0].method, plans[0].globalization, time.perf_counter() - began), markup=False)
-    if options["quiet"] < 2:
-        for line in tally.warnings:
-            plain_line(f"nlfit: warning: {line}")
-        if tally.more_warnings:
-            plain_line(f"nlfit: warning: ... and {tally.more_warnings} more (see the 'warnings' of each result)")
-    if tally.interrupted:
-        stop_interrupted(options["quiet"])
+    print_tally(tally, options["quiet"])
     raise typer.Exit(0 if tally.failed == 0 else 1)
 
 
