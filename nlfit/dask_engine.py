@@ -277,9 +277,9 @@ def part_text(part, output_format, param_names, header: bool) -> str:
 
 
 def csv_header(param_names) -> str:
-    from nlfit.io.write import groups_csv_text
+    from nlfit.report.formats import Csv
 
-    return groups_csv_text([], param_names)
+    return Csv().header(param_names)
 
 
 # --- on the workers -------------------------------------------------------------------------
@@ -295,6 +295,7 @@ def _meta(plan: Plan):
     if plan.sigma_column:
         columns["sigma"] = pd.Series([], dtype="float64")
     columns["pos"] = pd.Series([], dtype="int64")
+    columns["empty"] = pd.Series([], dtype="bool")
     return pd.DataFrame(columns)
 
 
@@ -339,13 +340,18 @@ def _read(index: int, name: str, plan: Plan):
     )
     rows = dataset.n_points
     x = np.asarray(dataset.x, dtype=np.float64).reshape(rows, -1)
-    columns = {"key": pd.array(np.asarray(dataset.groups, dtype=object), dtype="string[pyarrow]")}
+    empty = list(dataset.empty_groups)  # groups whose every row was dropped: one placeholder row each, at the group's first row
+    places = np.arange(rows, dtype=np.int64) if dataset.kept_rows is None else np.asarray(dataset.kept_rows, dtype=np.int64)
+    keys = np.concatenate([np.asarray(dataset.groups, dtype=object), np.array([k for k, _ in empty], dtype=object)])
+    columns = {"key": pd.array(keys, dtype="string[pyarrow]")}
+    filler = np.full(len(empty), np.nan)
     for i in range(x.shape[1]):
-        columns[f"x{i}"] = x[:, i]
-    columns["y"] = np.asarray(dataset.y, dtype=np.float64)
+        columns[f"x{i}"] = np.concatenate([x[:, i], filler])
+    columns["y"] = np.concatenate([np.asarray(dataset.y, dtype=np.float64), filler])
     if plan.sigma_column:
-        columns["sigma"] = np.asarray(dataset.sigma, dtype=np.float64)
-    columns["pos"] = (np.int64(index) << ROW_BITS) + np.arange(rows, dtype=np.int64)
+        columns["sigma"] = np.concatenate([np.asarray(dataset.sigma, dtype=np.float64), filler])
+    columns["pos"] = (np.int64(index) << ROW_BITS) + np.concatenate([places, np.array([r for _, r in empty], dtype=np.int64)])
+    columns["empty"] = np.concatenate([np.zeros(rows, dtype=bool), np.ones(len(empty), dtype=bool)])
     facts = {"rows": [rows], "dropped": [int(dataset.dropped)]}
     for i in range(x.shape[1]):
         facts[f"x{i}_min"] = [x[:, i].min() if rows else np.nan]
@@ -367,21 +373,10 @@ def resolve(spec: str, plan: Plan, survey: Survey, options: FitOptions):
     """The options the local engine resolves over all the groups: the ``--starts auto``
     count, the Jacobian mode (widest group), the factorization (when every size bucket
     resolves the same way); and the parameter names. Run on a worker (it builds the model)."""
-    from nlfit import derivatives
-    from nlfit.batch import size_buckets
-    from nlfit.fitting import choose_factorization, start_count
-    from nlfit.start import box
+    from nlfit.prepare import settle_options
 
     model = _model(spec, plan.x_columns, plan.y_column, survey.x_min, survey.x_max)
-    n_params = len(model.param_names)
-    lower, upper, _ = box(model, options.bounds, options.fix, np.ones(n_params), given=False)
-    starts = start_count(options, model, np.asarray(lower) != np.asarray(upper), survey.widest, survey.groups)
-    jac = derivatives.resolve_mode(options.jac, survey.widest, n_params)
-    sizes = np.array(sorted(survey.sizes))
-    numbers = np.array([survey.sizes[int(s)] for s in sizes])
-    ways = {choose_factorization(options.factorization, int(sizes[b].max()), int(numbers[b].sum()), n_params, options.method) for b in size_buckets(sizes)}
-    factorization = ways.pop() if len(ways) == 1 else options.factorization
-    return options.replace(starts=starts, jac=jac, factorization=factorization), tuple(model.param_names)
+    return settle_options(options, model, survey.sizes), tuple(model.param_names)
 
 
 def _fit_partition(frame, context: dict):
@@ -390,43 +385,51 @@ def _fit_partition(frame, context: dict):
 
     from nlfit.batch import fit_groups
     from nlfit.io.dataset import Dataset
-    from nlfit.io.write import groups_csv_text, json_dumps
+    from nlfit.report.formats import choose
+    from nlfit.solvers.status import Status
 
     if frame.empty:
         return _result_meta()
     plan, survey = context["plan"], context["survey"]
     frame = frame.sort_values("pos", kind="stable")
-    keys = frame["key"].to_numpy(dtype=object)
-    x = frame[[f"x{i}" for i in range(len(plan.x_columns))]].to_numpy(dtype=np.float64)
+    empty = frame["empty"].to_numpy(dtype=bool)
+    keys_all = frame["key"].to_numpy(dtype=object)
+    # a placeholder stands for a group only where no file kept a row of it, once (its first)
+    placeholder = empty & ~np.isin(keys_all, keys_all[~empty]) & ~pd.Series(np.where(empty, keys_all, None)).duplicated().to_numpy()
+    frame = frame[~empty | placeholder]
+    empty = frame["empty"].to_numpy(dtype=bool)
+    rows = frame[~empty]
+    keys = rows["key"].to_numpy(dtype=object)
+    x = rows[[f"x{i}" for i in range(len(plan.x_columns))]].to_numpy(dtype=np.float64)
     dataset = Dataset(
         x=x[:, 0] if x.shape[1] == 1 else x,
-        y=frame["y"].to_numpy(dtype=np.float64),
+        y=rows["y"].to_numpy(dtype=np.float64),
         x_names=plan.x_columns,
         y_name=plan.y_column,
-        sigma=frame["sigma"].to_numpy(dtype=np.float64) if plan.sigma_column else None,
+        sigma=rows["sigma"].to_numpy(dtype=np.float64) if plan.sigma_column else None,
         source=plan.label,
         groups=keys,
         files=plan.files,
         dropped=survey.dropped,
+        empty_groups=tuple(zip(frame["key"].to_numpy(dtype=object)[empty].tolist(), frame["pos"].to_numpy()[empty].tolist(), strict=True)),
+        kept_rows=rows["pos"].to_numpy(),
     )
     model = _model(context["spec"], plan.x_columns, plan.y_column, survey.x_min, survey.x_max)
     result = fit_groups(dataset, model, p0=context["p0"], options=context["options"])
-    codes, uniques = pd.factorize(keys, sort=False)
+    codes, uniques = pd.factorize(frame["key"].to_numpy(dtype=object), sort=False)
     first = np.unique(codes, return_index=True)[1]  # each group's first row: in result.keys order
     if [str(k) for k in uniques] != list(result.keys):
         raise RuntimeError("the groups of a partition came back in another order")
-    rows = result.rows() if context.get("stamp") is None else [{**row, "provenance": context["stamp"]} for row in result.rows()]
-    if context["format"] == "json":
-        texts = [json_dumps(row) + "\n" for row in rows]
-    else:
-        texts = [groups_csv_text([row], result.param_names).split("\n", 1)[1] for row in rows]
+    fits = result.fits
+    texts = choose(context["format"]).group_lines(fits, None if context.get("stamp") is None else {"provenance": context["stamp"]})
+    warnings = [json.dumps([w.message for w in fits.warnings[g]]) if g in fits.warnings else "" for g in range(len(fits))]
     return pd.DataFrame(
         {
             "pos": frame["pos"].to_numpy()[first],
             "group": pd.array(list(result.keys), dtype="string[pyarrow]"),
             "text": pd.array(texts, dtype="string[pyarrow]"),
-            "success": np.array([bool(row["success"]) for row in rows]),
-            "interrupted": np.array([row["status"] == "interrupted" for row in rows]),
-            "warnings": pd.array([json.dumps(row["warnings"]) if row.get("warnings") else "" for row in rows], dtype="string[pyarrow]"),
+            "success": fits.success,
+            "interrupted": fits.status == Status.INTERRUPTED,
+            "warnings": pd.array(warnings, dtype="string[pyarrow]"),
         }
     )

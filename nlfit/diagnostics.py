@@ -1,7 +1,8 @@
 """Checks after a fit: when the numbers may be wrong although the solver converged.
 
-Every check gives a :class:`Finding`: one line for the user, and whether the result is
-*known* to be wrong (``fatal``). A fatal finding turns a converged status into ``suspect``:
+Every check is one function of the :class:`Evidence` of G fits in the tuple ``CHECKS``; it
+gives :class:`nlfit.warning.FitWarning` values: one line for the user, and whether the
+result is *known* to be wrong (``fatal``). A fatal finding turns a converged status into ``suspect``:
 ``success`` is false and the exit code 1. The checks:
 
 not a stationary point (fatal)
@@ -65,124 +66,220 @@ several minima (warning)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from nlfit.fitting import _norms
+from nlfit.numerics import cost, norms, padded_size
 from nlfit.solvers.status import Status
+from nlfit.warning import FitWarning
 
 PLATEAU = 1e-8
 RUNAWAY = 1e6
 GRID_STEPS = 4  # points between neighbouring x values: 3 interior points per interval
 GRID_VALUES = 2000  # at most this many distinct x values are used for the grid
 STATIONARY = 1e-4  # the gradient measure above which a converged result is no minimum (nlfit.solvers.termination.STALL_MEASURE)
-CONSTANT_FIT_ITERATIONS = 200
 CONFIDENCE = 0.95
 UNDETERMINED = 10.0  # relative standard error above which a parameter's order of magnitude is not determined
 COUPLED = 0.99  # |correlation| of a pair that moves together (nlfit.stats.CORRELATION_WARNING)
 
 
-@dataclass(frozen=True)
-class Finding:
-    kind: str
-    message: str
-    fatal: bool = False
+@dataclass(frozen=True, eq=False)
+class Evidence:
+    """What the checks look at, for G fits (arrays with a leading G axis, scaled units):
+    the model and problems, the reported ``params`` and the ``starts`` they came from, the
+    ``residuals``, the Jacobian (or R) ``factor`` and the gradient ``grad`` there, each fit's
+    ``losses``, ``statuses``, real-row ``counts`` and mask ``real``, the parameters ``held``
+    (fixed or at a bound), the solver's ``iterations``, the statistics' ``r2`` column, the
+    multistart ``members`` and ``summaries`` (None for one start), and ``fit_constant``
+    (the auxiliary fit of the worse-than-a-constant check, passed in by the caller; None: the
+    check only warns). ``prepared()`` adds what several checks share."""
+
+    model: object
+    problems: object
+    params: np.ndarray
+    starts: np.ndarray
+    residuals: np.ndarray
+    factor: np.ndarray
+    grad: np.ndarray
+    losses: np.ndarray
+    statuses: np.ndarray
+    counts: np.ndarray
+    real: np.ndarray
+    held: np.ndarray
+    iterations: np.ndarray
+    r2: np.ndarray
+    members: object = None
+    summaries: list | None = None
+    fit_constant: object = None
+
+    @cached_property
+    def names(self) -> list[str]:
+        return list(self.model.param_names)
+
+    @cached_property
+    def fitted(self) -> np.ndarray:
+        return np.isin(self.statuses, (Status.GTOL, Status.FTOL, Status.XTOL, Status.MAX_ITER, Status.STALLED, Status.INTERRUPTED, Status.TIMEOUT))
+
+    @cached_property
+    def converged(self) -> np.ndarray:
+        return np.isin(self.statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
+
+    @cached_property
+    def shared(self) -> dict:
+        """The rounding level, column norms, dead columns and the gradient measure."""
+        from nlfit.problem import robust_scaling_numpy
+
+        real, residuals, held, params = self.real, self.residuals, self.held, self.params
+        scaled_y = _scaled_response(self.problems, real)
+        with np.errstate(all="ignore"):
+            rss = np.sum(np.where(real, residuals, 0.0) ** 2, axis=1)
+            rounding = (1e3 * np.finfo(float).eps) ** 2 * np.sum(np.where(real, scaled_y, 0.0) ** 2, axis=1)
+            above = rss > rounding
+            columns = norms(self.factor, axis=1)
+            residual_norm = norms(np.where(real, residuals, 0.0), axis=1)
+            dead = (~held) & (columns * np.maximum(np.abs(params), 1.0) <= PLATEAU * residual_norm[:, None]) & above[:, None]
+            model_residuals = robust_scaling_numpy(np.where(real, residuals, 0.0), self.problems.loss, np.asarray(self.problems.f_scale))
+            size = norms(model_residuals, axis=1)
+            ratio = np.abs(self.grad) / (np.where(columns > 0, columns, 1.0) * size[:, None])
+            measure = np.max(np.where(~held & (columns > 0), ratio, 0.0), axis=1)
+            steep = above & (size > 0) & (measure > STATIONARY)
+        return {"rss": rss, "above": above, "dead": dead, "measure": measure, "steep": steep, "estimated": np.count_nonzero(~held, axis=1)}
 
 
-def check(model, problems, params, starts, residuals, factor, grad, losses, statuses, counts, real, values, held, solved, solver=None):
-    """(findings, starts summaries) of G fits (see the module docstring). ``factor``: the
-    scaled Jacobian (or its R factor) of every parameter; ``residuals``: scaled; ``grad``: the
-    gradient; ``losses``: each fit's loss in scaled units; ``values``: the statistics;
-    ``solved.members``: every start, for the summaries."""
-    from nlfit.problem import robust_scaling_numpy
+def _add(found: dict, g, warning: FitWarning) -> None:
+    found.setdefault(int(g), []).append(warning)
 
-    groups = params.shape[0]
-    names = list(model.param_names)
-    findings: list[list[Finding]] = [[] for _ in range(groups)]
-    fitted = np.isin(statuses, (Status.GTOL, Status.FTOL, Status.XTOL, Status.MAX_ITER, Status.STALLED, Status.INTERRUPTED, Status.TIMEOUT))
-    success = np.isin(statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
-    scaled_y = _scaled_response(problems, real)
-    with np.errstate(all="ignore"):
-        rss = np.sum(np.where(real, residuals, 0.0) ** 2, axis=1)
-        rounding = (1e3 * np.finfo(float).eps) ** 2 * np.sum(np.where(real, scaled_y, 0.0) ** 2, axis=1)
-        above_rounding = rss > rounding
-        column_norms = _norms(factor, axis=1)
-        residual_norm = _norms(np.where(real, residuals, 0.0), axis=1)
-        sensitivity = column_norms * np.maximum(np.abs(params), 1.0)
-        dead = (~held) & (sensitivity <= PLATEAU * residual_norm[:, None]) & above_rounding[:, None]
-        runaway = (~held) & (np.abs(params) > RUNAWAY * np.maximum(np.abs(starts), 1.0))
-        model_residuals = robust_scaling_numpy(np.where(real, residuals, 0.0), problems.loss, np.asarray(problems.f_scale))
-        size = _norms(model_residuals, axis=1)
-        measure = np.max(np.where(~held & (column_norms > 0), np.abs(grad) / (np.where(column_norms > 0, column_norms, 1.0) * size[:, None]), 0.0), axis=1)
-        steep = above_rounding & (size > 0) & (measure > STATIONARY)
-    iterations = np.asarray(solved.state.iteration)
-    stuck = fitted & (iterations > 0) & np.all(params == starts, axis=1) & steep
-    not_minimum = success & steep & ~np.any(dead, axis=1)  # a dead column says more (plateau)
-    for g in np.flatnonzero(fitted & (np.any(dead, axis=1) | np.any(runaway, axis=1) | stuck | not_minimum)):
-        if np.any(dead[g]):
-            which = ", ".join(names[j] for j in np.flatnonzero(dead[g]))
-            findings[g].append(
-                Finding(
-                    "plateau",
-                    f"plateau: the model does not change with {which} here (the Jacobian column is ~0 while the residuals are not small); "
-                    "the fit stopped where the gradient vanished, not at a minimum: try other start values",
-                    fatal=True,
-                )
-            )
-        if np.any(runaway[g]):
-            which = ", ".join(f"{names[j]} = {params[g, j]:.3g}" for j in np.flatnonzero(runaway[g]))
-            findings[g].append(
-                Finding("runaway", f"parameters ran away by more than six orders of magnitude from the start ({which}): the minimum may be at infinity")
-            )
-        if stuck[g]:
-            findings[g].append(Finding("no-progress", "the fit did not move from its start: every step tried was rejected", fatal=True))
-        elif not_minimum[g]:
-            findings[g].append(
-                Finding(
-                    "not-stationary",
-                    f"the solver stopped as converged, but the gradient at the result is not small (measure {measure[g]:.2g}): this is not a minimum",
-                    fatal=True,
-                )
-            )
-    estimated = np.count_nonzero(~held, axis=1)
-    rows_factor = np.where(real[:, :, None], factor, 0.0) if factor.shape[1] == real.shape[1] else factor
-    loose, relative = undetermined(rows_factor, rss, np.asarray(counts) - estimated, params, ~np.asarray(model.linear_params, dtype=bool), ~held)
-    for g in np.flatnonzero(fitted & np.any(loose, axis=1)):
-        which = ", ".join(f"{names[j]} = {params[g, j]:.4g} (standard error {relative[g, j]:.2g} times its size)" for j in np.flatnonzero(loose[g]))
-        findings[g].append(
-            Finding(
-                "undetermined",
-                f"parameters not determined: {which}, correlated beyond {COUPLED}: the fit runs along a valley where they go to 0 or infinity together "
-                "and the model degenerates (e.g. to a straight line), not to a minimum of the model: try other starts, bounds or a simpler model",
-            )
+
+def plateau(ev: Evidence) -> dict:
+    """A dead Jacobian column while the residuals are not at the rounding level (fatal)."""
+    dead, found = ev.shared["dead"], {}
+    for g in np.flatnonzero(ev.fitted & np.any(dead, axis=1)):
+        which = [ev.names[j] for j in np.flatnonzero(dead[g])]
+        message = (
+            f"plateau: the model does not change with {', '.join(which)} here (the Jacobian column is ~0 while the residuals are not small); "
+            "the fit stopped where the gradient vanished, not at a minimum: try other start values"
         )
-    summaries = _starts_summaries(model, problems, solved.members, real)
-    for g in np.flatnonzero(fitted) if solved.members is not None else ():
-        summary = summaries[g]
-        plausible = [m for m in summary["minima"] if m["plausible"]] if summary is not None else []
-        if summary["screened_rows"] is not None and solved.members.full_data_choice[g] == "given":
+        _add(found, g, FitWarning("plateau", message, fatal=True, params=tuple(which)))
+    return found
+
+
+def runaway(ev: Evidence) -> dict:
+    """Parameters more than RUNAWAY times their start's size from it (a warning)."""
+    with np.errstate(all="ignore"):
+        away = (~ev.held) & (np.abs(ev.params) > RUNAWAY * np.maximum(np.abs(ev.starts), 1.0))
+    found = {}
+    for g in np.flatnonzero(ev.fitted & np.any(away, axis=1)):
+        which = np.flatnonzero(away[g])
+        text = ", ".join(f"{ev.names[j]} = {ev.params[g, j]:.3g}" for j in which)
+        message = f"parameters ran away by more than six orders of magnitude from the start ({text}): the minimum may be at infinity"
+        _add(found, g, FitWarning("runaway", message, params=tuple(ev.names[j] for j in which)))
+    return found
+
+
+def not_a_minimum(ev: Evidence) -> dict:
+    """No progress from the start, or a converged result that is not stationary (fatal)."""
+    steep, dead = ev.shared["steep"], ev.shared["dead"]
+    stuck = ev.fitted & (ev.iterations > 0) & np.all(ev.params == ev.starts, axis=1) & steep
+    not_minimum = ev.converged & steep & ~np.any(dead, axis=1) & ~stuck  # a dead column says more (plateau)
+    found = {}
+    for g in np.flatnonzero(stuck):
+        _add(found, g, FitWarning("no-progress", "the fit did not move from its start: every step tried was rejected", fatal=True))
+    for g in np.flatnonzero(not_minimum):
+        measure = ev.shared["measure"][g]
+        message = f"the solver stopped as converged, but the gradient at the result is not small (measure {measure:.2g}): this is not a minimum"
+        _add(found, g, FitWarning("not-stationary", message, fatal=True))
+    return found
+
+
+def undetermined_pairs(ev: Evidence) -> dict:
+    """A pair of parameters, one of them nonlinear, that the data do not determine (a warning)."""
+    rows_factor = np.where(ev.real[:, :, None], ev.factor, 0.0) if ev.factor.shape[1] == ev.real.shape[1] else ev.factor
+    nonlinear = ~np.asarray(ev.model.linear_params, dtype=bool)
+    loose, relative = undetermined(rows_factor, ev.shared["rss"], np.asarray(ev.counts) - ev.shared["estimated"], ev.params, nonlinear, ~ev.held)
+    found = {}
+    for g in np.flatnonzero(ev.fitted & np.any(loose, axis=1)):
+        which = np.flatnonzero(loose[g])
+        text = ", ".join(f"{ev.names[j]} = {ev.params[g, j]:.4g} (standard error {relative[g, j]:.2g} times its size)" for j in which)
+        message = (
+            f"parameters not determined: {text}, correlated beyond {COUPLED}: the fit runs along a valley where they go to 0 or infinity together "
+            "and the model degenerates (e.g. to a straight line), not to a minimum of the model: try other starts, bounds or a simpler model"
+        )
+        _add(found, g, FitWarning("undetermined", message, params=tuple(ev.names[j] for j in which)))
+    return found
+
+
+def several_minima(ev: Evidence) -> dict:
+    """Another plausible minimum inside the 95% likelihood region of the best (a warning)."""
+    found = {}
+    if ev.members is None:
+        return found
+    from scipy.special import fdtri
+
+    estimated = ev.shared["estimated"]
+    for g in np.flatnonzero(ev.fitted):
+        summary = ev.summaries[g]
+        plausible = [m for m in summary["minima"] if m["plausible"]]
+        if summary["screened_rows"] is not None and ev.members.full_data_choice[g] == "given":
             continue  # the screening rows misled (the given start did better on all of them): their minima say nothing
-        rows = int(counts[g]) if summary["screened_rows"] is None else min(int(counts[g]), summary["screened_rows"])  # the losses' own rows
+        rows = int(ev.counts[g]) if summary["screened_rows"] is None else min(int(ev.counts[g]), summary["screened_rows"])  # the losses' own rows
         dof = rows - int(estimated[g])
         if len(plausible) < 2 or dof <= 0:
             continue
-        from scipy.special import fdtri
-
         region = plausible[0]["loss"] * (1.0 + estimated[g] / dof * float(fdtri(estimated[g], dof, CONFIDENCE)))
         rivals = [m for m in plausible[1:] if m["loss"] <= region]
         if rivals:
             chosen = " (chosen)" if summary["chosen"] in plausible[0]["starts"] else ""
-            findings[g].append(
-                Finding(
-                    "minima",
-                    f"the data do not single out one fit: the starts found {1 + len(rivals)} different fits inside the 95% confidence region, "
-                    f"losses {plausible[0]['loss']:.10g}{chosen} and {rivals[0]['loss']:.10g} (see 'starts' in the JSON)",
-                )
+            message = (
+                f"the data do not single out one fit: the starts found {1 + len(rivals)} different fits inside the 95% confidence region, "
+                f"losses {plausible[0]['loss']:.10g}{chosen} and {rivals[0]['loss']:.10g} (see 'starts' in the JSON)"
             )
-    for g, found in enumerate(_pole_findings(model, problems, params[:, None, :], real)):
-        findings[g] += found[0]
-    _constant_findings(model, problems, params, residuals, losses, statuses, real, values, fitted & above_rounding, solver, findings)
-    return findings, summaries
+            _add(found, g, FitWarning("minima", message))
+    return found
+
+
+def poles(ev: Evidence) -> dict:
+    """A pole or a non-finite model value between the data points (warnings)."""
+    return {g: found for (g, _), found in _pole_findings(ev.model, ev.problems, ev.params[:, None, :], ev.real).items()}
+
+
+def worse_than_constant(ev: Evidence) -> dict:
+    """The loss above that of the best constant (module docstring); fatal where the model,
+    fitted to that constant, shows that a lower loss exists."""
+    constants, constant_losses = best_constants(ev.problems, ev.real)
+    with np.errstate(invalid="ignore"):
+        worse = ev.fitted & ev.shared["above"] & (ev.losses > constant_losses * (1.0 + 1e-9))
+    groups = np.flatnonzero(worse)
+    found = {}
+    if groups.size == 0:
+        return found
+    claimed = [int(g) for g in groups if Status(int(ev.statuses[g])).success]  # the auxiliary fit only where the result claims success
+    better = _lower_loss_as_constant(ev, constants, claimed) if claimed and ev.fit_constant is not None else {}
+    for g in groups:
+        r2 = ev.r2[g]
+        if ev.problems.loss == "linear":
+            what = f"the fit is worse than a constant (R² = {r2:.3g})" if np.isfinite(r2) else "the data are constant and the fit is not"
+        else:
+            units = float(ev.problems.scale[g]) ** 2
+            what = f"the fit's loss ({ev.losses[g] * units:.6g}) is higher than that of a constant ({constant_losses[g] * units:.6g})"
+        if better.get(int(g), False):
+            _add(found, g, FitWarning("worse-than-constant", f"{what} although the model can be one: a lower loss exists, this is not the minimum", fatal=True))
+        else:
+            _add(found, g, FitWarning("worse-than-constant", what))
+    return found
+
+
+CHECKS = (plateau, runaway, not_a_minimum, undetermined_pairs, several_minima, poles, worse_than_constant)
+
+
+def check(ev: Evidence, checks=CHECKS) -> dict:
+    """{g: [FitWarning, ...]} of every check in ``checks``, in their order, for the groups
+    that have any."""
+    found: dict = {}
+    for one in checks:
+        for g, warnings in one(ev).items():
+            found.setdefault(g, []).extend(warnings)
+    return found
 
 
 def undetermined(factor, rss, dof, params, nonlinear, free) -> tuple[np.ndarray, np.ndarray]:
@@ -196,16 +293,16 @@ def undetermined(factor, rss, dof, params, nonlinear, free) -> tuple[np.ndarray,
     rows, n = factor.shape[-2:]
     with np.errstate(all="ignore"):
         columns = np.where(free[..., None, :], factor, 0.0)
-        norms = _norms(columns, axis=-2)
+        lengths = norms(columns, axis=-2)
         usable = np.all(np.isfinite(columns), axis=(-2, -1)) & np.all(np.isfinite(params), axis=-1) & (np.asarray(dof) > 0) & np.isfinite(rss)
-        unit = np.where(usable[..., None, None], columns / np.where(norms > 0, norms, 1.0)[..., None, :], 0.0)
+        unit = np.where(usable[..., None, None], columns / np.where(lengths > 0, lengths, 1.0)[..., None, :], 0.0)
         _, singular, vt = np.linalg.svd(unit, full_matrices=False)
         floor = np.finfo(float).eps * max(rows, n) * singular[..., :1]
         usable &= floor[..., 0] > 0
         root = np.swapaxes(vt, -1, -2) / np.where(usable[..., None], np.maximum(singular, floor), 1.0)[..., None, :]  # rows: parameters
-        length = _norms(root, axis=-1)
+        length = norms(root, axis=-1)
         spread = np.sqrt(np.where(usable, rss, 0.0) / np.where(usable, dof, 1))[..., None]
-        relative = np.where(usable[..., None] & free & (norms > 0), spread * length / (norms * np.abs(params)), np.nan)
+        relative = np.where(usable[..., None] & free & (lengths > 0), spread * length / (lengths * np.abs(params)), np.nan)
         unit_rows = root / np.where(length > 0, length, 1.0)[..., None]
         correlation = np.abs(unit_rows @ np.swapaxes(unit_rows, -1, -2))
         loose = relative > UNDETERMINED
@@ -255,32 +352,7 @@ def best_constants(problems, real) -> tuple[np.ndarray, np.ndarray]:
         return best, cost(best)
 
 
-def _constant_findings(model, problems, params, residuals, losses, statuses, real, values, candidates, solver, findings) -> None:
-    """The worse-than-a-constant check (module docstring), appended to ``findings``."""
-    constants, constant_losses = best_constants(problems, real)
-    with np.errstate(invalid="ignore"):
-        worse = candidates & (losses > constant_losses * (1.0 + 1e-9))
-    groups = np.flatnonzero(worse)
-    if groups.size == 0:
-        return
-    claimed = [int(g) for g in groups if Status(int(statuses[g])).success]  # the auxiliary fit only where the result claims success
-    better = _lower_loss_as_constant(model, problems, params, constants, losses, real, claimed, solver) if claimed else {}
-    for g in groups:
-        r2 = values[g].get("r2")
-        if problems.loss == "linear":
-            what = f"the fit is worse than a constant (R² = {r2:.3g})" if r2 is not None else "the data are constant and the fit is not"
-        else:
-            units = float(problems.scale[g]) ** 2
-            what = f"the fit's loss ({losses[g] * units:.6g}) is higher than that of a constant ({constant_losses[g] * units:.6g})"
-        if better.get(int(g), False):
-            findings[g].append(
-                Finding("worse-than-constant", f"{what} although the model can be one: a lower loss exists, this is not the minimum", fatal=True)
-            )
-        else:
-            findings[g].append(Finding("worse-than-constant", what))
-
-
-def _starts_summaries(model, problems, members, real) -> list[dict | None]:
+def starts_summaries(model, problems, members, real) -> list[dict | None]:
     """The JSON ``starts`` object of every group: how many starts were tried and converged,
     the distinct minima they reached (lowest loss first, each marked plausible or not), and
     which start was chosen."""
@@ -298,8 +370,8 @@ def _starts_summaries(model, problems, members, real) -> list[dict | None]:
     implausible |= members.residual_norms >= members.total_norms[:, None]
     if members.undetermined is not None:
         implausible |= members.undetermined
-    poles = _pole_findings(model, problems, members.params, real)
-    implausible |= np.array([[bool(found) for found in group] for group in poles], dtype=bool).reshape(implausible.shape)
+    for g, k in _pole_findings(model, problems, members.params, real):
+        implausible[g, k] = True
     names = list(model.param_names)
     out = []
     for g in range(members.params.shape[0]):
@@ -342,12 +414,13 @@ def _grids(x: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid, grids, 0.0), valid
 
 
-def _pole_findings(model, problems, params, real) -> list[list[list[Finding]]]:
-    """For G groups x K points ``params`` (G, K, n): the pole and non-finite findings of each
-    (one predictor only; several predictors have no order to look between)."""
+def _pole_findings(model, problems, params, real) -> dict:
+    """For G groups x K points ``params`` (G, K, n): {(g, k): [FitWarning, ...]}, the pole
+    and non-finite findings of the points that have any (one predictor only; several
+    predictors have no order to look between)."""
     x = np.asarray(problems.x)
     groups, starts = params.shape[:2]
-    out = [[[] for _ in range(starts)] for _ in range(groups)]
+    out: dict = {}
     if x.ndim != 2:
         return out
     grids, valid = _grids(x, real)
@@ -364,17 +437,19 @@ def _pole_findings(model, problems, params, real) -> list[list[list[Finding]]]:
     for g, k in zip(*np.nonzero(np.any(crossing, axis=2)), strict=True):
         first = int(np.argmax(crossing[g, k]))
         where = 0.5 * (grids[g, first] + grids[g, first + 1])
-        out[g][k].append(Finding("pole", f"the fitted model has a pole inside the data range (a denominator changes sign near x = {where:.4g})"))
+        message = f"the fitted model has a pole inside the data range (a denominator changes sign near x = {where:.4g})"
+        out.setdefault((int(g), int(k)), []).append(FitWarning("pole", message))
     for g, k in zip(*np.nonzero(np.any(broken, axis=2)), strict=True):
         where = grids[g, int(np.argmax(broken[g, k]))]
-        out[g][k].append(Finding("nonfinite-between", f"the fitted model is not finite between the data points (near x = {where:.4g})"))
+        out.setdefault((int(g), int(k)), []).append(
+            FitWarning("nonfinite-between", f"the fitted model is not finite between the data points (near x = {where:.4g})")
+        )
     return out
 
 
 def _evaluate(model, params, grids):
     """Model values (G, W) and denominators (G, D, W) on the grids (G, W)."""
     from nlfit._jax import compiled
-    from nlfit.fitting import padded_size
 
     width = grids.shape[1]
     grids = np.pad(grids, ((0, 0), (0, padded_size(width) - width)), mode="edge")  # one program for many data lengths
@@ -394,37 +469,22 @@ def _evaluate_on_grid(params, grids, *, model):
     return jax.vmap(one)(params, grids)
 
 
-def _lower_loss_as_constant(model, problems, params, constants, losses, real, groups, solver) -> dict:
+def _lower_loss_as_constant(ev: Evidence, constants: np.ndarray, groups: list[int]) -> dict:
     """For each of ``groups``: does the model, fitted to the constant data (its best constant),
-    reach a point where the fit's own loss on the real data is lower than the result's?"""
+    reach a point where the fit's own loss on the real data is lower than the result's?
+    The fit itself is ``ev.fit_constant(problems, params, counts) -> params``, run by the
+    caller's solver (least squares, several starts, a bounded budget)."""
     import dataclasses
 
     from nlfit import derivatives
     from nlfit._jax import jax, jnp
-    from nlfit.fitting import solve_groups
-    from nlfit.multistart import auto_count
-    from nlfit.options import DEFAULTS
-    from nlfit.result import _cost
-    from nlfit.solvers.directions import make_direction
-    from nlfit.solvers.globalization import TrustRegion
 
-    if solver is None:
-        return {}
     pick = np.asarray(groups)
-    subset = jax.tree.map(lambda leaf: np.asarray(leaf)[pick] if getattr(leaf, "ndim", 0) >= 1 else leaf, problems)
-    y = np.asarray(subset.y)
-    rows = real[pick]
-    constant = dataclasses.replace(subset, y=jnp.asarray(np.where(rows, constants[pick][:, None], y)), loss="linear")
-    counts = np.count_nonzero(rows, axis=1)
-    # Several starts whatever the fit used (a constant is often reached only in a limit, K -> 0
-    # in Vm x/(K + x)), by least squares with a bounded budget, whatever the fit's method.
-    starts = max(solver["count"], auto_count(solver["linear"], solver["free"], int(counts.max()), len(groups)))
-    direction = make_direction("lm", None, solver["factorization"])
-    settings = DEFAULTS.replace(max_iter=min(int(solver["settings"].max_iter), CONSTANT_FIT_ITERATIONS)).settings()
-    solved = solve_groups(constant, params[pick], counts, starts, solver["linear"], solver["free"], direction, TrustRegion(),
-                          solver["jac_mode"], settings, solver["seed"])  # fmt: skip
-    at_constant = np.asarray(solved.state.params)
+    subset = jax.tree.map(lambda leaf: np.asarray(leaf)[pick] if getattr(leaf, "ndim", 0) >= 1 else leaf, ev.problems)
+    rows = ev.real[pick]
+    constant = dataclasses.replace(subset, y=jnp.asarray(np.where(rows, constants[pick][:, None], np.asarray(subset.y))), loss="linear")
+    at_constant = np.asarray(ev.fit_constant(constant, ev.params[pick], np.count_nonzero(rows, axis=1)))
     residuals = np.asarray(derivatives.jacobian_batch(at_constant, subset, "fwd")[0])
     with np.errstate(all="ignore"):
-        there = _cost(np.where(rows, residuals, 0.0), problems.loss, np.asarray(subset.f_scale))
-    return {g: bool(np.isfinite(there[i]) and there[i] < losses[g] * (1.0 - 1e-9)) for i, g in enumerate(groups)}
+        there = cost(np.where(rows, residuals, 0.0), ev.problems.loss, np.asarray(subset.f_scale))
+    return {g: bool(np.isfinite(there[i]) and there[i] < ev.losses[g] * (1.0 - 1e-9)) for i, g in enumerate(groups)}

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from nlfit import multistart
-from nlfit.errors import ModelError
 from nlfit.io.dataset import Dataset
-from nlfit.models.registry import model_for
+from nlfit.numerics import LARGE_DATA_POINTS, norms, padded_size  # noqa: F401 (padded_size, LARGE_DATA_POINTS: re-exported)
 from nlfit.options import FitOptions
-from nlfit.result import LARGE_DATA_POINTS, FitResult
+from nlfit.prepare import Batch, Prepared, SolverConfig, choose_factorization, prepare, solver_config, start_count  # noqa: F401 (re-exported)
+from nlfit.result import FitResult, Fits
 from nlfit.solvers.status import Status
-from nlfit.start import box, choose_start, guided_starts
+from nlfit.start import guided_starts
 
 
 @dataclass
@@ -165,7 +165,7 @@ def data_norms(problems, counts=None) -> np.ndarray:
         reference = np.max(np.where(real, sigma, 0.0), axis=1, keepdims=True)
         weights = np.where(real, (reference / np.where(real, sigma, 1.0)) ** 2, 0.0)  # 1/sigma^2, normalized
         mean = np.sum(weights * np.where(real, y, 0.0), axis=1) / np.sum(weights, axis=1)
-        return _norms(np.where(real, (y - mean[:, None]) / (sigma * scale), 0.0), axis=1)
+        return norms(np.where(real, (y - mean[:, None]) / (sigma * scale), 0.0), axis=1)
 
 
 def _choose(output, problems) -> np.ndarray:
@@ -183,27 +183,22 @@ def solve_groups(
     problems,
     primary: np.ndarray,
     counts: np.ndarray,
-    count: int,
-    linear: np.ndarray,
-    free: np.ndarray,
-    direction,
-    globalization,
-    jac_mode: str,
-    settings,
-    seed: int = 0,
+    config: SolverConfig,
+    *,
     timeout: float | None = None,
     record: bool = False,
     model_starts: np.ndarray | None = None,
-    param_names=(),
     on_iteration=None,
     on_progress=None,
 ) -> Solved:
     """Fit G problems (``problems``: leaves with a leading G axis, ``counts`` real rows each)
-    from ``primary`` (G, n) with ``count`` starts each. ``on_iteration(row)`` gets the latest
+    from ``primary`` (G, n) with ``config.count`` starts each. ``on_iteration(row)`` gets the latest
     history row of the best member (single fits); ``on_progress(done, total)`` the groups that
     have stopped."""
 
     started = time.perf_counter()
+    count, linear, free, seed, settings = config.count, config.linear, config.free, config.seed, config.settings
+    direction, globalization, jac_mode = config.direction, config.globalization, config.jac_mode
     groups = primary.shape[0]
     lower, upper = np.asarray(problems.lower), np.asarray(problems.upper)
     keys = data_keys(problems, counts) if count > 1 else None
@@ -270,35 +265,27 @@ def solve_groups(
                   seconds=time.perf_counter() - started)  # fmt: skip
 
 
-def _norms(values: np.ndarray, axis: int) -> np.ndarray:
-    """Euclidean norms scaled by the largest entry (no overflow or underflow of the squares)."""
-    with np.errstate(all="ignore"):  # NaN or inf entries give NaN or inf, without warnings
-        largest = np.max(np.abs(values), axis=axis, keepdims=True)
-        safe = np.where((largest > 0) & np.isfinite(largest), largest, 1.0)
-        return np.squeeze(largest, axis) * np.sqrt(np.sum((values / safe) ** 2, axis=axis))
-
-
 def _members(output, winners, plan, problems, counts, screened: bool, linear, free) -> Members:
     local = output.state.local
     with np.errstate(over="ignore", invalid="ignore"):  # losses beyond the float range in the user's units
         losses = _final_losses(output) * np.asarray(problems.scale)[:, None] ** 2
     total = data_norms(problems, counts)
     if local.jac is not None:
-        norms = _norms(np.asarray(local.jac), axis=-2)
+        columns = norms(np.asarray(local.jac), axis=-2)
     elif local.r_factor is not None:
-        norms = _norms(np.asarray(local.r_factor), axis=-2)
+        columns = norms(np.asarray(local.r_factor), axis=-2)
     elif local.gram is not None:
-        norms = np.sqrt(np.maximum(np.diagonal(np.asarray(local.gram), axis1=-2, axis2=-1), 0.0))
+        columns = np.sqrt(np.maximum(np.diagonal(np.asarray(local.gram), axis1=-2, axis2=-1), 0.0))
     else:
-        norms = None
+        columns = None
     return Members(
         undetermined=_undetermined(local, output.state.params, problems, counts, linear, free),
         params=np.asarray(output.state.params),
         origins=np.asarray(output.state.origin),
         losses=losses,
         converged=np.isin(output.statuses, (Status.GTOL, Status.FTOL, Status.XTOL)),
-        column_norms=norms,
-        residual_norms=_norms(np.asarray(local.residuals), axis=-1),
+        column_norms=columns,
+        residual_norms=norms(np.asarray(local.residuals), axis=-1),
         residuals=np.asarray(local.residuals),
         total_norms=total,
         chosen=np.asarray(winners),
@@ -340,179 +327,64 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, *, options: FitOpti
     ``options``: a ``FitOptions``; keywords (``method="gn"``, ``max_iter=50``, ...) set its
     fields (on top of ``options`` when both are given). ``p0``: the start by position or by
     name (``nlfit.start.choose_start``; ``file_start`` picks a NIST file's start 1 or 2). A
-    single fit is the one-group case of ``solve_groups``; its starts are chosen by
+    single fit is the one-group case of ``solve_batch``; its starts are chosen by
     ``nlfit.multistart`` (``starts``: 'auto' or a count; 1 is the given start alone)."""
     options = FitOptions.of(given) if options is None else options.replace(**given)
-    model = model_for(model, dataset)
-    start, chosen = choose_start(model, dataset, p0, file_start)
-    n_points = dataset.n_points
-
-    from nlfit import derivatives
-    from nlfit._jax import jax
-    from nlfit.problem import make_problem
-
-    jac_mode = derivatives.resolve_mode(options.jac, n_points, len(model.param_names))
-    lower, upper, start = box(model, options.bounds, options.fix, start, given=chosen)
-    estimated = int(np.count_nonzero(lower != upper))
-    if n_points < estimated:
-        raise ModelError(f"model '{model.spec}' has {estimated} free parameters but the data have only {n_points} point(s)")
-    problem = make_problem(model, dataset, options.loss, options.f_scale, lower, upper)
-    if not np.all(np.isfinite(np.asarray(problem.y))):
-        raise ModelError(f"the response transform of '{model.spec}' gives non-finite values (e.g. log of a value <= 0)")
-    solver = solver_parts(options, model, lower, upper, n_points, 1, jac_mode)
-    width = n_points if options.batch_size is not None else padded_size(n_points)  # SGD samples rows: never padded
-    problems = jax.tree.map(lambda leaf: np.asarray(leaf)[None], pad_rows(problem, width))
-    model_start = None
-    if chosen:
-        with np.errstate(all="ignore"):
-            try:
-                default = model.default_p0(np.asarray(dataset.x), np.asarray(problem.y))
-            except (np.linalg.LinAlgError, ValueError):
-                default = None
-        model_start = None if default is None else np.asarray(default, dtype=np.float64)[None]
-    return fit_problems(
-        model,
-        problems,
-        start[None],
-        np.array([n_points]),
-        (np.arange(width) < n_points)[None],
-        dataset,
-        options,
-        solver,
-        record=True,
-        timeout=options.timeout,
-        model_starts=model_start,
-        on_iteration=on_iteration,
-    )[0]
+    prepared = prepare(dataset, model, options, p0, file_start=file_start)
+    (batch,) = prepared.batches()
+    return solve_batch(prepared, batch, record=True, timeout=options.timeout, on_iteration=on_iteration).result(0)
 
 
-SHAPE_GROWTH = 1.25  # a single fit's rows are padded to the next of sizes growing by this factor
-SMALLEST_SHAPE = 16
+def solve_batch(prepared: Prepared, batch: Batch, *, record: bool, timeout: float | None, on_iteration=None, on_progress=None) -> Fits:
+    """The fits of one batch: the one solve (``solve_groups``), then the one post-processing
+    (``nlfit.postprocess``). A group with fewer rows than free parameters is
+    ``too-few-points`` and one without rows ``no-data`` (reported at its start), one with
+    non-finite data ``nonfinite``."""
+    from nlfit import postprocess
 
-
-def padded_size(rows: int) -> int:
-    """The number of rows a single fit of ``rows`` points is computed on: the next size of a
-    ladder growing by SHAPE_GROWTH (multiples of 8 from SMALLEST_SHAPE), so files of
-    different lengths share one compiled solver (in a worker, and in the persistent cache).
-    From LARGE_DATA_POINTS on, the rows themselves: there compiling is a small part."""
-    size = SMALLEST_SHAPE
-    while size < rows:
-        size = -(-int(size * SHAPE_GROWTH) // 8) * 8
-    return size if size < LARGE_DATA_POINTS else rows
-
-
-def pad_rows(problem, width: int):
-    """``problem`` with rows up to ``width``: a padded row repeats the first point with sigma =
-    inf, so its weighted residual and its row of the Jacobian are exactly zero; the fit, its
-    statistics (which count only the real rows) and its history are those of the data alone."""
-    import dataclasses
-
-    rows = int(np.shape(problem.y)[0])
-    if width <= rows:
-        return problem
-    extra = width - rows
-
-    def grown(values, fill=None):
-        values = np.asarray(values)
-        tail = np.repeat(values[:1], extra, axis=0) if fill is None else np.full((extra, *values.shape[1:]), fill)
-        return np.concatenate([values, tail])
-
-    return dataclasses.replace(problem, x=grown(problem.x), y=grown(problem.y), sigma=grown(problem.sigma, np.inf))
-
-
-def fit_problems(model, problems, starts, counts, real, dataset, options: FitOptions, solver, *, record, timeout, keys=None, model_starts=None,
-                 on_iteration=None, on_progress=None) -> list[FitResult]:  # fmt: skip
-    """Every fit: G problems (a single fit is G = 1) from their starts (G, n), ``counts`` real
-    rows each (``real`` (G, L) marks them), through the one solve (``solve_groups``) and the
-    one post-processing (``nlfit.result``). A group with fewer rows than free parameters is
-    ``too-few-points`` (reported at its start), one with non-finite data ``nonfinite``."""
-    from nlfit.result import finish
-
+    config, problems, real, counts = batch.config, batch.problems, batch.real, batch.counts
     solved = solve_groups(
-        problems,
-        starts,
-        counts,
-        solver["count"],
-        solver["linear"],
-        solver["free"],
-        solver["direction"],
-        solver["globalization"],
-        solver["jac_mode"],
-        solver["settings"],
-        seed=options.seed,
-        timeout=timeout,
-        record=record,
-        model_starts=model_starts,
-        param_names=model.param_names,
-        on_iteration=on_iteration,
-        on_progress=on_progress,
-    )
-    too_few = np.asarray(counts) < int(np.count_nonzero(solver["free"]))
+        problems, batch.starts, counts, config, timeout=timeout, record=record, model_starts=batch.model_starts,
+        on_iteration=on_iteration, on_progress=on_progress,
+    )  # fmt: skip
+    too_few = np.asarray(counts) < int(np.count_nonzero(config.free))
     x = np.asarray(problems.x).reshape(*np.shape(problems.y), -1)
     bad_data = ~np.all(np.where(real, np.isfinite(np.asarray(problems.y)) & np.all(np.isfinite(x), axis=2), True), axis=1)
     statuses = np.where(bad_data, int(Status.NONFINITE), solved.statuses)
-    solved.statuses = np.where(too_few, int(Status.TOO_FEW_POINTS), statuses)
-    solved.state = solved.state._replace(params=np.where(too_few[:, None], starts, solved.state.params))  # not fitted: the start
-    nist = dataset.nist
-    return finish(
-        model,
-        problems,
-        solved,
-        counts,
-        real,
-        options=options,
-        jac_mode=solver["jac_mode"],
-        factorization=solver["factorization"],
-        data_columns={"x": list(dataset.x_names), "y": dataset.y_name, "files": list(dataset.files), "dropped": int(dataset.dropped)},
-        sigma_given=dataset.sigma is not None,
-        keys=keys,
-        extended=None if nist is None else (nist.long_x, nist.long_y),
-        solver=solver,
-    )
+    statuses = np.where(too_few, int(Status.TOO_FEW_POINTS), statuses)
+    solved.statuses = np.where(np.asarray(counts) == 0, int(Status.NO_DATA), statuses)
+    solved.state = solved.state._replace(params=np.where(too_few[:, None], batch.starts, solved.state.params))  # not fitted: the start
+    nist = prepared.dataset.nist
+    context = postprocess.Context(
+        prepared.model, problems, np.asarray(counts), np.asarray(real, dtype=bool), prepared.options, config.jac_mode, config.factorization,
+        prepared.dataset.sigma is not None, None if nist is None else (nist.long_x, nist.long_y),
+    )  # fmt: skip
+    from nlfit.diagnostics import starts_summaries
+
+    summaries = starts_summaries(prepared.model, problems, solved.members, context.real)
+    return postprocess.finish(context, solved, data_columns=prepared.data_columns, keys=batch.keys, fit_constant=constant_fitter(config), summaries=summaries)
 
 
-def choose_factorization(option: str, rows: int, groups: int = 1, params: int | None = None, method: str | None = None) -> str:
-    """The default ``auto`` (the same for single and grouped fits): for many groups fitted by
-    Levenberg-Marquardt with at most ``subproblems.SMALL_PARAMETERS`` parameters, J^T J with
-    the steps' closed-form Cholesky (the batches' fast path); otherwise J and its SVD below
-    LARGE_DATA_POINTS rows in all (groups x rows per group), and from there the streaming
-    QR for one fit and J^T J for the steps of many small fits. Statistics and the final
-    Gauss-Newton polish always use the SVD of each J (or its R factor)."""
-    from nlfit.solvers.subproblems import SMALL_PARAMETERS
-
-    if option != "auto":
-        return option
-    if groups > 1 and method == "lm" and params is not None and params <= SMALL_PARAMETERS and rows < LARGE_DATA_POINTS:
-        return "cholesky"
-    if rows * groups < LARGE_DATA_POINTS:
-        return "svd"
-    return "qr" if groups == 1 or rows >= LARGE_DATA_POINTS else "gram"
+CONSTANT_FIT_ITERATIONS = 200
 
 
-def start_count(options: FitOptions, model, free: np.ndarray, rows: int, groups: int) -> int:
-    """How many starts: the option's count, or for ``auto`` ``multistart.auto_count``."""
-    if options.starts != "auto":
-        return int(options.starts)
-    linear = np.array(model.linear_params, dtype=bool)
-    return multistart.auto_count(linear, free, rows, groups, robust=options.loss != "linear")
+def constant_fitter(config: SolverConfig):
+    """The auxiliary fit of the worse-than-a-constant check (``nlfit.diagnostics``): the model
+    fitted by least squares to constant data, from the results, with several starts whatever
+    the fit used (a constant is often reached only in a limit, K -> 0 in Vm x/(K + x)), by
+    Levenberg-Marquardt with at most CONSTANT_FIT_ITERATIONS iterations."""
 
+    def fit_constant(problems, params, counts):
+        from nlfit.multistart import auto_count
+        from nlfit.options import DEFAULTS
+        from nlfit.solvers.directions import make_direction
+        from nlfit.solvers.globalization import TrustRegion
 
-def solver_parts(options: FitOptions, model, lower, upper, rows: int, groups: int, jac_mode: str) -> dict:
-    """What every solve of these options needs (``solve_groups``), for ``groups`` problems of
-    ``rows`` rows each."""
-    from nlfit.solvers.directions import make_direction
-    from nlfit.solvers.globalization import make_globalization
+        starts = max(config.count, auto_count(config.linear, config.free, int(np.max(counts)), len(counts)))
+        settings = DEFAULTS.replace(max_iter=min(int(config.settings.max_iter), CONSTANT_FIT_ITERATIONS)).settings()
+        constant = dataclasses.replace(
+            config, direction=make_direction("lm", None, config.factorization), globalization=TrustRegion(), settings=settings, count=starts
+        )
+        return solve_groups(problems, params, counts, constant).state.params
 
-    factorization = choose_factorization(options.factorization, rows, groups, len(model.param_names), options.method)
-    free = np.asarray(lower) != np.asarray(upper)
-    return {
-        "direction": make_direction(options.method, options.batch_size, factorization),
-        "globalization": make_globalization(options.globalization),
-        "factorization": factorization,
-        "jac_mode": jac_mode,
-        "settings": options.settings(),
-        "seed": options.seed,
-        "count": start_count(options, model, free, rows, groups),
-        "linear": np.array(model.linear_params, dtype=bool),
-        "free": free,
-    }
+    return fit_constant

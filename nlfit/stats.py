@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nlfit.warning import FitWarning
+
 CORRELATION_WARNING = 0.99
 
 
@@ -52,8 +54,8 @@ class Statistics:
     intervals: np.ndarray  # (G, p, 2)
     has_covariance: np.ndarray  # (G,) bool
     rank: np.ndarray  # (G,)
-    values: list[dict]  # per fit: rss, sigma, r2, ... (None where not defined)
-    warnings: list[list[str]] = field(default_factory=list)
+    values: dict  # one column (G,) per statistic: rss, sigma, r2, ... (NaN where not defined)
+    warnings: dict = field(default_factory=dict)  # {g: [FitWarning, ...]} for the fits that have any
 
 
 def compute(
@@ -109,25 +111,32 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
         log_variance = 2.0 * np.log(scale) + np.log(rss_scaled / counts)
         loglik = np.where(rss_scaled > 0, -0.5 * counts * (math.log(2 * math.pi) + log_variance + 1.0) - log_sigma, np.inf)
         k = n_params + 1
-    values = []
-    for g in range(groups):
-        good_dof = dof[g] > 0
-        entry = {
-            "rss": float(rss[g]),
-            "n": int(counts[g]),
-            "dof": int(dof[g]),
-            "sigma": float(scale[g] * math.sqrt(rss_scaled[g] / dof[g])) if good_dof else None,
-            "r2": float(1.0 - rss_scaled[g] / tss_scaled[g]) if tss_scaled[g] > 0 else None,
-            "r2_adj": float(1.0 - (rss_scaled[g] / dof[g]) / (tss_scaled[g] / (counts[g] - 1))) if tss_scaled[g] > 0 and good_dof and counts[g] > 1 else None,
-            "chi2": float(rss[g]) if sigma is not None else None,
-            "reduced_chi2": float(rss[g] / dof[g]) if sigma is not None and good_dof else None,
-            "loglik": float(loglik[g]),
-            "aic": float(2 * k - 2 * loglik[g]),
-            "bic": float(k * math.log(counts[g]) - 2 * loglik[g]),
-        }
-        values.append(entry)
+    good = dof > 0
+    safe_dof = np.where(good, dof, 1)
+    nan = np.full(groups, np.nan)
+    values = {
+        "rss": rss,
+        "n": counts,
+        "dof": dof,
+        "sigma": np.where(good, scale * np.sqrt(rss_scaled / safe_dof), np.nan),
+        "r2": np.where(tss_scaled > 0, 1.0 - rss_scaled / np.where(tss_scaled > 0, tss_scaled, 1.0), np.nan),
+        "r2_adj": np.where(
+            (tss_scaled > 0) & good & (counts > 1),
+            1.0 - (rss_scaled / safe_dof) / (np.where(tss_scaled > 0, tss_scaled, 1.0) / np.maximum(counts - 1, 1)),
+            np.nan,
+        ),
+        "chi2": rss if sigma is not None else nan,
+        "reduced_chi2": rss / safe_dof if sigma is not None else nan,
+        "loglik": loglik,
+        "aic": 2 * k - 2 * loglik,
+        "bic": k * np.log(np.maximum(counts, 1)) - 2 * loglik,
+        "conf_level": nan.copy(),
+        "t_quantile": nan.copy(),
+    }
+    if sigma is not None:
+        values["reduced_chi2"] = np.where(good, values["reduced_chi2"], np.nan)
 
-    warnings: list[list[str]] = [[] for _ in range(groups)]
+    warnings: dict = {}
     nan = np.full((groups, n_params), np.nan)
     result = Statistics(
         covariance=np.full((groups, n_params, n_params), np.nan),
@@ -144,7 +153,7 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
         return result
     finite = np.all(np.isfinite(jac), axis=(1, 2))
     for g in np.flatnonzero(~finite):
-        warnings[g].append("the Jacobian at the solution is not finite: no standard errors")
+        _warn(warnings, g, FitWarning("jacobian-nonfinite", "the Jacobian at the solution is not finite: no standard errors"))
     # Columns scaled to unit norm first (C = D^-1 (J~^T J~)^-1 D^-1 with J~ = J D^-1): the rank
     # test and the covariance then do not depend on the parameters' units (a parameter of
     # size 1e32 next to one of size 0.06 is no rank deficiency).
@@ -161,12 +170,11 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
     for g in np.flatnonzero(finite & (rank < n_params)):
         for vector in _null_space(safe[g], keep[g], vt[g]):  # in equilibrated units: comparable entries
             involved = [names[j] for j in np.flatnonzero(np.abs(vector) > 1e-3 * np.max(np.abs(vector)))]
-            warnings[g].append(
-                f"rank-deficient Jacobian: {', '.join(involved)} are not identifiable from the data (only a combination of them is); no standard errors"
-            )
+            message = f"rank-deficient Jacobian: {', '.join(involved)} are not identifiable from the data (only a combination of them is); no standard errors"
+            _warn(warnings, g, FitWarning("not-identifiable", message, params=tuple(involved)))
     usable = finite & (rank == n_params) & (np.full(groups, absolute) | (dof > 0))
     for g in np.flatnonzero(finite & (rank == n_params) & ~usable):
-        warnings[g].append(f"{counts[g]} points for {n_params} parameters: no degrees of freedom, no standard errors")
+        _warn(warnings, g, FitWarning("no-dof", f"{counts[g]} points for {n_params} parameters: no degrees of freedom, no standard errors"))
     if not np.any(usable):
         return result
     scaled = np.swapaxes(vt, 1, 2) / np.where(keep, singular, np.inf)[:, None, :] / column[:, :, None]
@@ -202,13 +210,17 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
     result.tvalues = np.where(mask, tvalues, np.nan)
     result.intervals = np.where(mask[:, :, None], intervals, np.nan)
     result.has_covariance = usable
-    for g in np.flatnonzero(usable):
-        values[g]["conf_level"] = conf_level
-        values[g]["t_quantile"] = float(quantile[g])
+    values["conf_level"] = np.where(usable, conf_level, np.nan)
+    values["t_quantile"] = np.where(usable, quantile, np.nan)
     upper = np.triu(np.abs(np.nan_to_num(result.correlation)) > CORRELATION_WARNING, k=1)
     for g, i, j in zip(*np.nonzero(upper), strict=True):
-        warnings[g].append(f"{names[i]} and {names[j]} are strongly correlated (rho = {correlation[g, i, j]:+.4f})")
+        message = f"{names[i]} and {names[j]} are strongly correlated (rho = {correlation[g, i, j]:+.4f})"
+        _warn(warnings, g, FitWarning("correlated", message, params=(names[i], names[j])))
     return result
+
+
+def _warn(warnings: dict, g, warning: FitWarning) -> None:
+    warnings.setdefault(int(g), []).append(warning)
 
 
 def _null_space(jac: np.ndarray, keep: np.ndarray, vt: np.ndarray) -> np.ndarray:

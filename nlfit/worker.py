@@ -526,6 +526,8 @@ def _warm() -> None:
     import nlfit.cli.app  # noqa: F401
     import nlfit.fitting  # noqa: F401
     import nlfit.io.read  # noqa: F401
+    import nlfit.io.rows  # noqa: F401
+    import nlfit.postprocess  # noqa: F401
     import nlfit.report.console  # noqa: F401
     import nlfit.report.formats  # noqa: F401
     import nlfit.result  # noqa: F401

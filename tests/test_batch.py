@@ -69,7 +69,7 @@ def test_group_by_cli_ndjson_and_csv(tmp_path):
     assert set(rows[0]) >= {"success", "status", "params", "stats", "counts"} and "history" not in rows[0]
     done = CliRunner().invoke(app, ["fit", str(path), "--group-by", "id", "-m", FORMULA, "--p0", "a=1,b=1", "-f", "csv", "-q"])
     lines = done.stdout.splitlines()
-    assert lines[0] == "group,a,a_stderr,b,b_stderr,loss,status,iterations" and len(lines) == 4
+    assert lines[0] == "group,a,a_stderr,b,b_stderr,loss,rss,success,status,warnings,iterations" and len(lines) == 4
     bad = CliRunner().invoke(app, ["fit", str(path), "--group-by", "nope", "-m", FORMULA])
     assert bad.exit_code == 2 and "unknown --group-by column 'nope'" in bad.stderr
 

@@ -33,8 +33,9 @@ def scheduler():
 @pytest.fixture(scope="module")
 def table():
     """Rows of GROUPS exponential decays, interleaved so that the order of first appearance
-    is neither sorted nor the order of the files; group 'few' cannot be fitted, and one row
-    has a missing y (dropped, with a warning)."""
+    is neither sorted nor the order of the files; group 'few' cannot be fitted, one row has a
+    missing y (dropped, with a warning), and group 'gone' has only rows with a missing y (its
+    row says no-data: no group vanishes)."""
     rng = np.random.default_rng(11)
     x = np.linspace(0.0, 4.0, POINTS)
     rows = []
@@ -44,6 +45,8 @@ def table():
     rows = [rows[i] for i in rng.permutation(len(rows))]
     rows.insert(40, ("few", 0.5, 1.0))
     rows.insert(7, ("g3", 1.5, None))
+    rows.insert(3, ("gone", 0.5, None))
+    rows.insert(60, ("gone", 1.5, None))
     return rows
 
 
@@ -102,11 +105,13 @@ def _dask_equals_local(folder, scheduler, table, kind):
         paths.append(path)
     local = _fit(paths, "-f", "json")
     done = _fit([folder / f"*.{kind}"], "--glob", "--engine", "dask", "--scheduler", scheduler, "-f", "json")
-    assert local.exit_code == done.exit_code == 1, done.stderr  # 'few' is not fitted
-    assert "dropped 1 row with missing values" in local.stderr and "dropped 1 row with missing values" in done.stderr
+    assert local.exit_code == done.exit_code == 1, done.stderr  # 'few' and 'gone' are not fitted
+    assert "dropped 3 rows with missing values" in local.stderr and "dropped 3 rows with missing values" in done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(rows) == GROUPS + 1 and rows[0]["group"] == table[0][0]
+    assert len(rows) == GROUPS + 2 and rows[0]["group"] == table[0][0]
     assert next(r for r in rows if r["group"] == "few")["status"] == "too-few-points"
+    gone = next(r for r in rows if r["group"] == "gone")
+    assert gone["status"] == "no-data" and not gone["success"] and gone["stats"]["n"] == 0
     _same([json.loads(line) for line in local.stdout.splitlines()], rows)
     assert rows[0]["data"]["files"] == [str(p) for p in paths]  # the inputs, as the local engine names them
 
@@ -115,7 +120,7 @@ def _output_folder(folder, scheduler, table, monkeypatch):
     import nlfit.dask_engine
 
     folder.mkdir()
-    monkeypatch.setattr(nlfit.dask_engine, "RESULT_ROWS", 4)  # 13 groups: several partitions
+    monkeypatch.setattr(nlfit.dask_engine, "RESULT_ROWS", 4)  # 14 groups: several partitions
     paths = []
     for i, part in enumerate(_split(table, 3)):
         paths.append(folder / f"in{i}.parquet")

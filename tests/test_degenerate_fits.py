@@ -67,7 +67,7 @@ def test_sine_multistart_starts_from_the_spectrum(sine):
 def test_sine_single_start_at_the_straight_line_limit_is_loud(sine):
     done, result = _fit(sine, "a*sin(b*x)+c", "--p0", "a=1,b=0.1,c=0", "--starts", "1")
     assert abs(result["params"]["b"]["value"]) < 0.01  # it does run to the limit b -> 0 ...
-    warned = [w for w in result["warnings"] if w.startswith(NOT_DETERMINED)]
+    warned = [w for w in (x["message"] for x in result["warnings"]) if w.startswith(NOT_DETERMINED)]
     assert warned and "a = " in warned[0] and "b = " in warned[0]  # ... and says so
     assert NOT_DETERMINED in done.stderr
 
@@ -77,13 +77,13 @@ def test_pole_multistart_starts_next_to_the_largest_deviation(pole):
     done, result = _fit(pole, "a/(x-b)+c", "--p0", "a=1,b=0.5,c=0")
     assert result["stats"]["rss"] <= truth["stats"]["rss"] * (1 + 1e-9)  # before: 907 against 0.13 (b -> infinity)
     assert abs(result["params"]["b"]["value"] - 0.95) < 0.01
-    assert not any(w.startswith(NOT_DETERMINED) for w in result["warnings"])
+    assert not any(w.startswith(NOT_DETERMINED) for w in (x["message"] for x in result["warnings"]))
 
 
 def test_pole_single_start_at_the_straight_line_limit_is_loud(pole):
     _, result = _fit(pole, "a/(x-b)+c", "--p0", "a=1,b=3,c=0", "--starts", "1")
     assert abs(result["params"]["b"]["value"]) > 10
-    assert any(w.startswith(NOT_DETERMINED) for w in result["warnings"])
+    assert any(w.startswith(NOT_DETERMINED) for w in (x["message"] for x in result["warnings"]))
 
 
 def test_a_start_on_the_pole_is_loud_in_every_format(pole):
@@ -103,7 +103,7 @@ def test_co2_without_a_start_is_right_or_loud_for_every_seed(tmp_path):
         done, result = _fit(path, CO2_MODEL, "--seed", str(seed))
         values = {k: v["value"] for k, v in result["params"].items()}
         correct = all(abs(values[k] - v) <= 1e-6 * abs(v) for k, v in CO2_REFERENCE.items())
-        loud = done.exit_code == 1 or not result["success"] or any(w.startswith(NOT_DETERMINED) for w in result["warnings"])
+        loud = done.exit_code == 1 or not result["success"] or any(w.startswith(NOT_DETERMINED) for w in (x["message"] for x in result["warnings"]))
         assert correct or loud, (seed, values, result["warnings"])
         right += correct
         for minimum in result["starts"]["minima"]:  # the straight-line limit (lrc -> -infinity) is never plausible

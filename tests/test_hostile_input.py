@@ -132,7 +132,7 @@ def test_constant_y_and_a_single_distinct_x():
     assert flat.success and np.allclose(flat.params, [3.0, 0.0], atol=1e-12)
     assert flat.stats["r2"] is None  # no variance to explain
     single = fit(_series(np.full(10, 2.0), np.linspace(0, 1, 10)), "a + b*x", p0=[0.0, 0.0])
-    assert single.stderr is None and any("not identifiable" in w for w in single.warnings)
+    assert single.stderr is None and any("not identifiable" in w for w in (x.message for x in single.warnings))
 
 
 def test_more_parameters_than_points_is_a_clear_error():

@@ -19,6 +19,7 @@ from nlfit.fitting import solve_groups
 from nlfit.io.dataset import Dataset
 from nlfit.models.registry import model_for
 from nlfit.options import FitOptions
+from nlfit.prepare import SolverConfig
 from nlfit.problem import make_problem
 from nlfit.solvers.directions import Direction
 from nlfit.solvers.globalization import make_globalization
@@ -47,11 +48,12 @@ def test_a_direction_defined_outside_nlfit_runs_through_every_globalization(glob
     model = model_for("a*x+b", data)
     problem = make_problem(model, data)
     problems = jax.tree.map(lambda leaf: np.asarray(leaf)[None], problem)
-    solved = solve_groups(
-        problems, np.array([[0.0, 0.0]]), np.array([x.size]), 1, np.zeros(2, dtype=bool), np.ones(2, dtype=bool),
-        ScaledGradient(), make_globalization(globalization), "fwd", FitOptions(ftol=1e-12, xtol=1e-12, gtol=1e-10, max_iter=5000).settings(),
-        record=True, param_names=model.param_names,
+    config = SolverConfig(
+        direction=ScaledGradient(), globalization=make_globalization(globalization), factorization="svd", jac_mode="fwd",
+        settings=FitOptions(ftol=1e-12, xtol=1e-12, gtol=1e-10, max_iter=5000).settings(), seed=0, count=1,
+        linear=np.zeros(2, dtype=bool), free=np.ones(2, dtype=bool),
     )  # fmt: skip
+    solved = solve_groups(problems, np.array([[0.0, 0.0]]), np.array([x.size]), config, record=True)
     status = Status(int(solved.statuses[0]))
     assert status.success, status.label
     np.testing.assert_allclose(np.asarray(solved.state.params)[0], [2.0, 1.0], rtol=1e-6)

@@ -94,7 +94,7 @@ def test_bounded_fit_ends_on_the_boundary_and_matches_scipy(method):
     np.testing.assert_allclose(result.params, reference.x, rtol=1e-6, atol=1e-9)
     payload = result.to_json()
     assert payload["params"]["c2"]["at_bound"] == "upper" and payload["params"]["c2"]["stderr"] is None
-    assert any("c2 ended at its upper bound" in w for w in result.warnings)
+    assert any("c2 ended at its upper bound" in w for w in (x.message for x in result.warnings))
 
 
 def test_every_method_stays_inside_the_bounds():

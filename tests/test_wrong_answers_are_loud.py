@@ -79,11 +79,11 @@ def test_one_start_that_ends_wrong_is_loud(tmp_path):
     """The old behaviour (--starts 1) still ends in the wrong place, but no longer quietly."""
     done, payload = _fit_cli(tmp_path, PUROMYCIN, "-m", MICHAELIS_MENTEN, "--starts", "1")
     assert done.exit_code == 1 and payload["success"] is False and payload["status"] == "suspect" and payload["termination"] == "ftol"
-    assert any("worse than a constant" in w and "can be one" in w for w in payload["warnings"])
-    assert any("pole inside the data range" in w for w in payload["warnings"])
+    assert any("worse than a constant" in w and "can be one" in w for w in (x["message"] for x in payload["warnings"]))
+    assert any("pole inside the data range" in w for w in (x["message"] for x in payload["warnings"]))
     done, payload = _fit_cli(tmp_path, BOD, "-m", BOD_MODEL, "--starts", "1")
     assert done.exit_code == 1 and payload["status"] == "suspect"
-    assert any(w.startswith("plateau: the model does not change with lrc") for w in payload["warnings"])
+    assert any(w.startswith("plateau: the model does not change with lrc") for w in (x["message"] for x in payload["warnings"]))
 
 
 def test_the_starts_object_describes_the_multistart(tmp_path):
@@ -110,10 +110,10 @@ def test_fits_the_data_cannot_tell_apart_are_a_warning():
     result = fit(Dataset(x=x, y=y, x_names=("x",), y_name="y"), "a*exp(-(x-m)^2)", p0={"a": 1.0, "m": 2.0})
     plausible = [m for m in result.starts["minima"] if m["plausible"]]
     assert [round(m["params"]["m"]) for m in plausible] == [-3, 3] and result.params[1] == pytest.approx(-3.0, abs=0.01)
-    assert any(w.startswith("the data do not single out one fit") and "(chosen)" in w for w in result.warnings)
+    assert any(w.startswith("the data do not single out one fit") and "(chosen)" in w for w in (x.message for x in result.warnings))
     # a clear winner gives no such warning, though the other starts end elsewhere
     clear = fit(Dataset(x=x, y=y + np.exp(-((x + 3) ** 2)), x_names=("x",), y_name="y"), "a*exp(-(x-m)^2)", p0={"a": 1.0, "m": 2.0})
-    assert len(clear.starts["minima"]) > 1 and not any("single out" in w for w in clear.warnings)
+    assert len(clear.starts["minima"]) > 1 and not any("single out" in w for w in (x.message for x in clear.warnings))
 
 
 def test_warnings_go_to_stderr_once_even_when_quiet(tmp_path):
@@ -125,7 +125,7 @@ def test_warnings_go_to_stderr_once_even_when_quiet(tmp_path):
     silent = runner.invoke(app, [*args, "-qq"])
     warnings = json.loads(quiet.stdout)["warnings"]
     lines = [line for line in quiet.stderr.splitlines()]
-    assert lines == [f"nlfit: warning: {w}" for w in warnings]  # one line each, nothing else
+    assert lines == [f"nlfit: warning: {w['message']}" for w in warnings]  # one line each, nothing else
     assert sum(line.startswith("nlfit: warning:") for line in loud.stderr.splitlines()) == len(warnings)  # printed once
     assert "loss history" in loud.stderr and "variables (data columns): conc   parameters: Vm, K" in loud.stderr
     assert silent.stderr == "" and silent.exit_code == quiet.exit_code == 1
@@ -151,12 +151,12 @@ def test_polynomial_standard_errors_at_scale_whatever_the_factorization(factoriz
     errors = np.sqrt(np.sum((vt.T / s) ** 2, axis=1) * (residuals @ residuals) / (data.n_points - 8))
     np.testing.assert_allclose(result.stderr, errors, rtol=1e-6)
     np.testing.assert_allclose(result.params, params, rtol=1e-6)
-    assert result.success and not any("rank-deficient" in w for w in result.warnings)
+    assert result.success and not any("rank-deficient" in w for w in (x.message for x in result.warnings))
 
 
 def test_degree_eight_at_scale_has_no_false_rank_warning():
     result = fit(_polynomial_data(100_000, seed=1), "polynomial:8")
-    assert result.stderr is not None and np.all(np.isfinite(result.stderr)) and not any("rank-deficient" in w for w in result.warnings)
+    assert result.stderr is not None and np.all(np.isfinite(result.stderr)) and not any("rank-deficient" in w for w in (x.message for x in result.warnings))
 
 
 def _grouped_data(seed=7):
@@ -278,7 +278,11 @@ def test_one_start_far_off_at_a_tiny_scale_is_loud_not_converged():
     stopped as converged where the gradient is large."""
     conc, rate = np.loadtxt(io.StringIO(PUROMYCIN), delimiter=",", skiprows=1, unpack=True)
     result = fit(Dataset(x=conc, y=rate * 1e-10, x_names=("conc",), y_name="rate"), MICHAELIS_MENTEN, p0={"Vm": 1.0, "K": 0.3}, starts=1)
-    assert not result.success and result.status.label == "suspect" and any("gradient at the result is not small" in w for w in result.warnings)
+    assert (
+        not result.success
+        and result.status.label == "suspect"
+        and any("gradient at the result is not small" in w for w in (x.message for x in result.warnings))
+    )
 
 
 def test_screening_keeps_the_given_start_when_it_fits_all_the_rows_better():
@@ -300,7 +304,7 @@ def test_screening_keeps_the_given_start_when_it_fits_all_the_rows_better():
     assert one.params[1] == pytest.approx(5.0, rel=0.05) and auto.starts["screened_rows"] == SCREEN_ROWS
     assert auto.starts["screening_choice"] != 0 and auto.starts["chosen"] == 0 and auto.starts["chosen_start"] == "given"
     assert auto.loss == pytest.approx(one.loss, rel=1e-9) and auto.params[1] == pytest.approx(one.params[1], rel=1e-6)
-    assert not any("single out" in w for w in auto.warnings)  # the screening rows' minima say nothing here
+    assert not any("single out" in w for w in (x.message for x in auto.warnings))  # the screening rows' minima say nothing here
 
 
 def test_a_column_named_like_a_constant_is_a_variable(tmp_path):
@@ -351,7 +355,7 @@ def test_constant_data_and_a_fit_that_is_not():
     x = np.linspace(0.0, 4.0, 20)
     data = Dataset(x=x, y=np.full(20, 5.0), x_names=("x",), y_name="y")
     result = fit(data, "a*exp(-b*x)", p0={"a": 1.0, "b": -50.0}, starts=1)
-    assert not result.success and any(w.startswith("the data are constant and the fit is not") for w in result.warnings)
+    assert not result.success and any(w.startswith("the data are constant and the fit is not") for w in (x.message for x in result.warnings))
     assert fit(data, "a*exp(-b*x)", p0={"a": 1.0, "b": -50.0}).success  # several starts find a = 5, b = 0
 
 

@@ -132,6 +132,7 @@ def fit(
     options = merge(given, load_config(config, CONFIG_KEYS))
     options["quiet"] = quiet_level(options.get("quiet"))
     plans = fit_options(options)  # every option checked before any data is read
+    check_plan(options, plans)
     from nlfit.io.read import expand_sources
 
     inputs = expand_sources(data, bool(options.get("glob")))  # an output must not be any file read
@@ -143,6 +144,32 @@ def fit(
         output = None
     check_outputs({"--output": output, "--plot": options.get("plot")}, [*inputs, config])
     run_fit(inputs, {**options, "glob": False}, plans)  # the patterns are expanded once, here
+
+
+def check_plan(options: dict, plans: list[FitOptions]) -> None:
+    """The checks of the command line that need no data, once for every executor."""
+    grouped = bool(options.get("group_by"))
+    engine = options.get("engine") or "local"
+    if (options.get("engine") or options.get("scheduler") or options.get("threads")) and not grouped:
+        raise OptionError("--engine, --scheduler and --threads apply to batched fits (--group-by)")
+    if engine not in ("local", "dask"):
+        raise OptionError(f"--engine must be local or dask; got '{engine}'")
+    if options.get("scheduler") and engine != "dask":
+        raise OptionError("--scheduler needs --engine dask")
+    if options.get("threads") and engine != "dask":
+        raise OptionError("--threads needs --engine dask (the local engine runs on one core)")
+    if grouped and options.get("plot"):
+        raise OptionError("--plot is not available with --group-by")
+    if grouped and len(plans) > 1:
+        raise OptionError("--group-by takes one --method")
+    if engine == "dask":
+        require_model(options.get("model"))
+
+
+def require_model(spec: str | None) -> str:
+    if not spec:
+        raise OptionError("--model is required for CSV data (see 'nlfit models')")
+    return spec
 
 
 def dask_groups(options: dict) -> bool:
@@ -186,7 +213,7 @@ def print_warnings(payloads: list[dict], quiet: int) -> None:
     lines = []
     for payload in payloads:
         prefix = f"group {payload['group']}: " if "group" in payload else ""
-        lines += [f"{prefix}{warning}" for warning in payload.get("warnings", [])]
+        lines += [f"{prefix}{warning['message']}" for warning in payload.get("warnings", [])]
     from nlfit.report.console import plain_line
 
     for line in lines[:WARNING_LINES]:
@@ -237,17 +264,11 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         from nlfit.report.console import plain_line
 
         plain_line(f"nlfit: warning: {missing_warning(dataset)}")
-    model_spec = options.get("model") or dataset.formula
-    if not model_spec:
-        raise OptionError("--model is required for CSV data (see 'nlfit models')")
+    model_spec = require_model(options.get("model") or dataset.formula)
     from nlfit.options import parse_p0
 
     p0 = parse_p0(options.get("p0"))
-    if (options.get("engine") or options.get("scheduler") or options.get("threads")) and not options.get("group_by"):
-        raise OptionError("--engine, --scheduler and --threads apply to batched fits (--group-by)")
     if options.get("group_by"):
-        if len(plans) > 1:
-            raise OptionError("--group-by takes one --method")
         return run_groups(dataset, model_spec, p0, plans[0], output_format, options)
     from nlfit.fitting import fit as run
 
@@ -298,40 +319,26 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
 
     from nlfit.batch import GroupFits, Tally
 
-    if options.get("plot"):
-        raise OptionError("--plot is not available with --group-by")
-    engine = options.get("engine") or "local"
-    if engine not in ("local", "dask"):
-        raise OptionError(f"--engine must be local or dask; got '{engine}'")
-    if options.get("scheduler") and engine != "dask":
-        raise OptionError("--scheduler needs --engine dask")
-    if options.get("threads") and engine != "dask":
-        raise OptionError("--threads needs --engine dask (the local engine runs on one core)")
     progress = progress_reporter(options, single=False)
     tally = Tally(keep=WARNING_LINES)
     try:
         fits = GroupFits(dataset, model_spec, p0=p0, on_progress=progress, options=plan)
         from nlfit import provenance
 
-        stamp = provenance.compact(provenance.build(dataset.inputs, provenance.command_options(options), plan))
+        extra = {"provenance": provenance.compact(provenance.build(dataset.inputs, provenance.command_options(options), plan))}
 
         def pieces():
-            info, waiting, following = None, {}, 0
+            waiting, following = {}, 0
             for block, results in fits.blocks():
-                info = info or results[0].model.to_json()  # the model's description, shared by every row
-                now = time.perf_counter() - fits.began
-                for g, result in zip(block, results, strict=True):
-                    result.seconds = now  # the batch's time when this group's block was done
-                    row = {**result.to_json(history=False, options=False, model_info=info), "provenance": stamp}
-                    tally.add(row["group"], row["success"], row["status"] == "interrupted", row.get("warnings", []))
-                    waiting[g] = output_format.groups([row], fits.param_names, header=False)
+                tally.add_fits(results)
+                waiting.update(zip(block.tolist(), output_format.group_lines(results, extra), strict=True))
                 text = []
                 while following in waiting:
                     text.append(waiting.pop(following))
                     following += 1
                 if text:
                     if following == len(text):  # the first rows
-                        text.insert(0, output_format.groups([], fits.param_names))
+                        text.insert(0, output_format.header(fits.param_names))
                         if progress is not None and not options.get("output") and stdout_is_terminal():
                             progress.close()  # the rows on the terminal show the progress from here
                             fits.on_progress = None
@@ -374,13 +381,7 @@ def run_groups_dask(data: list[str], x_columns, plans: list[FitOptions], output_
     from nlfit.options import parse_p0
 
     began = time.perf_counter()
-    if options.get("plot"):
-        raise OptionError("--plot is not available with --group-by")
-    if len(plans) > 1:
-        raise OptionError("--group-by takes one --method")
-    model_spec = options.get("model")
-    if not model_spec:
-        raise OptionError("--model is required for CSV data (see 'nlfit models')")
+    model_spec = options["model"]
     p0 = parse_p0(options.get("p0"))
     plan = dask_engine.plan(
         list(data),

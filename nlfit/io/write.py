@@ -231,20 +231,3 @@ def _umask() -> int:
 def ndjson_text(rows: list[dict]) -> str:
     """One JSON object per line (batched fits)."""
     return "".join(json_dumps(row) + "\n" for row in rows)
-
-
-def groups_csv_text(rows: list[dict], param_names, header: bool = True) -> str:
-    """One row per group: group, each parameter and its stderr, loss, status, iterations;
-    the header line first when ``header``."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    if header:
-        writer.writerow(["group"] + [c for name in param_names for c in (name, f"{name}_stderr")] + ["loss", "status", "iterations"])
-    for row in rows:
-        cells = [row["group"]]
-        for name in param_names:
-            entry = row["params"][name]
-            cells += [csv_number(entry["value"]), csv_number(entry["stderr"])]
-        cells += [csv_number(row["stats"]["loss"]), row["status"], row["counts"]["iterations"]]
-        writer.writerow(cells)
-    return out.getvalue()

@@ -21,11 +21,17 @@ class Json:
 
         return json_text(payload)
 
-    def groups(self, rows: list[dict], param_names, header: bool = True) -> str:
-        """NDJSON: one fit result per line (there is no header)."""
-        from nlfit.io.write import ndjson_text
+    def groups(self, fits, extra: dict | None = None, header: bool = True) -> str:
+        """NDJSON: one fit result per line (there is no header); ``extra``: keys added to every row."""
+        return "".join(self.group_lines(fits, extra))
 
-        return ndjson_text(rows)
+    def group_lines(self, fits, extra: dict | None = None) -> list[str]:
+        from nlfit.io.rows import json_rows
+
+        return json_rows(fits, extra)
+
+    def header(self, param_names) -> str:
+        return ""
 
     def jacobian(self, payload: dict, color: bool = False) -> str:
         return self.fit(payload)
@@ -39,11 +45,19 @@ class Csv:
 
         return params_csv_text(payload)
 
-    def groups(self, rows: list[dict], param_names, header: bool = True) -> str:
+    def groups(self, fits, extra: dict | None = None, header: bool = True) -> str:
         """One line per group, after the header line when ``header``."""
-        from nlfit.io.write import groups_csv_text
+        return (self.header(fits.param_names) if header else "") + "".join(self.group_lines(fits, extra))
 
-        return groups_csv_text(rows, param_names, header)
+    def group_lines(self, fits, extra: dict | None = None) -> list[str]:
+        from nlfit.io.rows import csv_lines
+
+        return csv_lines(fits)
+
+    def header(self, param_names) -> str:
+        from nlfit.io.rows import csv_lines
+
+        return csv_lines(None, param_names)[0]
 
     def jacobian(self, payload: dict, color: bool = False) -> str:
         """One row per parameter: its value and each mode's difference from forward mode."""
@@ -83,9 +97,15 @@ class Table:
             console.print(comparison_table(payload))
         return buffer.getvalue()
 
-    def groups(self, rows: list[dict], param_names, header: bool = True) -> str:
+    def groups(self, fits, extra: dict | None = None, header: bool = True) -> str:
         """Many groups read best as CSV (one line each), on a terminal too."""
-        return Csv().groups(rows, param_names, header)
+        return Csv().groups(fits, extra, header)
+
+    def group_lines(self, fits, extra: dict | None = None) -> list[str]:
+        return Csv().group_lines(fits, extra)
+
+    def header(self, param_names) -> str:
+        return Csv().header(param_names)
 
     def jacobian(self, payload: dict, color: bool = False) -> str:
         from rich.table import Table as RichTable

@@ -17,6 +17,7 @@ class Status(IntEnum):
     TIMEOUT = 8
     TOO_FEW_POINTS = 9
     SUSPECT = 10  # the solver converged, but a check after it shows the result is wrong
+    NO_DATA = 11  # a group whose every row was dropped (missing values): nothing to fit
 
     @property
     def label(self) -> str:
@@ -43,4 +44,5 @@ _MESSAGES = {
     Status.TIMEOUT: "stopped: the time limit was reached; the best result so far is reported",
     Status.TOO_FEW_POINTS: "not fitted: fewer data points than parameters",
     Status.SUSPECT: "the solver stopped as converged, but the result is known to be wrong",
+    Status.NO_DATA: "not fitted: every row of this group has a missing value in the used columns",
 }

@@ -1,0 +1,313 @@
+"""From solved members to :class:`nlfit.result.Fits`: one post-processing path for every fit.
+
+The stages are functions of arrays with a leading group axis, run once per batch, with no
+Python loop over groups:
+
+1. ``linearize``: the Jacobian (or its R factor), residuals and gradient at each result;
+2. ``polish``: Gauss-Newton steps from each converged fit, and near an exact fit a
+   refinement in extended precision (``nlfit.refine``, formula models on small data);
+3. ``statistics``: covariance, standard errors, intervals and goodness of fit
+   (``nlfit.stats``), one call per pattern of held parameters;
+4. ``checks``: the warnings of ``nlfit.diagnostics.CHECKS`` and of the bounds; a fatal one
+   turns a converged status into ``suspect``;
+5. ``assemble``: the columns of the result.
+
+What the checks need from the layer above (the auxiliary fit of the worse-than-a-constant
+check) is passed in as ``fit_constant``: nothing here imports the code that runs the fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nlfit import diagnostics, refine, stats
+from nlfit.numerics import LARGE_DATA_POINTS, cost
+from nlfit.result import STAT_ORDER, Fits
+from nlfit.solvers.status import Status
+from nlfit.warning import FitWarning
+
+POLISH_STEPS = 3
+
+
+@dataclass
+class Context:
+    """What the stages share about a batch: its problems (leaves with a leading G axis),
+    real-row ``counts`` and mask ``real``, the ``options``, Jacobian mode and factorization,
+    whether sigma was given, and a NIST file's data in long double (``extended``)."""
+
+    model: object
+    problems: object
+    counts: np.ndarray
+    real: np.ndarray
+    options: object
+    jac_mode: str
+    factorization: str
+    sigma_given: bool
+    extended: tuple | None = None
+
+    @property
+    def small(self) -> bool:
+        return int(np.shape(self.problems.y)[1]) < LARGE_DATA_POINTS
+
+
+def finish(context: Context, solved, *, data_columns: dict, keys=None, fit_constant=None, summaries=None) -> Fits:
+    """G results from the winners in ``solved`` (``nlfit.fitting.Solved``), stage by stage."""
+    statuses = np.asarray(solved.statuses)
+    factor, residuals, middle, grad = linearize(context, solved.state, statuses)
+    params, residuals, factor, grad = polish(context, np.array(solved.state.params), np.array(residuals), factor, grad, statuses)
+    lower, upper = np.asarray(context.problems.lower), np.asarray(context.problems.upper)
+    fixed = lower == upper
+    held = fixed | (params <= lower) | (params >= upper)
+    table = statistics(context, factor, residuals, params, held, middle)
+    with np.errstate(over="ignore", invalid="ignore"):  # a loss beyond the float range is reported as such (inf or NaN)
+        scaled_losses = cost(np.where(context.real, residuals, 0.0), context.problems.loss, np.asarray(context.problems.f_scale, dtype=np.float64))
+        table.values["loss"] = scaled_losses * np.asarray(context.problems.scale, dtype=np.float64) ** 2
+    evidence = diagnostics.Evidence(
+        context.model, context.problems, params, np.asarray(solved.starts), residuals, factor, grad, scaled_losses, statuses, np.asarray(context.counts),
+        context.real, held, np.asarray(solved.state.iteration), table.values["r2"], solved.members, summaries, fit_constant,
+    )  # fmt: skip
+    found = checks(evidence, table.warnings, params, lower, upper, fixed)
+    statuses, termination, found = verdicts(statuses, found)
+    return assemble(context, solved, params, table, fixed, statuses, termination, found, data_columns=data_columns, keys=keys, summaries=summaries)
+
+
+def linearize(context: Context, state, statuses):
+    """(factor (G, M, n), residuals (G, L), middle (G, n, n) or None, gradient (G, n)) at the
+    reported points, in scaled units: the Jacobian itself (small data) or its R factor from a
+    streaming QR (more) for the covariance, the residuals, the sandwich's middle for a robust
+    loss, and the gradient of the loss (with a robust loss, of J~ and r~). The solver's last
+    linearization is reused where it is at the reported point and of the right kind."""
+    from nlfit import derivatives
+    from nlfit.problem import rho
+
+    problems, jac_mode, loss = context.problems, context.jac_mode, context.problems.loss
+    params = state.params
+    stale = bool(np.any(np.isin(statuses, (Status.INTERRUPTED, Status.TIMEOUT, Status.TOO_FEW_POINTS, Status.NO_DATA))))
+    robust = loss != "linear"
+    mode = "rev" if jac_mode == "rev" else "fwd"
+    if context.small:
+        if jac_mode != "fd" and not robust and not stale and state.local.jac is not None:
+            jac, residuals = np.asarray(state.local.jac), np.asarray(state.local.residuals)
+        else:
+            residuals, jac = (np.asarray(v) for v in derivatives.jacobian_batch(params, problems, mode))
+        if not robust:
+            return jac, residuals, None, np.einsum("gmn,gm->gn", jac, residuals)
+        z = (residuals / np.asarray(problems.f_scale)[:, None]) ** 2
+        first, second = (np.asarray(v) for v in rho(z, loss, np)[1:])
+        influence = jac * (first * residuals)[:, :, None]
+        weight = np.sqrt(np.maximum(first + 2 * second * z, np.finfo(float).eps))
+        return jac * weight[:, :, None], residuals, np.einsum("gmi,gmj->gij", influence, influence), np.einsum("gmn,gm->gn", jac, first * residuals)
+    if context.factorization == "qr" and jac_mode != "fd" and not stale and state.local.r_factor is not None:
+        residuals, factor, grad = np.asarray(state.local.residuals), np.asarray(state.local.r_factor), np.asarray(state.local.grad)
+    else:
+        residuals, factor, _, grad = (np.asarray(v) for v in derivatives.qr_linearize_batch(params, problems, "fwd"))
+    middle = np.asarray(derivatives.influence_gram_batch(params, problems)) if robust else None
+    return factor, residuals, middle, grad
+
+
+def polish(context: Context, params, residuals, factor, grad, statuses):
+    """Gauss-Newton polish of the converged least-squares fits on small data
+    (``gauss_newton_polish``), then the extended-precision refinement near an exact fit.
+    Returns (params, residuals, factor, grad)."""
+    problems = context.problems
+    if context.small and problems.loss == "linear":
+        params, residuals, factor = gauss_newton_polish(problems, params, residuals, factor, statuses, context.jac_mode)
+        params, residuals = np.array(params), np.array(residuals)
+        grad = np.einsum("gmn,gm->gn", factor, residuals)
+    if context.small and refine.applies(context.model, problems.loss, int(np.max(context.counts))):
+        params, residuals = _refine_exact(context, params, residuals, factor, statuses)
+    return params, residuals, factor, grad
+
+
+def _refine_exact(context: Context, params, residuals, factor, statuses):
+    """Near an exact fit, polish in extended precision (only the few candidate groups)."""
+    problems, real = context.problems, context.real
+    scale = np.asarray(problems.scale, dtype=np.float64)
+    y, sigma = np.asarray(problems.y), np.asarray(problems.sigma)
+    lower, upper = np.asarray(problems.lower), np.asarray(problems.upper)
+    candidates = refine.candidates(residuals * scale[:, None], sigma if context.sigma_given else None, y, real)
+    candidates &= ~np.any(lower == upper, axis=1) & ~np.isin(statuses, (Status.NONFINITE, Status.TOO_FEW_POINTS, Status.NO_DATA))
+    for g in np.flatnonzero(candidates):
+        rows = real[g]
+        x_g = np.asarray(problems.x[g])[rows]
+        sigma_g = sigma[g][rows] if context.sigma_given else None
+        polished = refine.refine(
+            context.model, x_g, y[g][rows], sigma_g, params[g], factor[g][rows] * scale[g], residuals[g][rows] * scale[g], context.extended
+        )
+        if polished is not None:
+            params[g] = polished[0]
+            residuals[g][rows] = polished[1] / scale[g]
+    return params, residuals
+
+
+def gauss_newton_polish(problems, params, residuals, jac, statuses, jac_mode: str):
+    """Up to POLISH_STEPS Gauss-Newton steps from each converged fit, each kept only where it
+    lowers the sum of squares or, where the sum is flat to rounding, the gradient measure.
+    The solvers stop when the loss no longer falls by a relative ftol, which leaves the
+    parameters accurate to about sqrt(ftol); at a minimum the Gauss-Newton step removes that
+    remainder, so the answer no longer depends on how the iterations happened to approach it
+    (for example on the rounding of rescaled data). Parameters held at a bound or fixed do
+    not move. One compiled call for all groups. Returns (params, residuals, jac)."""
+    from nlfit._jax import compiled
+
+    converged = np.isin(statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
+    if not np.any(converged):
+        return params, residuals, jac
+    mode = "rev" if jac_mode == "rev" else "fwd"
+    out = compiled(_polish_groups, ("mode",), int(np.prod(np.shape(residuals))))(params, residuals, jac, converged, problems, mode=mode)
+    return tuple(np.asarray(v) for v in out)
+
+
+def _polish_groups(params, residuals, jac, converged, problems, *, mode):
+    from nlfit import derivatives
+    from nlfit._jax import jax, jnp
+    from nlfit.solvers.directions import column_norms
+
+    eps = jnp.finfo(jnp.float64).eps
+
+    def cosine(columns, r):
+        norms = column_norms(columns)
+        size = column_norms(r[:, None])[0]
+        unit = columns / jnp.where(norms > 0, norms, 1.0)[None, :]
+        return jnp.max(jnp.abs(unit.T @ (r / jnp.where(size > 0, size, 1.0))))
+
+    def one(p, r, j, ok, problem):
+        def body(_, carry):
+            p, r, j, done = carry
+            free = ((p > problem.lower) & (p < problem.upper)).astype(j.dtype)
+            columns = j * free[None, :]
+            norms = column_norms(columns)
+            norms = jnp.where(norms > 0, norms, 1.0)
+            step = -jnp.linalg.lstsq(columns / norms[None, :], r)[0] / norms
+            trial = jnp.clip(p + step, problem.lower, problem.upper)
+            r_new, j_new = derivatives.jacobian(trial, problem, mode)
+            decrease = jnp.sum((r - r_new) * (r + r_new))  # elementwise: keeps the digits a difference of sums loses
+            level = 16 * eps * jnp.sum(r * r)
+            flatter = cosine(j_new * free[None, :], r_new) < cosine(columns, r)
+            good = ~done & jnp.isfinite(decrease) & jnp.all(jnp.isfinite(j_new)) & ((decrease > 0) | ((decrease >= -level) & flatter))
+            keep = lambda new, old: jnp.where(good, new, old)  # noqa: E731
+            return keep(trial, p), keep(r_new, r), keep(j_new, j), done | ~good
+
+        usable = ok & jnp.all(jnp.isfinite(j)) & jnp.all(jnp.isfinite(r))
+        p, r, j, _ = jax.lax.fori_loop(0, POLISH_STEPS, body, (p, r, j, ~usable))
+        return p, r, j
+
+    return jax.vmap(one)(params, residuals, jac, converged, problems)
+
+
+def statistics(context: Context, factor, residuals, params, held, middle) -> stats.Statistics:
+    """``nlfit.stats.compute`` over the estimated parameters of each pattern of held ones
+    (one call per pattern, not per group); held parameters get NaN."""
+    problems = context.problems
+    groups, n_params = params.shape
+    names = list(context.model.param_names)
+    sigma = np.asarray(problems.sigma)
+    out = stats.Statistics(
+        covariance=np.full((groups, n_params, n_params), np.nan),
+        stderr=np.full((groups, n_params), np.nan),
+        correlation=np.full((groups, n_params, n_params), np.nan),
+        tvalues=np.full((groups, n_params), np.nan),
+        intervals=np.full((groups, n_params, 2), np.nan),
+        has_covariance=np.zeros(groups, dtype=bool),
+        rank=np.zeros(groups, dtype=np.int64),
+        values={},
+        warnings={},
+    )
+    patterns, which = np.unique(held, axis=0, return_inverse=True)
+    for p, pattern in enumerate(patterns):
+        members = np.flatnonzero(which.reshape(-1) == p)
+        estimated = np.flatnonzero(~pattern)
+        sub = stats.compute(
+            factor[members][:, :, estimated], residuals[members], params[members][:, estimated], [names[i] for i in estimated],
+            np.asarray(problems.y)[members], sigma[members] if context.sigma_given else None, np.asarray(context.counts)[members],
+            np.asarray(problems.scale, dtype=np.float64)[members], context.real[members], absolute_sigma=context.options.absolute_sigma,
+            conf_level=context.options.conf_level, sandwich_middle=None if middle is None else middle[members][:, estimated][:, :, estimated],
+        )  # fmt: skip
+        grid = np.ix_(members, estimated, estimated)
+        for name in ("stderr", "tvalues", "intervals"):
+            getattr(out, name)[np.ix_(members, estimated)] = getattr(sub, name)
+        out.covariance[grid], out.correlation[grid] = sub.covariance, sub.correlation
+        out.has_covariance[members] = sub.has_covariance
+        for name, column in sub.values.items():
+            out.values.setdefault(name, np.zeros(groups, dtype=column.dtype))[members] = column
+        for position, found in sub.warnings.items():
+            out.warnings[int(members[position])] = found
+    return out
+
+
+def checks(evidence, statistics_warnings: dict, params, lower, upper, fixed, every=diagnostics.CHECKS) -> dict:
+    """{g: [FitWarning, ...]}: the statistics' warnings, the bounds', then every check's,
+    each message once."""
+    found = {g: list(w) for g, w in statistics_warnings.items()}
+    for g, i in zip(*np.nonzero(~fixed & ((params <= lower) | (params >= upper))), strict=True):
+        name, side = evidence.names[i], "lower" if params[g, i] <= lower[g, i] else "upper"
+        message = f"{name} ended at its {side} bound ({params[g, i]:g}): its standard error is not meaningful"
+        found.setdefault(int(g), []).append(FitWarning("at-bound", message, params=(name,)))
+    for g, more in diagnostics.check(evidence, every).items():
+        found.setdefault(g, []).extend(more)
+    return {g: _once(warnings) for g, warnings in found.items()}
+
+
+def _once(warnings: list) -> list:
+    """Each message once, in first-seen order (two null-space vectors can name the same parameters)."""
+    seen: dict = {}
+    for warning in warnings:
+        seen.setdefault(warning.message, warning)
+    return list(seen.values())
+
+
+def verdicts(statuses, found: dict):
+    """(statuses, termination (-1 where none), warnings): a converged fit with a fatal
+    warning becomes SUSPECT; a fit that was not made (too few points, no data) keeps its
+    status and no warnings (the statistics of its start say nothing)."""
+    statuses = np.array(statuses)
+    termination = np.full(statuses.shape, -1)
+    unfitted = np.isin(statuses, (Status.TOO_FEW_POINTS, Status.NO_DATA))
+    found = {g: w for g, w in found.items() if not unfitted[g]}
+    for g, warnings in found.items():
+        if Status(int(statuses[g])).success and any(w.fatal for w in warnings):
+            termination[g], statuses[g] = statuses[g], Status.SUSPECT
+    return statuses, termination, found
+
+
+def assemble(context: Context, solved, params, table, fixed, statuses, termination, found, *, data_columns, keys, summaries) -> Fits:
+    """The columns of the result."""
+    problems, options = context.problems, context.options
+    lower, upper = np.asarray(problems.lower), np.asarray(problems.upper)
+    sides = np.where(fixed, 0, np.where(params <= lower, 1, np.where(params >= upper, 2, 0))).astype(np.int8)
+    state = solved.state
+    values = {name: table.values[name] for name in (*STAT_ORDER, "conf_level", "t_quantile", "loss")}
+    return Fits(
+        model=context.model,
+        method=options.method,
+        globalization=options.globalization,
+        jac_mode=context.jac_mode,
+        loss_name=problems.loss,
+        param_names=tuple(context.model.param_names),
+        keys=keys,
+        params=params,
+        stderr=table.stderr,
+        covariance=table.covariance,
+        correlation=table.correlation,
+        tvalues=table.tvalues,
+        intervals=table.intervals,
+        has_covariance=table.has_covariance,
+        fixed=fixed,
+        sides=sides,
+        status=np.asarray(statuses, dtype=np.int64),
+        termination=termination,
+        stats=values,
+        iterations=np.asarray(state.iteration, dtype=np.int64),
+        nfev=np.asarray(state.nfev, dtype=np.int64),
+        njev=np.asarray(state.njev, dtype=np.int64),
+        f_scale=np.asarray(problems.f_scale, dtype=np.float64) * np.asarray(problems.scale, dtype=np.float64),
+        warnings=found,
+        starts=summaries,
+        histories=solved.histories,
+        seconds=solved.seconds,
+        data_columns=data_columns,
+        absolute_sigma=bool(options.absolute_sigma and context.sigma_given),
+        options=options.to_json(),
+    )

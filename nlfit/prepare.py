@@ -1,0 +1,372 @@
+"""One preparation for every fit: ``prepare(dataset, model, options) -> Prepared``.
+
+A single fit is one group, ``--group-by`` gives one group per key, and each Dask partition is
+a dataset of its own groups: all three are set up here and nowhere else. ``prepare`` checks
+the model, the starts and the bounds before anything is solved (their errors come before
+any output), and ``Prepared.batches()`` hands over the groups as :class:`Batch` values:
+problems with a leading group axis, their starts, real-row counts and mask, and a frozen
+:class:`SolverConfig`. Nothing else builds a ``Problem`` for a fit.
+
+Grouped data: the rows of a long-format table are grouped by their key (order of first
+appearance kept; a key whose rows were all dropped by the reader keeps its place and gets
+the status ``no-data``). Groups of similar size share a batch (``size_buckets``: sizes
+within a factor of 2), padded to the longest group in it; a padded point gets sigma = inf,
+so its weighted residual and its row of the Jacobian are exactly zero. A single fit is
+padded to a ladder of sizes (``numerics.padded_size``) so that files of different lengths
+share one compiled solver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from nlfit import multistart
+from nlfit.errors import InputError, ModelError, OptionError
+from nlfit.io.dataset import Dataset
+from nlfit.models.registry import model_for
+from nlfit.numerics import LARGE_DATA_POINTS, padded_size, residual_scales
+from nlfit.options import FitOptions
+from nlfit.start import box, choose_start
+
+BLOCK_RESIDUALS = 1 << 18  # residuals (groups x points) solved at once: the working set stays in cache
+BLOCK_GROUPS = 1 << 13  # groups solved at once: the results of a block are held until they are written
+BUCKET_GROWTH = 2.0  # groups whose sizes differ by less than this factor share a padded batch
+
+
+@dataclass(frozen=True, eq=False)
+class SolverConfig:
+    """How every member of a batch is solved: the direction and globalization objects, the
+    factorization and Jacobian mode, the jitted ``settings``, the number of starts per group
+    (``count``), which parameters enter linearly and which are free."""
+
+    direction: object
+    globalization: object
+    factorization: str
+    jac_mode: str
+    settings: object
+    seed: int
+    count: int
+    linear: np.ndarray
+    free: np.ndarray
+
+
+def choose_factorization(option: str, rows: int, groups: int = 1, params: int | None = None, method: str | None = None) -> str:
+    """The default ``auto`` (the same for single and grouped fits): for many groups fitted by
+    Levenberg-Marquardt with at most ``subproblems.SMALL_PARAMETERS`` parameters, J^T J with
+    the steps' closed-form Cholesky (the batches' fast path); otherwise J and its SVD below
+    LARGE_DATA_POINTS rows in all (groups x rows per group), and from there the streaming
+    QR for one fit and J^T J for the steps of many small fits. Statistics and the final
+    Gauss-Newton polish always use the SVD of each J (or its R factor)."""
+    from nlfit.solvers.subproblems import SMALL_PARAMETERS
+
+    if option != "auto":
+        return option
+    if groups > 1 and method == "lm" and params is not None and params <= SMALL_PARAMETERS and rows < LARGE_DATA_POINTS:
+        return "cholesky"
+    if rows * groups < LARGE_DATA_POINTS:
+        return "svd"
+    return "qr" if groups == 1 or rows >= LARGE_DATA_POINTS else "gram"
+
+
+def start_count(options: FitOptions, model, free: np.ndarray, rows: int, groups: int) -> int:
+    """How many starts: the option's count, or for ``auto`` ``multistart.auto_count``."""
+    if options.starts != "auto":
+        return int(options.starts)
+    linear = np.array(model.linear_params, dtype=bool)
+    return multistart.auto_count(linear, free, rows, groups, robust=options.loss != "linear")
+
+
+def solver_config(options: FitOptions, model, lower, upper, rows: int, groups: int, jac_mode: str) -> SolverConfig:
+    """The solver of these options for ``groups`` problems of ``rows`` rows each."""
+    from nlfit.solvers.directions import make_direction
+    from nlfit.solvers.globalization import make_globalization
+
+    factorization = choose_factorization(options.factorization, rows, groups, len(model.param_names), options.method)
+    free = np.asarray(lower) != np.asarray(upper)
+    return SolverConfig(
+        direction=make_direction(options.method, options.batch_size, factorization),
+        globalization=make_globalization(options.globalization),
+        factorization=factorization,
+        jac_mode=jac_mode,
+        settings=options.settings(),
+        seed=options.seed,
+        count=start_count(options, model, free, rows, groups),
+        linear=np.array(model.linear_params, dtype=bool),
+        free=free,
+    )
+
+
+@dataclass
+class Grouped:
+    """The rows of each group, without padding: group g holds rows ``order[begin[g]:begin[g] + counts[g]]``."""
+
+    keys: list[str]
+    order: np.ndarray
+    begin: np.ndarray
+    counts: np.ndarray
+
+    def rows(self, g: int) -> np.ndarray:
+        return self.order[self.begin[g] : self.begin[g] + self.counts[g]]
+
+    def pad(self, members: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, width: int | None = None):
+        """x (B, L[, k]), y (B, L), sigma (B, L) and the real-row mask (B, L) of the groups
+        ``members``, padded to their longest (L, or ``width``): a padded point repeats the
+        group's first point (the first row of the data for a group without rows) with
+        sigma = inf."""
+        counts = self.counts[members]
+        width = int(counts.max()) if width is None else width
+        offsets = np.arange(width)[None, :]
+        real = offsets < counts[:, None]
+        position = self.begin[members][:, None] + np.where(real, offsets, 0)
+        x, y = np.asarray(x), np.asarray(y)
+        source = np.ones_like(y) if sigma is None else np.asarray(sigma)
+        if not len(self.order):  # no group has rows (a Dask partition of groups that lost them all): one stand-in point
+            x, y, source = np.zeros((1, *x.shape[1:])), np.zeros(1), np.ones(1)
+        index = np.where(counts[:, None] > 0, self.order[np.minimum(position, max(len(self.order) - 1, 0))] if len(self.order) else 0, 0)
+        return x[index], y[index], np.where(real, source[index], np.inf), real
+
+
+def group_rows(dataset: Dataset) -> Grouped:
+    """The groups of ``dataset`` in order of first appearance, the keys whose every row was
+    dropped (``Dataset.empty_groups``) among them, with no rows."""
+    import pandas as pd
+
+    codes, found = pd.factorize(dataset.groups, sort=False)
+    keys = [str(k) for k in found]
+    present = set(keys)
+    empty = [(key, row) for key, row in dict(reversed(list(dataset.empty_groups or ()))).items() if key not in present]  # each once, at its first row
+    empty.sort(key=lambda item: item[1])
+    if not keys and not empty:
+        raise InputError("--group-by: the data has no rows")
+    counts = np.bincount(codes, minlength=len(keys))
+    order = np.argsort(codes, kind="stable")
+    begin = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    if empty:  # every group at the row where it first appears in the input
+        first = np.unique(codes, return_index=True)[1] if len(keys) else np.zeros(0, dtype=np.int64)
+        places = np.concatenate([first if dataset.kept_rows is None else np.asarray(dataset.kept_rows)[first], [row for _, row in empty]])
+        placed = np.argsort(places, kind="stable")
+        keys = [(keys + [key for key, _ in empty])[i] for i in placed]
+        counts = np.concatenate([counts, np.zeros(len(empty), dtype=counts.dtype)])[placed]
+        begin = np.concatenate([begin, np.zeros(len(empty), dtype=np.int64)])[placed]
+    return Grouped(keys, order, begin, counts)
+
+
+def size_buckets(counts: np.ndarray) -> list[np.ndarray]:
+    """The groups (indices, in order) in batches of similar size: group g goes to bucket
+    ceil(log_BUCKET_GROWTH(counts[g])), and each bucket is padded only to its own longest
+    group. One 200,000-point group among 200 small ones then pads only itself; padding
+    costs at most a factor BUCKET_GROWTH in memory and time."""
+    counts = np.asarray(counts)
+    level = np.ceil(np.log(np.maximum(counts, 1)) / np.log(BUCKET_GROWTH) - 1e-9).astype(int)
+    return [np.flatnonzero(level == value) for value in np.unique(level)]
+
+
+def blocks(bucket: np.ndarray, width: int) -> list[np.ndarray]:
+    """``bucket`` cut into blocks of at most BLOCK_RESIDUALS residuals and BLOCK_GROUPS
+    groups, solved one after the other. A vmapped solve copies its whole state every
+    iteration and runs until its slowest member stops: in blocks the state stays in the
+    cache, and a block ends with its own slowest member (20,000 rational groups of 100
+    points: 5.5 s as one batch, 2.5-2.9 s in blocks). With at most BLOCK_GROUPS groups a
+    block, the results held at once do not grow with the number of groups. Every block has
+    the same number of groups, so one compiled solver serves them all: the last is filled
+    up with copies of its last group, whose results are dropped."""
+    size = max(1, min(BLOCK_RESIDUALS // max(width, 1), BLOCK_GROUPS))
+    count = -(-len(bucket) // size)
+    if count <= 1:
+        return [bucket]
+    size = -(-len(bucket) // count)  # the blocks as even as they can be
+    padded = np.concatenate([bucket, np.repeat(bucket[-1:], count * size - len(bucket))])
+    return list(padded.reshape(count, size))
+
+
+def settle_options(options: FitOptions, model, sizes: dict[int, int]) -> FitOptions:
+    """``options`` with the choices that depend on all the groups made once (for fits of
+    parts of the groups, such as Dask partitions, that must agree with one fit of all):
+    the ``--starts auto`` count, the Jacobian mode (widest group), and the factorization
+    where every size bucket resolves the same way. ``sizes``: group size -> how many groups."""
+    from nlfit import derivatives
+
+    n_params = len(model.param_names)
+    widest, groups = max(sizes), sum(sizes.values())
+    lower, upper, _ = box(model, options.bounds, options.fix, np.ones(n_params), given=False)
+    starts = start_count(options, model, np.asarray(lower) != np.asarray(upper), widest, groups)
+    jac = derivatives.resolve_mode(options.jac, widest, n_params)
+    size_list = np.array(sorted(sizes))
+    numbers = np.array([sizes[int(s)] for s in size_list])
+    ways = {
+        choose_factorization(options.factorization, int(size_list[b].max()), int(numbers[b].sum()), n_params, options.method) for b in size_buckets(size_list)
+    }
+    factorization = ways.pop() if len(ways) == 1 else options.factorization
+    return options.replace(starts=starts, jac=jac, factorization=factorization)
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """G groups ready for the one solve (``nlfit.fitting.solve_batch``): ``problems`` (leaves
+    with a leading G axis, L rows each), ``starts`` (G, n), ``counts`` (G,) real rows,
+    ``real`` (G, L), the ``config``, ``model_starts`` (G, n) (the model's own start beside a
+    given one, for multistart) or None, ``members`` (G,) the groups' positions in
+    ``Prepared.keys`` of which the first ``distinct`` are the block's own groups (the rest
+    fill the last block), and ``keys`` (None for a single fit)."""
+
+    problems: object
+    starts: np.ndarray
+    counts: np.ndarray
+    real: np.ndarray
+    config: SolverConfig
+    model_starts: np.ndarray | None
+    members: np.ndarray
+    distinct: int
+    keys: list[str] | None
+
+
+@dataclass(eq=False)
+class Prepared:
+    """A checked fit of one model to one or more groups; ``batches()`` yields its blocks."""
+
+    model: object
+    options: FitOptions
+    dataset: Dataset
+    grouped: Grouped
+    keys: list[str] | None
+    starts: np.ndarray  # (G, n)
+    lower: np.ndarray
+    upper: np.ndarray
+    jac_mode: str
+    p0_given: bool
+    y_fitted: np.ndarray  # the response the model fits (after its transform)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(self.model.param_names)
+
+    @property
+    def data_columns(self) -> dict:
+        data = self.dataset
+        return {"x": list(data.x_names), "y": data.y_name, "files": list(data.files), "dropped": int(data.dropped)}
+
+    def batches(self) -> Iterator[Batch]:
+        """Every group once, bucket by bucket and block by block (a single fit: one batch)."""
+        counts = self.grouped.counts
+        if self.keys is None:
+            rows = int(counts[0])
+            width = rows if self.options.batch_size is not None else padded_size(rows)  # SGD samples rows: never padded
+            yield self._batch(np.array([0]), width, 1, solver_config(self.options, self.model, self.lower, self.upper, rows, 1, self.jac_mode))
+            return
+        for bucket in size_buckets(counts):
+            width = int(max(counts[bucket].max(), 1))
+            # the choices (factorization, number of starts) follow the whole bucket, however it is cut
+            config = solver_config(self.options, self.model, self.lower, self.upper, width, len(bucket), self.jac_mode)
+            for block in blocks(bucket, width):
+                yield self._batch(block, width, len(set(block.tolist())), config)
+
+    def _batch(self, members: np.ndarray, width: int, distinct: int, config: SolverConfig) -> Batch:
+        from nlfit._jax import jnp
+        from nlfit.problem import Problem
+
+        sigma = self.dataset.sigma
+        xs, ys, sigmas, real = self.grouped.pad(members, np.asarray(self.dataset.x), self.y_fitted, sigma, width)
+        scales = residual_scales(ys, sigmas, real)
+        size = len(members)
+        problems = Problem(
+            x=np.asarray(xs, dtype=np.float64),
+            y=np.asarray(ys, dtype=np.float64),
+            sigma=np.asarray(sigmas, dtype=np.float64),
+            model=self.model,
+            loss=self.options.loss,
+            f_scale=jnp.asarray(self.options.f_scale / scales),
+            lower=jnp.tile(jnp.asarray(self.lower), (size, 1)),
+            upper=jnp.tile(jnp.asarray(self.upper), (size, 1)),
+            scale=jnp.asarray(scales),
+        )
+        counts = self.grouped.counts[members]
+        model_starts = None
+        if self.p0_given and config.count > 1:  # the model's own start per group beside the one given
+            model_starts = np.stack([_default_start(self.model, xs[i][real[i]], ys[i][real[i]], len(self.lower)) for i in range(size)])
+        keys = None if self.keys is None else [self.keys[g] for g in members]
+        return Batch(problems, self.starts[members], counts, real, config, model_starts, members, distinct, keys)
+
+
+def prepare(dataset: Dataset, model, options: FitOptions, p0=None, *, grouped: bool = False, group_starts=None, file_start: int | None = None) -> Prepared:
+    """Check and set up the fit of ``model`` (a spec or a Model) to ``dataset``: one group, or
+    with ``grouped`` one per ``dataset.groups`` key. ``p0`` (position or names) applies to
+    every group; ``group_starts`` (G, n) gives each group its own; without either, each
+    group gets the model's default (moved into the bounds). Errors here come before any
+    solve: a start the user gave outside the bounds, a missing start, a bad option."""
+    from nlfit import derivatives
+
+    model = model_for(model, dataset)
+    n_params = len(model.param_names)
+    y_fitted = np.asarray(model.transform_response(dataset.y, dataset.x), dtype=np.float64)
+    if grouped:
+        rows = group_rows(dataset)
+        starts, given = _group_starts(model, dataset, rows, y_fitted, p0, group_starts)
+    else:
+        rows = Grouped(["0"], np.arange(dataset.n_points), np.array([0]), np.array([dataset.n_points]))
+        start, given = choose_start(model, dataset, p0, file_start)
+        starts = np.asarray(start, dtype=np.float64)[None]
+    jac_mode = derivatives.resolve_mode(options.jac, int(rows.counts.max()), n_params)
+    lower, upper, _ = box(model, options.bounds, options.fix, starts[0] if not given else np.clip(starts[0], -np.inf, np.inf), given=False)
+    starts = _place_starts(model, starts, lower, upper, options.fix, given)
+    if not grouped:
+        estimated = int(np.count_nonzero(lower != upper))
+        if dataset.n_points < estimated:
+            raise ModelError(f"model '{model.spec}' has {estimated} free parameters but the data have only {dataset.n_points} point(s)")
+        if not np.all(np.isfinite(y_fitted)):
+            raise ModelError(f"the response transform of '{model.spec}' gives non-finite values (e.g. log of a value <= 0)")
+    return Prepared(model, options, dataset, rows, rows.keys if grouped else None, starts, lower, upper, jac_mode, given, y_fitted)
+
+
+def _group_starts(model, dataset: Dataset, rows: Grouped, y_fitted: np.ndarray, p0, group_starts) -> tuple[np.ndarray, bool]:
+    """(G, n) starts and whether the user gave them (``group_starts``, or ``p0`` for all)."""
+    groups, n_params = len(rows.keys), len(model.param_names)
+    if group_starts is not None:
+        starts = np.asarray(group_starts, dtype=np.float64)
+        if starts.shape != (groups, n_params):
+            raise InputError(f"starts must have shape ({groups}, {n_params}); got {starts.shape}")
+        return starts, True
+    x_all = np.asarray(dataset.x)
+    if p0 is None and model.default_p0(x_all[:1], y_fitted[:1]) is None:
+        choose_start(model, dataset)  # raises the "needs a starting point" error
+    if not getattr(model, "data_dependent_start", True) and (p0 is None or not isinstance(p0, dict)):
+        start = choose_start(model, Dataset(x=x_all[:1], y=y_fitted[:1], x_names=dataset.x_names, y_name=dataset.y_name), p0)[0]
+        return np.tile(np.asarray(start, dtype=np.float64), (groups, 1)), p0 is not None
+    starts = []
+    for g in range(groups):  # the model's default start depends on each group's data
+        member_rows = rows.rows(g)
+        member = Dataset(x=x_all[member_rows], y=y_fitted[member_rows], x_names=dataset.x_names, y_name=dataset.y_name)
+        try:
+            with np.errstate(all="ignore"):
+                starts.append(choose_start(model, member, p0)[0])
+        except (np.linalg.LinAlgError, ValueError):
+            starts.append(np.ones(n_params))  # a group whose default start cannot be computed (bad data)
+    return np.nan_to_num(np.array(starts, dtype=np.float64), nan=1.0, posinf=1.0, neginf=1.0).reshape(groups, n_params), p0 is not None
+
+
+def _place_starts(model, starts: np.ndarray, lower, upper, fix, given: bool) -> np.ndarray:
+    """Fixed parameters at their values; a default start moved into the bounds; a given
+    start outside them is an error that names the parameter (the same for one or many groups)."""
+    starts = np.array(starts, dtype=np.float64)
+    names = list(model.param_names)
+    for name, value in (fix or {}).items():
+        starts[:, names.index(name)] = value
+    if not given:
+        return np.clip(starts, lower, upper)
+    outside = (starts < lower) | (starts > upper)
+    if np.any(outside):
+        g, i = (int(v[0]) for v in np.nonzero(outside))
+        raise OptionError(f"the start {names[i]}={starts[g, i]:g} is outside its bounds [{lower[i]:g}, {upper[i]:g}]; give a --p0 inside")
+    return starts
+
+
+def _default_start(model, x, y, n_params) -> np.ndarray:
+    """The model's default start for one group (NaN where it cannot be computed)."""
+    try:
+        with np.errstate(all="ignore"):
+            start = model.default_p0(x, y)
+    except (np.linalg.LinAlgError, ValueError):
+        start = None
+    return np.full(n_params, np.nan) if start is None else np.asarray(start, dtype=np.float64)

@@ -1,0 +1,200 @@
+"""The post-processing stages one by one, on small hand-made arrays (no solve, no compile),
+and the rows of a grouped fit: every group keeps its row.
+
+The stages (``nlfit.postprocess``): statistics (``nlfit.stats``), the checks
+(``nlfit.diagnostics.CHECKS``), the verdicts (suspect, unfitted), the assembled columns
+(``nlfit.result.Fits``) and the rows written from them (``nlfit.io.rows``).
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nlfit import diagnostics, postprocess, stats
+from nlfit.io.dataset import Dataset
+from nlfit.io.rows import csv_lines, json_rows
+from nlfit.prepare import group_rows
+from nlfit.result import STAT_ORDER, Fits
+from nlfit.solvers.status import Status
+from nlfit.warning import FitWarning
+
+
+class Line:
+    """A model stand-in: what the rows need of a model (its spec, names and description)."""
+
+    spec = "a + b*x"
+    param_names = ("a", "b")
+    linear_params = (True, True)
+
+    def to_json(self):
+        return {"spec": self.spec, "params": list(self.param_names)}
+
+
+def _line_fits(groups=3):
+    """Straight-line fits of G groups, y = 1 + 2 x + noise, as the statistics give them."""
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.0, 1.0, 6)
+    y = 1.0 + 2.0 * x + rng.normal(0, 0.1, (groups, x.size))
+    jac = np.broadcast_to(np.column_stack([np.ones_like(x), x]), (groups, x.size, 2)).copy()
+    params = np.array([np.linalg.lstsq(jac[g], y[g], rcond=None)[0] for g in range(groups)])
+    residuals = np.einsum("gmn,gn->gm", jac, params) - y
+    table = stats.compute(jac, residuals, params, ["a", "b"], y, None, np.full(groups, x.size), np.ones(groups))
+    return x, y, jac, params, residuals, table
+
+
+def test_statistics_are_columns_with_the_textbook_covariance():
+    x, y, jac, params, residuals, table = _line_fits()
+    dof = x.size - 2
+    for g in range(3):
+        s2 = np.sum(residuals[g] ** 2) / dof
+        np.testing.assert_allclose(table.covariance[g], s2 * np.linalg.inv(jac[g].T @ jac[g]), rtol=1e-10)
+    assert set(STAT_ORDER) <= set(table.values) and all(np.shape(table.values[k]) == (3,) for k in STAT_ORDER)
+    np.testing.assert_array_equal(table.values["dof"], [dof] * 3)
+    assert np.all(np.isnan(table.values["chi2"]))  # no sigma: not defined, written as null
+    assert table.warnings == {} and np.all(table.has_covariance)
+
+
+def test_statistics_warn_with_their_kind_and_parameters():
+    jac = np.array([[[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]])  # b = 2 a: only a combination is determined
+    table = stats.compute(jac, np.array([[0.1, -0.1, 0.0]]), np.array([[1.0, 1.0]]), ["a", "b"], np.zeros((1, 3)), None, np.array([3]), np.ones(1))
+    (warning,) = table.warnings[0]
+    assert warning.kind == "not-identifiable" and warning.params == ("a", "b") and not warning.fatal
+    assert not table.has_covariance[0]
+
+
+def _evidence(params, starts, residuals, factor, grad, statuses, y, held=None, iterations=None):
+    groups, rows = residuals.shape
+    problems = SimpleNamespace(
+        y=y, sigma=np.ones_like(y), scale=np.ones(groups), loss="linear", f_scale=np.ones(groups), x=np.zeros((groups, rows, 2))
+    )  # two predictor columns: the pole check has no order to look between
+    return diagnostics.Evidence(
+        model=Line(), problems=problems, params=params, starts=starts, residuals=residuals, factor=factor, grad=grad,
+        losses=0.5 * np.sum(residuals**2, axis=1), statuses=np.asarray(statuses), counts=np.full(groups, rows), real=np.ones((groups, rows), bool),
+        held=np.zeros(params.shape, bool) if held is None else held, iterations=np.full(groups, 5) if iterations is None else iterations,
+        r2=np.full(groups, 0.9),
+    )  # fmt: skip
+
+
+def test_each_check_flags_its_own_case():
+    y = np.array([[1.0, 2.0, 3.0, 4.0]] * 3)
+    residuals = np.array([[0.1, -0.2, 0.2, -0.1]] * 3)
+    factor = np.array([[[1.0, 0.0], [1.0, 1.0], [1.0, 2.0], [1.0, 3.0]]] * 3)
+    factor[0, :, 1] = 0.0  # group 0: b's column is dead (a plateau)
+    params = np.array([[1.0, 1.0], [1.0, 5e7], [1.0, 1.0]])  # group 1: b ran away from its start
+    grad = np.zeros((3, 2))
+    grad[2] = [0.5, 0.5]  # group 2: converged, but not stationary
+    starts = np.array([[1.0, 1.0], [1.0, 1.0], [2.0, 2.0]])  # group 2 moved: not stuck at its start
+    ev = _evidence(params, starts, residuals, factor, grad, [Status.GTOL] * 3, y)
+    plateau, runaway, not_minimum = diagnostics.plateau(ev), diagnostics.runaway(ev), diagnostics.not_a_minimum(ev)
+    assert list(plateau) == [0] and plateau[0][0].fatal and plateau[0][0].params == ("b",)
+    assert list(runaway) == [1] and not runaway[1][0].fatal and runaway[1][0].kind == "runaway"
+    assert list(not_minimum) == [2] and not_minimum[2][0].kind == "not-stationary" and not_minimum[2][0].fatal
+
+
+def test_worse_than_a_constant_warns_without_an_auxiliary_fit():
+    y = np.array([[1.0, 2.0, 1.0, 2.0]])
+    residuals = np.array([[5.0, -5.0, 5.0, -5.0]])  # far worse than the mean
+    factor = np.array([[[1.0, 0.0], [1.0, 1.0], [1.0, 2.0], [1.0, 3.0]]])
+    ev = _evidence(np.ones((1, 2)), np.ones((1, 2)), residuals, factor, np.zeros((1, 2)), [Status.FTOL], y)
+    (warning,) = diagnostics.worse_than_constant(ev)[0]
+    assert warning.kind == "worse-than-constant" and not warning.fatal  # no fit_constant: it cannot show a lower loss
+
+
+def test_checks_add_bound_warnings_and_say_each_message_once():
+    repeated = FitWarning("correlated", "a and b are strongly correlated", params=("a", "b"))
+    params = np.array([[0.0, 1.0], [2.0, 3.0]])
+    lower, upper = np.array([[0.0, -np.inf]] * 2), np.array([[np.inf, np.inf]] * 2)
+    ev = SimpleNamespace(names=["a", "b"])
+    found = postprocess.checks(ev, {1: [repeated, repeated]}, params, lower, upper, np.zeros((2, 2), bool), every=())
+    assert [w.kind for w in found[0]] == ["at-bound"] and found[0][0].params == ("a",)
+    assert found[1] == [repeated]
+
+
+def test_verdicts_make_fatal_fits_suspect_and_unfitted_groups_silent():
+    fatal, mild = FitWarning("plateau", "stuck", fatal=True), FitWarning("runaway", "far")
+    statuses = np.array([Status.GTOL, Status.MAX_ITER, Status.TOO_FEW_POINTS, Status.NO_DATA, Status.FTOL])
+    new, termination, found = postprocess.verdicts(statuses, {0: [fatal], 1: [fatal], 2: [mild], 3: [mild], 4: [mild]})
+    assert new.tolist() == [Status.SUSPECT, Status.MAX_ITER, Status.TOO_FEW_POINTS, Status.NO_DATA, Status.FTOL]
+    assert termination.tolist() == [Status.GTOL, -1, -1, -1, -1]
+    assert sorted(found) == [0, 1, 4]
+
+
+def _fits(groups=3):
+    x, y, jac, params, residuals, table = _line_fits(groups)
+    table.values["loss"] = 0.5 * np.sum(residuals**2, axis=1)
+    fixed = np.zeros((groups, 2), bool)
+    statuses, termination, found = postprocess.verdicts(
+        np.array([Status.GTOL, Status.GTOL, Status.XTOL][:groups]), {1: [FitWarning("plateau", "stuck", fatal=True, params=("b",))]}
+    )
+    return Fits(
+        model=Line(), method="lm", globalization="trust-region", jac_mode="fwd", loss_name="linear", param_names=("a", "b"),
+        keys=[f"g{g}" for g in range(groups)], params=params, stderr=table.stderr, covariance=table.covariance, correlation=table.correlation,
+        tvalues=table.tvalues, intervals=table.intervals, has_covariance=table.has_covariance, fixed=fixed, sides=np.zeros((groups, 2), np.int8),
+        status=statuses, termination=termination, stats={k: table.values[k] for k in (*STAT_ORDER, "conf_level", "t_quantile", "loss")},
+        iterations=np.arange(groups), nfev=np.arange(groups) + 1, njev=np.arange(groups), f_scale=np.ones(groups), warnings=found,
+        data_columns={"x": ["x"], "y": "y"},
+    )  # fmt: skip
+
+
+def test_rows_from_columns_hold_each_results_json():
+    fits = _fits()
+    lines = json_rows(fits, {"provenance": {"nlfit": "test"}})
+    assert len(lines) == 3 and all(line.endswith("\n") and line.count("\n") == 1 for line in lines)
+    for g, line in enumerate(lines):
+        row = json.loads(line)
+        expected = json.loads(json.dumps(fits.result(g).to_json(history=False, options=False)))
+        assert row.pop("provenance") == {"nlfit": "test"}
+        assert row == expected
+    suspect = json.loads(lines[1])
+    assert suspect["status"] == "suspect" and suspect["termination"] == "gtol" and not suspect["success"]
+    assert suspect["warnings"] == [{"kind": "plateau", "message": "stuck", "fatal": True, "params": ["b"]}]
+
+
+def test_csv_rows_say_loss_rss_success_and_how_many_warnings():
+    fits = _fits()
+    header, *rows = [line.rstrip("\n").split(",") for line in csv_lines(None, fits.param_names) + csv_lines(fits)]
+    assert header == ["group", "a", "a_stderr", "b", "b_stderr", "loss", "rss", "success", "status", "warnings", "iterations"]
+    assert [r[0] for r in rows] == ["g0", "g1", "g2"]
+    assert [r[7] for r in rows] == ["true", "false", "true"] and [r[9] for r in rows] == ["0", "1", "0"]
+    assert float(rows[0][6]) == pytest.approx(2 * float(rows[0][5]))  # rss = 2 x the least-squares loss
+
+
+def test_groups_whose_rows_were_all_dropped_keep_their_place():
+    data = Dataset(
+        x=np.arange(5.0), y=np.arange(5.0), x_names=("x",), y_name="y", groups=np.array(["b", "b", "d", "d", "d"], dtype=object),
+        empty_groups=(("a", 0), ("c", 4)), kept_rows=np.array([1, 2, 5, 6, 7]),
+    )  # fmt: skip
+    grouped = group_rows(data)
+    assert grouped.keys == ["a", "b", "c", "d"] and grouped.counts.tolist() == [0, 2, 0, 3]
+    xs, ys, sigma, real = grouped.pad(np.arange(4), data.x, data.y, None, 3)
+    assert real.tolist() == [[False] * 3, [True, True, False], [False] * 3, [True] * 3]
+    assert np.all(np.isinf(sigma[~real])) and ys[3].tolist() == [2.0, 3.0, 4.0]
+
+
+def test_an_all_missing_group_and_a_two_row_group_keep_their_rows(tmp_path):
+    from nlfit.cli.app import app
+
+    x = np.linspace(0.0, 3.0, 8)
+    lines = ["id,x,y"] + [f"full,{v},{2.0 * np.exp(-0.5 * v) + 0.01 * np.sin(9 * v)}" for v in x]
+    lines[3:3] = ["gone,0.5,", "gone,1.0,"]
+    lines += ["two,0.0,2.0", "two,1.0,1.2", "gone,2.0,"]
+    path = tmp_path / "groups.csv"
+    path.write_text("\n".join(lines) + "\n")
+    for fmt in ("json", "csv"):
+        done = CliRunner().invoke(app, ["fit", str(path), "--group-by", "id", "-m", "a*exp(-b*x)", "--p0", "a=1,b=1", "-f", fmt])
+        assert done.exit_code == 1, done.stderr  # 'gone' is not fitted
+        assert "dropped 3 rows with missing values" in done.stderr
+        if fmt == "json":
+            rows = {r["group"]: r for r in map(json.loads, done.stdout.splitlines())}
+            assert list(rows) == ["full", "gone", "two"]
+            assert rows["gone"]["status"] == "no-data" and rows["gone"]["stats"]["n"] == 0 and rows["gone"]["warnings"] == []
+            assert rows["two"]["success"] and rows["two"]["stats"]["n"] == 2 and rows["two"]["params"]["a"]["stderr"] is None
+            assert rows["two"]["params"]["a"]["value"] == pytest.approx(2.0, rel=1e-8)
+        else:
+            table = [line.split(",") for line in done.stdout.splitlines()]
+            assert [r[0] for r in table[1:]] == ["full", "gone", "two"] and table[2][8] == "no-data"
