@@ -138,6 +138,9 @@ def concatenate(parts: list[Fits]) -> Fits:
     return dataclasses.replace(first, **changes)
 
 
+SAID_BEFORE = ("dropped-rows",)  # said once for the whole input (the reader's line), not once per group
+
+
 @dataclass
 class Tally:
     """What the rows of a grouped fit written so far say, whichever engine made them: how
@@ -157,7 +160,8 @@ class Tally:
         self.failed += int(np.count_nonzero(~fits.success))
         self.interrupted |= bool(np.any(fits.status == Status.INTERRUPTED))
         for g in sorted(fits.warnings):
-            self.add_warnings(fits.keys[g] if fits.keys is not None else g, [w.message for w in fits.warnings[g]])
+            lines = [w.message for w in fits.warnings[g] if w.kind not in SAID_BEFORE]
+            self.add_warnings(fits.keys[g] if fits.keys is not None else g, lines)
 
     def add(self, group, success: bool, interrupted: bool, warnings) -> None:
         self.rows += 1

@@ -296,6 +296,7 @@ def _meta(plan: Plan):
         columns["sigma"] = pd.Series([], dtype="float64")
     columns["pos"] = pd.Series([], dtype="int64")
     columns["empty"] = pd.Series([], dtype="bool")
+    columns["lost"] = pd.Series([], dtype="int64")
     return pd.DataFrame(columns)
 
 
@@ -352,11 +353,24 @@ def _read(index: int, name: str, plan: Plan):
         columns["sigma"] = np.concatenate([np.asarray(dataset.sigma, dtype=np.float64), filler])
     columns["pos"] = (np.int64(index) << ROW_BITS) + np.concatenate([places, np.array([r for _, r in empty], dtype=np.int64)])
     columns["empty"] = np.concatenate([np.zeros(rows, dtype=bool), np.ones(len(empty), dtype=bool)])
+    columns["lost"] = _lost_rows(keys, dataset.dropped_by_group)
     facts = {"rows": [rows], "dropped": [int(dataset.dropped)]}
     for i in range(x.shape[1]):
         facts[f"x{i}_min"] = [x[:, i].min() if rows else np.nan]
         facts[f"x{i}_max"] = [x[:, i].max() if rows else np.nan]
     return pd.DataFrame(columns), pd.DataFrame(facts)
+
+
+def _lost_rows(keys: np.ndarray, dropped: dict) -> np.ndarray:
+    """The rows each group lost in this file (the reader's ``dropped_by_group``), carried by
+    the group's first row here, so that the partitions can add them up per group."""
+    lost = np.zeros(len(keys), dtype=np.int64)
+    if dropped:
+        import pandas as pd
+
+        first = ~pd.Series(keys).duplicated().to_numpy()
+        lost[first] = [dropped.get(k, 0) for k in keys[first]]
+    return lost
 
 
 @functools.lru_cache(maxsize=8)
@@ -383,7 +397,7 @@ def _fit_partition(frame, context: dict):
     """Fit every group of one shuffled partition; one result row per group."""
     import pandas as pd
 
-    from nlfit.batch import fit_groups
+    from nlfit.batch import SAID_BEFORE, fit_groups
     from nlfit.io.dataset import Dataset
     from nlfit.report.formats import choose
     from nlfit.solvers.status import Status
@@ -413,6 +427,7 @@ def _fit_partition(frame, context: dict):
         dropped=survey.dropped,
         empty_groups=tuple(zip(frame["key"].to_numpy(dtype=object)[empty].tolist(), frame["pos"].to_numpy()[empty].tolist(), strict=True)),
         kept_rows=rows["pos"].to_numpy(),
+        dropped_by_group={k: int(v) for k, v in frame.groupby("key", sort=False, observed=True)["lost"].sum().items() if v},
     )
     model = _model(context["spec"], plan.x_columns, plan.y_column, survey.x_min, survey.x_max)
     result = fit_groups(dataset, model, p0=context["p0"], options=context["options"])
@@ -422,7 +437,8 @@ def _fit_partition(frame, context: dict):
         raise RuntimeError("the groups of a partition came back in another order")
     fits = result.fits
     texts = choose(context["format"]).group_lines(fits, None if context.get("stamp") is None else {"provenance": context["stamp"]})
-    warnings = [json.dumps([w.message for w in fits.warnings[g]]) if g in fits.warnings else "" for g in range(len(fits))]
+    said = [[w.message for w in fits.warnings.get(g, ()) if w.kind not in SAID_BEFORE] for g in range(len(fits))]
+    warnings = [json.dumps(lines) if lines else "" for lines in said]
     return pd.DataFrame(
         {
             "pos": frame["pos"].to_numpy()[first],

@@ -362,7 +362,10 @@ def solve_batch(prepared: Prepared, batch: Batch, *, record: bool, timeout: floa
     from nlfit.diagnostics import starts_summaries
 
     summaries = starts_summaries(prepared.model, problems, solved.members, context.real)
-    return postprocess.finish(context, solved, data_columns=prepared.data_columns, keys=batch.keys, fit_constant=constant_fitter(config), summaries=summaries)
+    return postprocess.finish(
+        context, solved, data_columns=prepared.data_columns, keys=batch.keys, fit_constant=constant_fitter(config), summaries=summaries,
+        notes=prepared.reader_warnings(batch),
+    )  # fmt: skip
 
 
 CONSTANT_FIT_ITERATIONS = 200

@@ -52,8 +52,9 @@ class Context:
         return int(np.shape(self.problems.y)[1]) < LARGE_DATA_POINTS
 
 
-def finish(context: Context, solved, *, data_columns: dict, keys=None, fit_constant=None, summaries=None) -> Fits:
-    """G results from the winners in ``solved`` (``nlfit.fitting.Solved``), stage by stage."""
+def finish(context: Context, solved, *, data_columns: dict, keys=None, fit_constant=None, summaries=None, notes=None) -> Fits:
+    """G results from the winners in ``solved`` (``nlfit.fitting.Solved``), stage by stage;
+    ``notes`` ({g: [FitWarning]}): warnings from before the solve (the reader's), kept first."""
     statuses = np.asarray(solved.statuses)
     factor, residuals, middle, grad = linearize(context, solved.state, statuses)
     params, residuals, factor, grad = polish(context, np.array(solved.state.params), np.array(residuals), factor, grad, statuses)
@@ -70,6 +71,8 @@ def finish(context: Context, solved, *, data_columns: dict, keys=None, fit_const
     )  # fmt: skip
     found = checks(evidence, table.warnings, params, lower, upper, fixed)
     statuses, termination, found = verdicts(statuses, found)
+    for g, early in (notes or {}).items():
+        found[g] = [*early, *found.get(g, [])]
     return assemble(context, solved, params, table, fixed, statuses, termination, found, data_columns=data_columns, keys=keys, summaries=summaries)
 
 

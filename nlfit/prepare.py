@@ -248,6 +248,18 @@ class Prepared:
         data = self.dataset
         return {"x": list(data.x_names), "y": data.y_name, "files": list(data.files), "dropped": int(data.dropped)}
 
+    def reader_warnings(self, batch: Batch) -> dict:
+        """{i: [FitWarning]}: the rows the reader dropped, for the members of ``batch`` that lost any."""
+        from nlfit.warning import FitWarning
+
+        def warning(n: int) -> FitWarning:
+            return FitWarning("dropped-rows", f"dropped {n} row{'s' if n != 1 else ''} with missing values in the used columns (--missing error to refuse)")
+
+        if batch.keys is None:
+            return {0: [warning(int(self.dataset.dropped))]} if self.dataset.dropped else {}
+        lost = self.dataset.dropped_by_group
+        return {i: [warning(int(lost[key]))] for i, key in enumerate(batch.keys[: batch.distinct]) if key in lost} if lost else {}
+
     def batches(self) -> Iterator[Batch]:
         """Every group once, bucket by bucket and block by block (a single fit: one batch)."""
         counts = self.grouped.counts

@@ -192,7 +192,8 @@ def test_an_all_missing_group_and_a_two_row_group_keep_their_rows(tmp_path):
         if fmt == "json":
             rows = {r["group"]: r for r in map(json.loads, done.stdout.splitlines())}
             assert list(rows) == ["full", "gone", "two"]
-            assert rows["gone"]["status"] == "no-data" and rows["gone"]["stats"]["n"] == 0 and rows["gone"]["warnings"] == []
+            assert rows["gone"]["status"] == "no-data" and rows["gone"]["stats"]["n"] == 0
+            assert [(w["kind"], w["message"][:15]) for w in rows["gone"]["warnings"]] == [("dropped-rows", "dropped 3 rows ")]  # the reader's
             assert rows["two"]["success"] and rows["two"]["stats"]["n"] == 2 and rows["two"]["params"]["a"]["stderr"] is None
             assert rows["two"]["params"]["a"]["value"] == pytest.approx(2.0, rel=1e-8)
         else:

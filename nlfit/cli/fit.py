@@ -213,7 +213,7 @@ def print_warnings(payloads: list[dict], quiet: int) -> None:
     lines = []
     for payload in payloads:
         prefix = f"group {payload['group']}: " if "group" in payload else ""
-        lines += [f"{prefix}{warning['message']}" for warning in payload.get("warnings", [])]
+        lines += [f"{prefix}{warning['message']}" for warning in payload.get("warnings", []) if warning["kind"] not in ALREADY_SAID]
     from nlfit.report.console import plain_line
 
     for line in lines[:WARNING_LINES]:
@@ -223,6 +223,7 @@ def print_warnings(payloads: list[dict], quiet: int) -> None:
 
 
 WARNING_LINES = 20
+ALREADY_SAID = ("dropped-rows",)  # warning kinds said once for the whole input, before any result
 
 
 def progress_reporter(options: dict, single: bool):

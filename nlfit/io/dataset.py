@@ -54,6 +54,7 @@ class Dataset:
     inputs: tuple[dict, ...] = field(default=(), compare=False)  # each input's path, size and sha256 (``io.read.input_record``)
     empty_groups: tuple = field(default=(), compare=False)  # ((key, first row), ...): groups whose every row was dropped
     kept_rows: np.ndarray | None = field(default=None, compare=False, repr=False)  # where rows were dropped: the kept rows' places in the input
+    dropped_by_group: dict = field(default_factory=dict, compare=False, repr=False)  # group key -> its rows dropped
 
     @property
     def formula(self) -> str | None:

@@ -1106,8 +1106,11 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
     dropped = int(absent.sum())
     kept = None
     empty_groups: tuple = ()
+    dropped_by_group: dict = {}
     if dropped and groups is not None:
         empty_groups = _emptied_groups(groups, absent, gaps)
+        lost, numbers = np.unique(groups[absent & ~gaps], return_counts=True)
+        dropped_by_group = dict(zip(lost.tolist(), numbers.tolist(), strict=True))
     if dropped:
         if dropped == len(frame) and not empty_ok:
             raise InputError(
@@ -1136,6 +1139,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
         nist=nist,
         empty_groups=empty_groups,
         kept_rows=kept if empty_groups else None,
+        dropped_by_group=dropped_by_group,
     )
 
 
