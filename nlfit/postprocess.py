@@ -26,6 +26,7 @@ from nlfit import diagnostics, refine, stats
 from nlfit.numerics import LARGE_DATA_POINTS, cost
 from nlfit.result import STAT_ORDER, Fits
 from nlfit.solvers.status import Status
+from nlfit.solvers.subproblems import SMALL_PARAMETERS
 from nlfit.warning import FitWarning
 
 POLISH_STEPS = 3
@@ -116,7 +117,8 @@ def polish(context: Context, params, residuals, factor, grad, statuses):
     Returns (params, residuals, factor, grad)."""
     problems = context.problems
     if context.small and problems.loss == "linear":
-        params, residuals, factor = gauss_newton_polish(problems, params, residuals, factor, statuses, context.jac_mode)
+        closed_form = context.factorization == "cholesky" and params.shape[1] <= SMALL_PARAMETERS
+        params, residuals, factor = gauss_newton_polish(problems, params, residuals, factor, statuses, context.jac_mode, closed_form)
         params, residuals = np.array(params), np.array(residuals)
         grad = np.einsum("gmn,gm->gn", factor, residuals)
     if context.small and refine.applies(context.model, problems.loss, int(np.max(context.counts))):
@@ -145,28 +147,41 @@ def _refine_exact(context: Context, params, residuals, factor, statuses):
     return params, residuals
 
 
-def gauss_newton_polish(problems, params, residuals, jac, statuses, jac_mode: str):
+def gauss_newton_polish(problems, params, residuals, jac, statuses, jac_mode: str, closed_form: bool = False):
     """Up to POLISH_STEPS Gauss-Newton steps from each converged fit, each kept only where it
     lowers the sum of squares or, where the sum is flat to rounding, the gradient measure.
     The solvers stop when the loss no longer falls by a relative ftol, which leaves the
     parameters accurate to about sqrt(ftol); at a minimum the Gauss-Newton step removes that
     remainder, so the answer no longer depends on how the iterations happened to approach it
     (for example on the rounding of rescaled data). Parameters held at a bound or fixed do
-    not move. One compiled call for all groups. Returns (params, residuals, jac)."""
+    not move. One compiled call for all groups. Returns (params, residuals, jac).
+
+    ``closed_form``: the steps from the equilibrated normal equations by the closed-form
+    Cholesky of ``nlfit.solvers.subproblems`` (the batches of many small fits whose solver
+    used them too: a tenth of the cost of an SVD per group and step), else by least squares
+    on J itself (``lstsq``: single fits, ill-conditioned problems)."""
     from nlfit._jax import compiled
 
     converged = np.isin(statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
     if not np.any(converged):
         return params, residuals, jac
     mode = "rev" if jac_mode == "rev" else "fwd"
-    out = compiled(_polish_groups, ("mode",), int(np.prod(np.shape(residuals))))(params, residuals, jac, converged, problems, mode=mode)
+    out = compiled(_polish_groups, ("mode", "closed_form"), int(np.prod(np.shape(residuals))))(
+        params, residuals, jac, converged, problems, mode=mode, closed_form=closed_form
+    )
     return tuple(np.asarray(v) for v in out)
 
 
-def _polish_groups(params, residuals, jac, converged, problems, *, mode):
+def _polish_groups(params, residuals, jac, converged, problems, *, mode, closed_form=False):
     from nlfit import derivatives
     from nlfit._jax import jax, jnp
     from nlfit.solvers.directions import column_norms
+    from nlfit.solvers.subproblems import normal_damped_step
+
+    def solve(scaled, r):
+        if closed_form:
+            return normal_damped_step(scaled.T @ scaled, scaled.T @ r, 0.0)
+        return -jnp.linalg.lstsq(scaled, r)[0]
 
     eps = jnp.finfo(jnp.float64).eps
 
@@ -183,7 +198,7 @@ def _polish_groups(params, residuals, jac, converged, problems, *, mode):
             columns = j * free[None, :]
             norms = column_norms(columns)
             norms = jnp.where(norms > 0, norms, 1.0)
-            step = -jnp.linalg.lstsq(columns / norms[None, :], r)[0] / norms
+            step = solve(columns / norms[None, :], r) / norms
             trial = jnp.clip(p + step, problem.lower, problem.upper)
             r_new, j_new = derivatives.jacobian(trial, problem, mode)
             decrease = jnp.sum((r - r_new) * (r + r_new))  # elementwise: keeps the digits a difference of sums loses
