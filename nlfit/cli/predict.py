@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from nlfit.cli.common import check_outputs, csv_text, emit, handle_errors
+from nlfit.cli.saved import parse_result as parse_result  # the old name, read by the tests
 from nlfit.cli.saved import read_result
 from nlfit.errors import OptionError
 from nlfit.options import parse_number_list
