@@ -6,7 +6,9 @@ and the solver's traced numbers (``FitOptions.settings``) are all derived from t
 below. Adding an option is one field here, one typer parameter in ``nlfit/cli/fit.py``, and
 the code that uses it.
 
-This module imports no JAX.
+This module imports no JAX, and nothing above it: the rules come from ``nlfit.rules``, the
+solver's ``Settings`` type from ``nlfit.solvers.settings`` (``nlfit.schema``, which checks
+config files against these fields, imports this module, never the other way round).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from nlfit.errors import OptionError, printable
-from nlfit.schema import MAX_ITER_LIMIT, SEED_LIMIT, STARTS_LIMIT, Bounds, Flag, Integer, Mismatch, Number, Text, Values, check_option
+from nlfit.rules import MAX_ITER_LIMIT, SEED_LIMIT, STARTS_LIMIT, Bounds, Flag, Integer, Mismatch, Number, Text, Values, check_value
 from nlfit.solvers.catalog import DEFAULT_GLOBALIZATION, resolve_globalization, resolve_method
+from nlfit.solvers.settings import Settings
 
 JAC_MODES = ("auto", "fwd", "rev", "fd")
 FACTORIZATIONS = ("auto", "svd", "qr", "gram", "cholesky")
@@ -40,7 +43,7 @@ class Choice(Text):
 
 
 def option(default, rule, help: str):
-    """A field of FitOptions: its default, the rule its value must pass (``nlfit.schema``),
+    """A field of FitOptions: its default, the rule its value must pass (``nlfit.rules``),
     and the flag's help text (``{default}`` is replaced by the default)."""
     return field(default=default, metadata={"rule": rule, "help": help})
 
@@ -97,7 +100,7 @@ class FitOptions:
                 value = spec.default
             elif spec.name == "starts" and isinstance(value, str) and value.strip().isdigit():
                 value = int(value)  # --starts 8 arrives as text (it also takes "auto")
-            value = check_option(spec.name, value)
+            value = check_value(spec.metadata["rule"], spec.name, value)
             object.__setattr__(self, spec.name, value)
         method = resolve_method(self.method)
         object.__setattr__(self, "method", method)
@@ -124,10 +127,8 @@ class FitOptions:
         """A copy with ``changes``, checked again (``globalization=None`` is the method's default)."""
         return dataclasses.replace(self, **changes)
 
-    def settings(self):
-        """The numbers the compiled solver takes as traced arguments (``nlfit.solvers.loop.Settings``)."""
-        from nlfit.solvers.loop import Settings
-
+    def settings(self) -> Settings:
+        """The numbers the compiled solver takes as traced arguments (``nlfit.solvers.settings``)."""
         return Settings(**{name: getattr(self, name) for name in Settings._fields})
 
     def to_json(self) -> dict:

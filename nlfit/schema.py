@@ -1,13 +1,18 @@
 """The types of what nlfit reads back: the options of a config file and a saved fit result.
 
-One declaration per option (``OPTIONS``), used by ``nlfit fit --config`` for every key and
-callable for a command-line value (``check_option``), and one check of the JSON that
-``nlfit predict`` reads (``check_fit_result``). The rules are strict: a boolean is not a
-number (TOML ``plot = 1`` or ``max_iter = true`` is an error), and a string is never read as
-a number or a boolean (``absolute_sigma = "false"`` is an error, not true). A TOML integer is
-fine where a number is expected. Every mismatch is one line that names the key and says
-what was expected and what was found, raised as an OptionError (options) or an InputError
-(a fit result), both exit code 2.
+One declaration per option: ``OPTIONS`` here for the options of ``nlfit fit`` that are not
+the fit's own, the fields of ``nlfit.options.FitOptions`` for the rest, each with a rule of
+``nlfit.rules``. ``nlfit fit --config`` checks every key against them, and a command-line
+value is checked by ``check_option``; ``check_fit_result`` is the one check of the JSON that
+``nlfit predict`` reads. The rules are strict: a boolean is not a number (TOML ``plot = 1``
+or ``max_iter = true`` is an error), and a string is never read as a number or a boolean
+(``absolute_sigma = "false"`` is an error, not true). A TOML integer is fine where a number
+is expected. Every mismatch is one line that names the key and says what was expected and
+what was found, raised as an OptionError (options) or an InputError (a fit result), both
+exit code 2.
+
+The layers: ``nlfit.rules`` (the rules) < ``nlfit.options`` (the fit's options) < this
+module, which knows both tables; neither of the others imports it.
 
 This module imports neither JAX nor numpy at its top (``nlfit fit --help`` reads its
 rules); ``check_fit_result`` rebuilds the model through the registry.
@@ -15,196 +20,21 @@ rules); ``check_fit_result`` rebuilds the model through the registry.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nlfit.errors import InputError, NlfitError, OptionError
+from nlfit.errors import InputError, NlfitError
+from nlfit.options import RULES
+from nlfit.rules import COMMAND_LINE, Flag, Integer, Mismatch, Quiet, Text, Values, check_value, describe, finite, is_number
+
+# The limits are also read from here (the tests, older code): explicit re-exports.
+from nlfit.rules import MAX_ITER_LIMIT as MAX_ITER_LIMIT
+from nlfit.rules import SEED_LIMIT as SEED_LIMIT
+from nlfit.rules import STARTS_LIMIT as STARTS_LIMIT
 
 if TYPE_CHECKING:
     import numpy as np
-
-MAX_ITER_LIMIT = 10**9  # iterations: far beyond any real fit, well inside the solver's int64 counters
-SEED_LIMIT = 2**32 - 1  # the solver's random keys are uint32 (jax), numpy's default_rng needs >= 0
-STARTS_LIMIT = 10_000  # starts per fit (--starts auto uses at most 32); more only hangs
-COMMAND_LINE = "command line"
-
-
-class Mismatch(Exception):
-    """A value that breaks a rule: what was expected, what was found, and where inside the
-    value (``[2]`` of a list, ``.b1`` of a table), if not the value itself."""
-
-    def __init__(self, expected: str, value, where: str = ""):
-        super().__init__(expected)
-        self.expected, self.value, self.where = expected, value, where
-
-
-def describe(value, table: str = "a table") -> str:
-    """The value as the message shows it: true, 5, 1.5, the string "0.5", a list, a table."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        try:
-            text = str(value)
-        except ValueError:  # more digits than Python converts
-            return "an integer of thousands of digits"
-        return text if len(text) <= 30 else f"{text[:12]}... (an integer of {len(text)} digits)"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else str(value)
-    if isinstance(value, str):
-        text = json.dumps(value if len(value) <= 60 else value[:56] + "...", ensure_ascii=False)
-        return f"the string {text}"
-    if isinstance(value, (list, tuple)):
-        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
-    if isinstance(value, dict):
-        return table
-    return f"a {type(value).__name__.replace('datetime', 'date-time')}"  # TOML dates and times
-
-
-def is_number(value) -> bool:
-    """An int or a float, not a bool (a TOML or JSON boolean is not a number), and not an
-    integer beyond the range of a float (a 400-digit integer in a JSON file)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return not isinstance(value, int) or abs(value).bit_length() <= 1024
-
-
-def _finite(value, expected: str = "a finite number", where: str = "") -> float:
-    if not is_number(value):
-        raise Mismatch(expected, value, where)
-    try:
-        number = float(value)
-    except OverflowError:
-        raise Mismatch(expected, value, where) from None
-    if not math.isfinite(number):
-        raise Mismatch(expected, value, where)
-    return number
-
-
-# ----------------------------------------------------------------------------- the rules
-
-
-class Flag:
-    expected = "true or false"
-
-    def check(self, value):
-        if not isinstance(value, bool):
-            raise Mismatch(self.expected, value)
-        return value
-
-
-class Quiet:
-    expected = "true, false, 0, 1 or 2"
-
-    def check(self, value):
-        if isinstance(value, bool) or (isinstance(value, int) and 0 <= value <= 2):
-            return value
-        raise Mismatch(self.expected, value)
-
-
-class Integer:
-    def __init__(self, low: int, high: int | None = None, auto: bool = False):
-        self.low, self.high, self.auto = low, high, auto
-        words = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
-        self.expected = f'"auto" or {words}' if auto else words
-
-    def check(self, value):
-        if self.auto and isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise Mismatch(self.expected, value)
-        if value < self.low or (self.high is not None and value > self.high):
-            raise Mismatch(self.expected, value)
-        return value
-
-
-class Number:
-    def __init__(self, low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
-                 expected: str | None = None):  # fmt: skip
-        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
-        if expected is None:
-            if low is not None and high is not None:
-                expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-            elif low is not None:
-                expected = f"a number {'>' if low_open else '>='} {low:g}"
-            else:
-                expected = "a finite number"
-        self.expected = expected
-
-    def check(self, value):
-        number = _finite(value, self.expected)
-        if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
-            raise Mismatch(self.expected, value)
-        if self.high is not None and (number > self.high or (self.high_open and number == self.high)):
-            raise Mismatch(self.expected, value)
-        return number
-
-
-class Text:
-    """A string; ``listable``: or a list of them (joined with commas, as the flag takes
-    them); ``column``: a data column, by name or by 1-based number (``y = 2``)."""
-
-    def __init__(self, listable: bool = False, column: bool = False):
-        self.listable, self.column = listable, column
-        one = "a column name or number" if column else "a string"
-        self.expected = f"{one} or a list of {'them' if column else 'strings'}" if listable else one
-        self.item = "a column name or number" if column else "a non-empty string"
-
-    def _one(self, value, where: str = "") -> str:
-        if isinstance(value, str) and (value.strip() or not where):
-            return value
-        if self.column and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return str(value)
-        raise Mismatch(self.item if where else self.expected, value, where)
-
-    def check(self, value):
-        if self.listable and isinstance(value, list):
-            return ",".join(self._one(item, f"[{i}]") for i, item in enumerate(value))  # x = ["x1", "x2"] is --x x1,x2
-        return self._one(value)
-
-
-class Values:
-    """Parameter values: a table name = number, with ``by_position`` also a list of numbers,
-    or the flag's string (p0: ``Values(True, ...)``, fix: ``Values(False, ...)``)."""
-
-    def __init__(self, by_position: bool, example: str):
-        self.by_position = by_position
-        table = "a table of name = number"
-        self.expected = f"a list of numbers, {table}, or {example}" if by_position else f"{table} or {example}"
-
-    def check(self, value):
-        if isinstance(value, str):
-            return value
-        if self.by_position and isinstance(value, list):
-            return [_finite(item, "a finite number", f"[{i}]") for i, item in enumerate(value)]
-        if isinstance(value, dict):
-            return {name: _finite(item, "a finite number", f".{name}") for name, item in value.items()}
-        raise Mismatch(self.expected, value)
-
-
-class Bounds:
-    """bounds: a table name = [low, high] or name = "low:high", or the flag's string."""
-
-    expected = 'a table of name = [low, high] or a string such as "b1=0:inf,b2=-1:1"'
-    entry = '[low, high] (two numbers, inf allowed) or a string "low:high"'
-
-    def check(self, value):
-        if isinstance(value, str):
-            return value
-        if not isinstance(value, dict):
-            raise Mismatch(self.expected, value)
-        out = {}
-        for name, spec in value.items():
-            if isinstance(spec, str):
-                out[name] = spec
-            elif isinstance(spec, (list, tuple)) and len(spec) == 2 and all(is_number(v) and not math.isnan(float(v)) for v in spec):
-                out[name] = [float(v) for v in spec]
-            else:
-                raise Mismatch(self.entry, spec, f".{name}")
-        return out
 
 
 # The options of ``nlfit fit`` beyond the fit's own (``nlfit.options.FitOptions`` declares
@@ -234,8 +64,6 @@ OPTIONS: dict[str, object] = {
 
 def rule_of(name: str):
     """The rule of option ``name``: ``OPTIONS`` or a field of ``FitOptions``."""
-    from nlfit.options import RULES
-
     return OPTIONS[name] if name in OPTIONS else RULES[name]  # a KeyError here is a bug: every option is declared
 
 
@@ -249,15 +77,7 @@ def check_option(name: str, value, source: str = COMMAND_LINE, key: str | None =
     with ``key`` as the file spells it). A mismatch is an OptionError (exit code 2)."""
     if value is None:
         return None
-    rule = rule_of(name)
-    try:
-        return rule.check(value)
-    except Mismatch as bad:
-        if source == COMMAND_LINE:
-            subject = f"--{name.replace('_', '-')}{bad.where}"
-        else:
-            subject = f"{source}: '{key or name}{bad.where}'"
-        raise OptionError(f"{subject} must be {bad.expected}; got {describe(bad.value)}") from None
+    return check_value(rule_of(name), name, value, source, key)
 
 
 # ------------------------------------------------------------------------ a saved fit result
@@ -339,7 +159,7 @@ def check_fit_result(payload, source: str = "fit result") -> SavedFit:
             values.append(math.nan)
             continue
         try:
-            values.append(_finite(value))
+            values.append(finite(value))
         except Mismatch:
             fail(f"params.{name}.value", "a finite number or null", value)
 

@@ -16,6 +16,7 @@ from nlfit.cli import predict as predict_command
 from nlfit.cli import refit as refit_command
 from nlfit.cli import worker as worker_command
 from nlfit.cli.common import PipeClosed
+from nlfit.cli.streams import silence_stdout
 
 app = typer.Typer(
     name="nlfit",
@@ -73,12 +74,12 @@ def run(prog_name: str | None = None) -> int:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except (BrokenPipeError, PipeClosed):  # '| head': the reader has what it wanted
-        _silence_stdout()
+        silence_stdout()
         return 0
     except OSError as exc:
         if exc.errno not in OUTPUT_ERRORS:
             return _internal_error(exc)
-        _silence_stdout()  # a full disk or a dead terminal: say so, not "internal error"
+        silence_stdout()  # a full disk or a dead terminal: say so, not "internal error"
         sys.stderr.write(f"nlfit: error: cannot write: {exc.strerror or exc}\n")
         return 2
     except Exception as exc:
@@ -98,16 +99,3 @@ def _internal_error(exc: Exception) -> int:
     message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     sys.stderr.write(f"nlfit: internal error: {message} (run with --debug for the traceback)\n")
     return 70
-
-
-def main() -> None:
-    """Kept for old console scripts: the entry point is :func:`nlfit.cli.main.main`."""
-    from nlfit.cli.main import main as entry
-
-    entry()
-
-
-def _silence_stdout() -> None:
-    from nlfit.cli.main import _silence_stdout as silence
-
-    silence()

@@ -95,6 +95,19 @@ def stdout_is_terminal() -> bool:
         return False
 
 
+def csv_text(columns: dict) -> str:
+    """Columns of floats as CSV, each value printed so that it reads back exactly."""
+    names = list(columns)
+    rows = zip(*(columns[name] for name in names), strict=True)
+
+    import numpy as np
+
+    def cell(value):
+        return str(value) if isinstance(value, (int, np.integer)) else repr(float(value))
+
+    return ",".join(names) + "\n" + "".join(",".join(cell(v) for v in row) + "\n" for row in rows)
+
+
 def emit(text: str, output: str | None) -> None:
     """The result: to ``output`` (atomically where it can, see ``write_atomic``), or to
     stdout. Where the write cannot block (a regular file), signals wait until the text is
@@ -106,7 +119,7 @@ def emit(text: str, output: str | None) -> None:
 def emit_chunks(pieces, output: str | None) -> None:
     """Like :func:`emit` for a long text made piece by piece. A file is written atomically
     (a signal removes the temporary file); ``/dev/stdout``, ``/dev/fd/N`` and the like are
-    the descriptors themselves (nlfit's stdout is its own copy, see ``nlfit.cli.main``)."""
+    the descriptors themselves (nlfit's stdout is its own copy, see ``nlfit.cli.streams``)."""
     from nlfit import signals
     from nlfit.io.write import descriptor_of, write_atomic
 
@@ -183,9 +196,9 @@ def write_stdout(text: str) -> None:
     except UnicodeEncodeError as exc:  # a ValueError, but stdout is open: its encoding lacks a character
         raise OptionError(encoding_message(exc, sys.stdout.encoding)) from None
     except (OSError, ValueError) as exc:
-        from nlfit.cli.main import _silence_stdout
+        from nlfit.cli.streams import silence_stdout
 
-        _silence_stdout()
+        silence_stdout()
         reason = getattr(exc, "strerror", None) or ("stdout is closed" if isinstance(exc, ValueError) else str(exc))
         raise OptionError(f"cannot write the result to stdout: {reason}") from None
 

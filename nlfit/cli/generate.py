@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from nlfit.cli.common import check_outputs, emit_chunks, handle_errors
+from nlfit.cli.common import check_outputs, csv_text, emit_chunks, handle_errors
 from nlfit.errors import OptionError
 from nlfit.options import parse_p0
 
@@ -185,16 +185,3 @@ def csv_chunks(table: Table):
     yield ",".join(table.names) + "\n"
     for part in table.pieces():
         yield csv_text(part).split("\n", 1)[1]
-
-
-def csv_text(columns: dict) -> str:
-    """Columns of floats as CSV, each value printed so that it reads back exactly."""
-    names = list(columns)
-    rows = zip(*(columns[name] for name in names), strict=True)
-
-    import numpy as np
-
-    def cell(value):
-        return str(value) if isinstance(value, (int, np.integer)) else repr(float(value))
-
-    return ",".join(names) + "\n" + "".join(",".join(cell(v) for v in row) + "\n" for row in rows)

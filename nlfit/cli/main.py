@@ -6,12 +6,12 @@ any moment ends with one line and exit 130 or 143."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import sys
 
 from nlfit import client, signals
+from nlfit.cli.streams import guard_streams, silence_stdout
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def execute(prog_name: str | None = None) -> int:
     this too, with the client's streams as descriptors 0-2 and the client's program name)."""
     try:
         signals.install()
-        _guard_streams()
+        guard_streams()
         if os.environ.get("NLFIT_ANNOUNCE_START"):  # tests: a line to synchronise on; signals are handled from here
             client.say("nlfit: started\n")
         from nlfit.cli.app import run
@@ -53,37 +53,6 @@ def execute(prog_name: str | None = None) -> int:
     return code
 
 
-def _guard_streams() -> None:
-    """stdout carries results only. Libraries that print from C (LAPACK's "On entry to DLASCL
-    ...", XLA) write to file descriptor 1, so descriptor 1 is pointed at stderr and Python's
-    ``sys.stdout`` gets a private copy of the real stdout. A standard descriptor that is
-    closed (``>&-``, ``<&-``) is opened on /dev/null, so that no file nlfit opens later can
-    take its number and receive such text; ``sys.stdin``/``sys.stdout`` stay None and the
-    commands report "stdin is closed" or "stdout is closed"."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            try:
-                null = os.open(os.devnull, os.O_RDWR)
-                if null != fd:
-                    os.dup2(null, fd)
-                    os.close(null)
-            except OSError:
-                pass
-    stdout = sys.stdout
-    if stdout is None or sys.stderr is None:
-        return
-    try:
-        private = os.dup(stdout.fileno())
-        os.dup2(sys.stderr.fileno(), 1)
-    except (OSError, ValueError, AttributeError):
-        return
-    sys.stdout = io.TextIOWrapper(
-        io.BufferedWriter(io.FileIO(private, "w")), encoding=stdout.encoding, errors=stdout.errors, line_buffering=stdout.line_buffering
-    )
-
-
 def _exit(code: int) -> None:
     """Exit without Python's final flush of a stdout that may be closed or full."""
     for stream in (sys.stdout, sys.stderr):
@@ -91,7 +60,7 @@ def _exit(code: int) -> None:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             if stream is sys.stdout:
-                _silence_stdout()
+                silence_stdout()
     # The work is done and written: a signal from now on (Python's finalization, JAX's exit
     # hooks) must not turn a complete result into a death by signal.
     for signum in signals.EXIT_CODES:
@@ -101,12 +70,3 @@ def _exit(code: int) -> None:
         # now tear down a C extension whose import the signal cut short: leave without it.
         os._exit(code)
     sys.exit(code)
-
-
-def _silence_stdout() -> None:
-    # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass

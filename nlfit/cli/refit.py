@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from nlfit.cli.common import check_outputs, emit, handle_errors
+from nlfit.cli.saved import read_result
 from nlfit.errors import InputError
 
 
@@ -32,7 +33,6 @@ def refit(
 
       nlfit refit fit.json
     """
-    from nlfit.cli.predict import read_result
     from nlfit.io.write import json_text
 
     check_outputs({"--output": output}, [result])

@@ -33,6 +33,7 @@ from nlfit import signals
 from nlfit._jax import compiled, jax, jnp
 from nlfit.solvers.directions import Direction, Local
 from nlfit.solvers.globalization import Globalization
+from nlfit.solvers.settings import Settings
 from nlfit.solvers.status import Status
 from nlfit.solvers.termination import ROUNDING_LEVEL, STALL_MEASURE, Measures, Tolerances, at_start, termination
 
@@ -46,18 +47,6 @@ CHUNK = 16
 # Seconds one call of run_chunk should take at most, so that Ctrl-C, the time limit and the
 # progress line are served promptly.
 CHUNK_SECONDS = 0.1
-
-
-class Settings(NamedTuple):
-    """Numbers that change no compiled code (traced, so editing them never recompiles). Made
-    from the options by ``nlfit.options.FitOptions.settings``, which holds their defaults."""
-
-    ftol: float | jax.Array
-    xtol: float | jax.Array
-    gtol: float | jax.Array
-    max_iter: int | jax.Array
-    step: float | jax.Array
-    momentum: float | jax.Array
 
 
 class State(NamedTuple):
