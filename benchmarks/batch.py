@@ -1,8 +1,8 @@
-"""Grouped fits from a CSV file: nlfit against a loop of scipy fits, on 1 core and on all.
+"""Grouped fits: Parquet in, NDJSON out, against a scipy loop's compute, on 1 core and on all.
 
-    python benchmarks/batch.py [--groups 2000 20000] [--problems rational gauss2d] [--starts 1]
+    python benchmarks/batch.py [--groups 10000 100000] [--problems rational gauss2d] [--scipy-groups ...]
 
-Problems (the same data for both, seed 0), written as long CSV files (id, x..., y):
+Problems (the same data for both, seed 0), written as long Parquet files (id, x..., y):
 
 - rational: 1/(c0 + c1 x + c2 x^2), 100 points per group on [-1, 1], true parameters drawn
   per group, noise 0.01; every group starts from [1, 0, 10];
@@ -11,20 +11,22 @@ Problems (the same data for both, seed 0), written as long CSV files (id, x..., 
   values times U(0.9, 1.1) (as Gpufit's benchmark does), given to both as per-group starts.
 
 Each measurement runs in its own process, pinned with ``taskset -c 0`` for "1 core" and
-unpinned for "all cores"; start-up is excluded: the process imports everything and runs
-each size once before the timed run (nlfit compiles there). Timed, for each size:
+unpinned for "all"; start-up and compiling are excluded: the process imports everything and
+runs each size once before the timed run. Timed, for each size:
 
-- nlfit: ``read_dataset`` of the CSV, ``fit_groups`` (LM, trust region, the defaults but
-  ``--starts`` as given; default 1, the scipy loop's one start) and the NDJSON rows, what
-  ``nlfit fit FILE --group-by id -f json`` does after its imports;
-- scipy: ``pandas.read_csv`` of the same file, a groupby, and
-  ``least_squares(method='lm', ftol=xtol=gtol=1e-12)`` with the analytic Jacobian per group.
+- nlfit: what ``nlfit fit FILE.parquet --group-by id -f json`` does after its imports:
+  ``read_dataset`` of the Parquet file, ``GroupFits`` (LM, trust region, the defaults but
+  ``--starts`` as given; default 1, the scipy loop's one start) and the NDJSON rows (with
+  the short provenance), written to /dev/null. "solve" is the time inside the batched
+  solve alone (``nlfit.fitting.solve_groups``), beside it;
+- scipy: the compute alone (no I/O, the groups already split into arrays):
+  ``least_squares(method='lm', ftol=xtol=gtol=1e-12)`` with the analytic Jacobian, one call
+  per group, pinned to core 0.
 
-Reported: fits/s of each at each size, the ratio, the marginal rate between the two sizes
-(what one more group costs, fixed costs removed), and the largest relative parameter
-difference from scipy over groups where both converged, and in how many of those groups
-nlfit's loss exceeds scipy's by more than a relative 1e-12 (where parameters differ but the
-losses agree to rounding, the problem is flat there and both answers are the minimum).
+Reported: fits/s at each size, and the marginal rate between the two sizes (what one more
+group costs: fixed costs removed), nlfit's over scipy's; the largest relative parameter
+difference from scipy over the groups where both converged, and in how many of those groups
+nlfit's loss exceeds scipy's by more than a relative 1e-12.
 """
 
 from __future__ import annotations
@@ -101,42 +103,67 @@ def scipy_functions(name: str):
 
 
 def write(folder: str, name: str, groups: int) -> tuple[str, str]:
-    """The problem's CSV file and its per-group starts (.npy)."""
+    """The problem's Parquet file and its per-group starts (.npy)."""
+    import pandas as pd
+
     build, _, x_names = PROBLEMS[name]
     columns, y, starts = build(groups, np.random.default_rng(0))
-    path = os.path.join(folder, f"{name}-{groups}.csv")
-    ids = np.repeat(np.arange(groups), y.shape[1])
-    table = np.column_stack([ids, *[columns[c] for c in x_names], y.ravel()])
-    np.savetxt(path, table, delimiter=",", header=",".join(["id", *x_names, "y"]), comments="", fmt=["%d"] + ["%.17g"] * (len(x_names) + 1))
+    path = os.path.join(folder, f"{name}-{groups}.parquet")
+    frame = {"id": np.repeat(np.arange(groups), y.shape[1]), **{c: columns[c] for c in x_names}, "y": y.ravel()}
+    pd.DataFrame(frame).to_parquet(path, index=False)
     np.save(path + ".starts.npy", starts)
     return path, path + ".starts.npy"
 
 
 def run_nlfit(name: str, files: list[tuple[str, str]], starts_option: str) -> list[dict]:
-    from nlfit.batch import fit_groups
+    import nlfit.fitting
+    from nlfit import provenance
+    from nlfit.batch import GroupFits, concatenate
     from nlfit.io.read import read_dataset
+    from nlfit.options import FitOptions
     from nlfit.report.formats import Json
 
     _, formula, x_names = PROBLEMS[name]
-    count = "auto" if starts_option == "auto" else int(starts_option)
+    options = FitOptions(starts="auto" if starts_option == "auto" else int(starts_option))
+    solving = [0.0]
+    inner = nlfit.fitting.solve_groups
+
+    def timed_solve(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            solving[0] += time.perf_counter() - began
+
+    nlfit.fitting.solve_groups = timed_solve
     out = []
     for path, starts_path in files:
         starts = np.load(starts_path)
-        timed = None
         for _ in range(2):  # the first run compiles this size
+            solving[0] = 0.0
             began = time.perf_counter()
             data = read_dataset(path, x_columns=x_names, y_column="y", group_column="id")
-            result = fit_groups(data, formula, group_starts=starts, starts=count)
-            text = Json().groups(result.rows(), result.param_names)
-            timed = time.perf_counter() - began
+            fits = GroupFits(data, formula, group_starts=starts, options=options)
+            stamp = {"provenance": provenance.compact(provenance.build(data.inputs, {}, options))}
+            parts, written = [], 0
+            with open(os.devnull, "w") as sink:
+                for block, part in fits.blocks():
+                    text = "".join(Json().group_lines(part, stamp))
+                    sink.write(text)
+                    written += len(text)
+                    parts.append((block, part))
+            seconds = time.perf_counter() - began
+        order = np.argsort(np.concatenate([b for b, _ in parts]), kind="stable")
+        result = concatenate([p for _, p in parts]).take(order)
         out.append(
             {
-                "seconds": timed,
+                "seconds": seconds,
+                "solve": solving[0],
                 "params": result.params.tolist(),
-                "ok": [r.status.success for r in result.results],
-                "loss": [r.loss for r in result.results],
-                "bytes": len(text),
-            }
+                "ok": result.success.tolist(),
+                "loss": result.stats["loss"].tolist(),
+                "bytes": written,
+            }  # fmt: skip
         )
     return out
 
@@ -150,19 +177,16 @@ def run_scipy(name: str, files: list[tuple[str, str]]) -> list[dict]:
     out = []
     for path, starts_path in files:
         starts = np.load(starts_path)
-        timed = None
-        for _ in range(2):
-            began = time.perf_counter()
-            frame = pd.read_csv(path)
-            params, ok, loss = [], [], []
-            for g, (_, rows) in enumerate(frame.groupby("id", sort=False)):
-                x, y = rows[x_names].to_numpy(), rows["y"].to_numpy()
-                fitted = least_squares(residuals, starts[g], jac=jacobian, args=(x, y), method="lm", ftol=TOL, xtol=TOL, gtol=TOL)
-                params.append(fitted.x.tolist())
-                ok.append(bool(fitted.status > 0))
-                loss.append(float(fitted.cost))
-            timed = time.perf_counter() - began
-        out.append({"seconds": timed, "params": params, "ok": ok, "loss": loss})
+        frame = pd.read_parquet(path)
+        groups = [(rows[x_names].to_numpy(), rows["y"].to_numpy()) for _, rows in frame.groupby("id", sort=False)]
+        params, ok, loss = [], [], []
+        began = time.perf_counter()
+        for g, (x, y) in enumerate(groups):
+            fitted = least_squares(residuals, starts[g], jac=jacobian, args=(x, y), method="lm", ftol=TOL, xtol=TOL, gtol=TOL)
+            params.append(fitted.x.tolist())
+            ok.append(bool(fitted.status > 0))
+            loss.append(float(fitted.cost))
+        out.append({"seconds": time.perf_counter() - began, "params": params, "ok": ok, "loss": loss})
     return out
 
 
@@ -177,9 +201,25 @@ def measure(solver: str, name: str, files, starts: str, pin: bool) -> list[dict]
     return json.loads(done.stdout.splitlines()[-1])
 
 
+def accuracy(ours: dict, theirs: dict) -> tuple[int, float, int]:
+    """(groups where both converged, max relative parameter difference there, groups where
+    nlfit's loss is above scipy's beyond rounding)."""
+    count = min(len(ours["ok"]), len(theirs["ok"]))
+    both = np.array(ours["ok"][:count]) & np.array(theirs["ok"][:count])
+    p, q = np.array(ours["params"][:count])[both], np.array(theirs["params"][:count])[both]
+    gap = float(np.max(np.abs(p - q) / np.maximum(np.abs(q), 1e-300))) if both.any() else float("nan")
+    worse = int(np.sum(np.array(ours["loss"][:count])[both] > np.array(theirs["loss"][:count])[both] * (1 + LOSS_ROUNDING)))
+    return int(both.sum()), gap, worse
+
+
+def margin(sizes, seconds) -> float:
+    return (sizes[-1] - sizes[0]) / (seconds[-1] - seconds[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--groups", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--groups", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--scipy-groups", type=int, nargs="+", default=None, help="the scipy loop's sizes (default: --groups)")
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--starts", default="1", help="nlfit's --starts (1: one start, as the scipy loop; auto: nlfit's default)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
@@ -189,30 +229,31 @@ def main() -> None:
         files = json.loads(files)
         print(json.dumps(run_nlfit(name, files, starts) if solver == "nlfit" else run_scipy(name, files)))
         return
-    print(f"cores: {os.cpu_count()}   nlfit --starts {args.starts}   scipy: least_squares lm, analytic J, tol {TOL:g}   (seconds include the CSV read)")
-    head = f"{'problem':9s} {'cores':>5s} {'groups':>7s} {'nlfit fits/s':>13s} {'scipy fits/s':>13s} {'ratio':>7s} {'both ok':>8s}"
-    print(f"{head} {'max |dp|/|p|':>13s} {'nlfit loss worse by > 1e-12':>28s}")
+    scipy_sizes = args.scipy_groups or args.groups
+    print(f"cores: {os.cpu_count()}   nlfit --starts {args.starts}, Parquet in, NDJSON out   scipy: least_squares lm, analytic J, tol {TOL:g}, compute only")
+    head = f"{'problem':9s} {'cores':>5s} {'groups':>7s} {'nlfit fits/s':>13s} {'solve fits/s':>13s} {'scipy fits/s':>13s} {'ratio':>7s}"
+    print(f"{head} {'both ok':>8s} {'max |dp|/|p|':>13s} {'loss worse':>10s}")
     with tempfile.TemporaryDirectory() as folder:
         for name in args.problems:
-            files = [write(folder, name, groups) for groups in args.groups]
+            files = [write(folder, name, groups) for groups in sorted(set(args.groups) | set(scipy_sizes))]
+            ours_files = [f for f, g in zip(files, sorted(set(args.groups) | set(scipy_sizes)), strict=True) if g in args.groups]
+            theirs_files = [f for f, g in zip(files, sorted(set(args.groups) | set(scipy_sizes)), strict=True) if g in scipy_sizes]
+            theirs = measure("scipy", name, theirs_files, args.starts, True)
+            scipy_rate = margin(scipy_sizes, [t["seconds"] for t in theirs]) if len(scipy_sizes) > 1 else scipy_sizes[0] / theirs[0]["seconds"]
+            rates = {}
             for label, pin in (("1", True), ("all", False)):
-                ours, theirs = measure("nlfit", name, files, args.starts, pin), measure("scipy", name, files, args.starts, pin)
-                for groups, a, b in zip(args.groups, ours, theirs, strict=True):
-                    both = np.array(a["ok"]) & np.array(b["ok"])
-                    p, q = np.array(a["params"])[both], np.array(b["params"])[both]
-                    gap = float(np.max(np.abs(p - q) / np.maximum(np.abs(q), 1e-300))) if both.any() else float("nan")
-                    rate, scipy_rate = groups / a["seconds"], groups / b["seconds"]
-                    ours_loss, their_loss = np.array(a["loss"])[both], np.array(b["loss"])[both]
-                    worse = int(np.sum(ours_loss > their_loss * (1 + LOSS_ROUNDING)))
-                    print(
-                        f"{name:9s} {label:>5s} {groups:7d} {rate:13.0f} {scipy_rate:13.0f} {rate / scipy_rate:6.1f}x {int(both.sum()):8d} {gap:13.1e}"
-                        f" {worse:>28d}"
-                    )
+                ours = measure("nlfit", name, ours_files, args.starts, pin)
+                for groups, a in zip(args.groups, ours, strict=True):
+                    reference = theirs[scipy_sizes.index(groups)] if groups in scipy_sizes else theirs[-1]
+                    both, gap, worse = accuracy(a, reference)
+                    rate = groups / a["seconds"]
+                    print(f"{name:9s} {label:>5s} {groups:7d} {rate:13.0f} {groups / a['solve']:13.0f} {'':13s} {'':7s} {both:8d} {gap:13.1e} {worse:10d}")
                 if len(args.groups) > 1:
-                    extra = args.groups[-1] - args.groups[0]
-                    margin = extra / (ours[-1]["seconds"] - ours[0]["seconds"])
-                    scipy_margin = extra / (theirs[-1]["seconds"] - theirs[0]["seconds"])
-                    print(f"{name:9s} {label:>5s} {'margin':>7s} {margin:13.0f} {scipy_margin:13.0f} {margin / scipy_margin:6.1f}x")
+                    rates[label] = margin(args.groups, [a["seconds"] for a in ours])
+                    solve = margin(args.groups, [a["solve"] for a in ours])
+                    print(f"{name:9s} {label:>5s} {'margin':>7s} {rates[label]:13.0f} {solve:13.0f} {scipy_rate:13.0f} {rates[label] / scipy_rate:6.1f}x")
+            if len(rates) == 2:
+                print(f"{name:9s} all cores / 1 core (marginal fits/s): {rates['all'] / rates['1']:.2f}x")
 
 
 if __name__ == "__main__":
