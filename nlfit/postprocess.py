@@ -59,6 +59,7 @@ def finish(context: Context, solved, *, data_columns: dict, keys=None, fit_const
     statuses = np.asarray(solved.statuses)
     factor, residuals, middle, grad = linearize(context, solved.state, statuses)
     params, residuals, factor, grad = polish(context, np.array(solved.state.params), np.array(residuals), factor, grad, statuses)
+    factor = square_factor(factor, context.real)
     lower, upper = np.asarray(context.problems.lower), np.asarray(context.problems.upper)
     fixed = lower == upper
     held = fixed | (params <= lower) | (params >= upper)
@@ -109,6 +110,20 @@ def linearize(context: Context, state, statuses):
         residuals, factor, _, grad = (np.asarray(v) for v in derivatives.qr_linearize_batch(params, problems, "fwd"))
     middle = np.asarray(derivatives.influence_gram_batch(params, problems)) if robust else None
     return factor, residuals, middle, grad
+
+
+def square_factor(factor: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """(G, n, n) R with R^T R = J^T J for the Jacobians (G, L, n) of the real rows (Householder
+    QR: backward stable, so the SVDs of the statistics and the checks, now of n x n matrices,
+    see J's singular values to the same accuracy); a factor that is square already is kept.
+    One QR per group instead of an SVD of J in each of the two stages that need one."""
+    if factor.shape[1] <= factor.shape[2]:
+        return factor
+    with np.errstate(all="ignore"):
+        rows = np.where(real[:, :, None], factor, 0.0)
+        finite = np.all(np.isfinite(rows), axis=(1, 2))
+        square = np.linalg.qr(np.where(finite[:, None, None], rows, 0.0), mode="r")
+    return np.where(finite[:, None, None], square, np.nan)  # a Jacobian with inf or NaN stays unusable
 
 
 def polish(context: Context, params, residuals, factor, grad, statuses):
