@@ -186,9 +186,8 @@ def _tolerances(settings: Settings) -> Tolerances:
     return Tolerances(ftol=settings.ftol, xtol=settings.xtol, gtol=settings.gtol)
 
 
-def advance(state: State, problem, settings: Settings, direction: Direction, globalization: Globalization, jac_mode: str, running=True) -> State:
-    """One iteration: propose, accept or reject, re-linearize, test for termination. Where
-    ``running`` is False the linearization is kept as it was (``run_chunk`` keeps the rest)."""
+def advance(state: State, problem, settings: Settings, direction: Direction, globalization: Globalization, jac_mode: str) -> State:
+    """One iteration: propose, accept or reject, re-linearize, test for termination."""
     key, subkey = jax.random.split(state.key)
     proposal = globalization.propose(direction, problem, state, settings, subkey)
     accepted = proposal.accepted
@@ -196,7 +195,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
     # The members run under vmap, where a cond on a per-member predicate computes both of its
     # branches and selects: written as the select, XLA fuses it with the linearization.
     trial_local = direction.linearize(problem, proposal.trial_params, jac_mode)
-    local = jax.tree.map(lambda new, old: jnp.where(accepted & running, new, old), trial_local, state.local)
+    local = jax.tree.map(lambda new, old: jnp.where(accepted, new, old), trial_local, state.local)
     scale = direction.update_scale(state.scale, local)
     old_loss = state.local.loss
     actual = proposal.actual
@@ -276,12 +275,9 @@ def run_chunk(states: State, problems, settings: Settings, limit, *, direction, 
     member has stopped. Returns (states, records (CHUNK, G, K, fields) or None, iterations run)."""
 
     def one(state, problem):
+        new = advance(state, problem, settings, direction, globalization, jac_mode)
         running = state.status == int(Status.RUNNING)
-        new = advance(state, problem, settings, direction, globalization, jac_mode, running)
-        # a stopped member's linearization is already kept by advance: the residuals are
-        # selected once per iteration, not twice
-        kept = jax.tree.map(lambda a, b: jnp.where(running, a, b), new._replace(local=None), state._replace(local=None))
-        return kept._replace(local=new.local)
+        return jax.tree.map(lambda a, b: jnp.where(running, a, b), new, state)
 
     step_all = _members(one)
     shape = states.status.shape
