@@ -94,8 +94,8 @@ def fit(
         int | None,
         typer.Option(
             "--threads",
-            help="With --engine dask and no --scheduler: worker processes of the local cluster, one core each (default: every core). "
-            "The local engine runs on one core.",
+            help="Use at most N cores (default: every core). The local engine spreads grouped fits and multistarts over them; "
+            "with --engine dask and no --scheduler: worker processes of the local cluster, one core each.",
         ),
     ] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Save a picture: FILE.png, .svg or .pdf (needs nlfit[plot]).")] = None,
@@ -142,7 +142,10 @@ def fit(
         dask_engine.check_directory(output)  # -o DIR/: one part file per partition
         output = None
     check_outputs({"--output": output, "--plot": options.get("plot")}, [*inputs, config])
-    run_fit(inputs, {**options, "glob": False}, plans)  # the patterns are expanded once, here
+    from nlfit import cores
+
+    with cores.limited(options.get("threads")):  # --threads N: at most N cores (nlfit.cores)
+        run_fit(inputs, {**options, "glob": False}, plans)  # the patterns are expanded once, here
 
 
 def dask_groups(options: dict) -> bool:
@@ -243,8 +246,8 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     from nlfit.options import parse_p0
 
     p0 = parse_p0(options.get("p0"))
-    if (options.get("engine") or options.get("scheduler") or options.get("threads")) and not options.get("group_by"):
-        raise OptionError("--engine, --scheduler and --threads apply to batched fits (--group-by)")
+    if (options.get("engine") or options.get("scheduler")) and not options.get("group_by"):
+        raise OptionError("--engine and --scheduler apply to batched fits (--group-by)")
     if options.get("group_by"):
         if len(plans) > 1:
             raise OptionError("--group-by takes one --method")
@@ -305,8 +308,6 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
         raise OptionError(f"--engine must be local or dask; got '{engine}'")
     if options.get("scheduler") and engine != "dask":
         raise OptionError("--scheduler needs --engine dask")
-    if options.get("threads") and engine != "dask":
-        raise OptionError("--threads needs --engine dask (the local engine runs on one core)")
     progress = progress_reporter(options, single=False)
     tally = Tally(keep=WARNING_LINES)
     try:
