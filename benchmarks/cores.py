@@ -89,7 +89,8 @@ def main() -> None:
         relative = float(np.max(np.linalg.norm(one["params"] - every["params"], axis=1) / scale))
         differ = int(np.count_nonzero(one["statuses"] != every["statuses"]))
         rates = {pinned: groups / run["seconds"] for pinned, run in best.items()}
-        print(f"{groups:>7} {rates[True]:>14.0f} {rates[False]:>17.0f} {best[False]['devices']:>8} {rates[False] / rates[True]:>6.2f} {differ:>16} {relative:>13.1e}")
+        ratio = rates[False] / rates[True]
+        print(f"{groups:>7} {rates[True]:>14.0f} {rates[False]:>17.0f} {best[False]['devices']:>8} {ratio:>6.2f} {differ:>16} {relative:>13.1e}")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,17 @@ def _limited() -> bool:
 # started with other values is another worker (of the same installation).
 SETTINGS_PREFIXES = ("JAX_", "XLA_", "CUDA_", "NVIDIA_")
 # ... and what libraries read once, when they are imported (typer's help layout).
-SETTINGS_NAMES = ("NLFIT_CACHE_DIR", "NLFIT_NO_CACHE", "NLFIT_THREADS", "XDG_CACHE_HOME", "HOME", "TERMINAL_WIDTH", "GITHUB_ACTIONS", "PY_COLORS", "FORCE_TERMINAL")
+SETTINGS_NAMES = (
+    "NLFIT_CACHE_DIR",
+    "NLFIT_NO_CACHE",
+    "NLFIT_THREADS",
+    "XDG_CACHE_HOME",
+    "HOME",
+    "TERMINAL_WIDTH",
+    "GITHUB_ACTIONS",
+    "PY_COLORS",
+    "FORCE_TERMINAL",
+)
 
 # What the kernel decides a process may open and how far it may go, read from /proc: the
 # user and group ids, the capabilities, no_new_privs and seccomp, the namespaces (a mount

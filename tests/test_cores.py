@@ -31,7 +31,7 @@ choose = loop.spread_for
 
 def spy(*args):
     chosen = choose(*args)
-    spreads.append(None if chosen is None else [chosen.axis, chosen.size, chosen.total])
+    spreads.append(None if chosen is None else [chosen.axis, chosen.size, chosen.share * len(chosen.devices)])
     return chosen
 
 
@@ -82,8 +82,8 @@ print(json.dumps(out))
 """
 
 
-def _run_child(devices: int) -> dict:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "NLFIT_NO_CACHE": "1"}
+def _run_child(devices: int, cache) -> dict:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "NLFIT_CACHE_DIR": str(cache)}
     env.pop("NLFIT_THREADS", None)
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -91,8 +91,9 @@ def _run_child(devices: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_and_two():
-    return _run_child(1), _run_child(2)
+def one_and_two(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")  # the second child reuses the first's programs
+    return _run_child(1, cache), _run_child(2, cache)
 
 
 def test_one_device_never_spreads(one_and_two):

@@ -299,94 +299,52 @@ def run_chunk(states: State, problems, settings: Settings, limit, *, direction, 
     return states, (records if record else None), count
 
 
-CORES = "cores"  # the mesh axis of a spread batch: one device per core (nlfit.cores)
-
-
-def run_spread(states: State, problems, settings: Settings, limit, *, direction, globalization, jac_mode, record: bool, mesh, axis: int):
-    """``run_chunk`` on every device of ``mesh`` (``shard_map``), each on its share of the
-    members along ``axis`` (0: groups, 1: starts), each its own ``while_loop``. No collective
-    runs inside a loop: a device whose members have all stopped ends its loop early, and the
-    driver reads every device's count (``counts``, one per device). A device that stopped
-    early repeats its members' last record up to CHUNK, as its frozen members would have
-    recorded under one loop, so the records equal one device's."""
-    from jax.sharding import PartitionSpec
-
-    members = PartitionSpec(*(None,) * axis, CORES)
-
-    def local(states, problems, settings, limit):
-        states, records, count = run_chunk(states, problems, settings, limit, direction=direction, globalization=globalization,
-                                           jac_mode=jac_mode, record=record)  # fmt: skip
-        if record:
-            last = _members(lambda state, problem: _record(state))(states, problems)
-            after = (jnp.arange(CHUNK) >= count).reshape((CHUNK,) + (1,) * last.ndim)
-            records = jnp.where(after, last[None], records)
-        else:
-            records = jnp.zeros((1,))
-        return states, records, count[None]
-
-    shares = jax.tree.map(lambda leaf: PartitionSpec(CORES) if axis == 0 and jnp.ndim(leaf) > 0 else PartitionSpec(), problems)
-    record_spec = PartitionSpec(None, *members) if record else PartitionSpec(CORES)
-    spread = jax.shard_map(local, mesh=mesh, in_specs=(members, shares, PartitionSpec(), PartitionSpec()),
-                           out_specs=(members, record_spec, PartitionSpec(CORES)), check_vma=False)  # fmt: skip
-    states, records, counts = spread(states, problems, settings, limit)
-    return states, (records if record else None), counts
-
-
 # A batch is spread over the devices from this many residuals (members x rows) on: below it,
 # one device's loop ends sooner than two loops are dispatched, padded and gathered.
 SPREAD_ELEMENTS = 1 << 15
-_MESHES: dict = {}
 
 
 @dataclass(frozen=True)
 class Spread:
-    """How a batch of members is spread over devices: ``mesh`` (one axis, CORES), the member
-    ``axis`` (0 groups, 1 starts) and its real ``size``; it is padded to a multiple of the
-    device count with copies of its last member along that axis (``place``), whose results
-    are dropped (``trim``)."""
+    """A batch of members spread over ``devices``, one equal share each along the member
+    ``axis`` (0 groups, 1 starts) of real ``size``, padded with copies of its last member
+    (whose results are dropped). Each share is advanced by the same compiled ``run_chunk`` as
+    a one-device batch, dispatched to its device (dispatch does not wait, so the devices run
+    together): one loop per device, no collective, and each share's arithmetic is that of a
+    one-device solve of the same members. (``shard_map`` over a device mesh runs the same
+    loops, but XLA's partitioned compile rounds differently: 3 of 64 Gaussian fits changed
+    status between ftol and xtol.)"""
 
-    mesh: object
+    devices: tuple
     axis: int
     size: int
 
     @property
-    def total(self) -> int:
-        devices = self.mesh.devices.size
-        return -(-self.size // devices) * devices
+    def share(self) -> int:
+        return -(-self.size // len(self.devices))
 
-    def _padded(self, leaf, axis: int):
-        leaf = jnp.asarray(leaf)
-        if self.total == self.size:
-            return leaf
-        last = jax.lax.slice_in_dim(leaf, self.size - 1, self.size, axis=axis)
-        return jnp.concatenate([leaf, jnp.repeat(last, self.total - self.size, axis=axis)], axis=axis)
+    def split(self, tree, axis: int | None = None) -> list:
+        """``tree``'s leaves padded and cut into one share per device, each placed there;
+        ``axis`` None: the whole tree on every device (the problems when starts are spread)."""
 
-    def place(self, state: State) -> State:
-        """``state`` padded and laid out over the devices."""
-        from jax.sharding import NamedSharding, PartitionSpec
+        def cut(leaf, d):
+            leaf = jnp.asarray(leaf)
+            if axis is None or jnp.ndim(leaf) <= axis:
+                return leaf
+            index = np.minimum(np.arange(d * self.share, (d + 1) * self.share), self.size - 1)
+            return jnp.take(leaf, jnp.asarray(index), axis=axis)
 
-        members = NamedSharding(self.mesh, PartitionSpec(*(None,) * self.axis, CORES))
-        return jax.device_put(jax.tree.map(lambda leaf: self._padded(leaf, self.axis), state), members)
+        return [jax.device_put(jax.tree.map(lambda leaf, d=d: cut(leaf, d), tree), device) for d, device in enumerate(self.devices)]
 
-    def place_problems(self, problems):
-        """``problems`` padded and laid out over the devices when the groups are spread (each
-        device holds its own); left as they are when the starts are (every device reads all)."""
-        from jax.sharding import NamedSharding, PartitionSpec
+    def join(self, values: list, axis_offset: int = 0) -> np.ndarray:
+        """The real members of per-device host arrays (``axis_offset`` leading axes first)."""
+        joined = np.concatenate([np.asarray(value) for value in values], axis=self.axis + axis_offset)
+        return np.take(joined, np.arange(self.size), axis=self.axis + axis_offset)
 
-        if self.axis != 0:
-            return problems
-        groups = NamedSharding(self.mesh, PartitionSpec(CORES))
-        return jax.tree.map(lambda leaf: jax.device_put(self._padded(leaf, 0), groups) if jnp.ndim(leaf) > 0 else leaf, problems)
-
-    def trim(self, values, axis_offset: int = 0):
-        """The real members of ``values`` (a host array; ``axis_offset`` leading axes before
-        the members', as in records)."""
-        return np.take(np.asarray(values), np.arange(self.size), axis=self.axis + axis_offset)
-
-    def gather(self, state: State) -> State:
-        """``state`` without the copies, back on the default device (as one device leaves it)."""
+    def gather(self, states: list) -> State:
+        """One state of the real members, on the default device (as one device leaves it)."""
         device = jax.devices()[0]
-        return jax.tree.map(lambda leaf: jax.device_put(self.trim(leaf), device), state)
+        return jax.tree.map(lambda *leaves: jax.device_put(self.join(leaves), device), *states)
 
 
 def spread_for(shape: tuple[int, int], rows: int) -> Spread | None:
@@ -400,35 +358,45 @@ def spread_for(shape: tuple[int, int], rows: int) -> Spread | None:
     if len(devices) < 2 or groups * starts * rows < SPREAD_ELEMENTS:
         return None
     axis = 0 if groups >= len(devices) else 1 if starts >= len(devices) else None
-    if axis is None:
-        return None
-    key = tuple(device.id for device in devices)
-    if key not in _MESHES:
-        from jax.sharding import Mesh
-
-        _MESHES[key] = Mesh(np.array(devices), (CORES,))
-    return Spread(_MESHES[key], axis, shape[axis])
+    return None if axis is None else Spread(tuple(devices), axis, shape[axis])
 
 
-def _chunk(problems, state: State, settings: Settings, direction, globalization, jac_mode, record: bool, spread: Spread | None):
-    """``chunk(state, limit) -> (state, records on the host or None, iterations run)``: one
-    compiled call of ``run_chunk``, or of ``run_spread`` over ``spread``'s devices (with
-    ``problems`` laid out there once)."""
+def _chunk(problems, state: State, first_records, settings: Settings, direction, globalization, jac_mode, record: bool, spread: Spread | None):
+    """``chunk(state, limit) -> (state, statuses, records on the host or None, iterations)``:
+    one compiled call of ``run_chunk``, or one per device of ``spread`` (``state`` is then the
+    list of shares; ``problems`` are placed once). A share whose loop ended early repeats its
+    last record up to the others' count, as its stopped members would under one loop."""
     settings = Settings(*(jnp.asarray(v) for v in settings))
-    statics = ("direction", "globalization", "jac_mode", "record")
     elements = int(np.prod(np.shape(problems.y))) * int(np.shape(state.status)[1])
-    options = {"direction": direction, "globalization": globalization, "jac_mode": jac_mode, "record": record}
+    function = partial(compiled(run_chunk, ("direction", "globalization", "jac_mode", "record"), elements),
+                       direction=direction, globalization=globalization, jac_mode=jac_mode, record=record)  # fmt: skip
     if spread is None:
-        function = compiled(run_chunk, statics, elements)
-    else:
-        function = partial(compiled(run_spread, (*statics, "mesh", "axis"), elements), mesh=spread.mesh, axis=spread.axis)
-        problems = spread.place_problems(problems)
 
-    def chunk(state, limit):
-        state, records, counts = function(state, problems, settings, jnp.asarray(limit), **options)
-        count = int(np.max(np.asarray(counts)))
-        return state, (np.asarray(records)[:count] if record else None), count
+        def chunk(state, limit):
+            state, records, count = function(state, problems, settings, jnp.asarray(limit))
+            count = int(count)
+            return state, np.asarray(state.status), (np.asarray(records)[:count] if record else None), count
 
+        return chunk
+    shares = spread.split(problems, 0 if spread.axis == 0 else None)
+    last = [None] * len(shares)  # each share's latest record (records only)
+
+    def chunk(states, limit):
+        done = [function(state, share, settings, jnp.asarray(limit)) for state, share in zip(states, shares, strict=True)]
+        counts = [int(count) for _, _, count in done]
+        count, states = max(counts), [state for state, _, _ in done]
+        records = None
+        if record:
+            filled = []
+            for d, (own, (_, rows, _)) in enumerate(zip(counts, done, strict=True)):
+                rows = np.asarray(rows)[:own]
+                last[d] = rows[-1] if own else last[d]
+                filled.append(np.concatenate([rows, np.repeat(last[d][None], count - own, axis=0)]) if own < count else rows)
+            records = spread.join(filled, 1)
+        return states, spread.join([state.status for state in states]), records, count
+
+    if record:  # the members' records at the start
+        last[:] = [np.asarray(rows) for rows in spread.split(first_records, spread.axis)]
     return chunk
 
 
@@ -538,8 +506,8 @@ def solve_members(
     stop = None
     limit = 1  # the first chunk measures the cost of an iteration
     spread = spread_for(statuses.shape, int(np.shape(problems.y)[-1]))
-    chunk = _chunk(problems, state, settings, direction, globalization, jac_mode, record, spread)
-    state = spread.place(state) if spread is not None else state
+    chunk = _chunk(problems, state, first_records, settings, direction, globalization, jac_mode, record, spread)
+    state = spread.split(state, spread.axis) if spread is not None else state  # one share per device
     try:
         while np.any(statuses == Status.RUNNING):
             signals.check()  # a signal that a gc callback swallowed still stops the solve
@@ -547,15 +515,14 @@ def solve_members(
                 stop = Status.TIMEOUT
                 break
             began = time.perf_counter()
-            state, records, count = chunk(state, limit)
-            statuses = np.asarray(state.status) if spread is None else spread.trim(state.status)
+            state, statuses, records, count = chunk(state, limit)
             if record:
-                kept.append(records if spread is None else spread.trim(records, 1))
+                kept.append(records)
                 if sum(len(k) for k in kept) > 2 * HISTORY_ROWS:  # bounded memory: thin as it grows
                     rows = np.concatenate(kept, axis=0)
                     kept = [rows[thinned(rows[..., 0].max(axis=tuple(range(1, rows.ndim - 1))))]]
-            if on_chunk is not None:  # a spread batch's copies: trimmed from the statuses given
-                on_chunk(state if spread is None else state._replace(status=statuses), kept[-1] if record else None)
+            if on_chunk is not None:  # a spread batch: the first share, with every real member's status
+                on_chunk(state if spread is None else state[0]._replace(status=statuses), kept[-1] if record else None)
             per_iteration = (time.perf_counter() - began) / max(count, 1)
             limit = int(max(1, min(CHUNK, CHUNK_SECONDS // max(per_iteration, 1e-9))))
     except (KeyboardInterrupt, signals.Interrupted):
