@@ -12,6 +12,11 @@ record when asked, so the Python driver ``solve_members`` pays one dispatch per 
 per iteration. The driver honours the time limit, reports progress, and turns Ctrl-C into an
 "interrupted" result at each member's best point.
 
+A large batch runs on every core (``nlfit.cores``: one XLA host device per core): its
+members are cut into one share per device (``Spread``), and each chunk dispatches the same
+compiled ``run_chunk`` to every device, which then run their loops side by side, each ending
+with its own slowest member (``spread_for`` decides when it pays).
+
 Each member carries its own iteration budget (``State.budget``): multistart gives its extra
 starts a smaller one and lets the winner go on to ``max_iter`` (``nlfit.multistart``).
 
