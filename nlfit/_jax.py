@@ -1,4 +1,5 @@
-"""The one place nlfit configures JAX: float64 everywhere and the persistent compile cache.
+"""The one place nlfit configures JAX: float64 everywhere, one CPU device per usable core
+(``nlfit.cores``) and the persistent compile cache.
 
 Import ``jax`` and ``jnp`` from here so that the configuration is applied before any array
 is made. The CLI imports this module only for commands that compute, so ``nlfit --help``,
@@ -17,13 +18,38 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nlfit import signals
+from nlfit import cores, signals
 
 with signals.deferred():  # JAX's import runs C++ that cannot unwind an exception from a signal
     import jax
     import jax.numpy as jnp
 
 jax.config.update("jax_enable_x64", True)
+
+
+def _set_devices() -> None:
+    """One CPU device per usable core (``nlfit.cores``). Where JAX's backend has already
+    started (a library user who computed with JAX first), its devices stay as they are."""
+    count = cores.device_count()
+    if count is None or count == jax.config.jax_num_cpu_devices:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # "should be updated before backends are initialized"
+        pass
+
+
+_set_devices()
+
+
+def solve_devices() -> list:
+    """The devices a batched solve may spread over: the CPU devices, at most
+    ``cores.limit()`` of them (all when no limit is set: a user's XLA_FLAGS may make more
+    devices than cores); the default device alone on another platform."""
+    devices = jax.devices()
+    if devices[0].platform != "cpu":
+        return devices[:1]
+    return devices[: cores.limit() or len(devices)]
 
 
 def cache_dir() -> Path | None:
@@ -117,4 +143,4 @@ def compiled(function, static_argnames, elements: int):
     return _JITTED[key]
 
 
-__all__ = ["jax", "jnp", "cache_dir", "compiled"]
+__all__ = ["jax", "jnp", "cache_dir", "compiled", "solve_devices"]

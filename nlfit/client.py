@@ -94,7 +94,17 @@ def _limited() -> bool:
 # started with other values is another worker (of the same installation).
 SETTINGS_PREFIXES = ("JAX_", "XLA_", "CUDA_", "NVIDIA_")
 # ... and what libraries read once, when they are imported (typer's help layout).
-SETTINGS_NAMES = ("NLFIT_CACHE_DIR", "NLFIT_NO_CACHE", "XDG_CACHE_HOME", "HOME", "TERMINAL_WIDTH", "GITHUB_ACTIONS", "PY_COLORS", "FORCE_TERMINAL")
+SETTINGS_NAMES = (
+    "NLFIT_CACHE_DIR",
+    "NLFIT_NO_CACHE",
+    "NLFIT_THREADS",
+    "XDG_CACHE_HOME",
+    "HOME",
+    "TERMINAL_WIDTH",
+    "GITHUB_ACTIONS",
+    "PY_COLORS",
+    "FORCE_TERMINAL",
+)
 
 # What the kernel decides a process may open and how far it may go, read from /proc: the
 # user and group ids, the capabilities, no_new_privs and seccomp, the namespaces (a mount
@@ -152,7 +162,8 @@ def identity() -> str:
     package's files (names, sizes, modification times), the interpreter's environment
     (``sys.prefix``, the Python version) and the modification time of its site-packages
     folder (a library installed or upgraded there changes it); SETTINGS hashes the
-    environment that changes how JAX computes or caches (JAX_*, XLA_*, the cache folders).
+    environment that changes how JAX computes or caches (JAX_*, XLA_*, the cache folders,
+    NLFIT_THREADS) and the number of usable cores.
     The SETTINGS part also covers the process's rights and limits (:func:`context`) and
     Python's file-system encoding. A worker stops the workers of other installations, never
     those of other settings."""
@@ -187,6 +198,11 @@ def identity() -> str:
     import locale
 
     settings.update(f"{context()}\0{sys.getfilesystemencoding()}\0{sys.flags.utf8_mode}\0{locale.getpreferredencoding(False)}\n".encode())
+    # The cores it may use (taskset): a worker makes one XLA device per core when it starts
+    # (nlfit.cores); --threads N then limits each command to N of them.
+    from nlfit import cores
+
+    settings.update(f"cores {cores.usable()}\n".encode())
     return f"{__version__}-{digest.hexdigest()[:16]}-{settings.hexdigest()[:8]}"
 
 

@@ -47,9 +47,11 @@ RESULT_ROWS = 2000  # result rows per pulled partition (and part file): about 4 
 PART_NAME = re.compile(r"part-\d{5,}\.(ndjson|csv)")
 # The LocalCluster started without --scheduler: single-threaded worker processes on
 # 127.0.0.1, no dashboard (and the scheduler's small HTTP server on a free local port, not
-# on 8787 of every interface), only errors logged.
+# on 8787 of every interface), only errors logged. Each worker process computes on one core
+# (NLFIT_THREADS=1: one XLA device, nlfit.cores), the cluster on all of them.
 LOCAL_CLUSTER = {
     "threads_per_worker": 1,
+    "env": {"NLFIT_THREADS": "1"},
     "processes": True,
     "host": "127.0.0.1",
     "dashboard_address": None,

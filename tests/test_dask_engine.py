@@ -165,8 +165,7 @@ def test_threads_sets_the_local_clusters_workers_and_nothing_else(tmp_path, tabl
     path = tmp_path / "a.csv"
     _write_csv(path, table[:30], "bom")
     for flags, message in [
-        (["--group-by", "id", "--threads", "2"], "--threads needs --engine dask"),
-        (["--threads", "2"], "apply to batched fits (--group-by)"),
+        (["--engine", "dask"], "apply to batched fits (--group-by)"),
         (["--group-by", "id", "--engine", "dask", "--scheduler", "tcp://127.0.0.1:1", "--threads", "2"], "a --scheduler's cluster has its own"),
         (["--group-by", "id", "--engine", "dask", "--threads", "0"], "--threads"),
     ]:

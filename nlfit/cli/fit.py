@@ -94,8 +94,8 @@ def fit(
         int | None,
         typer.Option(
             "--threads",
-            help="With --engine dask and no --scheduler: worker processes of the local cluster, one core each (default: every core). "
-            "The local engine runs on one core.",
+            help="Use at most N cores (default: every core). The local engine spreads grouped fits and multistarts over them; "
+            "with --engine dask and no --scheduler: worker processes of the local cluster, one core each.",
         ),
     ] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Save a picture: FILE.png, .svg or .pdf (needs nlfit[plot]).")] = None,
@@ -143,21 +143,22 @@ def fit(
         dask_engine.check_directory(output)  # -o DIR/: one part file per partition
         output = None
     check_outputs({"--output": output, "--plot": options.get("plot")}, [*inputs, config])
-    run_fit(inputs, {**options, "glob": False}, plans)  # the patterns are expanded once, here
+    from nlfit import cores
+
+    with cores.limited(options.get("threads")):  # --threads N: at most N cores (nlfit.cores)
+        run_fit(inputs, {**options, "glob": False}, plans)  # the patterns are expanded once, here
 
 
 def check_plan(options: dict, plans: list[FitOptions]) -> None:
     """The checks of the command line that need no data, once for every executor."""
     grouped = bool(options.get("group_by"))
     engine = options.get("engine") or "local"
-    if (options.get("engine") or options.get("scheduler") or options.get("threads")) and not grouped:
-        raise OptionError("--engine, --scheduler and --threads apply to batched fits (--group-by)")
+    if (options.get("engine") or options.get("scheduler")) and not grouped:
+        raise OptionError("--engine and --scheduler apply to batched fits (--group-by)")
     if engine not in ("local", "dask"):
         raise OptionError(f"--engine must be local or dask; got '{engine}'")
     if options.get("scheduler") and engine != "dask":
         raise OptionError("--scheduler needs --engine dask")
-    if options.get("threads") and engine != "dask":
-        raise OptionError("--threads needs --engine dask (the local engine runs on one core)")
     if grouped and options.get("plot"):
         raise OptionError("--plot is not available with --group-by")
     if grouped and len(plans) > 1:

@@ -12,6 +12,11 @@ record when asked, so the Python driver ``solve_members`` pays one dispatch per 
 per iteration. The driver honours the time limit, reports progress, and turns Ctrl-C into an
 "interrupted" result at each member's best point.
 
+A large batch runs on every core (``nlfit.cores``: one XLA host device per core): its
+members are cut into one share per device (``Spread``), and each chunk dispatches the same
+compiled ``run_chunk`` to every device, which then run their loops side by side, each ending
+with its own slowest member (``spread_for`` decides when it pays).
+
 Each member carries its own iteration budget (``State.budget``): multistart gives its extra
 starts a smaller one and lets the winner go on to ``max_iter`` (``nlfit.multistart``).
 
@@ -347,6 +352,119 @@ def _scatter(tree, index, part):
     return jax.tree.map(lambda leaf, new: leaf.at[index].set(new, unique_indices=True), tree, part)
 
 
+# A batch is spread over the devices from this many residuals (members x rows) on. Measured
+# (rational, 100 points a group, 2 cores shared with other work, so noisy): 128-512 groups
+# ran 0.6-0.8x as fast spread (a few ms to split and gather, two dispatches a chunk),
+# 1024-2500 groups 1.2-1.65x.
+SPREAD_ELEMENTS = 1 << 17
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A batch of members spread over ``devices``, one equal share each along the member
+    ``axis`` (0 groups, 1 starts) of real ``size``, padded with copies of its last member
+    (whose results are dropped). Each share is advanced by the same compiled ``run_chunk`` as
+    a one-device batch, dispatched to its device (dispatch does not wait, so the devices run
+    together): one loop per device, no collective, and each share's arithmetic is that of a
+    one-device solve of the same members. (``shard_map`` over a device mesh runs the same
+    loops, but XLA's partitioned compile rounds differently: 3 of 64 Gaussian fits changed
+    status between ftol and xtol.)"""
+
+    devices: tuple
+    axis: int
+    size: int
+
+    @property
+    def share(self) -> int:
+        return -(-self.size // len(self.devices))
+
+    def split(self, tree, axis: int | None = None) -> list:
+        """``tree``'s leaves padded and cut into one share per device, each placed there;
+        ``axis`` None: the whole tree on every device (the problems when starts are spread)."""
+
+        def cut(leaf, d):  # on the host: one transfer per device, not an operation per leaf
+            leaf = np.asarray(leaf)
+            if axis is None or leaf.ndim <= axis:
+                return leaf
+            index = np.minimum(np.arange(d * self.share, (d + 1) * self.share), self.size - 1)
+            return np.take(leaf, index, axis=axis)
+
+        return [jax.device_put(jax.tree.map(lambda leaf, d=d: cut(leaf, d), tree), device) for d, device in enumerate(self.devices)]
+
+    def join(self, values: list, axis_offset: int = 0) -> np.ndarray:
+        """The real members of per-device host arrays (``axis_offset`` leading axes first)."""
+        joined = np.concatenate([np.asarray(value) for value in values], axis=self.axis + axis_offset)
+        return np.take(joined, np.arange(self.size), axis=self.axis + axis_offset)
+
+    def gather(self, states: list) -> State:
+        """One state of the real members, on the default device (as one device leaves it)."""
+        device = jax.devices()[0]
+        return jax.tree.map(lambda *leaves: jax.device_put(self.join(leaves), device), *states)
+
+
+def spread_for(shape: tuple[int, int], rows: int) -> Spread | None:
+    """How to spread G x K members of ``rows`` residuals each, or None for one device: too
+    few residuals to pay (SPREAD_ELEMENTS), one usable device, or fewer groups and starts
+    than devices. Groups are spread when there are enough of them, else the starts."""
+    from nlfit._jax import solve_devices
+
+    devices = solve_devices()
+    groups, starts = shape
+    if len(devices) < 2 or groups * starts * rows < SPREAD_ELEMENTS:
+        return None
+    axis = 0 if groups >= len(devices) else 1 if starts >= len(devices) else None
+    return None if axis is None else Spread(tuple(devices), axis, shape[axis])
+
+
+def _chunk(problems, state: State, first_records, settings: Settings, direction, globalization, jac_mode, record: bool, spread: Spread | None):
+    """``chunk(state, limit) -> (state, statuses, records on the host or None, iterations)``:
+    one compiled call of ``run_chunk``, or one per device of ``spread`` (``state`` is then the
+    list of shares; ``problems`` are placed once). A share whose loop ended early repeats its
+    last record up to the others' count, as its stopped members would under one loop."""
+    settings = Settings(*(jnp.asarray(v) for v in settings))
+    groups = int(np.shape(state.status)[0])
+    elements = int(np.prod(np.shape(problems.y))) * int(np.shape(state.status)[1])
+    # A batch of groups runs its chunk many times: XLA's full optimization pays for itself
+    # there (2D Gaussians, 5000 x 25 points: 5x faster iterations); a single fit keeps the cheap compile.
+    function = partial(compiled(run_chunk, ("direction", "globalization", "jac_mode", "record"), elements * (CHUNK if groups > 1 else 1)),
+                       direction=direction, globalization=globalization, jac_mode=jac_mode, record=record)  # fmt: skip
+
+    def compact(problems_here):  # finished groups dropped from the working set (batches without records)
+        size = int(np.shape(problems_here.y)[0])
+        return Compacted(function, problems_here) if not record and size >= 2 * SMALLEST_COMPACTED else function
+
+    if spread is None:
+        runner = compact(problems)
+
+        def chunk(state, limit):
+            state, records, count = runner(state, problems, settings, jnp.asarray(limit))
+            count = int(count)
+            return state, np.asarray(state.status), (np.asarray(records)[:count] if record else None), count
+
+        return chunk
+    shares = spread.split(problems, 0 if spread.axis == 0 else None)
+    runners = [compact(share) if spread.axis == 0 else function for share in shares]
+    last = [None] * len(shares)  # each share's latest record (records only)
+
+    def chunk(states, limit):
+        done = [run(state, share, settings, jnp.asarray(limit)) for run, state, share in zip(runners, states, shares, strict=True)]
+        counts = [int(count) for _, _, count in done]
+        count, states = max(counts), [state for state, _, _ in done]
+        records = None
+        if record:
+            filled = []
+            for d, (own, (_, rows, _)) in enumerate(zip(counts, done, strict=True)):
+                rows = np.asarray(rows)[:own]
+                last[d] = rows[-1] if own else last[d]
+                filled.append(np.concatenate([rows, np.repeat(last[d][None], count - own, axis=0)]) if own < count else rows)
+            records = spread.join(filled, 1)
+        return states, spread.join([state.status for state in states]), records, count
+
+    if record:  # the members' records at the start
+        last[:] = [np.asarray(rows) for rows in spread.split(first_records, spread.axis)]
+    return chunk
+
+
 @dataclass
 class MembersOutput:
     """The members at the end: ``state`` leaves (G, K, ...), the reported ``state`` (each
@@ -448,17 +566,13 @@ def solve_members(
     reported at its best point; the others keep their own status. ``on_chunk(state, records)``
     is called after each compiled chunk (progress)."""
     started = time.perf_counter() if started is None else started
-    settings = Settings(*(jnp.asarray(v) for v in settings))
     kept = [np.asarray(first_records)[None]] if record else []
     statuses = np.asarray(state.status)
     stop = None
     limit = 1  # the first chunk measures the cost of an iteration
-    groups, elements = int(statuses.shape[0]), int(np.prod(np.shape(problems.y))) * int(statuses.shape[1])
-    # A batch of groups runs its chunk many times: XLA's full optimization pays for itself
-    # there (2D Gaussians, 5000 x 25 points: 5x faster iterations); a single fit keeps the cheap compile.
-    chunk = compiled(run_chunk, ("direction", "globalization", "jac_mode", "record"), elements * (CHUNK if groups > 1 else 1))
-    if not record and groups >= 2 * SMALLEST_COMPACTED:
-        chunk = Compacted(chunk, problems)
+    spread = spread_for(statuses.shape, int(np.shape(problems.y)[-1]))
+    chunk = _chunk(problems, state, first_records, settings, direction, globalization, jac_mode, record, spread)
+    state = spread.split(state, spread.axis) if spread is not None else state  # one share per device
     try:
         while np.any(statuses == Status.RUNNING):
             signals.check()  # a signal that a gc callback swallowed still stops the solve
@@ -466,23 +580,20 @@ def solve_members(
                 stop = Status.TIMEOUT
                 break
             began = time.perf_counter()
-            state, records, count = chunk(
-                state, problems, settings, jnp.asarray(limit), direction=direction, globalization=globalization, jac_mode=jac_mode, record=record
-            )
-            count = int(count)
-            statuses = np.asarray(state.status)
+            state, statuses, records, count = chunk(state, limit)
             if record:
-                kept.append(np.asarray(records)[:count])
+                kept.append(records)
                 if sum(len(k) for k in kept) > 2 * HISTORY_ROWS:  # bounded memory: thin as it grows
                     rows = np.concatenate(kept, axis=0)
                     kept = [rows[thinned(rows[..., 0].max(axis=tuple(range(1, rows.ndim - 1))))]]
-            if on_chunk is not None:
-                on_chunk(state, kept[-1] if record else None)
+            if on_chunk is not None:  # a spread batch: the first share, with every real member's status
+                on_chunk(state if spread is None else state[0]._replace(status=statuses), kept[-1] if record else None)
             per_iteration = (time.perf_counter() - began) / max(count, 1)
             limit = int(max(1, min(CHUNK, CHUNK_SECONDS // max(per_iteration, 1e-9))))
     except (KeyboardInterrupt, signals.Interrupted):
         signals.consume()
         stop = Status.INTERRUPTED
+    state = spread.gather(state) if spread is not None else state
     if stop is not None:
         running = statuses == Status.RUNNING
         statuses = np.where(running, int(stop), statuses)
