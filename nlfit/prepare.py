@@ -321,7 +321,7 @@ def prepare(dataset: Dataset, model, options: FitOptions, p0=None, *, grouped: b
         start, given = choose_start(model, dataset, p0, file_start)
         starts = np.asarray(start, dtype=np.float64)[None]
     jac_mode = derivatives.resolve_mode(options.jac, int(rows.counts.max()), n_params)
-    lower, upper, _ = box(model, options.bounds, options.fix, starts[0] if not given else np.clip(starts[0], -np.inf, np.inf), given=False)
+    lower, upper, _ = box(model, options.bounds, options.fix, starts[0], given=False)  # the bounds; the starts are placed below
     starts = _place_starts(model, starts, lower, upper, options.fix, given)
     if not grouped:
         estimated = int(np.count_nonzero(lower != upper))
