@@ -102,17 +102,24 @@ def scipy_functions(name: str):
     return residuals, jacobian
 
 
-def write(folder: str, name: str, groups: int) -> tuple[str, str]:
-    """The problem's Parquet file and its per-group starts (.npy)."""
+def write(folder: str, name: str, sizes: list[int]) -> list[tuple[str, str]]:
+    """The problem's Parquet file and its per-group starts (.npy) at each size. The data are
+    drawn once for the largest size and every size takes the first groups of it, so group g
+    is the same at every size and results compare across sizes."""
     import pandas as pd
 
     build, _, x_names = PROBLEMS[name]
-    columns, y, starts = build(groups, np.random.default_rng(0))
-    path = os.path.join(folder, f"{name}-{groups}.parquet")
-    frame = {"id": np.repeat(np.arange(groups), y.shape[1]), **{c: columns[c] for c in x_names}, "y": y.ravel()}
-    pd.DataFrame(frame).to_parquet(path, index=False)
-    np.save(path + ".starts.npy", starts)
-    return path, path + ".starts.npy"
+    columns, y, starts = build(max(sizes), np.random.default_rng(0))
+    points = y.shape[1]
+    files = []
+    for groups in sizes:
+        path = os.path.join(folder, f"{name}-{groups}.parquet")
+        rows = groups * points
+        frame = {"id": np.repeat(np.arange(groups), points), **{c: columns[c][:rows] for c in x_names}, "y": y[:groups].ravel()}
+        pd.DataFrame(frame).to_parquet(path, index=False)
+        np.save(path + ".starts.npy", starts[:groups])
+        files.append((path, path + ".starts.npy"))
+    return files
 
 
 def run_nlfit(name: str, files: list[tuple[str, str]], starts_option: str) -> list[dict]:
@@ -235,9 +242,10 @@ def main() -> None:
     print(f"{head} {'both ok':>8s} {'max |dp|/|p|':>13s} {'loss worse':>10s}")
     with tempfile.TemporaryDirectory() as folder:
         for name in args.problems:
-            files = [write(folder, name, groups) for groups in sorted(set(args.groups) | set(scipy_sizes))]
-            ours_files = [f for f, g in zip(files, sorted(set(args.groups) | set(scipy_sizes)), strict=True) if g in args.groups]
-            theirs_files = [f for f, g in zip(files, sorted(set(args.groups) | set(scipy_sizes)), strict=True) if g in scipy_sizes]
+            sizes = sorted(set(args.groups) | set(scipy_sizes))
+            files = write(folder, name, sizes)
+            ours_files = [f for f, g in zip(files, sizes, strict=True) if g in args.groups]
+            theirs_files = [f for f, g in zip(files, sizes, strict=True) if g in scipy_sizes]
             theirs = measure("scipy", name, theirs_files, args.starts, True)
             scipy_rate = margin(scipy_sizes, [t["seconds"] for t in theirs]) if len(scipy_sizes) > 1 else scipy_sizes[0] / theirs[0]["seconds"]
             rates = {}

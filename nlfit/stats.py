@@ -85,16 +85,50 @@ def compute(
 
 
 def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absolute_sigma, conf_level, middle) -> Statistics:
-    # scipy.special, not scipy.stats: the same quantiles for a third of the import time.
-    from scipy.special import ndtri, stdtrit
-
     groups, n_params = params.shape
     counts = np.asarray(counts, dtype=np.int64)
     scale = np.asarray(scale, dtype=np.float64)
     real = np.ones(residuals.shape, dtype=bool) if real is None else np.asarray(real, dtype=bool)
-    dof = counts - n_params
     absolute = bool(absolute_sigma) and sigma is not None
     rss_scaled = np.sum(np.where(real, residuals, 0.0) ** 2, axis=1)
+    values = _fit_quality(rss_scaled, y, sigma, counts, scale, real, n_params, absolute)
+    nan = np.full((groups, n_params), np.nan)
+    result = Statistics(
+        covariance=np.full((groups, n_params, n_params), np.nan),
+        stderr=nan.copy(),
+        correlation=np.full((groups, n_params, n_params), np.nan),
+        tvalues=nan.copy(),
+        intervals=np.full((groups, n_params, 2), np.nan),
+        has_covariance=np.zeros(groups, dtype=bool),
+        rank=np.zeros(groups, dtype=np.int64),
+        values=values,
+        warnings={},
+    )
+    if n_params == 0:
+        return result
+    dof = counts - n_params
+    finite, column, keep, singular, vt = _rank(jac, counts, names, result)
+    usable = finite & (result.rank == n_params) & (np.full(groups, absolute) | (dof > 0))
+    for g in np.flatnonzero(finite & (result.rank == n_params) & ~usable):
+        _warn(result.warnings, g, FitWarning("no-dof", f"{counts[g]} points for {n_params} parameters: no degrees of freedom, no standard errors"))
+    if not np.any(usable):
+        return result
+    scaled = np.swapaxes(vt, 1, 2) / np.where(keep, singular, np.inf)[:, None, :] / column[:, :, None]
+    factor = 1.0 / scale if absolute else np.sqrt(rss_scaled / np.where(dof > 0, dof, 1))
+    covariance, stderr, correlation = _covariance(scaled, factor, middle, counts, dof)
+    _inference(result, params, covariance, stderr, correlation, usable, dof, absolute, conf_level)
+    upper = np.triu(np.abs(np.nan_to_num(result.correlation)) > CORRELATION_WARNING, k=1)
+    for g, i, j in zip(*np.nonzero(upper), strict=True):
+        message = f"{names[i]} and {names[j]} are strongly correlated (rho = {correlation[g, i, j]:+.4f})"
+        _warn(result.warnings, g, FitWarning("correlated", message, params=(names[i], names[j])))
+    return result
+
+
+def _fit_quality(rss_scaled, y, sigma, counts, scale, real, n_params: int, absolute: bool) -> dict:
+    """The columns rss, n, dof, sigma, r2, r2_adj, chi2, reduced_chi2, loglik, aic, bic (and
+    conf_level, t_quantile as NaN until the covariance sets them)."""
+    groups = len(counts)
+    dof = counts - n_params
     rss = rss_scaled * scale**2
     sigma_values = np.ones_like(y) if sigma is None else np.asarray(sigma, dtype=np.float64)
     # The weighted mean with weights 1/sigma^2 normalized by the largest sigma (no overflow for
@@ -113,55 +147,41 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
         k = n_params + 1
     good = dof > 0
     safe_dof = np.where(good, dof, 1)
+    safe_tss = np.where(tss_scaled > 0, tss_scaled, 1.0)
     nan = np.full(groups, np.nan)
-    values = {
+    return {
         "rss": rss,
         "n": counts,
         "dof": dof,
         "sigma": np.where(good, scale * np.sqrt(rss_scaled / safe_dof), np.nan),
-        "r2": np.where(tss_scaled > 0, 1.0 - rss_scaled / np.where(tss_scaled > 0, tss_scaled, 1.0), np.nan),
-        "r2_adj": np.where(
-            (tss_scaled > 0) & good & (counts > 1),
-            1.0 - (rss_scaled / safe_dof) / (np.where(tss_scaled > 0, tss_scaled, 1.0) / np.maximum(counts - 1, 1)),
-            np.nan,
-        ),
+        "r2": np.where(tss_scaled > 0, 1.0 - rss_scaled / safe_tss, np.nan),
+        "r2_adj": np.where((tss_scaled > 0) & good & (counts > 1), 1.0 - (rss_scaled / safe_dof) / (safe_tss / np.maximum(counts - 1, 1)), np.nan),
         "chi2": rss if sigma is not None else nan,
-        "reduced_chi2": rss / safe_dof if sigma is not None else nan,
+        "reduced_chi2": np.where(good, rss / safe_dof, np.nan) if sigma is not None else nan,
         "loglik": loglik,
         "aic": 2 * k - 2 * loglik,
         "bic": k * np.log(np.maximum(counts, 1)) - 2 * loglik,
         "conf_level": nan.copy(),
         "t_quantile": nan.copy(),
     }
-    if sigma is not None:
-        values["reduced_chi2"] = np.where(good, values["reduced_chi2"], np.nan)
 
-    warnings: dict = {}
-    nan = np.full((groups, n_params), np.nan)
-    result = Statistics(
-        covariance=np.full((groups, n_params, n_params), np.nan),
-        stderr=nan.copy(),
-        correlation=np.full((groups, n_params, n_params), np.nan),
-        tvalues=nan.copy(),
-        intervals=np.full((groups, n_params, 2), np.nan),
-        has_covariance=np.zeros(groups, dtype=bool),
-        rank=np.zeros(groups, dtype=np.int64),
-        values=values,
-        warnings=warnings,
-    )
-    if n_params == 0:
-        return result
+
+def _rank(jac, counts, names, result: Statistics):
+    """The numerical rank of each Jacobian (into ``result.rank``, with a warning for each
+    non-finite or rank-deficient one) from the SVD of its columns scaled to unit norm: the
+    rank test and the covariance then do not depend on the parameters' units (a parameter of
+    size 1e32 next to one of size 0.06 is no rank deficiency). Returns (finite, column norms,
+    kept singular values, singular values, V^T)."""
+    n_params = jac.shape[2]
     finite = np.all(np.isfinite(jac), axis=(1, 2))
     for g in np.flatnonzero(~finite):
-        _warn(warnings, g, FitWarning("jacobian-nonfinite", "the Jacobian at the solution is not finite: no standard errors"))
-    # Columns scaled to unit norm first (C = D^-1 (J~^T J~)^-1 D^-1 with J~ = J D^-1): the rank
-    # test and the covariance then do not depend on the parameters' units (a parameter of
-    # size 1e32 next to one of size 0.06 is no rank deficiency).
-    largest = np.max(np.abs(np.where(finite[:, None, None], jac, 0.0)), axis=1, keepdims=True)
+        _warn(result.warnings, g, FitWarning("jacobian-nonfinite", "the Jacobian at the solution is not finite: no standard errors"))
+    usable = np.where(finite[:, None, None], jac, 0.0)
+    largest = np.max(np.abs(usable), axis=1, keepdims=True)
     largest = np.where(largest > 0, largest, 1.0)
-    column = largest[:, 0, :] * np.sqrt(np.sum((np.where(finite[:, None, None], jac, 0.0) / largest) ** 2, axis=1))
+    column = largest[:, 0, :] * np.sqrt(np.sum((usable / largest) ** 2, axis=1))
     column = np.where(column > 0, column, 1.0)
-    safe = np.where(finite[:, None, None], jac, 0.0) / column[:, None, :]
+    safe = usable / column[:, None, :]
     _, singular, vt = np.linalg.svd(safe, full_matrices=False)
     cutoff = np.finfo(float).eps * np.maximum(counts, n_params) * singular[:, 0]
     keep = singular > cutoff[:, None]
@@ -171,23 +191,22 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
         for vector in _null_space(safe[g], keep[g], vt[g]):  # in equilibrated units: comparable entries
             involved = [names[j] for j in np.flatnonzero(np.abs(vector) > 1e-3 * np.max(np.abs(vector)))]
             message = f"rank-deficient Jacobian: {', '.join(involved)} are not identifiable from the data (only a combination of them is); no standard errors"
-            _warn(warnings, g, FitWarning("not-identifiable", message, params=tuple(involved)))
-    usable = finite & (rank == n_params) & (np.full(groups, absolute) | (dof > 0))
-    for g in np.flatnonzero(finite & (rank == n_params) & ~usable):
-        _warn(warnings, g, FitWarning("no-dof", f"{counts[g]} points for {n_params} parameters: no degrees of freedom, no standard errors"))
-    if not np.any(usable):
-        return result
-    scaled = np.swapaxes(vt, 1, 2) / np.where(keep, singular, np.inf)[:, None, :] / column[:, :, None]
+            _warn(result.warnings, g, FitWarning("not-identifiable", message, params=tuple(involved)))
+    return finite, column, keep, singular, vt
+
+
+def _covariance(scaled, factor, middle, counts, dof):
+    """(covariance, stderr, correlation) from ``scaled`` = D^-1 V S^-1 (so (J^T J)^-1 =
+    scaled scaled^T): the sandwich with ``middle`` for a robust loss, else factor^2 (J^T J)^-1."""
     if middle is not None:
-        inverse = scaled @ np.swapaxes(scaled, 1, 2)  # (J^T J)^-1 = D^-1 (J~^T J~)^-1 D^-1
+        inverse = scaled @ np.swapaxes(scaled, 1, 2)
         covariance = inverse @ middle @ inverse * (counts / np.where(dof > 0, dof, 1))[:, None, None]
         stderr = np.sqrt(np.einsum("gii->gi", covariance))
         correlation = covariance / (stderr[:, :, None] * stderr[:, None, :])
     else:
-        # C = R R^T with R = D^-1 V S^-1 times the residual scale: the standard errors are the
-        # norms of R's rows and the correlations their cosines, so both stay right for
-        # parameters of size 1e-300, whose variances (1e-600) are below the float range.
-        factor = 1.0 / scale if absolute else np.sqrt(rss_scaled / np.where(dof > 0, dof, 1))
+        # C = R R^T with R = scaled times the residual scale: the standard errors are the norms
+        # of R's rows and the correlations their cosines, so both stay right for parameters of
+        # size 1e-300, whose variances (1e-600) are below the float range.
         root = scaled * factor[:, None, None]
         largest = np.max(np.abs(root), axis=2, keepdims=True)
         safe = np.where(largest > 0, largest, 1.0)
@@ -195,10 +214,19 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
         unit = root / np.where(stderr > 0, stderr, 1.0)[:, :, None]
         correlation = unit @ np.swapaxes(unit, 1, 2)
         covariance = root @ np.swapaxes(root, 1, 2)
-    index = np.arange(n_params)
+    index = np.arange(scaled.shape[1])
     correlation[:, index, index] = 1.0
+    return covariance, stderr, correlation
+
+
+def _inference(result: Statistics, params, covariance, stderr, correlation, usable, dof, absolute: bool, conf_level: float) -> None:
+    """t values and intervals at ``conf_level`` (normal quantiles with known sigma, Student's
+    t otherwise) into ``result``, for the ``usable`` fits only."""
+    # scipy.special, not scipy.stats: the same quantiles for a third of the import time.
+    from scipy.special import ndtri, stdtrit
+
     if absolute:
-        quantile = np.full(groups, float(ndtri(0.5 + conf_level / 2)))
+        quantile = np.full(len(dof), float(ndtri(0.5 + conf_level / 2)))
     else:
         quantile = stdtrit(np.where(dof > 0, dof, 1), 0.5 + conf_level / 2)
     tvalues = np.where(stderr > 0, params / np.where(stderr > 0, stderr, 1.0), np.inf)
@@ -210,13 +238,8 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
     result.tvalues = np.where(mask, tvalues, np.nan)
     result.intervals = np.where(mask[:, :, None], intervals, np.nan)
     result.has_covariance = usable
-    values["conf_level"] = np.where(usable, conf_level, np.nan)
-    values["t_quantile"] = np.where(usable, quantile, np.nan)
-    upper = np.triu(np.abs(np.nan_to_num(result.correlation)) > CORRELATION_WARNING, k=1)
-    for g, i, j in zip(*np.nonzero(upper), strict=True):
-        message = f"{names[i]} and {names[j]} are strongly correlated (rho = {correlation[g, i, j]:+.4f})"
-        _warn(warnings, g, FitWarning("correlated", message, params=(names[i], names[j])))
-    return result
+    result.values["conf_level"] = np.where(usable, conf_level, np.nan)
+    result.values["t_quantile"] = np.where(usable, quantile, np.nan)
 
 
 def _warn(warnings: dict, g, warning: FitWarning) -> None:

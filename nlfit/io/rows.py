@@ -47,7 +47,8 @@ def paused_collection():
             gc.enable()
 
 
-def _json_rows(fits: Fits, extra: dict | None) -> list[str]:
+def _param_entries(fits: Fits) -> tuple[list, list, list]:
+    """Each row's ``params`` object, ``covariance`` and ``correlation`` (None without one)."""
     names = list(fits.param_names)
     covered = fits.has_covariance
     nan = np.full(fits.params.shape, np.nan)
@@ -68,6 +69,11 @@ def _json_rows(fits: Fits, extra: dict | None) -> list[str]:
     has = covered.tolist()
     covariance = [m if h else None for m, h in zip(np.where(np.isnan(fits.covariance), 0.0, fits.covariance).tolist(), has, strict=True)]
     correlation = [m if h else None for m, h in zip(fits.correlation.tolist(), has, strict=True)]
+    return params, covariance, correlation
+
+
+def _json_rows(fits: Fits, extra: dict | None) -> list[str]:
+    params, covariance, correlation = _param_entries(fits)
     stat_names = list(fits.stats)
     stat_rows = [
         {k: v for k, v in zip(stat_names, row, strict=True) if v is not _ABSENT}
