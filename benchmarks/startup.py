@@ -21,6 +21,14 @@ The scipy script reads the same CSV with pandas and calls scipy.optimize.least_s
 ``--before DIR``: also time a source tree of an earlier nlfit (a ``git worktree`` of an older
 commit) in the same run, cold and with a warm cache, to compare the paths without a worker.
 
+``--formulas R``: formulas nlfit has not seen, through the warm worker: six shapes, each
+with a random constant written into its text (so every text is new), R runs each, fitted with
+the defaults; against a pandas + ``scipy.optimize.curve_fit`` script that fits the same
+formula (written as numpy code, p0 = 1 as curve_fit's default). The first run of each
+parameter count is shown apart: on an empty compilation cache it compiles the tape program
+of that bucket once (``nlfit.models.tape``), which later formulas share. ``--formulas 0``
+skips it.
+
 ``--loop N``: N files of N different lengths (50 to 50 + N - 1 points), fitted one after
 the other by a shell loop (``for f in *.csv; do nlfit fit "$f" ...; done``), the worker on,
 against the same loop with the scipy script. ``--loop 0`` skips it.
@@ -90,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--loop", type=int, default=1000, help="files for the loop; 0 skips it")
+    parser.add_argument("--formulas", type=int, default=5, help="runs of each new-formula shape; 0 skips them")
     parser.add_argument("--before", default=None, help="source tree of an earlier nlfit to time beside this one (no worker)")
     args = parser.parse_args()
     entry = shutil.which("nlfit") or str(Path(sys.executable).parent / "nlfit")
@@ -137,17 +146,76 @@ def main() -> None:
             warm = [timed([*before, *fit(data)[1:]], {**off, "NLFIT_CACHE_DIR": str(work / "old-cache")}) for _ in range(args.runs)]
             rows.append((f"before ({Path(args.before).name}): warm cache", statistics.median(warm)))
             rows.append((f"before ({Path(args.before).name}): --help", statistics.median(timed([*before, "--help"], off) for _ in range(args.runs))))
+        if args.formulas:
+            rows += new_formulas(args.formulas, work, entry, on, off)
         rows.append(("nlfit --help, no worker", statistics.median(timed([entry, "--help"], off) for _ in range(args.runs))))
         rows.append(("nlfit --help, worker", statistics.median(timed([entry, "--help"], on) for _ in range(args.runs))))
         print(f"cores: {os.cpu_count()}   medians of {args.runs} whole processes   fit: nlfit fit FILE --model rational -q -f json (200 points)")
         print(f"{'':55s} {'seconds':>8s} {'/ scipy':>8s}")
         for name, seconds in rows:
-            print(f"{name:55s} {seconds:8.3f} {seconds / scipy:8.2f}")
+            if name.startswith("  "):  # a ratio, not a time
+                print(f"{name:55s} {'':8s} {seconds:8.2f}")
+            else:
+                print(f"{name:55s} {seconds:8.3f} {seconds / scipy:8.2f}")
         if args.loop:
             loop(args.loop, work, entry, script, on, off)
     finally:
         subprocess.run([entry, "worker", "stop"], env=on, check=False, stdout=subprocess.DEVNULL)
         shutil.rmtree(work, ignore_errors=True)
+
+
+# (nlfit formula with {k} for the random constant, numpy body of the scipy script, parameters,
+# the true parameters): the data are the formula at the truth plus noise 0.01.
+SHAPES = [
+    ("a*exp(-b*x) + {k}", "a*np.exp(-b*x) + {k}", "a,b", [2.0, 0.8]),
+    ("a*x/(b + x) + {k}*x", "a*x/(b + x) + {k}*x", "a,b", [1.5, 0.7]),
+    ("a/(1 + exp(-(x - m)/s)) + {k}", "a/(1 + np.exp(-(x - m)/s)) + {k}", "a,m,s", [2.0, 2.5, 0.6]),
+    ("a*sin(w*x + {k}) + c", "a*np.sin(w*x + {k}) + c", "a,w,c", [1.2, 1.3, 0.4]),
+    ("a*exp(-(x - m)^2/(2*s^2)) + {k}", "a*np.exp(-(x - m)**2/(2*s**2)) + {k}", "a,m,s", [3.0, 2.4, 0.7]),
+    ("a*(1 - exp(-b*(x - {k})))", "a*(1 - np.exp(-b*(x - {k})))", "a,b", [2.5, 0.9]),
+]
+
+CURVE_FIT_SCRIPT = """
+import sys
+import numpy as np
+import pandas as pd
+from scipy.optimize import curve_fit
+frame = pd.read_csv(sys.argv[1])
+def model(x, {names}):
+    return {body}
+params, covariance = curve_fit(model, frame["x"].to_numpy(), frame["y"].to_numpy(), p0=np.ones({count}), maxfev=10000)
+print(params, np.sqrt(np.diag(covariance)))
+"""
+
+
+def new_formulas(runs: int, work: Path, entry: str, on: dict, off: dict) -> list:
+    """Rows: each run a new text of each shape, through the warm worker, and the curve_fit script."""
+    rng = np.random.default_rng(7)
+    x = np.linspace(0.1, 5.0, 100)
+    firsts, later, scripts = [], [], []
+    seen_counts = set()
+    for run in range(runs):
+        for index, (formula, body, names, truth) in enumerate(SHAPES):
+            k = round(float(rng.uniform(0.1, 0.9)), 6)
+            text, code = formula.format(k=k), body.format(k=k)
+            values = dict(zip(names.split(","), truth, strict=True))
+            with np.errstate(all="ignore"):
+                y = eval(code, {"np": np, "x": x, **values}) + rng.normal(0.0, 0.01, x.size)  # the benchmark's own text
+            path = work / f"formula{run}_{index}.csv"
+            path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist(), strict=True)))
+            script = work / f"formula{run}_{index}.py"
+            script.write_text(CURVE_FIT_SCRIPT.format(names=", ".join(names.split(",")), body=code, count=len(truth)))
+            seconds = timed([entry, "fit", str(path), "--model", text, "--quiet", "--format", "json"], on)
+            (later if len(truth) in seen_counts else firsts).append(seconds)
+            seen_counts.add(len(truth))
+            scripts.append(timed([sys.executable, str(script), str(path)], off))
+    nlfit_new, scipy_new = statistics.median(later), statistics.median(scripts)
+    return [
+        ("nlfit, warm worker, first formula of a parameter count", statistics.median(firsts)),
+        (f"nlfit, warm worker, a new formula (median of {len(later)})", nlfit_new),
+        (f"curve_fit script on the same formulas (median of {len(scripts)})", scipy_new),
+        ("  new formula: nlfit / curve_fit script", nlfit_new / scipy_new),
+    ]
 
 
 def loop(count: int, work: Path, entry: str, script: Path, on: dict, off: dict) -> None:

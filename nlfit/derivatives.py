@@ -35,7 +35,7 @@ import numpy as np
 from nlfit._jax import jax, jnp
 from nlfit.errors import OptionError
 from nlfit.options import JAC_MODES
-from nlfit.problem import Problem, cost_terms, objective, residuals, robust_scaling
+from nlfit.problem import Problem, cost_terms, objective, residuals, robust_scaling, vmap_groups
 
 FD_RELATIVE_STEP = 1e-8
 
@@ -256,7 +256,7 @@ def influence_gram(params, problem: Problem, block: int = QR_BLOCK):
 
 
 def _jacobian_batch(params, problems: Problem, mode: str):
-    return jax.vmap(lambda p, problem: jacobian(p, problem, mode))(params, problems)
+    return vmap_groups(lambda p, problem: jacobian(p, problem, mode), 0, 1)(params, problems)
 
 
 def jacobian_batch(params, problems: Problem, mode: str):
@@ -269,10 +269,10 @@ def jacobian_batch(params, problems: Problem, mode: str):
 @partial(jax.jit, static_argnames=("mode",))
 def qr_linearize_batch(params, problems: Problem, mode: str):
     """``qr_linearize`` of G problems at once."""
-    return jax.vmap(lambda p, problem: qr_linearize(p, problem, mode))(params, problems)
+    return vmap_groups(lambda p, problem: qr_linearize(p, problem, mode), 0, 1)(params, problems)
 
 
 @jax.jit
 def influence_gram_batch(params, problems: Problem):
     """``influence_gram`` of G problems at once."""
-    return jax.vmap(influence_gram)(params, problems)
+    return vmap_groups(influence_gram, 0, 1)(params, problems)

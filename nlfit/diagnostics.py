@@ -451,6 +451,8 @@ def _evaluate(model, params, grids):
     """Model values (G, W) and denominators (G, D, W) on the grids (G, W)."""
     from nlfit._jax import compiled
 
+    if hasattr(model, "values_on_grids"):  # a formula: numpy, no program compiled for it
+        return model.values_on_grids(params, grids)
     width = grids.shape[1]
     grids = np.pad(grids, ((0, 0), (0, padded_size(width) - width)), mode="edge")  # one program for many data lengths
     values, denominators = compiled(_evaluate_on_grid, ("model",), grids.size)(params, grids, model=model)

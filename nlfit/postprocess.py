@@ -190,6 +190,7 @@ def gauss_newton_polish(problems, params, residuals, jac, statuses, jac_mode: st
 def _polish_groups(params, residuals, jac, converged, problems, *, mode, closed_form=False):
     from nlfit import derivatives
     from nlfit._jax import jax, jnp
+    from nlfit.problem import vmap_groups
     from nlfit.solvers.directions import column_norms
     from nlfit.solvers.subproblems import normal_damped_step
 
@@ -227,7 +228,7 @@ def _polish_groups(params, residuals, jac, converged, problems, *, mode, closed_
         p, r, j, _ = jax.lax.fori_loop(0, POLISH_STEPS, body, (p, r, j, ~usable))
         return p, r, j
 
-    return jax.vmap(one)(params, residuals, jac, converged, problems)
+    return vmap_groups(one, 0, 4)(params, residuals, jac, converged, problems)
 
 
 def statistics(context: Context, factor, residuals, params, held, middle) -> stats.Statistics:

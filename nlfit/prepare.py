@@ -26,6 +26,7 @@ import numpy as np
 from nlfit import multistart
 from nlfit.errors import InputError, ModelError, OptionError
 from nlfit.io.dataset import Dataset
+from nlfit.models import tape
 from nlfit.models.registry import model_for
 from nlfit.numerics import LARGE_DATA_POINTS, padded_size, residual_scales
 from nlfit.options import FitOptions
@@ -283,11 +284,13 @@ class Prepared:
         xs, ys, sigmas, real = self.grouped.pad(members, np.asarray(self.dataset.x), self.y_fitted, sigma, width)
         scales = residual_scales(ys, sigmas, real)
         size = len(members)
+        taped = tape.runner_for(self.model, width, grouped=self.keys is not None)
         problems = Problem(
             x=np.asarray(xs, dtype=np.float64),
             y=np.asarray(ys, dtype=np.float64),
             sigma=np.asarray(sigmas, dtype=np.float64),
-            model=self.model,
+            model=self.model if taped is None else taped[0],
+            tape=None if taped is None else taped[1].arrays(size),
             loss=self.options.loss,
             f_scale=jnp.asarray(self.options.f_scale / scales),
             lower=jnp.tile(jnp.asarray(self.lower), (size, 1)),

@@ -387,6 +387,17 @@ class FormulaModel(Model):
 
         return [jnp.broadcast_to(f(params, columns), jnp.shape(x)[:1]) for f in evaluate]
 
+    def values_on_grids(self, params, grids):
+        """The values (N, W) and denominators (N, D, W) at N parameter vectors (N, n), each on
+        its own grid of one predictor (N, W), with numpy: no compiled program per formula."""
+        columns = {self.x_names[0]: np.asarray(grids, dtype=np.float64)}
+        stacked = np.asarray(params, dtype=np.float64).T[:, :, None]  # params[k] is then (N, 1)
+        shape = np.shape(grids)
+        with np.errstate(all="ignore"):
+            values = np.broadcast_to(_compiled(self, "rhs", np)(stacked, columns), shape)
+            found = [np.broadcast_to(f(stacked, columns), shape) for f in _compiled(self, "denominators", np)]
+        return np.array(values, dtype=np.float64), np.stack(found, axis=1) if found else np.zeros((shape[0], 0, shape[1]))
+
     @property
     def frequencies(self) -> tuple[tuple[int, float], ...]:
         """(parameter index, k) for each sin(...)/cos(...) whose argument has a term

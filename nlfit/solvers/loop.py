@@ -36,6 +36,7 @@ import numpy as np
 
 from nlfit import signals
 from nlfit._jax import compiled, jax, jnp
+from nlfit.problem import vmap_groups
 from nlfit.solvers.directions import Direction, Local
 from nlfit.solvers.globalization import Globalization
 from nlfit.solvers.settings import Settings
@@ -250,7 +251,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
 
 def _members(function):
     """``function(state, problem)`` for every member: states (G, K, ...), problems (G, ...)."""
-    return jax.vmap(jax.vmap(function, in_axes=(0, None)), in_axes=(0, 0))
+    return vmap_groups(jax.vmap(function, in_axes=(0, None)), (0, 0), 1)
 
 
 def init_members(params, problems, settings: Settings, seeds, budgets, linear, *, direction: Direction, jac_mode: str, solve_linear: bool):
@@ -260,7 +261,7 @@ def init_members(params, problems, settings: Settings, seeds, budgets, linear, *
         return initial_state(start, problem, settings, seed, budget, mask, direction=direction, jac_mode=jac_mode, solve_linear=solve_linear)
 
     per_group = jax.vmap(one, in_axes=(0, None, 0, 0, 0))
-    states = jax.vmap(per_group, in_axes=(0, 0, 0, None, None))(params, problems, seeds, budgets, linear)
+    states = vmap_groups(per_group, (0, 0, 0, None, None), 1)(params, problems, seeds, budgets, linear)
     return states, _members(lambda state, problem: _record(state))(states, problems)
 
 

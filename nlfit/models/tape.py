@@ -1,0 +1,267 @@
+"""Formulas as data: a user formula becomes a *tape* that one compiled program evaluates.
+
+A tape is a list of instructions over a register file. Registers 0 .. P-1 hold the
+parameters, P .. P+V-1 the data columns, and instruction i writes register P+V+i from one or
+two earlier registers (``a``, ``b``) or its constant. The program's output is the last
+register. Tapes are padded to a length bucket (``LENGTHS``) with copies of their last
+register, so the solver, the multistart and the polish are compiled once per
+(parameter count, column count, length bucket, data shape) and take the tape as data: a new
+formula, new constants or another parameter order compile nothing.
+
+``Runner`` is the static stand-in for the formula in a ``Problem`` (its equality is the
+bucket only); the tape itself rides in ``Problem.tape`` as arrays with the problems' leading
+group axis. Derivatives come from JAX through the interpreter (``lax.scan`` over the
+instructions, ``lax.switch`` over the operations), forward or reverse. The tape must stay
+unbatched: under ``vmap`` a batched switch evaluates every operation (15x slower) and the
+derivatives of the ones not taken can turn a zero cotangent into NaN; batches of groups are
+therefore mapped with ``nlfit.problem.vmap_groups``, which gives every group the one tape.
+
+The tape serves small single fits (``runner_for``): there a new formula costs no compile.
+Larger fits and grouped fits use the formula's own compiled program
+(``FormulaModel.predict``), which runs faster per row (``benchmarks/tape.py``).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+import numpy as np
+
+OPS = (
+    "copy", "const", "add", "sub", "mul", "div", "pow", "pow_data", "neg",
+    "exp", "log", "log10", "sqrt", "sin", "cos", "tan", "arcsin", "arccos", "arctan",
+    "sinh", "cosh", "tanh", "abs",
+)  # fmt: skip
+CODE = {name: i for i, name in enumerate(OPS)}
+LENGTHS = (16, 32, 64, 128, 256)
+UNROLL = 1
+MAX_WORK = 1 << 14  # rows x (parameters + 1) x instructions up to which a single fit runs from its tape
+
+
+@dataclass(frozen=True)
+class Tape:
+    """The instructions of one formula (numpy arrays of the bucket's length)."""
+
+    ops: np.ndarray  # (L,) int32, indices into OPS
+    a: np.ndarray  # (L,) int32, first operand register
+    b: np.ndarray  # (L,) int32, second operand register
+    constants: np.ndarray  # (L,) float64, the value of a 'const' instruction
+    n_params: int
+    n_columns: int
+    used: int  # instructions before the padding
+
+    @property
+    def length(self) -> int:
+        return int(self.ops.shape[0])
+
+    def arrays(self, groups: int | None = None):
+        """The tape as the ``Problem.tape`` leaves: (ops, a, b, constants), with a leading
+        axis of ``groups`` copies when given."""
+        leaves = (self.ops, self.a, self.b, self.constants)
+        if groups is None:
+            return leaves
+        return tuple(np.broadcast_to(v, (groups, *v.shape)).copy() for v in leaves)
+
+
+def compile_tape(model) -> Tape | None:
+    """The tape of a ``FormulaModel``'s right side, or None when it is longer than the
+    largest bucket."""
+    names = model.parameter_names
+    columns = model.x_names
+    n_params, n_columns = len(names), len(columns)
+    ops, a, b, constants = [], [], [], []
+    seen: dict[str, int] = {}
+
+    def emit(op: str, first: int = 0, second: int = 0, value: float = 0.0) -> int:
+        ops.append(CODE[op])
+        a.append(first)
+        b.append(second)
+        constants.append(value)
+        return n_params + n_columns + len(ops) - 1
+
+    def visit(node: ast.expr) -> int:
+        key = ast.dump(node)
+        if key in seen:
+            return seen[key]
+        register = _visit(node)
+        seen[key] = register
+        return register
+
+    def _visit(node: ast.expr) -> int:
+        if not _uses_names(node, model):  # numbers, pi and e: folded here
+            return emit("const", value=float(_fold(node, model)))
+        if isinstance(node, ast.Name):
+            kind, key = model._lookup(node.id)
+            return key if kind == "param" else n_params + columns.index(key)
+        if isinstance(node, ast.UnaryOp):
+            inner = visit(node.operand)
+            return emit("neg", inner) if isinstance(node.op, ast.USub) else inner
+        if isinstance(node, ast.Call):
+            from nlfit.models.expression import FUNCTIONS
+
+            return emit(FUNCTIONS[node.func.id], visit(node.args[0]))
+        left, right = visit(node.left), visit(node.right)
+        if isinstance(node.op, ast.Pow):
+            return emit("pow" if _uses_params(node.right, model) else "pow_data", left, right)
+        return emit({ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}[type(node.op)], left, right)
+
+    last = visit(model.rhs)
+    emit("copy", last)  # the output is always the last register
+    used = len(ops)
+    length = next((size for size in LENGTHS if size >= used), None)
+    if length is None:
+        return None
+    out = n_params + n_columns + used - 1
+    for _ in range(length - used):
+        out = emit("copy", out)
+    return Tape(
+        ops=np.asarray(ops, dtype=np.int32),
+        a=np.asarray(a, dtype=np.int32),
+        b=np.asarray(b, dtype=np.int32),
+        constants=np.asarray(constants, dtype=np.float64),
+        n_params=n_params,
+        n_columns=n_columns,
+        used=used,
+    )
+
+
+def _uses_names(node: ast.expr, model) -> bool:
+    from nlfit.models.expression import CONSTANTS
+
+    return any(isinstance(n, ast.Name) and (n.id not in CONSTANTS or n.id in model.x_names or n.id in model.parameter_names) for n in _operands(node))
+
+
+def _uses_params(node: ast.expr, model) -> bool:
+    return any(isinstance(n, ast.Name) and n.id in model.parameter_names for n in _operands(node))
+
+
+def _operands(node: ast.expr):
+    """Every node under ``node`` except the names of called functions."""
+    functions = {id(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)}
+    return (n for n in ast.walk(node) if id(n) not in functions)
+
+
+def _fold(node: ast.expr, model) -> float:
+    """The value of a subexpression of numbers, pi and e (numpy, float64)."""
+    from nlfit.models.expression import _build
+
+    with np.errstate(all="ignore"):
+        return float(_build(node, model._lookup, np)(None, {}))
+
+
+@dataclass(frozen=True)
+class Runner:
+    """The static part of a tape fit: what a compiled program depends on (the bucket). Two
+    formulas of one bucket give equal runners, so they share every compiled program; the
+    formula itself (``source``) is kept for what is computed outside the compiled programs
+    (start rules, names) and takes no part in equality."""
+
+    n_params: int
+    n_columns: int
+    length: int
+    source: object = field(compare=False, hash=False, repr=False)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(self.source.param_names)
+
+    @property
+    def frequencies(self):
+        return getattr(self.source, "frequencies", ())
+
+    @property
+    def poles(self):
+        return getattr(self.source, "poles", ())
+
+    @property
+    def spec(self) -> str:
+        return self.source.spec
+
+    def predict(self, params, x):
+        raise TypeError("a tape runner evaluates through nlfit.problem.model_values (it needs the problem's tape)")
+
+    def run(self, tape, params, x):
+        """The formula's values at the rows of ``x`` ((n,) or (n, V)) for ``params`` (P,)."""
+        return run(tape, params, x, self.n_params, self.n_columns)
+
+
+def runner_for(model, rows: int, grouped: bool = False) -> tuple[Runner, Tape] | None:
+    """(runner, tape) for a single fit of ``model`` to ``rows`` (padded) rows, or None where
+    the formula's own compiled program serves: not a formula, a formula too long for the
+    largest bucket, a fit whose rows x (parameters + 1) x instructions (the work of one
+    Jacobian) exceed ``MAX_WORK``, or a grouped fit (``--group-by``: its cost grows with the
+    groups while a compile does not, and the local and Dask engines, which cut the groups
+    differently, must run the same program to give the same bits).
+
+    The interpreter costs about 4 x per row what the compiled formula costs (one pass over
+    the rows per instruction instead of one fused pass); at MAX_WORK a fit from the tape
+    takes about 0.5 s, against 3-5 s to compile a new formula (``benchmarks/tape.py``)."""
+    from nlfit.models.expression import FormulaModel
+
+    if not isinstance(model, FormulaModel) or grouped:
+        return None
+    tape = model_tape(model)
+    if tape is None or rows * (tape.n_params + 1) * tape.used > MAX_WORK:
+        return None
+    return Runner(tape.n_params, tape.n_columns, tape.length, model), tape
+
+
+_TAPES: dict = {}
+
+
+def model_tape(model) -> Tape | None:
+    """``compile_tape`` of ``model``, kept per model (its equality covers the text, the
+    parameters' order and the columns: two models that differ in any never share a tape)."""
+    if model not in _TAPES:
+        _TAPES[model] = compile_tape(model)
+    return _TAPES[model]
+
+
+def _branches():
+    """One function (a, b, c) per operation. ``lax.switch`` runs only the one the tape names,
+    since the tape is never batched (``nlfit.problem.vmap_groups``): an operation not taken
+    costs nothing and gives no derivative (no 0 * inf in reverse mode)."""
+    from nlfit._jax import jax, jnp
+
+    def unary(function):
+        return lambda a, b, c: function(a)
+
+    table = {
+        "copy": lambda a, b, c: a,
+        "const": lambda a, b, c: jnp.broadcast_to(c, a.shape),
+        "add": lambda a, b, c: a + b,
+        "sub": lambda a, b, c: a - b,
+        "mul": lambda a, b, c: a * b,
+        "div": lambda a, b, c: a / b,
+        "pow": lambda a, b, c: jnp.power(a, b),
+        "pow_data": lambda a, b, c: jnp.power(a, jax.lax.stop_gradient(b)),  # an exponent free of parameters
+        "neg": lambda a, b, c: -a,
+    }
+    return [table[name] if name in table else unary(getattr(jnp, name)) for name in OPS]
+
+
+_BRANCHES: list = []
+
+
+def run(tape, params, x, n_params: int, n_columns: int):
+    """Evaluate ``tape`` = (ops, a, b, constants) at ``params`` (P,) and the rows of ``x``."""
+    from nlfit._jax import jax, jnp
+
+    if not _BRANCHES:
+        _BRANCHES.extend(_branches())
+    ops, first, second, constants = tape
+    rows = x.shape[0]
+    columns = x[None, :] if x.ndim == 1 else jnp.swapaxes(x, 0, 1)
+    registers = jnp.concatenate(
+        [jnp.broadcast_to(params[:, None], (n_params, rows)), columns.astype(params.dtype), jnp.zeros((ops.shape[0], rows), params.dtype)]
+    )
+    base = n_params + n_columns
+
+    def step(registers, instruction):
+        i, op, a, b, c = instruction
+        value = jax.lax.switch(op, _BRANCHES, registers[a], registers[b], c)
+        return jax.lax.dynamic_update_index_in_dim(registers, value, base + i, 0), None
+
+    registers, _ = jax.lax.scan(step, registers, (jnp.arange(ops.shape[0]), ops, first, second, constants), unroll=UNROLL)
+    return registers[-1]
