@@ -7,7 +7,10 @@ lecture with a diagonal C. ``y`` is the fitted response: the response column, or
 transform for a formula such as ``log(y) = ...``.
 
 A Problem is a JAX pytree: x, y and sigma are traced arrays and the model is static, so a
-compiled solver step is reused for every dataset of the same shape.
+compiled solver step is reused for every dataset of the same shape. A formula fitted from
+its tape (``nlfit.models.tape``) has a ``Runner`` as its static model, equal for every
+formula of one bucket, and the tape itself among the traced arrays (``tape``), so the same
+compiled step also serves every such formula; ``model_values`` evaluates either kind.
 
 Robust losses (scipy.optimize.least_squares' definitions): with z = (r / C)^2 and
 C = f_scale, the cost is 1/2 C^2 sum rho(z), where rho(z) is
