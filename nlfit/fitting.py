@@ -53,6 +53,7 @@ class Members:
     screened_rows: int | None
     full_data_choice: np.ndarray | None = None  # screened fits: which start won on all the rows
     undetermined: np.ndarray | None = None  # (G, K): a pair of parameters not determined (nlfit.diagnostics.undetermined)
+    dropped: np.ndarray | None = None  # (G, K): left behind after the screening iterations (multistart.keep)
 
 
 @dataclass
@@ -312,6 +313,7 @@ def _members(output, winners, plan, problems, counts, screened: bool, linear, fr
         origins=np.asarray(output.state.origin),
         losses=losses,
         converged=np.isin(output.statuses, (Status.GTOL, Status.FTOL, Status.XTOL)),
+        dropped=output.statuses == Status.DROPPED,
         column_norms=columns,
         residual_norms=norms(np.asarray(local.residuals), axis=-1),
         residuals=np.asarray(local.residuals),
