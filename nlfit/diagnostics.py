@@ -386,7 +386,6 @@ def starts_summaries(model, problems, members, real) -> list[dict | None]:
             {
                 "tried": int(members.params.shape[1]),
                 "converged": int(np.count_nonzero(members.converged[g])),
-                "dropped": int(np.count_nonzero(members.dropped[g])) if members.dropped is not None else 0,
                 "chosen": chosen,
                 "chosen_start": label,
                 "screened_rows": members.screened_rows,

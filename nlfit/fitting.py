@@ -53,7 +53,6 @@ class Members:
     screened_rows: int | None
     full_data_choice: np.ndarray | None = None  # screened fits: which start won on all the rows
     undetermined: np.ndarray | None = None  # (G, K): a pair of parameters not determined (nlfit.diagnostics.undetermined)
-    dropped: np.ndarray | None = None  # (G, K): left behind after the screening iterations (multistart.keep)
 
 
 @dataclass
@@ -118,13 +117,7 @@ def _run(problems, plan, direction, globalization, jac_mode, settings, seed, tim
     from nlfit.solvers.loop import solve_members, start_members
 
     state, first = start_members(problems, plan.params, plan.budgets, plan.linear, direction, jac_mode, settings, seed)
-    budgets = np.asarray(state.budget)
-    screen = plan.count > multistart.KEEP + 1 and int(settings.max_iter) > multistart.SCREEN_ITERATIONS
-    if screen:  # every start for a few iterations, then only the most promising ones on
-        state = state._replace(budget=jnp.minimum(state.budget, multistart.SCREEN_ITERATIONS))
     output = solve_members(problems, state, first, direction, globalization, jac_mode, settings, timeout, started, record, on_chunk)
-    if screen and not np.any(_stopped(output)):
-        output = _go_on(output, budgets, problems, direction, globalization, jac_mode, settings, timeout, started, record, on_chunk)
     winners = _choose(output, problems)
     if plan.count > 1 and not np.any(_stopped(output)):
         groups = np.arange(len(winners))
@@ -144,28 +137,6 @@ def _run(problems, plan, direction, globalization, jac_mode, settings, seed, tim
             output = more
             winners = _choose(output, problems)
     return output, winners
-
-
-def _go_on(output, budgets, problems, direction, globalization, jac_mode, settings, timeout, started, record, on_chunk):
-    """After the screening iterations: the starts that the screening's budget stopped go on
-    to their own budget where ``multistart.keep`` keeps them; the others end as DROPPED."""
-    from nlfit._jax import jnp
-    from nlfit.solvers.loop import solve_members
-
-    cut = (output.statuses == Status.MAX_ITER) & (budgets > multistart.SCREEN_ITERATIONS)
-    if not np.any(cut):
-        return output
-    kept = multistart.keep(_final_losses(output), cut)
-    statuses = np.where(cut, np.where(kept, int(Status.RUNNING), int(Status.DROPPED)), output.statuses)
-    state = output.state._replace(status=jnp.asarray(statuses, dtype=output.state.status.dtype), budget=jnp.asarray(budgets, dtype=output.state.budget.dtype))
-    if not np.any(kept):
-        output.state, output.statuses = state, statuses
-        return output
-    last = output.records[-1] if record else None
-    more = solve_members(problems, state, last, direction, globalization, jac_mode, settings, timeout, started, record, on_chunk)
-    if record:
-        more.records = np.concatenate([output.records, more.records[1:]], axis=0)
-    return more
 
 
 def data_keys(problems, counts) -> list[int]:
@@ -313,7 +284,6 @@ def _members(output, winners, plan, problems, counts, screened: bool, linear, fr
         origins=np.asarray(output.state.origin),
         losses=losses,
         converged=np.isin(output.statuses, (Status.GTOL, Status.FTOL, Status.XTOL)),
-        dropped=output.statuses == Status.DROPPED,
         column_norms=columns,
         residual_norms=norms(np.asarray(local.residuals), axis=-1),
         residuals=np.asarray(local.residuals),

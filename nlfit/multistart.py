@@ -34,11 +34,6 @@ fixed, and every start is moved into the bounds. The given start has the full it
 budget (``--max-iter``); the others have EXTRA_BUDGET, and the winner goes on to the full
 budget if it was stopped by its smaller one.
 
-The starts run in lock-step, so the slowest one sets the cost. Every start therefore runs
-SCREEN_ITERATIONS iterations first; of those still running then, only the given start and
-the KEEP others of lowest loss go on to their budgets, and the rest end as ``dropped`` (they
-count as not converged). Starts that have converged by then are kept as they are.
-
 The winner is the lowest final loss; losses within a relative TIE of the lowest count as
 equal, and then the earliest start wins (so the given start keeps its answer when another
 start only finds the same minimum, or an equivalent one with relabelled parameters).
@@ -68,19 +63,6 @@ EXACT_FIT = 1e-9  # ... or this close relative to the data's norm (exact fits)
 DECADES = (-1, -2, 1, -3, 2)
 SPREAD_DECADES = 2.0
 SIGN_FLIP = 0.25
-SCREEN_ITERATIONS = 16  # every start runs this many iterations ...
-KEEP = 4  # ... then, of those not yet stopped, the given start and the KEEP of lowest loss go on
-
-
-def keep(losses: np.ndarray, cut: np.ndarray) -> np.ndarray:
-    """Which of the starts that the screening stopped (``cut``, (G, K)) go on: the given
-    start (member 0) always, and the KEEP others of lowest loss (ties: the earlier start)."""
-    order = np.argsort(np.where(cut & np.isfinite(losses), losses, np.inf), axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(order.shape[1])[None, :], axis=1)
-    chosen = cut & np.isfinite(losses) & (rank < KEEP)
-    chosen[:, 0] |= cut[:, 0]
-    return chosen
 
 
 def extra_budget(max_iter: int) -> int:

@@ -132,3 +132,24 @@ def test_large_fits_and_long_formulas_use_the_compiled_formula():
     assert tape.runner_for(model, 100, grouped=True) is None  # grouped fits: the compiled formula
     long = FormulaModel.parse(" + ".join(f"a{i}*exp(-b{i}*x)" for i in range(60)))
     assert tape.model_tape(long) is None and tape.runner_for(long, 100) is None
+
+
+@pytest.mark.parametrize(
+    "formula, truth, x",
+    [
+        ("a*sqrt(x) + b", lambda x: 2 * np.sqrt(x) + 1, np.linspace(0.0, 4.0, 20)),  # d sqrt(x) is infinite at x = 0
+        ("a*x^b", lambda x: 2 * x**0.4, np.linspace(0.0, 4.0, 20)),  # so is d x^b / dx for b < 1
+        ("a*arccos(x) + b", lambda x: 0.5 * np.arccos(x) + 0.2, np.linspace(-1.0, 1.0, 30)),  # and d arccos at +-1
+    ],
+)
+def test_a_part_free_of_parameters_with_an_infinite_derivative_gives_no_nan(monkeypatch, formula, truth, x):
+    """The data's own derivatives are never formed: sqrt(x) at x = 0 multiplies nothing."""
+    rng = np.random.default_rng(4)
+    data = Dataset(x=x, y=truth(x) + rng.normal(0.0, 0.01, x.size), x_names=("x",), y_name="y")
+    assert tape.runner_for(FormulaModel.parse(formula), x.size) is not None
+    taped = fit(data, formula, p0=[1.0, 0.5], starts=1)
+    monkeypatch.setattr(tape, "MAX_WORK", -1)
+    direct = fit(data, formula, p0=[1.0, 0.5], starts=1)
+    assert taped.success and direct.success, (taped.status, direct.status)
+    np.testing.assert_allclose(taped.params, direct.params, rtol=1e-9)
+    np.testing.assert_allclose(taped.stderr, direct.stderr, rtol=1e-6)

@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 OPS = (
-    "copy", "const", "add", "sub", "mul", "div", "pow", "pow_data", "neg",
+    "copy", "const", "add", "sub", "mul", "div", "pow", "pow_data", "pow_data_base", "neg",
     "exp", "log", "log10", "sqrt", "sin", "cos", "tan", "arcsin", "arccos", "arctan",
     "sinh", "cosh", "tanh", "abs",
 )  # fmt: skip
 CODE = {name: i for i, name in enumerate(OPS)}
+UNARY = {"copy", "neg"} | set(OPS[OPS.index("exp") :])  # the operations that read only a
 LENGTHS = (16, 32, 64, 128, 256)
 UNROLL = 1
 MAX_WORK = 1 << 14  # rows x (parameters + 1) x instructions up to which a single fit runs from its tape
@@ -43,10 +44,12 @@ MAX_WORK = 1 << 14  # rows x (parameters + 1) x instructions up to which a singl
 class Tape:
     """The instructions of one formula (numpy arrays of the bucket's length)."""
 
-    ops: np.ndarray  # (L,) int32, indices into OPS
+    ops: np.ndarray  # (L,) int32, indices into OPS: the pass over the parameters
     a: np.ndarray  # (L,) int32, first operand register
     b: np.ndarray  # (L,) int32, second operand register
     constants: np.ndarray  # (L,) float64, the value of a 'const' instruction
+    data_ops: np.ndarray  # (L,) int32: the pass over the data alone (``run``)
+    data_a: np.ndarray  # (L,) int32
     n_params: int
     n_columns: int
     used: int  # instructions before the padding
@@ -56,9 +59,9 @@ class Tape:
         return int(self.ops.shape[0])
 
     def arrays(self, groups: int | None = None):
-        """The tape as the ``Problem.tape`` leaves: (ops, a, b, constants), with a leading
-        axis of ``groups`` copies when given."""
-        leaves = (self.ops, self.a, self.b, self.constants)
+        """The tape as the ``Problem.tape`` leaves: (ops, a, b, constants, data_ops, data_a),
+        with a leading axis of ``groups`` copies when given."""
+        leaves = (self.ops, self.a, self.b, self.constants, self.data_ops, self.data_a)
         if groups is None:
             return leaves
         return tuple(np.broadcast_to(v, (groups, *v.shape)).copy() for v in leaves)
@@ -70,15 +73,21 @@ def compile_tape(model) -> Tape | None:
     names = model.parameter_names
     columns = model.x_names
     n_params, n_columns = len(names), len(columns)
-    ops, a, b, constants = [], [], [], []
+    base = n_params + n_columns
+    ops, a, b, constants, dependent = [], [], [], [], []
     seen: dict[str, int] = {}
 
+    def depends(register: int) -> bool:
+        return register < n_params or (register >= base and dependent[register - base])
+
     def emit(op: str, first: int = 0, second: int = 0, value: float = 0.0) -> int:
+        reads = (first,) if op in UNARY else (first, second) if op != "const" else ()
+        dependent.append(any(depends(r) for r in reads))
         ops.append(CODE[op])
         a.append(first)
         b.append(second)
         constants.append(value)
-        return n_params + n_columns + len(ops) - 1
+        return base + len(ops) - 1
 
     def visit(node: ast.expr) -> int:
         key = ast.dump(node)
@@ -102,8 +111,9 @@ def compile_tape(model) -> Tape | None:
 
             return emit(FUNCTIONS[node.func.id], visit(node.args[0]))
         left, right = visit(node.left), visit(node.right)
-        if isinstance(node.op, ast.Pow):
-            return emit("pow" if _uses_params(node.right, model) else "pow_data", left, right)
+        if isinstance(node.op, ast.Pow):  # a base or an exponent free of parameters is not differentiated
+            kind = "pow_data" if not depends(right) else "pow_data_base" if not depends(left) else "pow"
+            return emit(kind, left, right)
         return emit({ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}[type(node.op)], left, right)
 
     last = visit(model.rhs)
@@ -112,14 +122,22 @@ def compile_tape(model) -> Tape | None:
     length = next((size for size in LENGTHS if size >= used), None)
     if length is None:
         return None
-    out = n_params + n_columns + used - 1
+    out = base + used - 1
     for _ in range(length - used):
         out = emit("copy", out)
+    # Two passes (``run``): the instructions free of parameters first, on the data alone and
+    # not differentiated; then the others, where each of the first keeps its value (a copy of
+    # its own register). A zero derivative of sqrt(x) at x = 0 then stays a zero, not 0 * inf.
+    dependent_ops = np.asarray(dependent)
+    code = np.asarray(ops, dtype=np.int32)
+    own = base + np.arange(length, dtype=np.int32)
     return Tape(
-        ops=np.asarray(ops, dtype=np.int32),
-        a=np.asarray(a, dtype=np.int32),
+        ops=np.where(dependent_ops, code, CODE["copy"]).astype(np.int32),
+        a=np.where(dependent_ops, np.asarray(a, dtype=np.int32), own).astype(np.int32),
         b=np.asarray(b, dtype=np.int32),
         constants=np.asarray(constants, dtype=np.float64),
+        data_ops=np.where(dependent_ops, CODE["const"], code).astype(np.int32),
+        data_a=np.asarray(a, dtype=np.int32),
         n_params=n_params,
         n_columns=n_columns,
         used=used,
@@ -130,10 +148,6 @@ def _uses_names(node: ast.expr, model) -> bool:
     from nlfit.models.expression import CONSTANTS
 
     return any(isinstance(n, ast.Name) and (n.id not in CONSTANTS or n.id in model.x_names or n.id in model.parameter_names) for n in _operands(node))
-
-
-def _uses_params(node: ast.expr, model) -> bool:
-    return any(isinstance(n, ast.Name) and n.id in model.parameter_names for n in _operands(node))
 
 
 def _operands(node: ast.expr):
@@ -236,6 +250,7 @@ def _branches():
         "div": lambda a, b, c: a / b,
         "pow": lambda a, b, c: jnp.power(a, b),
         "pow_data": lambda a, b, c: jnp.power(a, jax.lax.stop_gradient(b)),  # an exponent free of parameters
+        "pow_data_base": lambda a, b, c: jnp.power(jax.lax.stop_gradient(a), b),  # a base free of parameters
         "neg": lambda a, b, c: -a,
     }
     return [table[name] if name in table else unary(getattr(jnp, name)) for name in OPS]
@@ -245,23 +260,27 @@ _BRANCHES: list = []
 
 
 def run(tape, params, x, n_params: int, n_columns: int):
-    """Evaluate ``tape`` = (ops, a, b, constants) at ``params`` (P,) and the rows of ``x``."""
+    """Evaluate ``tape`` (``Tape.arrays``) at ``params`` (P,) and the rows of ``x``: the
+    instructions free of parameters on the data alone (not differentiated), then the others."""
     from nlfit._jax import jax, jnp
 
     if not _BRANCHES:
         _BRANCHES.extend(_branches())
-    ops, first, second, constants = tape
+    ops, first, second, constants, data_ops, data_first = tape
     rows = x.shape[0]
-    columns = x[None, :] if x.ndim == 1 else jnp.swapaxes(x, 0, 1)
-    registers = jnp.concatenate(
-        [jnp.broadcast_to(params[:, None], (n_params, rows)), columns.astype(params.dtype), jnp.zeros((ops.shape[0], rows), params.dtype)]
-    )
+    columns = (x[None, :] if x.ndim == 1 else jnp.swapaxes(x, 0, 1)).astype(params.dtype)
     base = n_params + n_columns
+    steps = jnp.arange(ops.shape[0])
 
-    def step(registers, instruction):
-        i, op, a, b, c = instruction
-        value = jax.lax.switch(op, _BRANCHES, registers[a], registers[b], c)
-        return jax.lax.dynamic_update_index_in_dim(registers, value, base + i, 0), None
+    def interpret(registers, codes, a_registers):
+        def step(registers, instruction):
+            i, op, a, b, c = instruction
+            value = jax.lax.switch(op, _BRANCHES, registers[a], registers[b], c)
+            return jax.lax.dynamic_update_index_in_dim(registers, value, base + i, 0), None
 
-    registers, _ = jax.lax.scan(step, registers, (jnp.arange(ops.shape[0]), ops, first, second, constants), unroll=UNROLL)
-    return registers[-1]
+        return jax.lax.scan(step, registers, (steps, codes, a_registers, second, constants), unroll=UNROLL)[0]
+
+    empty = jnp.zeros((ops.shape[0], rows), params.dtype)
+    data = interpret(jnp.concatenate([jnp.zeros((n_params, rows), params.dtype), columns, empty]), data_ops, data_first)
+    registers = jnp.concatenate([jnp.broadcast_to(params[:, None], (n_params, rows)), columns, jax.lax.stop_gradient(data[base:])])
+    return interpret(registers, ops, first)[-1]

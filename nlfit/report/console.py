@@ -240,7 +240,7 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
     if starts:
         screened = f" on {starts['screened_rows']} rows" if starts.get("screened_rows") else ""
         console.print(
-            f"starts: {starts['tried']} tried{screened}, {starts['converged']} converged{_dropped(starts)}, {len(starts['minima'])} distinct minima; "
+            f"starts: {starts['tried']} tried{screened}, {starts['converged']} converged, {len(starts['minima'])} distinct minima; "
             f"chosen: start {starts['chosen']} ({starts['chosen_start']})"
         )
 
@@ -415,9 +415,3 @@ class GroupProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-
-
-def _dropped(starts: dict) -> str:
-    """', 20 left behind' when the multistart dropped starts after its screening iterations."""
-    count = int(starts.get("dropped") or 0)
-    return f", {count} left behind" if count else ""

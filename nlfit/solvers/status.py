@@ -18,7 +18,6 @@ class Status(IntEnum):
     TOO_FEW_POINTS = 9
     SUSPECT = 10  # the solver converged, but a check after it shows the result is wrong
     NO_DATA = 11  # a group whose every row was dropped (missing values): nothing to fit
-    DROPPED = 12  # a start of a multistart left behind after the screening iterations
 
     @property
     def label(self) -> str:
@@ -46,5 +45,4 @@ _MESSAGES = {
     Status.TOO_FEW_POINTS: "not fitted: fewer data points than parameters",
     Status.SUSPECT: "the solver stopped as converged, but the result is known to be wrong",
     Status.NO_DATA: "not fitted: every row of this group has a missing value in the used columns",
-    Status.DROPPED: "stopped: a start of the multistart left behind (after the screening iterations its loss was above the starts kept)",
 }
