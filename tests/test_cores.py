@@ -82,8 +82,8 @@ print(json.dumps(out))
 """
 
 
-def _run_child(devices: int, cache) -> dict:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "NLFIT_CACHE_DIR": str(cache)}
+def _run_child(devices: int) -> dict:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}  # the suite's own compilation cache
     env.pop("NLFIT_THREADS", None)
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -91,9 +91,8 @@ def _run_child(devices: int, cache) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_and_two(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")  # the second child reuses the first's programs
-    return _run_child(1, cache), _run_child(2, cache)
+def one_and_two():
+    return _run_child(1), _run_child(2)
 
 
 def test_one_device_never_spreads(one_and_two):
