@@ -126,7 +126,7 @@ def test_the_same_text_in_another_parameter_order_fits_with_its_own_names():
 
 def test_large_fits_and_long_formulas_use_the_compiled_formula():
     model = FormulaModel.parse("a*exp(-b*x)")
-    work = (model.param_names.__len__() + 1) * tape.model_tape(model).used
+    work = (len(model.param_names) + 1) * tape.model_tape(model).used
     assert tape.runner_for(model, tape.MAX_WORK // work) is not None
     assert tape.runner_for(model, tape.MAX_WORK // work + 1) is None
     assert tape.runner_for(model, 100, grouped=True) is None  # grouped fits: the compiled formula

@@ -36,7 +36,6 @@ OPS = (
 CODE = {name: i for i, name in enumerate(OPS)}
 UNARY = {"copy", "neg"} | set(OPS[OPS.index("exp") :])  # the operations that read only a
 LENGTHS = (16, 32, 64, 128, 256)
-UNROLL = 1
 MAX_WORK = 1 << 14  # rows x (parameters + 1) x instructions up to which a single fit runs from its tape
 
 
@@ -145,15 +144,10 @@ def compile_tape(model) -> Tape | None:
 
 
 def _uses_names(node: ast.expr, model) -> bool:
-    from nlfit.models.expression import CONSTANTS
+    """Whether ``node`` reads a parameter or a data column (pi and e alone are numbers)."""
+    from nlfit.models.expression import CONSTANTS, _names_in_order
 
-    return any(isinstance(n, ast.Name) and (n.id not in CONSTANTS or n.id in model.x_names or n.id in model.parameter_names) for n in _operands(node))
-
-
-def _operands(node: ast.expr):
-    """Every node under ``node`` except the names of called functions."""
-    functions = {id(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)}
-    return (n for n in ast.walk(node) if id(n) not in functions)
+    return any(n not in CONSTANTS or n in model.x_names or n in model.parameter_names for n in _names_in_order(node))
 
 
 def _fold(node: ast.expr, model) -> float:
@@ -208,9 +202,9 @@ def runner_for(model, rows: int, grouped: bool = False) -> tuple[Runner, Tape] |
     groups while a compile does not, and the local and Dask engines, which cut the groups
     differently, must run the same program to give the same bits).
 
-    The interpreter costs about 4 x per row what the compiled formula costs (one pass over
-    the rows per instruction instead of one fused pass); at MAX_WORK a fit from the tape
-    takes about 0.5 s, against 3-5 s to compile a new formula (``benchmarks/tape.py``)."""
+    The interpreter makes one pass over the rows per instruction where the compiled formula
+    makes one fused pass, so it costs several times as much per row; below MAX_WORK that
+    stays under the cost of compiling a new formula (``benchmarks/tape.py`` measures both)."""
     from nlfit.models.expression import FormulaModel
 
     if not isinstance(model, FormulaModel) or grouped:
@@ -278,7 +272,7 @@ def run(tape, params, x, n_params: int, n_columns: int):
             value = jax.lax.switch(op, _BRANCHES, registers[a], registers[b], c)
             return jax.lax.dynamic_update_index_in_dim(registers, value, base + i, 0), None
 
-        return jax.lax.scan(step, registers, (steps, codes, a_registers, second, constants), unroll=UNROLL)[0]
+        return jax.lax.scan(step, registers, (steps, codes, a_registers, second, constants))[0]
 
     empty = jnp.zeros((ops.shape[0], rows), params.dtype)
     data = interpret(jnp.concatenate([jnp.zeros((n_params, rows), params.dtype), columns, empty]), data_ops, data_first)
