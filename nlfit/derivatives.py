@@ -263,7 +263,7 @@ def jacobian_batch(params, problems: Problem, mode: str):
     """``jacobian`` of G problems at once (leaves with a leading G axis)."""
     from nlfit._jax import compiled
 
-    return compiled(_jacobian_batch, ("mode",), int(np.prod(np.shape(problems.y))))(params, problems, mode)
+    return compiled(_jacobian_batch, ("mode",), int(np.prod(np.shape(problems.y))), shared=problems.tape is not None)(params, problems, mode)
 
 
 @partial(jax.jit, static_argnames=("mode",))

@@ -181,7 +181,7 @@ def gauss_newton_polish(problems, params, residuals, jac, statuses, jac_mode: st
     if not np.any(converged):
         return params, residuals, jac
     mode = "rev" if jac_mode == "rev" else "fwd"
-    out = compiled(_polish_groups, ("mode", "closed_form"), int(np.prod(np.shape(residuals))))(
+    out = compiled(_polish_groups, ("mode", "closed_form"), int(np.prod(np.shape(residuals))), shared=problems.tape is not None)(
         params, residuals, jac, converged, problems, mode=mode, closed_form=closed_form
     )
     return tuple(np.asarray(v) for v in out)

@@ -295,62 +295,103 @@ def run_chunk(states: State, problems, settings: Settings, limit, *, direction, 
 
 # Groups below which a batch is not halved further: a smaller shape saves less than its compile.
 SMALLEST_COMPACTED = 64
+# The starts of a single fit (their iterations differ most: rational on 200 points, 5 to 108)
+# are cut to a quarter at a time, down to 2, checked every STARTS_CHUNK iterations: each size is
+# one more compiled shape (2 s for a tape bucket's loop), so fewer, larger steps. Measured
+# (rational and its formula, 200 points, 32 starts; the solve's median of 5 fits in-process):
+# 0.114 and 0.167 s without compacting, 0.080 and 0.108 s with these settings; halving down to
+# 1 with 4 iterations a chunk gave 0.071 and 0.100 s for three more shapes.
+SMALLEST_COMPACTED_STARTS = 2
+STARTS_FACTOR = 4
+STARTS_CHUNK = 4
 # Iterations per chunk while the batch may still be halved: members stop at different
 # iterations (rational groups: 7 on average, 17 at most), and the batch shrinks only between chunks.
 COMPACTED_CHUNK = 2
 
 
 class Compacted:
-    """``run_chunk`` on the groups that still run: when at most half of the current working set
-    is running, the running groups (padded with stopped ones) are gathered into a working set
-    of half the size, so that the iterations of the slowest members no longer carry the
-    finished ones through every step. The sizes halve (G, G/2, G/4, ... down to
-    SMALLEST_COMPACTED groups): one compiled shape per size, shared by every block of a
-    batch. The state handed in and returned is always the full one (G, K, ...): the working
-    set is scattered back after each chunk, so the driver sees every member as it is."""
+    """``run_chunk`` on the members that still run: when at most 1/``factor`` of the current
+    working set is running, the running ones (padded with stopped ones) are gathered into a
+    working set that much smaller, so that the iterations of the slowest members no longer
+    carry the finished ones through every step. ``axis`` 0 compacts the groups of a batch,
+    1 the starts of a single fit, down to ``smallest``, checking every ``between``
+    iterations. One compiled shape per size, shared by every block of a batch. The state
+    handed in and returned is always the full one (G, K, ...): the working set is scattered
+    back after each chunk, so the driver sees every member as it is; so are the records
+    (``first_records``: the members' records at the start), where a member outside the
+    working set repeats its last record, as a stopped member does in one loop.
 
-    def __init__(self, chunk, problems):
-        self.chunk, self.problems = chunk, problems
-        self.size = int(np.shape(problems.y)[0])
-        self.index = None  # the working set's groups; None while it is every group
-        self.work = self.full = self.sub_problems = None
+    A member computes the same steps in a set of any size, but XLA vectorizes each size in
+    its own way, so the last bits may differ from an uncompacted run (an ill-conditioned
+    problem amplifies them: MGH17's parameters moved by 3e-8 relative). The sizes depend only
+    on the members' statuses, so the same input gives the same bits every time, in the worker
+    and in-process."""
+
+    def __init__(self, chunk, problems, size: int, axis: int = 0, smallest: int = SMALLEST_COMPACTED, factor: int = 2, between: int = COMPACTED_CHUNK,
+                 first_records=None):  # fmt: skip
+        self.chunk, self.problems, self.size, self.axis, self.smallest, self.factor = chunk, problems, size, axis, smallest, factor
+        self.between = between
+        self.index = None  # the working set's members along the axis; None while it is all of them
+        self.work = self.full = None
+        self.sub_problems = problems
+        self.last = None if first_records is None else np.asarray(first_records)
 
     def _shrink(self, statuses: np.ndarray) -> None:
-        running = np.flatnonzero(np.any(statuses == Status.RUNNING, axis=1))
+        running = np.any(statuses == Status.RUNNING, axis=1 - self.axis)
         size = self.size
-        while size // 2 >= max(len(running), SMALLEST_COMPACTED):
-            size //= 2
+        while size // self.factor >= max(int(np.count_nonzero(running)), self.smallest):
+            size //= self.factor
         if size == self.size:
             return
-        stopped = np.flatnonzero(~np.any(statuses == Status.RUNNING, axis=1))
-        self.size, self.index = size, np.sort(np.concatenate([running, stopped[: size - len(running)]]))
+        live, stopped = np.flatnonzero(running), np.flatnonzero(~running)
+        self.size, self.index = size, np.sort(np.concatenate([live, stopped[: size - len(live)]]))
         self.work = None
-        self.sub_problems = _gather(self.problems, jnp.asarray(self.index))
+        if self.axis == 0:
+            self.sub_problems = _gather(self.problems, jnp.asarray(self.index), 0)
+
+    def _records(self, records, count: int, index) -> np.ndarray | None:
+        """The chunk's records of every member (count, G, K, fields) on the host."""
+        if records is None or self.last is None:
+            return records
+        rows = np.asarray(records)[:count]
+        if index is not None:
+            full = np.repeat(self.last[None], count, axis=0)
+            full[:, :, index] = rows
+            rows = full
+        if count:
+            self.last = rows[-1]
+        return rows
 
     def __call__(self, state: State, problems, settings, limit, **options):
         self._shrink(np.asarray(state.status))
-        if self.size // 2 >= SMALLEST_COMPACTED:
-            limit = jnp.minimum(limit, COMPACTED_CHUNK)
+        if self.size // self.factor >= self.smallest:
+            limit = jnp.minimum(limit, self.between)
         if self.index is None:
-            return self.chunk(state, problems, settings, limit, **options)
+            state, records, count = self.chunk(state, problems, settings, limit, **options)
+            return state, self._records(records, int(count), None), count
         index = jnp.asarray(self.index)
         if self.work is None or state is not self.full:
-            self.work = _gather(state, index)
+            self.work = _gather(state, index, self.axis)
         self.work, records, count = self.chunk(self.work, self.sub_problems, settings, limit, **options)
-        self.full = _scatter(state, index, self.work)
-        return self.full, records, count
+        self.full = _scatter(state, index, self.work, self.axis)
+        return self.full, self._records(records, int(count), self.index), count
 
 
-@jax.jit
-def _gather(tree, index):
-    """The groups ``index`` of every leaf with a leading group axis."""
-    return jax.tree.map(lambda leaf: leaf[index] if jnp.ndim(leaf) else leaf, tree)
+@partial(jax.jit, static_argnames="axis")
+def _gather(tree, index, axis: int):
+    """The members ``index`` along ``axis`` of every leaf that has that axis."""
+    return jax.tree.map(lambda leaf: jnp.take(leaf, index, axis=axis) if jnp.ndim(leaf) > axis else leaf, tree)
 
 
-@jax.jit
-def _scatter(tree, index, part):
-    """``tree`` with the groups ``index`` replaced by ``part``."""
-    return jax.tree.map(lambda leaf, new: leaf.at[index].set(new, unique_indices=True), tree, part)
+@partial(jax.jit, static_argnames="axis")
+def _scatter(tree, index, part, axis: int):
+    """``tree`` with the members ``index`` along ``axis`` replaced by ``part``."""
+
+    def put(leaf, new):
+        where = (slice(None),) * axis + (index,)
+        return leaf.at[where].set(new, unique_indices=True)
+
+    return jax.tree.map(put, tree, part)
 
 
 # A batch is spread over the devices from this many residuals (members x rows) on. Measured
@@ -427,12 +468,19 @@ def _chunk(problems, state: State, first_records, settings: Settings, direction,
     elements = int(np.prod(np.shape(problems.y))) * int(np.shape(state.status)[1])
     # A batch of groups runs its chunk many times: XLA's full optimization pays for itself
     # there (2D Gaussians, 5000 x 25 points: 5x faster iterations); a single fit keeps the cheap compile.
-    function = partial(compiled(run_chunk, ("direction", "globalization", "jac_mode", "record"), elements * (CHUNK if groups > 1 else 1)),
+    function = partial(compiled(run_chunk, ("direction", "globalization", "jac_mode", "record"), elements * (CHUNK if groups > 1 else 1),
+                                shared=problems.tape is not None),
                        direction=direction, globalization=globalization, jac_mode=jac_mode, record=record)  # fmt: skip
 
-    def compact(problems_here):  # finished groups dropped from the working set (batches without records)
+    starts = int(np.shape(state.status)[1])
+
+    def compact(problems_here, whole: bool = True):  # finished members dropped from the working set
         size = int(np.shape(problems_here.y)[0])
-        return Compacted(function, problems_here) if not record and size >= 2 * SMALLEST_COMPACTED else function
+        if not record and size >= 2 * SMALLEST_COMPACTED:  # the groups of a batch
+            return Compacted(function, problems_here, size)
+        if whole and size == 1 and starts >= 2 * SMALLEST_COMPACTED_STARTS:  # the starts of a single fit
+            return Compacted(function, problems_here, starts, 1, SMALLEST_COMPACTED_STARTS, STARTS_FACTOR, STARTS_CHUNK, first_records if record else None)
+        return function
 
     if spread is None:
         runner = compact(problems)
@@ -444,7 +492,7 @@ def _chunk(problems, state: State, first_records, settings: Settings, direction,
 
         return chunk
     shares = spread.split(problems, 0 if spread.axis == 0 else None)
-    runners = [compact(share) if spread.axis == 0 else function for share in shares]
+    runners = [compact(share, whole=False) if spread.axis == 0 else function for share in shares]
     last = [None] * len(shares)  # each share's latest record (records only)
 
     def chunk(states, limit):
@@ -536,7 +584,7 @@ def start_members(problems, params0, budgets, linear, direction: Direction, jac_
     groups, starts = params0.shape[:2]
     seeds = (jnp.arange(groups * starts, dtype=jnp.uint32) + jnp.uint32(seed)).reshape(groups, starts)
     elements = int(np.prod(np.shape(problems.y))) * starts
-    return compiled(init_members, ("direction", "jac_mode", "solve_linear"), elements)(
+    return compiled(init_members, ("direction", "jac_mode", "solve_linear"), elements, shared=problems.tape is not None)(
         jnp.asarray(params0, dtype=jnp.float64),
         problems,
         settings,
