@@ -71,6 +71,8 @@ class Worker:
         self.quiet = threading.Event()  # set while no command runs
         self.quiet.set()
         self.lock = threading.Lock()
+        self.max_mappings = _mappings_limit()
+        self.watcher: threading.Thread | None = None  # the running or last command's watcher
 
     # -------------------------------------------------------------------- set-up
     def listen(self) -> socket.socket | None:
@@ -187,6 +189,11 @@ class Worker:
             finally:
                 self.quiet.set()
             self.last = time.time()
+            if _mappings() > self.max_mappings:
+                _log("retiring: too many memory mappings held by compiled programs")
+                if self.watcher is not None:
+                    self.watcher.join(WAIT_LIMIT)  # the client renames its outputs first
+                return
 
     def still_listed(self) -> bool:
         try:
@@ -211,7 +218,8 @@ class Worker:
         ended = threading.Event()
         with self.lock:
             self.current, self.pending, self.abandoned = conn, None, False
-        threading.Thread(target=self.watch, args=(conn, renames, ended), daemon=True).start()
+        self.watcher = threading.Thread(target=self.watch, args=(conn, renames, ended), daemon=True)
+        self.watcher.start()
 
         def hand_over(temporary: str, target: str) -> None:
             renames.append((temporary, target))
@@ -304,6 +312,33 @@ class Worker:
         with self.lock:
             self.running = False
             self.current = None
+
+
+def _mappings_limit() -> int:
+    """How many memory mappings the worker may hold before it retires after a command: half
+    the kernel's limit (``vm.max_map_count``; ``$NLFIT_WORKER_MAX_MAPS`` overrides it). Every
+    program XLA compiles keeps mappings of its own code that are never given back; a process
+    at the limit can no longer compile ("LLVM compilation error: Cannot allocate memory") and
+    crashes. Measured: 2,000 to 4,000 mappings for each new model fitted (``benchmarks/tape.py``),
+    so the default limit of 65,530 is reached after about 20 models. The next command starts
+    a fresh worker."""
+    given = os.environ.get("NLFIT_WORKER_MAX_MAPS", "").strip()
+    if given.isdigit():
+        return int(given)
+    try:
+        with open("/proc/sys/vm/max_map_count", "rb") as limit:
+            return int(limit.read()) // 2
+    except (OSError, ValueError):
+        return 65530 // 2
+
+
+def _mappings() -> int:
+    """The memory mappings this process holds (0 where ``/proc`` cannot tell)."""
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return sum(1 for _ in maps)
+    except OSError:
+        return 0
 
 
 def _silence() -> None:

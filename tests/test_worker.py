@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -55,12 +56,12 @@ def _identity(env) -> str:
 
 
 @contextlib.contextmanager
-def _started_worker(cache: Path, **limits):
+def _started_worker(cache: Path, more_env: dict | None = None, **limits):
     """A worker in a private folder (short path: a Unix socket's name has at most 107 bytes),
     stopped on the way out. ``limits``: resource limits (resource.RLIMIT_* name: value) of
     the command that starts it, which the worker inherits."""
     folder = tempfile.mkdtemp(prefix="nw", dir="/tmp")
-    env = _env(folder, NLFIT_CACHE_DIR=str(cache))
+    env = _env(folder, NLFIT_CACHE_DIR=str(cache), **(more_env or {}))
 
     # The limits are set by a small wrapper that then runs the command (a preexec_fn would fork
     # this process, which has JAX's threads).
@@ -558,3 +559,26 @@ def test_descriptor_paths_in_any_spelling_and_cpu_limits_run_in_process(worker, 
     done = subprocess.run(line, shell=True, env=worker, capture_output=True, timeout=300)
     assert done.returncode == 0 and b"polynomial" in done.stdout
     assert _served(worker) == before
+
+
+def test_a_worker_holding_too_many_memory_mappings_retires_after_its_command(tmp_path):
+    """Compiled programs keep memory mappings for good; past the kernel's limit a process can
+    no longer compile. A worker over its limit (here 1) serves the command, lets the client
+    rename its output, and exits; the next command is served as well."""
+    _data(tmp_path)
+    with _started_worker(tmp_path / "cache", {"NLFIT_WORKER_MAX_MAPS": "1"}) as env:
+        path = client.socket_path(env["NLFIT_WORKER_DIR"], _identity(env))
+        pid = client.control(path, "status")["pid"]
+        gone = os.pidfd_open(pid)
+        try:
+            args = ["fit", "runge.csv", "-m", "rational", "--starts", "1", "-q", "-f", "json", "-o", "result.json"]
+            code, _, err = _run(args, env, cwd=tmp_path)
+            assert code == 0, err
+            assert select.select([gone], [], [], 120)[0] == [gone]  # the worker process ended
+        finally:
+            os.close(gone)
+        assert json.loads((tmp_path / "result.json").read_text())["success"] is True
+        off = {**env, "NLFIT_WORKER": "off"}
+        again = _run(["fit", "runge.csv", "-m", "rational", "--starts", "1", "-q", "-f", "csv"], env, cwd=tmp_path)
+        # (its stderr says that it started a successor)
+        assert again[:2] == _run(["fit", "runge.csv", "-m", "rational", "--starts", "1", "-q", "-f", "csv"], off, cwd=tmp_path)[:2]
