@@ -319,7 +319,7 @@ def _mappings_limit() -> int:
     the kernel's limit (``vm.max_map_count``; ``$NLFIT_WORKER_MAX_MAPS`` overrides it). Every
     program XLA compiles keeps mappings of its own code that are never given back; a process
     at the limit can no longer compile ("LLVM compilation error: Cannot allocate memory") and
-    crashes. Measured: 2,000 to 4,000 mappings for each new model fitted (``benchmarks/tape.py``),
+    crashes. Measured: 2,000 to 4,400 mappings for each new model fitted (``benchmarks/tape.py``),
     so the default limit of 65,530 is reached after about 20 models. The next command starts
     a fresh worker."""
     given = os.environ.get("NLFIT_WORKER_MAX_MAPS", "").strip()

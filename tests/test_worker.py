@@ -564,7 +564,7 @@ def test_descriptor_paths_in_any_spelling_and_cpu_limits_run_in_process(worker, 
 def test_a_worker_holding_too_many_memory_mappings_retires_after_its_command(tmp_path):
     """Compiled programs keep memory mappings for good; past the kernel's limit a process can
     no longer compile. A worker over its limit (here 1) serves the command, lets the client
-    rename its output, and exits; the next command is served as well."""
+    rename its output, and exits; the next command still gets its result."""
     _data(tmp_path)
     with _started_worker(tmp_path / "cache", {"NLFIT_WORKER_MAX_MAPS": "1"}) as env:
         path = client.socket_path(env["NLFIT_WORKER_DIR"], _identity(env))
