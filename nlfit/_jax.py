@@ -5,12 +5,16 @@ Import ``jax`` and ``jnp`` from here so that the configuration is applied before
 is made. The CLI imports this module only for commands that compute, so ``nlfit --help``,
 ``nlfit models`` and ``nlfit generate`` start without JAX.
 
-Persistent compilation cache: compiled solver steps are stored under
-``$NLFIT_CACHE_DIR`` or ``$XDG_CACHE_HOME/nlfit/jax`` (default ``~/.cache/nlfit/jax``), so the
-second run of a problem shape skips compilation. ``NLFIT_NO_CACHE=1`` turns it off. JAX only
-caches programs that took at least ``jax_persistent_cache_min_compile_time_secs`` (1 s by
-default) to compile; nlfit sets it to 0 because its kernels are small. A cache that cannot be
-created or written never fails a fit: JAX logs a warning and compiles as usual.
+Persistent compilation cache: under ``$NLFIT_CACHE_DIR`` or ``$XDG_CACHE_HOME/nlfit/jax``
+(default ``~/.cache/nlfit/jax``), so the second run of a problem shape skips compilation.
+``NLFIT_NO_CACHE=1`` turns it off. nlfit's solver programs are kept there as executables
+(``aot/``, ``nlfit.programs``), which a new process loads without tracing; JAX's own cache
+(``xla/``) keeps the programs that run through ``jax.jit`` (a batch spread over devices) and
+took at least ``CACHE_SECONDS`` to compile. Operations that compile in milliseconds (JAX's
+eager operations) are left out of it: an executable from JAX's cache made programs compiled
+after it, with kernels of the same name, serialize without their code, and its tiny
+entries saved almost nothing. A cache that cannot be created or written never fails a fit:
+JAX logs a warning and compiles as usual.
 """
 
 from __future__ import annotations
@@ -74,16 +78,20 @@ def cache_dir() -> Path | None:
     return Path(home) / ".cache" / "nlfit" / "jax"
 
 
+CACHE_SECONDS = 0.1  # compile time from which JAX's cache keeps a program
+
+
 def _enable_cache() -> None:
-    path = cache_dir()
-    if path is None:
+    base = cache_dir()
+    if base is None:
         return
+    path = base / "xla"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # an unwritable cache directory means no cache, never a failed fit
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_SECONDS)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     _repair_entries(path)
 
@@ -95,7 +103,6 @@ def _repair_entries(path: Path) -> None:
     import re
     import warnings
 
-    said = set()
     show = warnings.showwarning
     unreadable = re.compile(r"Error reading persistent compilation cache entry for '([A-Za-z0-9_.]+)'")
 
@@ -113,37 +120,27 @@ def _repair_entries(path: Path) -> None:
             kind = "write"
         else:
             return show(message, category, filename, lineno, file, line)
-        if kind not in said:
-            said.add(kind)
-            what = "had unreadable entries; they are replaced" if kind == "read" else "cannot be written; compiled programs are not kept"
-            import sys
-
-            sys.stderr.write(f"nlfit: warning: the compile cache {path} {what} (NLFIT_NO_CACHE=1 turns it off)\n")
+        cache_warning(kind, path.parent)
 
     warnings.showwarning = showwarning
 
 
+_SAID: set = set()
+
+
+def cache_warning(kind: str, path: Path) -> None:
+    """One line per process for each ``kind`` of cache trouble: ``read`` (unreadable entries,
+    removed so that this run writes good ones) or ``write`` (nothing can be kept)."""
+    if kind in _SAID:
+        return
+    _SAID.add(kind)
+    what = "had unreadable entries; they are replaced" if kind == "read" else "cannot be written; compiled programs are not kept"
+    import sys
+
+    sys.stderr.write(f"nlfit: warning: the compile cache {path} {what} (NLFIT_NO_CACHE=1 turns it off)\n")
+
+
 _enable_cache()
 
-# Small problems are compiled with XLA's cheap settings: there compiling takes seconds and
-# running milliseconds, so a 30-70 % shorter compile wins; large ones keep the full
-# optimization (its kernels ran about twice as fast at 10^6 points), and so do the programs
-# every formula of a tape bucket shares (``nlfit.models.tape``), compiled once per machine:
-# the interpreter's loop ran a default fit of 200 points 3x faster (0.15 s against 0.48 s).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-FAST_COMPILE_ELEMENTS = 1 << 17  # residuals x members up to which a problem counts as small
-_JITTED: dict = {}
 
-
-def compiled(function, static_argnames, elements: int, shared: bool = False):
-    """``function`` jitted, with FAST_COMPILE options when ``elements`` (the size of the
-    residual arrays of all members together) is small and the program is not ``shared`` by
-    many models (a tape bucket's)."""
-    fast = elements <= FAST_COMPILE_ELEMENTS and not shared
-    key = (function, fast)
-    if key not in _JITTED:
-        _JITTED[key] = jax.jit(function, static_argnames=static_argnames, compiler_options=FAST_COMPILE if fast else None)
-    return _JITTED[key]
-
-
-__all__ = ["jax", "jnp", "cache_dir", "compiled", "solve_devices"]
+__all__ = ["jax", "jnp", "cache_dir", "cache_warning", "solve_devices"]

@@ -28,14 +28,13 @@ the Gram matrix J^T J of ``gram``, whose accuracy follows cond(J)^2).
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 
 from nlfit._jax import jax, jnp
 from nlfit.errors import OptionError
 from nlfit.options import JAC_MODES
 from nlfit.problem import Problem, cost_terms, objective, residuals, robust_scaling, vmap_groups
+from nlfit.programs import Program, compiled, program
 
 FD_RELATIVE_STEP = 1e-8
 
@@ -62,7 +61,7 @@ def jacobian(params, problem: Problem, mode: str):
     return r, jac
 
 
-@partial(jax.jit, static_argnames=("mode",))
+@program(static_argnames=("mode",))
 def jacobian_jit(params, problem: Problem, mode: str):
     """``jacobian`` compiled once per problem shape (the persistent cache keeps it across runs)."""
     return jacobian(params, problem, mode)
@@ -178,7 +177,7 @@ def _sums(terms):
     return list(jax.lax.reduce(tuple(terms), zeros, lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)), (terms[0].ndim - 1,)))
 
 
-gram_jit = jax.jit(gram, static_argnames=("mode",))
+gram_jit = Program(gram, ("mode",))
 
 
 QR_BLOCK = 4096
@@ -230,7 +229,7 @@ def qr_linearize(params, problem: Problem, mode: str, block: int = QR_BLOCK):
     return pieces.reshape(-1)[:m], factor[:n, :n], factor[:n, n], grad
 
 
-qr_linearize_jit = jax.jit(qr_linearize, static_argnames=("mode", "block"))
+qr_linearize_jit = Program(qr_linearize, ("mode", "block"))
 
 
 def influence_gram(params, problem: Problem, block: int = QR_BLOCK):
@@ -261,18 +260,16 @@ def _jacobian_batch(params, problems: Problem, mode: str):
 
 def jacobian_batch(params, problems: Problem, mode: str):
     """``jacobian`` of G problems at once (leaves with a leading G axis)."""
-    from nlfit._jax import compiled
-
-    return compiled(_jacobian_batch, ("mode",), int(np.prod(np.shape(problems.y))), shared=problems.tape is not None)(params, problems, mode)
+    return compiled(_jacobian_batch, ("mode",), int(np.prod(np.shape(problems.y))), optimize=problems.tape is not None)(params, problems, mode)
 
 
-@partial(jax.jit, static_argnames=("mode",))
+@program(static_argnames=("mode",))
 def qr_linearize_batch(params, problems: Problem, mode: str):
     """``qr_linearize`` of G problems at once."""
     return vmap_groups(lambda p, problem: qr_linearize(p, problem, mode), 0, 1)(params, problems)
 
 
-@jax.jit
+@program
 def influence_gram_batch(params, problems: Problem):
     """``influence_gram`` of G problems at once."""
     return vmap_groups(influence_gram, 0, 1)(params, problems)

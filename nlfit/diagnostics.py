@@ -449,7 +449,7 @@ def _pole_findings(model, problems, params, real) -> dict:
 
 def _evaluate(model, params, grids):
     """Model values (G, W) and denominators (G, D, W) on the grids (G, W)."""
-    from nlfit._jax import compiled
+    from nlfit.programs import compiled
 
     if hasattr(model, "values_on_grids"):  # a formula: numpy, no program compiled for it
         return model.values_on_grids(params, grids)

@@ -175,13 +175,13 @@ def gauss_newton_polish(problems, params, residuals, jac, statuses, jac_mode: st
     Cholesky of ``nlfit.solvers.subproblems`` (the batches of many small fits whose solver
     used them too: a tenth of the cost of an SVD per group and step), else by least squares
     on J itself (``lstsq``: single fits, ill-conditioned problems)."""
-    from nlfit._jax import compiled
+    from nlfit.programs import compiled
 
     converged = np.isin(statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
     if not np.any(converged):
         return params, residuals, jac
     mode = "rev" if jac_mode == "rev" else "fwd"
-    out = compiled(_polish_groups, ("mode", "closed_form"), int(np.prod(np.shape(residuals))), shared=problems.tape is not None)(
+    out = compiled(_polish_groups, ("mode", "closed_form"), int(np.prod(np.shape(residuals))), optimize=problems.tape is not None)(
         params, residuals, jac, converged, problems, mode=mode, closed_form=closed_form
     )
     return tuple(np.asarray(v) for v in out)

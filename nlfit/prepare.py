@@ -277,7 +277,6 @@ class Prepared:
                 yield self._batch(block, width, len(set(block.tolist())), config)
 
     def _batch(self, members: np.ndarray, width: int, distinct: int, config: SolverConfig) -> Batch:
-        from nlfit._jax import jnp
         from nlfit.problem import Problem
 
         sigma = self.dataset.sigma
@@ -292,10 +291,10 @@ class Prepared:
             model=self.model if taped is None else taped[0],
             tape=None if taped is None else taped[1].arrays(size),
             loss=self.options.loss,
-            f_scale=jnp.asarray(self.options.f_scale / scales),
-            lower=jnp.tile(jnp.asarray(self.lower), (size, 1)),
-            upper=jnp.tile(jnp.asarray(self.upper), (size, 1)),
-            scale=jnp.asarray(scales),
+            f_scale=np.asarray(self.options.f_scale / scales, dtype=np.float64),
+            lower=np.tile(np.asarray(self.lower, dtype=np.float64), (size, 1)),
+            upper=np.tile(np.asarray(self.upper, dtype=np.float64), (size, 1)),
+            scale=np.asarray(scales, dtype=np.float64),
         )
         counts = self.grouped.counts[members]
         model_starts = None

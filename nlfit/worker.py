@@ -558,7 +558,7 @@ def _warm() -> None:
     import scipy.stats  # noqa: F401
 
     import nlfit.batch  # noqa: F401
-    import nlfit.cli.app  # noqa: F401
+    import nlfit.cli.app
     import nlfit.fitting  # noqa: F401
     import nlfit.io.read  # noqa: F401
     import nlfit.io.rows  # noqa: F401
@@ -568,6 +568,8 @@ def _warm() -> None:
     import nlfit.result  # noqa: F401
     from nlfit import derivatives  # noqa: F401
     from nlfit.solvers import directions, globalization, loop  # noqa: F401
+
+    nlfit.cli.app.command()  # the click command, built once for every command served
 
 
 def main(argv: list[str] | None = None) -> int:

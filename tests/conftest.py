@@ -55,9 +55,11 @@ def lre(estimate, certified) -> float:
 def _release_compiled_programs():
     """Each module compiles its own problems; drop them afterwards so memory stays bounded."""
     yield
+    from nlfit import programs
     from nlfit._jax import jax
 
     jax.clear_caches()
+    programs.clear()
 
 
 @contextlib.contextmanager

@@ -35,8 +35,9 @@ from typing import NamedTuple
 import numpy as np
 
 from nlfit import signals
-from nlfit._jax import compiled, jax, jnp
+from nlfit._jax import jax, jnp
 from nlfit.problem import vmap_groups
+from nlfit.programs import compiled, program
 from nlfit.solvers.directions import Direction, Local
 from nlfit.solvers.globalization import Globalization
 from nlfit.solvers.settings import Settings
@@ -347,7 +348,7 @@ class Compacted:
         self.size, self.index = size, np.sort(np.concatenate([live, stopped[: size - len(live)]]))
         self.work = None
         if self.axis == 0:
-            self.sub_problems = _gather(self.problems, jnp.asarray(self.index), 0)
+            self.sub_problems = _gather(self.problems, jax.device_put(self.index), 0)
 
     def _records(self, records, count: int, index) -> np.ndarray | None:
         """The chunk's records of every member (count, G, K, fields) on the host."""
@@ -365,11 +366,11 @@ class Compacted:
     def __call__(self, state: State, problems, settings, limit, **options):
         self._shrink(np.asarray(state.status))
         if self.size // self.factor >= self.smallest:
-            limit = jnp.minimum(limit, self.between)
+            limit = min(limit, self.between)
         if self.index is None:
             state, records, count = self.chunk(state, problems, settings, limit, **options)
             return state, self._records(records, int(count), None), count
-        index = jnp.asarray(self.index)
+        index = jax.device_put(self.index)
         if self.work is None or state is not self.full:
             self.work = _gather(state, index, self.axis)
         self.work, records, count = self.chunk(self.work, self.sub_problems, settings, limit, **options)
@@ -377,13 +378,13 @@ class Compacted:
         return self.full, self._records(records, int(count), self.index), count
 
 
-@partial(jax.jit, static_argnames="axis")
+@program(static_argnames="axis")
 def _gather(tree, index, axis: int):
     """The members ``index`` along ``axis`` of every leaf that has that axis."""
     return jax.tree.map(lambda leaf: jnp.take(leaf, index, axis=axis) if jnp.ndim(leaf) > axis else leaf, tree)
 
 
-@partial(jax.jit, static_argnames="axis")
+@program(static_argnames="axis")
 def _scatter(tree, index, part, axis: int):
     """``tree`` with the members ``index`` along ``axis`` replaced by ``part``."""
 
@@ -463,13 +464,11 @@ def _chunk(problems, state: State, first_records, settings: Settings, direction,
     one compiled call of ``run_chunk``, or one per device of ``spread`` (``state`` is then the
     list of shares; ``problems`` are placed once). A share whose loop ended early repeats its
     last record up to the others' count, as its stopped members would under one loop."""
-    settings = Settings(*(jnp.asarray(v) for v in settings))
-    groups = int(np.shape(state.status)[0])
+    settings = Settings(*(jax.device_put(v) for v in settings))
     elements = int(np.prod(np.shape(problems.y))) * int(np.shape(state.status)[1])
-    # A batch of groups runs its chunk many times: XLA's full optimization pays for itself
-    # there (2D Gaussians, 5000 x 25 points: 5x faster iterations); a single fit keeps the cheap compile.
-    function = partial(compiled(run_chunk, ("direction", "globalization", "jac_mode", "record"), elements * (CHUNK if groups > 1 else 1),
-                                shared=problems.tape is not None),
+    # The loop runs its chunk many times: XLA's full optimization pays for itself (2D
+    # Gaussians, 5000 x 25 points: 5x faster iterations; rational, 200 points, 32 starts: 2.5x).
+    function = partial(compiled(run_chunk, ("direction", "globalization", "jac_mode", "record"), elements, optimize=True),
                        direction=direction, globalization=globalization, jac_mode=jac_mode, record=record)  # fmt: skip
 
     starts = int(np.shape(state.status)[1])
@@ -486,7 +485,7 @@ def _chunk(problems, state: State, first_records, settings: Settings, direction,
         runner = compact(problems)
 
         def chunk(state, limit):
-            state, records, count = runner(state, problems, settings, jnp.asarray(limit))
+            state, records, count = runner(state, problems, settings, limit)
             count = int(count)
             return state, np.asarray(state.status), (np.asarray(records)[:count] if record else None), count
 
@@ -496,7 +495,7 @@ def _chunk(problems, state: State, first_records, settings: Settings, direction,
     last = [None] * len(shares)  # each share's latest record (records only)
 
     def chunk(states, limit):
-        done = [run(state, share, settings, jnp.asarray(limit)) for run, state, share in zip(runners, states, shares, strict=True)]
+        done = [run(state, share, settings, limit) for run, state, share in zip(runners, states, shares, strict=True)]
         counts = [int(count) for _, _, count in done]
         count, states = max(counts), [state for state, _, _ in done]
         records = None
@@ -580,16 +579,16 @@ def history_rows(records: np.ndarray, direction: Direction, globalization: Globa
 def start_members(problems, params0, budgets, linear, direction: Direction, jac_mode: str, settings: Settings, seed: int = 0):
     """Initial states (G, K) and their records; ``params0`` (G, K, n), ``budgets`` (K,) and
     ``linear`` (K, n) (see ``initial_state``)."""
-    settings = Settings(*(jnp.asarray(v) for v in settings))
+    settings = Settings(*(jax.device_put(v) for v in settings))
     groups, starts = params0.shape[:2]
-    seeds = (jnp.arange(groups * starts, dtype=jnp.uint32) + jnp.uint32(seed)).reshape(groups, starts)
+    seeds = (np.arange(groups * starts, dtype=np.uint32) + np.uint32(seed)).reshape(groups, starts)
     elements = int(np.prod(np.shape(problems.y))) * starts
-    return compiled(init_members, ("direction", "jac_mode", "solve_linear"), elements, shared=problems.tape is not None)(
+    return compiled(init_members, ("direction", "jac_mode", "solve_linear"), elements, optimize=problems.tape is not None)(
         jnp.asarray(params0, dtype=jnp.float64),
         problems,
         settings,
         seeds,
-        jnp.asarray(budgets, dtype=jnp.int32),
+        np.asarray(budgets, dtype=np.int32),
         jnp.asarray(linear, dtype=jnp.float64),
         direction=direction,
         jac_mode=jac_mode,
