@@ -16,7 +16,14 @@ The file's name is a hash of everything that decides the program: the function's
 static arguments and the argument tree (pickled: their full state, not their ``repr``), each
 argument's shape, dtype and weak type, the compiler options, and this process's ``context``
 (the content of every nlfit source file, the JAX and jaxlib versions, the JAX_* and XLA_*
-variables, x64, the platform and the device count). A signature that cannot be pickled (a
+variables, x64, the platform, the device count and the host CPU's model and instruction-set
+flags). A static argument whose class defines ``program_key()`` is keyed by that instead of
+its full state: a tape runner carries its formula for the code outside the programs, but its
+programs depend on the bucket only, so every formula of a bucket shares one file. A program is
+named by its function's module and qualified name: what the function reads at trace time
+beyond its arguments (module globals, settings) must be fixed by the source files, which the
+context covers, or by the JAX_*/XLA_* variables; a value set at run time any other way would
+not be in the key, so no program here reads one. A signature that cannot be pickled (a
 closure among the static arguments) or arguments placed on another device than the default
 one (a batch spread over devices) run through ``jax.jit`` as before. Nothing here changes
 what is computed: a loaded executable is the one that ``jax.jit`` compiled for the same
@@ -44,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import io
 import os
 import pickle
 import re
@@ -138,7 +146,7 @@ class Program:
 
         try:
             digest = hashlib.sha256(context().encode())
-            digest.update(pickle.dumps((self.name, static, tree, specs, self.options), protocol=5))
+            digest.update(_key_bytes((self.name, static, tree, specs, self.options)))
         except Exception:  # a closure or another object pickle cannot name: no file
             return None, self.jitted(**dynamic, **dict(static))
         path = folder / f"{self.name.rsplit('.', 1)[-1]}-{digest.hexdigest()[:32]}.exe"
@@ -162,6 +170,27 @@ class Program:
         except Exception:  # not serializable, or a copy that does not run: not kept
             pass
         return executable, out
+
+
+def _key_bytes(signature) -> bytes:
+    """``signature`` pickled in full, except that an object whose class defines
+    ``program_key()`` (one that carries more than its equality compares, such as a tape runner
+    and its formula) is written as that key, wherever it sits among the static arguments."""
+    buffer = io.BytesIO()
+    _KeyPickler(buffer, protocol=5).dump(signature)
+    return buffer.getvalue()
+
+
+class _KeyPickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        key = getattr(type(obj), "program_key", None)
+        if key is None or isinstance(obj, type):
+            return NotImplemented
+        return _program_key, (key(obj),)
+
+
+def _program_key(key):
+    return key
 
 
 def _same(a, b) -> bool:
@@ -260,9 +289,24 @@ def context() -> str:
         devices = jax.devices()
         _CONTEXT.append(
             f"{digest.hexdigest()}\0{jax.__version__}\0{jaxlib.__version__}\0{environment}\0{jax.config.jax_enable_x64}\0"
-            f"{devices[0].platform}\0{getattr(devices[0], 'device_kind', '')}\0{len(devices)}"
+            f"{devices[0].platform}\0{getattr(devices[0], 'device_kind', '')}\0{len(devices)}\0{_host_cpu()}"
         )
     return _CONTEXT[0]
+
+
+def _host_cpu() -> str:
+    """The host CPU's model and instruction-set flags: an executable compiled for one CPU may use
+    instructions another lacks (a cache folder shared over NFS), so they name the program too."""
+    import platform
+
+    wanted = ("vendor_id", "model name", "flags", "Features", "CPU implementer", "CPU part")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().split("\n\n", 1)[0].splitlines()  # the first processor
+    except OSError:
+        lines = []
+    fields = [line for line in lines if line.split(":", 1)[0].strip() in wanted]
+    return "\n".join(fields) or f"{platform.machine()} {platform.processor()}"
 
 
 def _folder() -> Path | None:

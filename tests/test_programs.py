@@ -169,3 +169,34 @@ def test_the_same_formula_in_another_parameter_order_gets_its_own_names_from_sto
         assert out["names"] == names
         np.testing.assert_allclose(out["params"], expected, rtol=1e-8)
         assert out["files"] > 0
+
+
+OTHER_FORMULA = """
+import json
+import numpy as np
+from nlfit import fit, programs
+from nlfit.io.dataset import Dataset
+
+def compiled(*args, **kwargs):
+    raise AssertionError("a program was compiled for a formula of a stored bucket")
+
+if {strict}:
+    programs._without_jax_cache = compiled  # entered only to compile a Program's executable
+x = np.linspace(0.0, 4.0, 40)
+result = fit(Dataset(x=x, y={truth}, x_names=("x",), y_name="y"), "{formula}", starts=1)
+print(json.dumps({{"params": np.asarray(result.params).tolist(), "success": bool(result.success),
+                   "files": sorted(p.name for p in programs._folder().glob("*.exe"))}}))
+"""
+
+
+def test_a_new_formula_of_a_stored_bucket_compiles_nothing_in_a_new_process(tmp_path):
+    """The tape's programs are named by the bucket, not by the formula the runner carries: a
+    second process fitting another formula of the same bucket loads every program. One start:
+    the default multistart also compiles one loop per size its working set shrinks to (32, 8,
+    2 starts), and which sizes a fit reaches depends on how its starts converge."""
+    cache = tmp_path / "cache"
+    first = _run(OTHER_FORMULA.format(strict=False, truth="2.0 * (1 - np.exp(-0.7 * x))", formula="b1*(1-exp(-b2*x))"), cache)
+    second = _run(OTHER_FORMULA.format(strict=True, truth="3.0 * np.exp(-0.4 * x)", formula="A*exp(-k*x)"), cache)
+    assert first["success"] and second["success"]
+    np.testing.assert_allclose(second["params"], [3.0, 0.4], rtol=1e-8)
+    assert second["files"] == first["files"]

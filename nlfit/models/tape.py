@@ -186,6 +186,11 @@ class Runner:
     def spec(self) -> str:
         return self.source.spec
 
+    def program_key(self) -> tuple:
+        """What names this runner's compiled programs on disk (``nlfit.programs``): the bucket,
+        as equality compares it, without the formula."""
+        return ("tape.Runner", self.n_params, self.n_columns, self.length)
+
     def predict(self, params, x):
         raise TypeError("a tape runner evaluates through nlfit.problem.model_values (it needs the problem's tape)")
 
