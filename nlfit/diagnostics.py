@@ -354,7 +354,8 @@ def best_constants(problems, real) -> tuple[np.ndarray, np.ndarray]:
 
 def starts_summaries(model, problems, members, real) -> list[dict | None]:
     """The JSON ``starts`` object of every group: how many starts were tried and converged,
-    the distinct minima they reached (lowest loss first, each marked plausible or not), and
+    how many were set aside (stopped by the screening after a few iterations, at a higher loss
+    than the ones that went on: ``nlfit.solvers.loop.SCREEN_AFTER``), the distinct minima they reached (lowest loss first, each marked plausible or not), and
     which start was chosen."""
     from nlfit import multistart
 
@@ -386,6 +387,7 @@ def starts_summaries(model, problems, members, real) -> list[dict | None]:
             {
                 "tried": int(members.params.shape[1]),
                 "converged": int(np.count_nonzero(members.converged[g])),
+                "set_aside": 0 if members.set_aside is None else int(np.count_nonzero(members.set_aside[g])),
                 "chosen": chosen,
                 "chosen_start": label,
                 "screened_rows": members.screened_rows,

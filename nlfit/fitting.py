@@ -53,6 +53,7 @@ class Members:
     screened_rows: int | None
     full_data_choice: np.ndarray | None = None  # screened fits: which start won on all the rows
     undetermined: np.ndarray | None = None  # (G, K): a pair of parameters not determined (nlfit.diagnostics.undetermined)
+    set_aside: np.ndarray | None = None  # (G, K): stopped by the multistart's screening (nlfit.solvers.loop.SCREEN_AFTER)
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _run(problems, plan, direction, globalization, jac_mode, settings, seed, tim
                 budget=jnp.where(jnp.asarray(chosen), int(settings.max_iter), output.state.budget),
             )
             last = output.records[-1] if record else None
-            more = solve_members(problems, state, last, direction, globalization, jac_mode, settings, timeout, started, record, on_chunk)
+            more = solve_members(problems, state, last, direction, globalization, jac_mode, settings, timeout, started, record, on_chunk, screen=False)
             if record:
                 more.records = np.concatenate([output.records, more.records[1:]], axis=0)
             output = more
@@ -291,6 +292,7 @@ def _members(output, winners, plan, problems, counts, screened: bool, linear, fr
         chosen=np.asarray(winners),
         labels=list(plan.labels),
         screened_rows=multistart.SCREEN_ROWS if screened else None,
+        set_aside=(output.statuses == Status.MAX_ITER) & (np.asarray(output.state.budget) < np.asarray(plan.budgets)[None, :]),
     )
 
 

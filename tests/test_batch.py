@@ -151,6 +151,7 @@ def test_the_starts_of_a_single_fit_are_compacted_without_changing_the_fit(monke
         sizes.append(self.size)
 
     monkeypatch.setattr(loop.Compacted, "_shrink", spy)
+    monkeypatch.setattr(loop, "SCREEN_AFTER", None)  # every start to its end (the screening: below)
     compacted = fit(data, "rational", starts=32)
     assert min(sizes) < 32 and max(sizes) == 32  # the working set did shrink
     monkeypatch.setattr(loop, "SMALLEST_COMPACTED_STARTS", 10**9)
@@ -164,3 +165,65 @@ def test_the_starts_of_a_single_fit_are_compacted_without_changing_the_fit(monke
     assert compacted.starts["converged"] == whole.starts["converged"]
     assert [m["count"] for m in compacted.starts["minima"]] == [m["count"] for m in whole.starts["minima"]]
     np.testing.assert_allclose([m["loss"] for m in compacted.starts["minima"]], [m["loss"] for m in whole.starts["minima"]], rtol=1e-8)
+
+
+def test_the_screening_of_the_starts_keeps_the_fit_and_counts_the_starts_set_aside(monkeypatch):
+    """After ``SCREEN_AFTER`` iterations only the given start and the running starts of lowest
+    loss go on (a fifth of the rational model's 32 starts on the Runge data wander towards a
+    pole for their whole budget). The chosen fit is the one every start run to its end gives;
+    the starts set aside are counted, and they neither converged nor count as minima."""
+    from nlfit.solvers import loop
+
+    x = np.linspace(-1.0, 1.0, 200)
+    y = 1.0 / (1.0 + 10.0 * x * x) + np.random.default_rng(0).normal(0.0, 0.5, x.size)
+    data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
+    screens = []
+    screen = loop.Compacted._screen
+
+    def spy(self, state):
+        screens.append(int(np.count_nonzero(np.asarray(state.status) == loop.Status.RUNNING)))
+        return screen(self, state)
+
+    monkeypatch.setattr(loop.Compacted, "_screen", spy)
+    screened = fit(data, "rational", starts=32)
+    assert screens and screens[0] > 8  # more starts were running than went on
+    monkeypatch.setattr(loop, "SCREEN_AFTER", None)
+    whole = fit(data, "rational", starts=32)
+    assert screened.status.success and whole.status.success
+    np.testing.assert_allclose(screened.params, whole.params, rtol=1e-8)
+    assert screened.loss == pytest.approx(whole.loss, rel=1e-10)
+    counts = screened.starts
+    assert counts["set_aside"] == screens[0] - 8 and whole.starts["set_aside"] == 0
+    assert counts["converged"] + counts["set_aside"] <= counts["tried"] == 32
+    assert sum(m["count"] for m in counts["minima"]) == counts["converged"]
+    assert screened.starts["minima"][0]["loss"] == pytest.approx(whole.starts["minima"][0]["loss"], rel=1e-8)
+
+
+def test_a_start_set_aside_with_the_lowest_loss_goes_on_to_the_full_budget(monkeypatch):
+    """A start the screening stopped is stopped as its budget would stop it: when it holds the
+    lowest loss of all, it is the winner and goes on from where it stood to ``max_iter``. Here
+    the screening comes after 2 iterations and sets every running start aside (the given one
+    too), so the winner is one of them."""
+    from nlfit._jax import jnp
+    from nlfit.solvers import loop
+
+    x = np.linspace(-1.0, 1.0, 200)
+    y = 1.0 / (1.0 + 10.0 * x * x) + np.random.default_rng(0).normal(0.0, 0.5, x.size)
+    data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
+    running_then = []
+
+    def every_start(self, state):
+        running = state.status == int(loop.Status.RUNNING)
+        running_then.append(int(np.count_nonzero(np.asarray(running))))
+        return state._replace(status=jnp.where(running, int(loop.Status.MAX_ITER), state.status), budget=jnp.where(running, state.iteration, state.budget))
+
+    monkeypatch.setattr(loop, "SCREEN_AFTER", 2)
+    monkeypatch.setattr(loop.Compacted, "_screen", every_start)
+    early = fit(data, "rational", starts=32)
+    monkeypatch.setattr(loop, "SCREEN_AFTER", None)
+    whole = fit(data, "rational", starts=32)
+    assert running_then == [running_then[0]] and running_then[0] > 0  # the winner's own run is not screened
+    # the winner, one of those set aside at iteration 2, went on (and no longer counts as set aside)
+    assert early.status.success and early.counts["iterations"] > 2
+    assert early.starts["set_aside"] == running_then[0] - 1
+    assert early.loss == pytest.approx(whole.loss, rel=1e-9)

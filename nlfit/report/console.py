@@ -239,8 +239,9 @@ def print_report(result_json: dict, console: Console, show_params: bool = True) 
     starts = result_json.get("starts")
     if starts:
         screened = f" on {starts['screened_rows']} rows" if starts.get("screened_rows") else ""
+        aside = f", {starts['set_aside']} set aside after a few iterations" if starts.get("set_aside") else ""
         console.print(
-            f"starts: {starts['tried']} tried{screened}, {starts['converged']} converged, {len(starts['minima'])} distinct minima; "
+            f"starts: {starts['tried']} tried{screened}, {starts['converged']} converged{aside}, {len(starts['minima'])} distinct minima; "
             f"chosen: start {starts['chosen']} ({starts['chosen_start']})"
         )
 

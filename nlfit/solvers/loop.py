@@ -266,9 +266,11 @@ def init_members(params, problems, settings: Settings, seeds, budgets, linear, *
     return states, _members(lambda state, problem: _record(state))(states, problems)
 
 
-def run_chunk(states: State, problems, settings: Settings, limit, *, direction, globalization, jac_mode, record: bool):
+def run_chunk(states: State, problems, settings: Settings, limit, stop_at, *, direction, globalization, jac_mode, record: bool):
     """Up to ``limit`` (<= CHUNK) iterations of every running member; stops early when every
-    member has stopped. Returns (states, records (CHUNK, G, K, fields) or None, iterations run)."""
+    member has stopped, or when at most ``stop_at[0]`` groups or at most ``stop_at[1]`` starts
+    have a running member (``Compacted``: the working set can shrink from there; 0 and 0 when
+    it cannot). Returns (states, records (CHUNK, G, K, fields) or None, iterations run)."""
 
     def one(state, problem):
         new = advance(state, problem, settings, direction, globalization, jac_mode)
@@ -281,7 +283,10 @@ def run_chunk(states: State, problems, settings: Settings, limit, *, direction, 
 
     def cond(carry):
         count, current, _ = carry
-        return (count < limit) & jnp.any(current.status == int(Status.RUNNING))
+        running = current.status == int(Status.RUNNING)
+        groups = jnp.sum(jnp.any(running, axis=1))
+        starts = jnp.sum(jnp.any(running, axis=0))
+        return (count < limit) & (groups > 0) & (groups > stop_at[0]) & (starts > stop_at[1])
 
     def body(carry):
         count, current, buffer = carry
@@ -297,17 +302,23 @@ def run_chunk(states: State, problems, settings: Settings, limit, *, direction, 
 # Groups below which a batch is not halved further: a smaller shape saves less than its compile.
 SMALLEST_COMPACTED = 64
 # The starts of a single fit (their iterations differ most: rational on 200 points, 5 to 108)
-# are cut to a quarter at a time, down to 2, checked every STARTS_CHUNK iterations: each size is
-# one more compiled shape (2 s for a tape bucket's loop), so fewer, larger steps. Measured
-# (rational and its formula, 200 points, 32 starts; the solve's median of 5 fits in-process):
-# 0.114 and 0.167 s without compacting, 0.080 and 0.108 s with these settings; halving down to
-# 1 with 4 iterations a chunk gave 0.071 and 0.100 s for three more shapes.
+# are cut to a quarter at a time, down to 2: each size is one more compiled shape (2 s for a
+# tape bucket's loop), so fewer, larger steps. Measured (rational and its formula, 200
+# points, 32 starts; the solve's median of 5 fits in-process): 0.114 and 0.167 s without
+# compacting, 0.080 and 0.108 s with these settings and a check every 4 iterations; halving
+# down to 1 gave 0.071 and 0.100 s for three more shapes. The loop now stops itself where
+# the set can shrink (``run_chunk``'s ``stop_at``), so there is no check interval.
 SMALLEST_COMPACTED_STARTS = 2
 STARTS_FACTOR = 4
-STARTS_CHUNK = 4
-# Iterations per chunk while the batch may still be halved: members stop at different
-# iterations (rational groups: 7 on average, 17 at most), and the batch shrinks only between chunks.
-COMPACTED_CHUNK = 2
+# After this many iterations of every start, only the most promising of those still running go
+# on (``Compacted._screen``): the given start, and the others of lowest loss that fill the next,
+# quarter size of the working set. The others stop as if their (smaller) iteration budget had
+# run out, so that one of them with the lowest loss of all still goes on to the full budget
+# (``nlfit.fitting._run``). Rational on 200 points: a fifth of the 32 starts wander towards a
+# pole for the whole budget (200 iterations), at losses 30x the best, and kept every start
+# in the largest working set for 108 iterations.
+SCREEN_AFTER = 17
+NO_STOP = np.zeros(2, dtype=np.int32)  # ``stop_at`` of a loop that runs its members to the end
 
 
 class Compacted:
@@ -315,8 +326,9 @@ class Compacted:
     working set is running, the running ones (padded with stopped ones) are gathered into a
     working set that much smaller, so that the iterations of the slowest members no longer
     carry the finished ones through every step. ``axis`` 0 compacts the groups of a batch,
-    1 the starts of a single fit, down to ``smallest``, checking every ``between``
-    iterations. One compiled shape per size, shared by every block of a batch. The state
+    1 the starts of a single fit, down to ``smallest``; each chunk's loop stops itself at the
+    iteration where the set can shrink (``run_chunk``'s ``stop_at``). One compiled shape per
+    size, shared by every block of a batch. The state
     handed in and returned is always the full one (G, K, ...): the working set is scattered
     back after each chunk, so the driver sees every member as it is; so are the records
     (``first_records``: the members' records at the start), where a member outside the
@@ -328,10 +340,10 @@ class Compacted:
     on the members' statuses, so the same input gives the same bits every time, in the worker
     and in-process."""
 
-    def __init__(self, chunk, problems, size: int, axis: int = 0, smallest: int = SMALLEST_COMPACTED, factor: int = 2, between: int = COMPACTED_CHUNK,
-                 first_records=None):  # fmt: skip
+    def __init__(self, chunk, problems, size: int, axis: int = 0, smallest: int = SMALLEST_COMPACTED, factor: int = 2, first_records=None,
+                 screen_after: int | None = None):  # fmt: skip
         self.chunk, self.problems, self.size, self.axis, self.smallest, self.factor = chunk, problems, size, axis, smallest, factor
-        self.between = between
+        self.screen_after, self.done = screen_after, 0  # iterations before the screening; run so far
         self.index = None  # the working set's members along the axis; None while it is all of them
         self.work = self.full = None
         self.sub_problems = problems
@@ -350,6 +362,25 @@ class Compacted:
         if self.axis == 0:
             self.sub_problems = _gather(self.problems, jax.device_put(self.index), 0)
 
+    def _screen(self, state: State) -> State:
+        """The starts of a single fit after ``screen_after`` iterations: the given one (start
+        0) and the running ones of lowest loss (the earlier start on a tie) that fill a working
+        set of the next size go on; the other running ones stop (MAX_ITER, their budget the
+        iterations run)."""
+        status = np.asarray(state.status)
+        running = status == Status.RUNNING
+        others = running.copy()
+        others[:, 0] = False
+        keep = max(self.size // self.factor - int(running[0, 0]), 1)
+        if np.count_nonzero(others) <= keep:
+            return state
+        loss = np.where(others, np.asarray(state.local.loss), np.inf)[0]
+        order = np.lexsort((np.arange(loss.size), np.where(np.isnan(loss), np.inf, loss)))
+        stop = others.copy()
+        stop[0, order[:keep]] = False
+        stop = jax.device_put(stop)
+        return state._replace(status=jnp.where(stop, int(Status.MAX_ITER), state.status), budget=jnp.where(stop, state.iteration, state.budget))
+
     def _records(self, records, count: int, index) -> np.ndarray | None:
         """The chunk's records of every member (count, G, K, fields) on the host."""
         if records is None or self.last is None:
@@ -364,17 +395,24 @@ class Compacted:
         return rows
 
     def __call__(self, state: State, problems, settings, limit, **options):
+        if self.screen_after is not None and self.done >= self.screen_after:
+            state, self.screen_after = self._screen(state), None
+        if self.screen_after is not None:
+            limit = min(limit, self.screen_after - self.done)
         self._shrink(np.asarray(state.status))
-        if self.size // self.factor >= self.smallest:
-            limit = min(limit, self.between)
+        stop_at = NO_STOP.copy()
+        if self.size // self.factor >= self.smallest:  # the loop ends where _shrink can act
+            stop_at[self.axis] = self.size // self.factor
         if self.index is None:
-            state, records, count = self.chunk(state, problems, settings, limit, **options)
+            state, records, count = self.chunk(state, problems, settings, limit, stop_at, **options)
+            self.done += int(count)
             return state, self._records(records, int(count), None), count
         index = jax.device_put(self.index)
         if self.work is None or state is not self.full:
             self.work = _gather(state, index, self.axis)
-        self.work, records, count = self.chunk(self.work, self.sub_problems, settings, limit, **options)
+        self.work, records, count = self.chunk(self.work, self.sub_problems, settings, limit, stop_at, **options)
         self.full = _scatter(state, index, self.work, self.axis)
+        self.done += int(count)
         return self.full, self._records(records, int(count), self.index), count
 
 
@@ -459,7 +497,9 @@ def spread_for(shape: tuple[int, int], rows: int) -> Spread | None:
     return None if axis is None else Spread(tuple(devices), axis, shape[axis])
 
 
-def _chunk(problems, state: State, first_records, settings: Settings, direction, globalization, jac_mode, record: bool, spread: Spread | None):
+def _chunk(
+    problems, state: State, first_records, settings: Settings, direction, globalization, jac_mode, record: bool, spread: Spread | None, screen: bool = True
+):
     """``chunk(state, limit) -> (state, statuses, records on the host or None, iterations)``:
     one compiled call of ``run_chunk``, or one per device of ``spread`` (``state`` is then the
     list of shares; ``problems`` are placed once). A share whose loop ended early repeats its
@@ -473,13 +513,25 @@ def _chunk(problems, state: State, first_records, settings: Settings, direction,
 
     starts = int(np.shape(state.status)[1])
 
+    def to_the_end(state, problems_here, settings, limit):  # a working set that does not shrink
+        return function(state, problems_here, settings, limit, NO_STOP)
+
     def compact(problems_here, whole: bool = True):  # finished members dropped from the working set
         size = int(np.shape(problems_here.y)[0])
         if not record and size >= 2 * SMALLEST_COMPACTED:  # the groups of a batch
             return Compacted(function, problems_here, size)
         if whole and size == 1 and starts >= 2 * SMALLEST_COMPACTED_STARTS:  # the starts of a single fit
-            return Compacted(function, problems_here, starts, 1, SMALLEST_COMPACTED_STARTS, STARTS_FACTOR, STARTS_CHUNK, first_records if record else None)
-        return function
+            return Compacted(
+                function,
+                problems_here,
+                starts,
+                1,
+                SMALLEST_COMPACTED_STARTS,
+                STARTS_FACTOR,
+                first_records if record else None,
+                SCREEN_AFTER if screen else None,
+            )
+        return to_the_end
 
     if spread is None:
         runner = compact(problems)
@@ -491,7 +543,7 @@ def _chunk(problems, state: State, first_records, settings: Settings, direction,
 
         return chunk
     shares = spread.split(problems, 0 if spread.axis == 0 else None)
-    runners = [compact(share, whole=False) if spread.axis == 0 else function for share in shares]
+    runners = [compact(share, whole=False) if spread.axis == 0 else to_the_end for share in shares]
     last = [None] * len(shares)  # each share's latest record (records only)
 
     def chunk(states, limit):
@@ -608,18 +660,20 @@ def solve_members(
     started: float | None = None,
     record: bool = True,
     on_chunk: Callable[[State, np.ndarray | None], None] | None = None,
+    screen: bool = True,
 ) -> MembersOutput:
     """Run every member from ``state`` until all have stopped, the time limit (seconds since
     ``started``) or Ctrl-C. A member still running then gets TIMEOUT or INTERRUPTED and is
     reported at its best point; the others keep their own status. ``on_chunk(state, records)``
-    is called after each compiled chunk (progress)."""
+    is called after each compiled chunk (progress). ``screen``: the starts of a single fit are
+    screened after SCREEN_AFTER iterations (not when the winner goes on alone)."""
     started = time.perf_counter() if started is None else started
     kept = [np.asarray(first_records)[None]] if record else []
     statuses = np.asarray(state.status)
     stop = None
     limit = 1  # the first chunk measures the cost of an iteration
     spread = spread_for(statuses.shape, int(np.shape(problems.y)[-1]))
-    chunk = _chunk(problems, state, first_records, settings, direction, globalization, jac_mode, record, spread)
+    chunk = _chunk(problems, state, first_records, settings, direction, globalization, jac_mode, record, spread, screen)
     state = spread.split(state, spread.axis) if spread is not None else state  # one share per device
     try:
         while np.any(statuses == Status.RUNNING):
