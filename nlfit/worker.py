@@ -317,7 +317,8 @@ class Worker:
 def _mappings_limit() -> int:
     """How many memory mappings the worker may hold before it retires after a command: half
     the kernel's limit (``vm.max_map_count``; ``$NLFIT_WORKER_MAX_MAPS`` overrides it). Every
-    program XLA compiles keeps mappings of its own code that are never given back; a process
+    program XLA compiles or loads keeps mappings of its own code while it is cached (dropping
+    the caches, ``jax.clear_caches`` and ``nlfit.programs.clear``, gives them back); a process
     at the limit can no longer compile ("LLVM compilation error: Cannot allocate memory") and
     crashes. Measured: 2,000 to 4,400 mappings for each new model fitted (``benchmarks/tape.py``),
     so the default limit of 65,530 is reached after about 20 models. The next command starts

@@ -51,15 +51,36 @@ def lre(estimate, certified) -> float:
     return 11.0 if worst == 0 else float(min(11.0, -np.log10(worst)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _release_compiled_programs():
-    """Each module compiles its own problems; drop them afterwards so memory stays bounded."""
-    yield
+def _release() -> None:
+    import gc
+
     from nlfit import programs
     from nlfit._jax import jax
 
     jax.clear_caches()
     programs.clear()
+    gc.collect()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Each module compiles its own problems; drop them afterwards so memory stays bounded."""
+    yield
+    _release()
+
+
+@pytest.fixture(autouse=True)
+def _bounded_mappings():
+    """Every compiled or loaded program holds memory mappings until it is dropped; a process at
+    the kernel's limit (vm.max_map_count, 65,530 by default) crashes in the next compile or
+    load. One module of many models reached it (test_wrong_answers_are_loud: 65,000 mappings
+    after 38 tests, then a segmentation fault loading a stored program), so the programs are
+    also dropped after any test that leaves more than a quarter of the limit."""
+    yield
+    from nlfit.worker import _mappings, _mappings_limit
+
+    if _mappings() > _mappings_limit() // 2:
+        _release()
 
 
 @contextlib.contextmanager
