@@ -227,3 +227,39 @@ def test_a_start_set_aside_with_the_lowest_loss_goes_on_to_the_full_budget(monke
     assert early.status.success and early.counts["iterations"] > 2
     assert early.starts["set_aside"] == running_then[0] - 1
     assert early.loss == pytest.approx(whole.loss, rel=1e-9)
+
+
+def test_the_screening_keeps_a_quarter_of_all_the_starts_however_far_the_set_has_shrunk():
+    """``Compacted._screen`` on a made-up state of 32 starts: the given start and the 7
+    running starts of lowest loss go on (a quarter of 32), also when the working set has
+    already shrunk to 8; a stopped start never takes a running one's place."""
+    from typing import NamedTuple
+
+    from nlfit.solvers import loop
+
+    class Local(NamedTuple):
+        loss: object
+
+    class Fake(NamedTuple):
+        status: object
+        local: Local
+        iteration: object
+        budget: object
+
+    def state(running, loss):
+        status = np.where(np.isin(np.arange(32), running), int(loop.Status.RUNNING), int(loop.Status.FTOL))[None]
+        return Fake(status=status, local=Local(np.asarray(loss, dtype=float)[None]), iteration=np.full((1, 32), 17), budget=np.full((1, 32), 200))
+
+    loss = np.arange(32, 0, -1.0)  # later starts have lower losses
+    screen = loop.Compacted(None, None, 32, 1, loop.SMALLEST_COMPACTED_STARTS, loop.STARTS_FACTOR)
+    out = screen._screen(state(np.arange(12), loss))  # 12 running: start 0 and the 7 lowest of 1-11 (5-11) go on
+    going = np.flatnonzero(np.asarray(out.status)[0] == loop.Status.RUNNING)
+    assert going.tolist() == [0, 5, 6, 7, 8, 9, 10, 11]
+    assert np.all(np.asarray(out.budget)[0, 1:5] == 17) and np.all(np.asarray(out.budget)[0, going] == 200)
+    screen.size = 8  # the set shrank before the screening: a quarter of all the starts still go on
+    out = screen._screen(state(np.arange(8), loss))
+    assert np.count_nonzero(np.asarray(out.status)[0] == loop.Status.RUNNING) == 8
+    # start 0 stopped, 9 others running, 20 stopped with lower losses than any of them
+    out = screen._screen(state(np.arange(1, 10), np.where(np.arange(32) >= 10, 0.0, loss)))
+    going = np.flatnonzero(np.asarray(out.status)[0] == loop.Status.RUNNING)
+    assert going.tolist() == [2, 3, 4, 5, 6, 7, 8, 9]

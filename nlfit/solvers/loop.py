@@ -344,6 +344,7 @@ class Compacted:
                  screen_after: int | None = None):  # fmt: skip
         self.chunk, self.problems, self.size, self.axis, self.smallest, self.factor = chunk, problems, size, axis, smallest, factor
         self.screen_after, self.done = screen_after, 0  # iterations before the screening; run so far
+        self.members = size  # along the axis, before any shrinking
         self.index = None  # the working set's members along the axis; None while it is all of them
         self.work = self.full = None
         self.sub_problems = problems
@@ -364,18 +365,19 @@ class Compacted:
 
     def _screen(self, state: State) -> State:
         """The starts of a single fit after ``screen_after`` iterations: the given one (start
-        0) and the running ones of lowest loss (the earlier start on a tie) that fill a working
-        set of the next size go on; the other running ones stop (MAX_ITER, their budget the
-        iterations run)."""
+        0) and the running ones of lowest loss (the earlier start on a tie) that fill a quarter
+        (1/``factor``) of all the starts go on, however far the working set has shrunk already;
+        the other running ones stop (MAX_ITER, their budget the iterations run)."""
         status = np.asarray(state.status)
         running = status == Status.RUNNING
         others = running.copy()
         others[:, 0] = False
-        keep = max(self.size // self.factor - int(running[0, 0]), 1)
-        if np.count_nonzero(others) <= keep:
+        keep = self.members // self.factor - int(running[0, 0])
+        if keep < 1 or np.count_nonzero(others) <= keep:
             return state
         loss = np.where(others, np.asarray(state.local.loss), np.inf)[0]
-        order = np.lexsort((np.arange(loss.size), np.where(np.isnan(loss), np.inf, loss)))
+        # running starts first (a stopped one never takes a place), then by loss, then by index
+        order = np.lexsort((np.arange(loss.size), np.where(np.isnan(loss), np.inf, loss), ~others[0]))
         stop = others.copy()
         stop[0, order[:keep]] = False
         stop = jax.device_put(stop)
@@ -529,7 +531,7 @@ def _chunk(
                 SMALLEST_COMPACTED_STARTS,
                 STARTS_FACTOR,
                 first_records if record else None,
-                SCREEN_AFTER if screen else None,
+                SCREEN_AFTER if screen and starts // STARTS_FACTOR >= SMALLEST_COMPACTED_STARTS else None,
             )
         return to_the_end
 
