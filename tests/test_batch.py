@@ -133,6 +133,14 @@ def test_a_large_batch_matches_its_groups_fitted_alone(monkeypatch):
         assert np.linalg.norm(single.params - batch.params[g]) <= 1e-8 * np.linalg.norm(single.params), g
 
 
+def _noisy_runge() -> Dataset:
+    """200 points of the Runge function with noise 0.5: the rational model's 32 starts stop
+    at very different iterations (5 to over 100)."""
+    x = np.linspace(-1.0, 1.0, 200)
+    y = 1.0 / (1.0 + 10.0 * x * x) + np.random.default_rng(0).normal(0.0, 0.5, x.size)
+    return Dataset(x=x, y=y, x_names=("x",), y_name="y")
+
+
 def test_the_starts_of_a_single_fit_are_compacted_without_changing_the_fit(monkeypatch):
     """A single fit's starts stop at very different iterations (the Runge data with the
     rational model: 5 to over 100), and the solve gathers those still running into smaller
@@ -140,9 +148,7 @@ def test_the_starts_of_a_single_fit_are_compacted_without_changing_the_fit(monke
     multistart summary are those of the starts run together to the end, within round-off."""
     from nlfit.solvers import loop
 
-    x = np.linspace(-1.0, 1.0, 200)
-    y = 1.0 / (1.0 + 10.0 * x * x) + np.random.default_rng(0).normal(0.0, 0.5, x.size)
-    data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
+    data = _noisy_runge()
     sizes = []
     shrink = loop.Compacted._shrink
 
@@ -174,9 +180,7 @@ def test_the_screening_of_the_starts_keeps_the_fit_and_counts_the_starts_set_asi
     the starts set aside are counted, and they neither converged nor count as minima."""
     from nlfit.solvers import loop
 
-    x = np.linspace(-1.0, 1.0, 200)
-    y = 1.0 / (1.0 + 10.0 * x * x) + np.random.default_rng(0).normal(0.0, 0.5, x.size)
-    data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
+    data = _noisy_runge()
     screens = []
     screen = loop.Compacted._screen
 
@@ -207,9 +211,7 @@ def test_a_start_set_aside_with_the_lowest_loss_goes_on_to_the_full_budget(monke
     from nlfit._jax import jnp
     from nlfit.solvers import loop
 
-    x = np.linspace(-1.0, 1.0, 200)
-    y = 1.0 / (1.0 + 10.0 * x * x) + np.random.default_rng(0).normal(0.0, 0.5, x.size)
-    data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
+    data = _noisy_runge()
     running_then = []
 
     def every_start(self, state):
