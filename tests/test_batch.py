@@ -141,36 +141,39 @@ def _noisy_runge() -> Dataset:
     return Dataset(x=x, y=y, x_names=("x",), y_name="y")
 
 
-def test_the_starts_of_a_single_fit_are_compacted_without_changing_the_fit(monkeypatch):
+def test_the_starts_of_a_single_fit_take_turns_without_changing_the_fit(monkeypatch):
     """A single fit's starts stop at very different iterations (the Runge data with the
-    rational model: 5 to over 100), and the solve gathers those still running into smaller
-    working sets (``loop.Compacted`` along the starts). The fit, its loss history and the
-    multistart summary are those of the starts run together to the end, within round-off."""
+    rational model: 5 to over 100); they run in turns of TURN_WIDTH (``loop.Turns``), the
+    running ones only. The fit, its loss history and the multistart summary are those of the
+    starts run together to the end, within round-off."""
     from nlfit.solvers import loop
 
     data = _noisy_runge()
-    sizes = []
-    shrink = loop.Compacted._shrink
+    turns = []
+    sets = loop.Turns.sets
 
     def spy(self, statuses):
-        shrink(self, statuses)
-        sizes.append(self.size)
+        index, own = sets(self, statuses)
+        turns.append(int(np.count_nonzero(own.any(axis=1))))
+        assert own.sum() == np.count_nonzero(statuses == loop.Status.RUNNING)  # every running start once
+        assert all(len(set(row)) == self.width for row in index.tolist())
+        return index, own
 
-    monkeypatch.setattr(loop.Compacted, "_shrink", spy)
+    monkeypatch.setattr(loop.Turns, "sets", spy)
     monkeypatch.setattr(loop, "SCREEN_AFTER", None)  # every start to its end (the screening: below)
-    compacted = fit(data, "rational", starts=32)
-    assert min(sizes) < 32 and max(sizes) == 32  # the working set did shrink
-    monkeypatch.setattr(loop, "SMALLEST_COMPACTED_STARTS", 10**9)
-    sizes.clear()
+    in_turns = fit(data, "rational", starts=32)
+    assert turns[0] == 32 // loop.TURN_WIDTH and turns[-1] == 1  # four turns at first, one at the end
+    monkeypatch.setattr(loop, "TURN_WIDTH", 10**9)
+    turns.clear()
     whole = fit(data, "rational", starts=32)
-    assert not sizes
-    assert compacted.status == whole.status and compacted.starts["chosen"] == whole.starts["chosen"]
-    np.testing.assert_allclose(compacted.params, whole.params, rtol=1e-10)
-    assert [row["iteration"] for row in compacted.history] == [row["iteration"] for row in whole.history]
-    np.testing.assert_allclose([row["loss"] for row in compacted.history], [row["loss"] for row in whole.history], rtol=1e-10)
-    assert compacted.starts["converged"] == whole.starts["converged"]
-    assert [m["count"] for m in compacted.starts["minima"]] == [m["count"] for m in whole.starts["minima"]]
-    np.testing.assert_allclose([m["loss"] for m in compacted.starts["minima"]], [m["loss"] for m in whole.starts["minima"]], rtol=1e-8)
+    assert not turns
+    assert in_turns.status == whole.status and in_turns.starts["chosen"] == whole.starts["chosen"]
+    np.testing.assert_allclose(in_turns.params, whole.params, rtol=1e-10)
+    assert [row["iteration"] for row in in_turns.history] == [row["iteration"] for row in whole.history]
+    np.testing.assert_allclose([row["loss"] for row in in_turns.history], [row["loss"] for row in whole.history], rtol=1e-10)
+    assert in_turns.starts["converged"] == whole.starts["converged"]
+    assert [m["count"] for m in in_turns.starts["minima"]] == [m["count"] for m in whole.starts["minima"]]
+    np.testing.assert_allclose([m["loss"] for m in in_turns.starts["minima"]], [m["loss"] for m in whole.starts["minima"]], rtol=1e-8)
 
 
 def test_the_screening_of_the_starts_keeps_the_fit_and_counts_the_starts_set_aside(monkeypatch):
@@ -182,13 +185,13 @@ def test_the_screening_of_the_starts_keeps_the_fit_and_counts_the_starts_set_asi
 
     data = _noisy_runge()
     screens = []
-    screen = loop.Compacted._screen
+    screen = loop.Turns._screen
 
     def spy(self, state):
         screens.append(int(np.count_nonzero(np.asarray(state.status) == loop.Status.RUNNING)))
         return screen(self, state)
 
-    monkeypatch.setattr(loop.Compacted, "_screen", spy)
+    monkeypatch.setattr(loop.Turns, "_screen", spy)
     screened = fit(data, "rational", starts=32)
     assert screens and screens[0] > 8  # more starts were running than went on
     monkeypatch.setattr(loop, "SCREEN_AFTER", None)
@@ -220,7 +223,7 @@ def test_a_start_set_aside_with_the_lowest_loss_goes_on_to_the_full_budget(monke
         return state._replace(status=jnp.where(running, int(loop.Status.MAX_ITER), state.status), budget=jnp.where(running, state.iteration, state.budget))
 
     monkeypatch.setattr(loop, "SCREEN_AFTER", 2)
-    monkeypatch.setattr(loop.Compacted, "_screen", every_start)
+    monkeypatch.setattr(loop.Turns, "_screen", every_start)
     early = fit(data, "rational", starts=32)
     monkeypatch.setattr(loop, "SCREEN_AFTER", None)
     whole = fit(data, "rational", starts=32)
@@ -232,9 +235,9 @@ def test_a_start_set_aside_with_the_lowest_loss_goes_on_to_the_full_budget(monke
 
 
 def test_the_screening_keeps_a_quarter_of_all_the_starts_however_far_the_set_has_shrunk():
-    """``Compacted._screen`` on a made-up state of 32 starts: the given start and the 7
-    running starts of lowest loss go on (a quarter of 32), also when the working set has
-    already shrunk to 8; a stopped start never takes a running one's place."""
+    """``Turns._screen`` on a made-up state of 32 starts: the given start and the 7 running
+    starts of lowest loss go on (a quarter of 32), also when most starts have stopped already;
+    a stopped start never takes a running one's place."""
     from typing import NamedTuple
 
     from nlfit.solvers import loop
@@ -253,13 +256,12 @@ def test_the_screening_keeps_a_quarter_of_all_the_starts_however_far_the_set_has
         return Fake(status=status, local=Local(np.asarray(loss, dtype=float)[None]), iteration=np.full((1, 32), 17), budget=np.full((1, 32), 200))
 
     loss = np.arange(32, 0, -1.0)  # later starts have lower losses
-    screen = loop.Compacted(None, None, 32, 1, loop.SMALLEST_COMPACTED_STARTS, loop.STARTS_FACTOR)
+    screen = loop.Turns(None, None, 32, loop.turn_width(32))
     out = screen._screen(state(np.arange(12), loss))  # 12 running: start 0 and the 7 lowest of 1-11 (5-11) go on
     going = np.flatnonzero(np.asarray(out.status)[0] == loop.Status.RUNNING)
     assert going.tolist() == [0, 5, 6, 7, 8, 9, 10, 11]
     assert np.all(np.asarray(out.budget)[0, 1:5] == 17) and np.all(np.asarray(out.budget)[0, going] == 200)
-    screen.size = 8  # the set shrank before the screening: a quarter of all the starts still go on
-    out = screen._screen(state(np.arange(8), loss))
+    out = screen._screen(state(np.arange(8), loss))  # 8 running: a quarter of all the starts, all go on
     assert np.count_nonzero(np.asarray(out.status)[0] == loop.Status.RUNNING) == 8
     # start 0 stopped, 9 others running, 20 stopped with lower losses than any of them
     out = screen._screen(state(np.arange(1, 10), np.where(np.arange(32) >= 10, 0.0, loss)))

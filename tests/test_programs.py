@@ -192,8 +192,8 @@ print(json.dumps({{"params": np.asarray(result.params).tolist(), "success": bool
 def test_a_new_formula_of_a_stored_bucket_compiles_nothing_in_a_new_process(tmp_path):
     """The tape's programs are named by the bucket, not by the formula the runner carries: a
     second process fitting another formula of the same bucket loads every program. One start:
-    the default multistart also compiles one loop per size its working set shrinks to (32, 8,
-    2 starts), and which sizes a fit reaches depends on how its starts converge."""
+    whether the default multistart's winner goes on alone (one more program) depends on how
+    its starts converge."""
     cache = tmp_path / "cache"
     first = _run(OTHER_FORMULA.format(strict=False, truth="2.0 * (1 - np.exp(-0.7 * x))", formula="b1*(1-exp(-b2*x))"), cache)
     second = _run(OTHER_FORMULA.format(strict=True, truth="3.0 * np.exp(-0.4 * x)", formula="A*exp(-k*x)"), cache)

@@ -299,80 +299,142 @@ def run_chunk(states: State, problems, settings: Settings, limit, stop_at, *, di
     return states, (records if record else None), count
 
 
+def run_turns(states: State, turns, own, problems, settings: Settings, limit, *, direction, globalization, jac_mode, record: bool):
+    """``run_chunk`` on the starts of one problem (G = 1) in turns (``Turns``): ``turns`` (T, W)
+    are distinct start indices per turn, ``own`` (T, W) the ones each turn advances; a turn's
+    other starts are frozen in it (stopped for its loop) and not written back, and a turn that
+    owns none runs no iteration. Returns (states, records (T, CHUNK, 1, W, fields) or None,
+    each turn's iterations (T,))."""
+
+    def one_turn(full, turn):
+        index, mine = turn
+        work = jax.tree.map(lambda leaf: jnp.take(leaf, index, axis=1), full)
+        frozen = work._replace(status=jnp.where(mine[None], work.status, int(Status.MAX_ITER)))
+        options = {"direction": direction, "globalization": globalization, "jac_mode": jac_mode, "record": record}
+        done, records, count = run_chunk(frozen, problems, settings, limit, NO_STOP, **options)
+
+        def put(leaf, new, old):
+            keep = mine.reshape((1, -1) + (1,) * (jnp.ndim(new) - 2))
+            return leaf.at[:, index].set(jnp.where(keep, new, old), unique_indices=True)
+
+        return jax.tree.map(put, full, done, work), (records, count)
+
+    states, (records, counts) = jax.lax.scan(one_turn, states, (turns, own))
+    return states, (records if record else None), counts
+
+
 # Groups below which a batch is not halved further: a smaller shape saves less than its compile.
 SMALLEST_COMPACTED = 64
 # The starts of a single fit (their iterations differ most: rational on 200 points, 5 to 108)
-# are cut to a quarter at a time, down to 2: each size is one more compiled shape (2 s for a
-# tape bucket's loop), so fewer, larger steps. Measured (rational and its formula, 200
-# points, 32 starts; the solve's median of 5 fits in-process): 0.114 and 0.167 s without
-# compacting, 0.080 and 0.108 s with these settings and a check every 4 iterations; halving
-# down to 1 gave 0.071 and 0.100 s for three more shapes. The loop now stops itself where
-# the set can shrink (``run_chunk``'s ``stop_at``), so there is no check interval.
-SMALLEST_COMPACTED_STARTS = 2
+# run in working sets of one width, a quarter of the starts and at least TURN_WIDTH
+# (``Turns``). An iteration's cost grows with the width (rational, 200 points, 16 iterations,
+# the loop alone: 6.7-11 ms at 32 starts, 2.6-3.5 ms at 8, 1.0-1.1 ms at 2), so the starts
+# taking turns in sets of 8 cost about what they cost together, and the sets of the running
+# ones stop paying for the starts that stopped. One width is one compiled loop: gathering the
+# running starts into ever smaller sets (32, 8, 2) compiled three, and on a machine that had
+# not seen the model the compiles cost far more than the iterations they saved (a grouped
+# test fitting 3 single groups: 46 s with three sizes, 20 s with one).
+TURN_WIDTH = 8
 STARTS_FACTOR = 4
 # After this many iterations of every start, only the most promising of those still running go
-# on (``Compacted._screen``): the given start, and the others of lowest loss that fill the next,
-# quarter size of the working set. The others stop as if their (smaller) iteration budget had
+# on (``Turns._screen``): the given start, and the others of lowest loss that fill a quarter of
+# the starts. The others stop as if their (smaller) iteration budget had
 # run out, so that one of them with the lowest loss of all still goes on to the full budget
 # (``nlfit.fitting._run``). Rational on 200 points: a fifth of the 32 starts wander towards a
 # pole for the whole budget (200 iterations), at losses 30x the best, and kept every start
-# in the largest working set for 108 iterations.
+# running for 108 iterations.
 SCREEN_AFTER = 17
 NO_STOP = np.zeros(2, dtype=np.int32)  # ``stop_at`` of a loop that runs its members to the end
 
 
-class Compacted:
-    """``run_chunk`` on the members that still run: when at most 1/``factor`` of the current
-    working set is running, the running ones (padded with stopped ones) are gathered into a
-    working set that much smaller, so that the iterations of the slowest members no longer
-    carry the finished ones through every step. ``axis`` 0 compacts the groups of a batch,
-    1 the starts of a single fit, down to ``smallest``; each chunk's loop stops itself at the
-    iteration where the set can shrink (``run_chunk``'s ``stop_at``). One compiled shape per
-    size, shared by every block of a batch. The state
-    handed in and returned is always the full one (G, K, ...): the working set is scattered
-    back after each chunk, so the driver sees every member as it is; so are the records
-    (``first_records``: the members' records at the start), where a member outside the
-    working set repeats its last record, as a stopped member does in one loop.
+def turn_width(starts: int) -> int:
+    """The width of the working sets of a single fit's ``starts``: a quarter of them, at least
+    TURN_WIDTH (all of them below that: no turns)."""
+    return min(starts, max(starts // STARTS_FACTOR, TURN_WIDTH))
 
-    A member computes the same steps in a set of any size, but XLA vectorizes each size in
+
+class Compacted:
+    """``run_chunk`` on the groups of a batch that still run: when at most half of the
+    current working set is running, the running ones (padded with stopped ones) are gathered
+    into a working set half the size (not below SMALLEST_COMPACTED), so that the iterations
+    of the slowest groups no longer pay for the whole batch. The loop stops itself at the first
+    iteration where the set can shrink (``run_chunk``'s ``stop_at``). One compiled shape per
+    size, shared by every block of a batch. The state handed in and returned is always the
+    full one (G, K, ...): the working set is scattered back after each chunk, so the driver
+    sees every group as it is.
+
+    A group computes the same steps in a set of any size, but XLA vectorizes each size in
     its own way, so the last bits may differ from an uncompacted run (an ill-conditioned
     problem amplifies them: MGH17's parameters moved by 3e-8 relative). The sizes depend only
-    on the members' statuses, so the same input gives the same bits every time, in the worker
+    on the groups' statuses, so the same input gives the same bits every time, in the worker
     and in-process."""
 
-    def __init__(self, chunk, problems, size: int, axis: int = 0, smallest: int = SMALLEST_COMPACTED, factor: int = 2, first_records=None,
-                 screen_after: int | None = None):  # fmt: skip
-        self.chunk, self.problems, self.size, self.axis, self.smallest, self.factor = chunk, problems, size, axis, smallest, factor
-        self.screen_after, self.done = screen_after, 0  # iterations before the screening; run so far
-        self.members = size  # along the axis, before any shrinking
-        self.index = None  # the working set's members along the axis; None while it is all of them
+    def __init__(self, chunk, problems, size: int, smallest: int = SMALLEST_COMPACTED):
+        self.chunk, self.problems, self.size, self.smallest = chunk, problems, size, smallest
+        self.index = None  # the working set's groups; None while it is all of them
         self.work = self.full = None
         self.sub_problems = problems
-        self.last = None if first_records is None else np.asarray(first_records)
 
     def _shrink(self, statuses: np.ndarray) -> None:
-        running = np.any(statuses == Status.RUNNING, axis=1 - self.axis)
+        running = np.any(statuses == Status.RUNNING, axis=1)
         size = self.size
-        while size // self.factor >= max(int(np.count_nonzero(running)), self.smallest):
-            size //= self.factor
+        while size // 2 >= max(int(np.count_nonzero(running)), self.smallest):
+            size //= 2
         if size == self.size:
             return
         live, stopped = np.flatnonzero(running), np.flatnonzero(~running)
         self.size, self.index = size, np.sort(np.concatenate([live, stopped[: size - len(live)]]))
         self.work = None
-        if self.axis == 0:
-            self.sub_problems = _gather(self.problems, jax.device_put(self.index), 0)
+        self.sub_problems = _gather(self.problems, jax.device_put(self.index), 0)
+
+    def __call__(self, state: State, problems, settings, limit, **options):
+        self._shrink(np.asarray(state.status))
+        stop_at = NO_STOP.copy()
+        if self.size // 2 >= self.smallest:  # the loop ends where _shrink can act
+            stop_at[0] = self.size // 2
+        if self.index is None:
+            return self.chunk(state, problems, settings, limit, stop_at, **options)
+        index = jax.device_put(self.index)
+        if self.work is None or state is not self.full:
+            self.work = _gather(state, index, 0)
+        self.work, records, count = self.chunk(self.work, self.sub_problems, settings, limit, stop_at, **options)
+        self.full = _scatter(state, index, self.work, 0)
+        return self.full, records, count
+
+
+class Turns:
+    """The starts of a single fit (G = 1) in working sets of one ``width``: while more starts
+    run than one set holds, the running ones take turns, set after set, each advanced by the
+    same ``limit`` iterations (a set whose starts all stop ends early); once at most ``width``
+    run, they go on in one set. The turns of a chunk are one call of one compiled program
+    (``run_turns``: its number of turns, ceil(K / width), is fixed, and a turn with nothing to
+    run costs nothing), so a single fit compiles one loop whatever its starts do (TURN_WIDTH).
+    The records of the starts outside a turn, or of a turn that ended early, repeat their last
+    record, as a stopped start's do in one loop (``first_records``: every start's record at
+    the start).
+
+    After ``screen_after`` iterations the running starts are screened (``_screen``).
+
+    A start computes the same steps in a set of any composition, but XLA may vectorize a set
+    of 8 otherwise than one of 32, so the last bits may differ from the starts run together.
+    The sets depend only on the starts' statuses, so the same input gives the same bits every
+    time, in the worker and in-process."""
+
+    def __init__(self, chunk, problems, starts: int, width: int, first_records=None, screen_after: int | None = None):
+        self.chunk, self.problems, self.starts, self.width = chunk, problems, starts, width
+        self.screen_after, self.done = screen_after, 0  # iterations before the screening; run so far
+        self.last = None if first_records is None else np.asarray(first_records)
 
     def _screen(self, state: State) -> State:
-        """The starts of a single fit after ``screen_after`` iterations: the given one (start
-        0) and the running ones of lowest loss (the earlier start on a tie) that fill a quarter
-        (1/``factor``) of all the starts go on, however far the working set has shrunk already;
-        the other running ones stop (MAX_ITER, their budget the iterations run)."""
+        """The starts after ``screen_after`` iterations: the given one (start 0) and the
+        running ones of lowest loss (the earlier start on a tie) that fill a quarter
+        (1/STARTS_FACTOR) of all the starts go on; the other running ones stop (MAX_ITER,
+        their budget the iterations run)."""
         status = np.asarray(state.status)
         running = status == Status.RUNNING
         others = running.copy()
         others[:, 0] = False
-        keep = self.members // self.factor - int(running[0, 0])
+        keep = self.starts // STARTS_FACTOR - int(running[0, 0])
         if keep < 1 or np.count_nonzero(others) <= keep:
             return state
         loss = np.where(others, np.asarray(state.local.loss), np.inf)[0]
@@ -383,39 +445,45 @@ class Compacted:
         stop = jax.device_put(stop)
         return state._replace(status=jnp.where(stop, int(Status.MAX_ITER), state.status), budget=jnp.where(stop, state.iteration, state.budget))
 
-    def _records(self, records, count: int, index) -> np.ndarray | None:
-        """The chunk's records of every member (count, G, K, fields) on the host."""
-        if records is None or self.last is None:
-            return records
-        rows = np.asarray(records)[:count]
-        if index is not None:
-            full = np.repeat(self.last[None], count, axis=0)
-            full[:, :, index] = rows
-            rows = full
-        if count:
-            self.last = rows[-1]
-        return rows
+    def sets(self, statuses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The turns (T, width) of distinct starts, running ones first and in order, and which
+        of them each turn advances (T, width): its share of the running starts."""
+        turns = -(-self.starts // self.width)
+        running = np.flatnonzero(statuses[0] == Status.RUNNING)
+        index = np.empty((turns, self.width), dtype=np.int32)
+        own = np.zeros((turns, self.width), dtype=bool)
+        for t in range(turns):
+            mine = running[t * self.width : (t + 1) * self.width]
+            index[t] = np.concatenate([mine, np.setdiff1d(np.arange(self.starts), mine)[: self.width - len(mine)]])
+            own[t, : len(mine)] = True
+        return index, own
 
     def __call__(self, state: State, problems, settings, limit, **options):
         if self.screen_after is not None and self.done >= self.screen_after:
             state, self.screen_after = self._screen(state), None
         if self.screen_after is not None:
             limit = min(limit, self.screen_after - self.done)
-        self._shrink(np.asarray(state.status))
-        stop_at = NO_STOP.copy()
-        if self.size // self.factor >= self.smallest:  # the loop ends where _shrink can act
-            stop_at[self.axis] = self.size // self.factor
-        if self.index is None:
-            state, records, count = self.chunk(state, problems, settings, limit, stop_at, **options)
-            self.done += int(count)
-            return state, self._records(records, int(count), None), count
-        index = jax.device_put(self.index)
-        if self.work is None or state is not self.full:
-            self.work = _gather(state, index, self.axis)
-        self.work, records, count = self.chunk(self.work, self.sub_problems, settings, limit, stop_at, **options)
-        self.full = _scatter(state, index, self.work, self.axis)
-        self.done += int(count)
-        return self.full, self._records(records, int(count), self.index), count
+        index, own = self.sets(np.asarray(state.status))
+        state, records, counts = self.chunk(state, jax.device_put(index), jax.device_put(own), problems, settings, limit)
+        counts = np.asarray(counts)
+        count = int(counts.max())
+        self.done += count
+        return state, self._records(records, index, own, counts, count), count
+
+    def _records(self, records, index, own, counts, count: int) -> np.ndarray | None:
+        """The turns' records of every start (count, 1, K, fields) on the host."""
+        if records is None or self.last is None:
+            return None
+        records = np.asarray(records)
+        rows = np.repeat(self.last[None], count, axis=0)
+        for t, ran in enumerate(counts.tolist()):  # a turn that ended early repeats its last record
+            mine = index[t][own[t]]
+            if ran and len(mine):
+                rows[:ran, :, mine] = records[t, :ran][:, :, own[t]]
+                rows[ran:, :, mine] = records[t, ran - 1][None][:, :, own[t]]
+        if count:
+            self.last = rows[-1]
+        return rows
 
 
 @program(static_argnames="axis")
@@ -522,17 +590,12 @@ def _chunk(
         size = int(np.shape(problems_here.y)[0])
         if not record and size >= 2 * SMALLEST_COMPACTED:  # the groups of a batch
             return Compacted(function, problems_here, size)
-        if whole and size == 1 and starts >= 2 * SMALLEST_COMPACTED_STARTS:  # the starts of a single fit
-            return Compacted(
-                function,
-                problems_here,
-                starts,
-                1,
-                SMALLEST_COMPACTED_STARTS,
-                STARTS_FACTOR,
-                first_records if record else None,
-                SCREEN_AFTER if screen and starts // STARTS_FACTOR >= SMALLEST_COMPACTED_STARTS else None,
-            )
+        width = turn_width(starts)
+        screen_after = SCREEN_AFTER if screen and starts // STARTS_FACTOR >= 2 else None
+        if whole and size == 1 and (width < starts or screen_after is not None):  # the starts of a single fit
+            turns = partial(compiled(run_turns, ("direction", "globalization", "jac_mode", "record"), elements, optimize=True),
+                            direction=direction, globalization=globalization, jac_mode=jac_mode, record=record)  # fmt: skip
+            return Turns(turns, problems_here, starts, width, first_records if record else None, screen_after)
         return to_the_end
 
     if spread is None:
