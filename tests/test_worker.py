@@ -24,6 +24,7 @@ import pytest
 from conftest import NIST_DIR, started
 
 from nlfit import client
+from nlfit._jax import cache_dir
 
 NLFIT = [sys.executable, "-m", "nlfit"]
 
@@ -83,8 +84,9 @@ def _started_worker(cache: Path, more_env: dict | None = None, **limits):
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    """One worker shared by the tests of this module that leave it as they found it."""
-    with _started_worker(tmp_path_factory.mktemp("cache")) as env:
+    """One worker shared by the tests of this module that leave it as they found it, on the
+    suite's compilation cache (what other tests compiled is not compiled again)."""
+    with _started_worker(cache_dir() or tmp_path_factory.mktemp("cache")) as env:
         yield env
 
 
