@@ -148,11 +148,10 @@ if sys.argv[1] != "0":  # smaller blocks: many of them in a test of seconds
     import nlfit.batch
     nlfit.batch.BLOCK_GROUPS = int(sys.argv[1])
 sys.argv = ["nlfit", *sys.argv[2:]]
-from nlfit.cli.main import main
-try:
-    main()
-finally:
-    os.write(2, b"\\npeak %d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+from nlfit.cli.main import execute
+code = execute()  # the command as main() runs it with no worker, without main()'s os._exit
+os.write(2, b"\\npeak %d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
 """
 
 

@@ -6,6 +6,7 @@ any moment ends with one line and exit 130 or 143."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -59,7 +60,8 @@ def _exit(code: int) -> None:
     thread of the command is left, so finalization only tears down modules and runs JAX's
     exit hooks: 0.3 s of a 1.6 s default fit from a new process (``benchmarks/startup.py``),
     for nothing the user sees. It could also be cut short by a signal, or tear down a C
-    extension whose import a signal interrupted."""
+    extension whose import a signal interrupted. Code that needs to run after the command
+    calls ``execute`` instead."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -70,4 +72,8 @@ def _exit(code: int) -> None:
     # into a death by signal.
     for signum in signals.EXIT_CODES:
         signal.signal(signum, signal.SIG_IGN)
+    with contextlib.suppress(Exception):  # what C code wrote to its own buffers (LAPACK's messages on descriptor 1)
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))

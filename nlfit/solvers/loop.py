@@ -269,8 +269,9 @@ def init_members(params, problems, settings: Settings, seeds, budgets, linear, *
 def run_chunk(states: State, problems, settings: Settings, limit, stop_at, *, direction, globalization, jac_mode, record: bool):
     """Up to ``limit`` (<= CHUNK) iterations of every running member; stops early when every
     member has stopped, or when at most ``stop_at[0]`` groups or at most ``stop_at[1]`` starts
-    have a running member (``Compacted``: the working set can shrink from there; 0 and 0 when
-    it cannot). Returns (states, records (CHUNK, G, K, fields) or None, iterations run)."""
+    have a running member (``Compacted`` sets the groups' count, where its working set can
+    shrink; 0 where nothing can shrink, and 0 starts in every use now: ``Turns`` does not
+    shrink). Returns (states, records (CHUNK, G, K, fields) or None, iterations run)."""
 
     def one(state, problem):
         new = advance(state, problem, settings, direction, globalization, jac_mode)
@@ -408,7 +409,7 @@ class Turns:
     same ``limit`` iterations (a set whose starts all stop ends early); once at most ``width``
     run, they go on in one set. The turns of a chunk are one call of one compiled program
     (``run_turns``: its number of turns, ceil(K / width), is fixed, and a turn with nothing to
-    run costs nothing), so a single fit compiles one loop whatever its starts do (TURN_WIDTH).
+    run runs no iteration), so a single fit compiles one loop whatever its starts do (TURN_WIDTH).
     The records of the starts outside a turn, or of a turn that ended early, repeat their last
     record, as a stopped start's do in one loop (``first_records``: every start's record at
     the start).
