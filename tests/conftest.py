@@ -13,6 +13,14 @@ import pytest
 # Set before nlfit is imported, and inherited by every command a test runs: no resident
 # worker (tests/test_worker.py starts its own).
 os.environ["NLFIT_WORKER"] = "off"
+# Most of the suite's time is XLA compiling programs that then run for milliseconds: every
+# program here, and in the commands the tests run, is compiled with XLA's cheap backend settings,
+# the ones nlfit itself uses for small problems (nlfit.programs.FAST_COMPILE). The programs
+# nlfit fully optimizes (the solver's loop) then compile in about half the time and run slower;
+# what they compute is the same up to rounding, and the tests compare with tolerances.
+# (A test that sets XLA_FLAGS for its own commands replaces these.)
+SUITE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SUITE_XLA_FLAGS}".strip()
 
 from nlfit.io.dataset import Dataset  # noqa: E402
 

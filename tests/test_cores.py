@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SUITE_XLA_FLAGS
 
 from nlfit import cores
 from nlfit.errors import OptionError
@@ -83,7 +84,8 @@ print(json.dumps(out))
 
 
 def _run_child(devices: int) -> dict:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}  # the suite's own compilation cache
+    # the suite's own compilation cache and compiler settings (conftest.SUITE_XLA_FLAGS)
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {SUITE_XLA_FLAGS}"}
     env.pop("NLFIT_THREADS", None)
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
