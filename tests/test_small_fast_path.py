@@ -26,6 +26,12 @@ def _gram(rng, n, rank=None, zero=None):
     return jac.T @ jac, jac.T @ residuals
 
 
+# The steps as the solver runs them, compiled (run op by op, each case compiled ~75 small programs).
+eigen_form_from_gram, damped_step, trust_region_step = (
+    jax.jit(f) for f in (subproblems.eigen_form_from_gram, subproblems.damped_step, subproblems.trust_region_step)
+)
+normal_damped_step, normal_trust_region_step = jax.jit(subproblems.normal_damped_step), jax.jit(subproblems.normal_trust_region_step)
+
 CASES = [("regular", 1)] + [(case, n) for case in ("regular", "rank-deficient", "held") for n in (3, 5, 10)]
 
 
@@ -33,15 +39,15 @@ CASES = [("regular", 1)] + [(case, n) for case in ("regular", "rank-deficient", 
 def test_closed_form_steps_equal_the_eigendecomposition(case, n):
     rng = np.random.default_rng(n)
     gram, grad = _gram(rng, n, rank=n - 1 if case == "rank-deficient" else None, zero=n - 1 if case == "held" else None)
-    form = subproblems.eigen_form_from_gram(jnp.asarray(gram), jnp.asarray(grad))
-    norm = np.linalg.norm(np.asarray(subproblems.damped_step(form, 1e-3 * np.trace(gram))))
+    form = eigen_form_from_gram(jnp.asarray(gram), jnp.asarray(grad))
+    norm = np.linalg.norm(np.asarray(damped_step(form, 1e-3 * np.trace(gram))))
     for damping in (1e-6 * np.trace(gram), 1e-2 * np.trace(gram), 10 * np.trace(gram)):
-        ours = np.asarray(subproblems.normal_damped_step(jnp.asarray(gram), jnp.asarray(grad), damping))
-        theirs = np.asarray(subproblems.damped_step(form, damping))
+        ours = np.asarray(normal_damped_step(jnp.asarray(gram), jnp.asarray(grad), damping))
+        theirs = np.asarray(damped_step(form, damping))
         np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9 * np.linalg.norm(theirs))
     for radius in (0.01 * norm, 0.5 * norm, 1e6 * norm):
-        ours, damping = (np.asarray(v) for v in subproblems.normal_trust_region_step(jnp.asarray(gram), jnp.asarray(grad), radius))
-        theirs, their_damping = (np.asarray(v) for v in subproblems.trust_region_step(form, radius))
+        ours, damping = (np.asarray(v) for v in normal_trust_region_step(jnp.asarray(gram), jnp.asarray(grad), radius))
+        theirs, their_damping = (np.asarray(v) for v in trust_region_step(form, radius))
         assert np.linalg.norm(ours) <= radius * (1 + 1e-8)
         if case == "regular":
             np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-8 * np.linalg.norm(theirs))
@@ -58,9 +64,9 @@ def test_the_steps_vectorize():
     rng = np.random.default_rng(0)
     pairs = [_gram(rng, 4) for _ in range(6)]
     grams, grads = (jnp.asarray(np.stack(v)) for v in zip(*pairs, strict=True))
-    batched, _ = jax.vmap(subproblems.normal_trust_region_step, (0, 0, None))(grams, grads, 0.1)
+    batched, _ = jax.jit(jax.vmap(subproblems.normal_trust_region_step, (0, 0, None)))(grams, grads, 0.1)
     for g in range(6):
-        alone, _ = subproblems.normal_trust_region_step(grams[g], grads[g], 0.1)
+        alone, _ = normal_trust_region_step(grams[g], grads[g], 0.1)
         np.testing.assert_allclose(np.asarray(batched[g]), np.asarray(alone), rtol=1e-12, atol=1e-15)
 
 
