@@ -1,13 +1,16 @@
 """XLA:CPU's fusion emitters against its classic emitters (``nlfit.programs._emitters``): the
 compile time of a first fit and the time of the same fit again, for each setting.
 
-Each case runs in a new process with an empty compilation cache, once with
-``NLFIT_XLA_EMITTERS=fusion`` (XLA's default) and once with ``classic`` (nlfit's default on
-jaxlib 0.10). The first fit's wall time includes its compiles; "compile" is XLA's own backend
-compile time (``/jax/core/compile/backend_compile_duration``); "again" is the fastest of three
-more fits of the same data in that process.
+Each case runs in new processes with an empty compilation cache, ``--repeat`` times with
+``NLFIT_XLA_EMITTERS=fusion`` (XLA's default) and as many with ``classic`` (nlfit's default on
+jaxlib 0.10), the two settings alternating which goes first; medians are printed. The first
+fit's wall time includes its compiles; "compile" is XLA's own backend compile time
+(``/jax/core/compile/backend_compile_duration``, which also counts the small programs of
+operations run one by one, compiled the same way under both settings); "again" is the fastest
+of three more fits of the same data in that process. The caller's ``XLA_FLAGS`` are passed on
+and printed; on a jaxlib other than 0.10 both settings are the same and the script says so.
 
-    python benchmarks/compile_options.py [--cases rational,misra1a,...]
+    python benchmarks/compile_options.py [--cases rational,misra1a,...] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,12 +72,22 @@ def run(case, emitters: str) -> dict:
 
 
 def main() -> None:
+    import jaxlib
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    print(f"jaxlib {jaxlib.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, {args.repeat} run(s) per setting, medians")
+    if not jaxlib.__version__.startswith("0.10."):
+        print("this jaxlib is not 0.10: nlfit keeps XLA's default emitters, so both settings are the same")
     print(f"{'case':14s} {'first fit (fusion / classic)':>30s} {'XLA compile':>22s} {'fit again':>22s} {'ratio again':>11s}")
     for name in args.cases.split(","):
-        fusion, classic = run(CASES[name], "fusion"), run(CASES[name], "classic")
+        runs: dict = {"fusion": [], "classic": []}
+        for i in range(args.repeat):
+            for emitters in ("fusion", "classic") if i % 2 == 0 else ("classic", "fusion"):
+                runs[emitters].append(run(CASES[name], emitters))
+        fusion, classic = ({key: statistics.median(r[key] for r in runs[e]) for key in ("first", "compile", "again", "rss")} for e in ("fusion", "classic"))
         print(
             f"{name:14s} {fusion['first']:12.2f} s / {classic['first']:6.2f} s {fusion['compile']:10.2f} / {classic['compile']:6.2f} s"
             f" {fusion['again']:10.3f} / {classic['again']:6.3f} s {classic['again'] / fusion['again']:10.2f}"

@@ -43,7 +43,7 @@ programs that run many times or are shared (``optimize``): the solver's loop, wh
 iterations a fit repeats hundreds of times (rational, 200 points, 32 starts: the default
 fit's solve 0.16 s against 0.41 s, for 0.9 s more compile once per machine), and the
 programs every formula of a tape bucket shares (``nlfit.models.tape``): the interpreter's
-loop ran 3x faster. Every program is compiled with XLA:CPU's classic emitters where that was
+loop ran 3x faster. Every Program is compiled with XLA:CPU's classic emitters where that was
 measured to compile faster (``_emitters``).
 """
 
@@ -85,17 +85,23 @@ _ALL: weakref.WeakSet = weakref.WeakSet()
 
 
 def _emitters() -> dict:
-    """XLA:CPU's classic LLVM emitters instead of its newer fusion emitters, on the jaxlib where
-    that was measured (0.10): a first fit's compiles took 33-46 % less time, and the fits ran
+    """XLA:CPU's classic LLVM emitters instead of its newer fusion emitters, for every Program
+    (not the operations run one by one outside them), on the jaxlib where that was measured
+    (0.10): a first fit's compiles took 33-46 % less time, and the fits ran
     9-13 % faster, except Chebyshev of degree 11 at 20,000 points, 16 % slower
     (``benchmarks/compile_options.py``, five cases). Other versions keep XLA's default: the option
     is unknown to older ones and may be gone from newer ones, and an unknown option fails the
-    compile. ``NLFIT_XLA_EMITTERS=fusion`` keeps XLA's default here too."""
+    compile. ``NLFIT_XLA_EMITTERS=fusion`` keeps XLA's default here too; it is read once, when
+    this module is imported (a worker's clients with another value find another worker:
+    ``nlfit.client.SETTINGS_NAMES``)."""
     import jaxlib
 
     if os.environ.get("NLFIT_XLA_EMITTERS", "") == "fusion" or not jaxlib.__version__.startswith("0.10."):
         return {}
     return {"xla_cpu_use_fusion_emitters": False}
+
+
+EMITTERS = _emitters()
 
 
 def clear() -> None:
@@ -118,7 +124,7 @@ class Program:
 
     def __init__(self, function, static_argnames=(), compiler_options=None):
         static_argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
-        compiler_options = {**_emitters(), **(compiler_options or {})} or None
+        compiler_options = {**EMITTERS, **(compiler_options or {})} or None
         self.jitted = jax.jit(function, static_argnames=static_argnames, compiler_options=compiler_options)
         self.signature = inspect.signature(function)
         self.static = frozenset(static_argnames)

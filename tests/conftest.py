@@ -17,10 +17,13 @@ os.environ["NLFIT_WORKER"] = "off"
 # program here, and in the commands the tests run, is compiled with XLA's cheap backend settings,
 # the ones nlfit itself uses for small problems (nlfit.programs.FAST_COMPILE). The programs
 # nlfit fully optimizes (the solver's loop) then compile in about half the time and run slower;
-# what they compute is the same up to rounding, and the tests compare with tolerances.
-# (A test that sets XLA_FLAGS for its own commands replaces these.)
+# what they compute is the same up to rounding, and the tests compare with tolerances
+# (tests/test_programs.py compares one fit under both settings). A developer's own XLA_FLAGS come
+# after these, so they win; USER_XLA_FLAGS are those alone (xdist's workers inherit the flags
+# this file set in the main process, hence the removal).
 SUITE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SUITE_XLA_FLAGS}".strip()
+USER_XLA_FLAGS = " ".join(os.environ.get("XLA_FLAGS", "").replace(SUITE_XLA_FLAGS, "").split())
+os.environ["XLA_FLAGS"] = f"{SUITE_XLA_FLAGS} {USER_XLA_FLAGS}".strip()
 
 from nlfit.io.dataset import Dataset  # noqa: E402
 

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SUITE_XLA_FLAGS, USER_XLA_FLAGS
 
 from nlfit import programs
 
@@ -200,3 +201,19 @@ def test_a_new_formula_of_a_stored_bucket_compiles_nothing_in_a_new_process(tmp_
     assert first["success"] and second["success"]
     np.testing.assert_allclose(second["params"], [3.0, 0.4], rtol=1e-8)
     assert second["files"] == first["files"]
+
+
+def test_the_suites_compiler_settings_give_the_fit_users_get(runge_csv):
+    """The suite compiles with XLA's cheap backend settings (conftest.SUITE_XLA_FLAGS); users'
+    programs are fully optimized. The README's main job under both gives the same fit, to what
+    the stopping rules guarantee (parameters norm-wise to 1e-7), and says so in its status."""
+    payloads = []
+    for flags in (SUITE_XLA_FLAGS, USER_XLA_FLAGS):
+        env = {**os.environ, "XLA_FLAGS": flags}
+        command = [sys.executable, "-m", "nlfit", "fit", str(runge_csv), "--model", "rational", "--method", "lm", "-f", "json", "-q"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        payloads.append(json.loads(done.stdout))
+    suite, users = ([p["params"][k]["value"] for k in ("c0", "c1", "c2")] for p in payloads)
+    assert payloads[0]["success"] and payloads[1]["success"]
+    assert np.linalg.norm(np.subtract(suite, users)) <= 1e-7 * np.linalg.norm(users)

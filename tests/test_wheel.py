@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import USER_XLA_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,7 @@ def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(
         NLFIT_WORKER="off",
+        XLA_FLAGS=USER_XLA_FLAGS,  # the compiler settings users get, not the suite's
         HOME=str(tmp_path),
         XDG_CACHE_HOME=str(tmp_path / "cache"),
         PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip")),

@@ -278,6 +278,8 @@ def test_the_identity_covers_the_files_the_interpreter_and_the_compute_environme
     monkeypatch.undo()
     monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")  # set by JAX's own import: not part of it
     assert client.identity() == base
+    monkeypatch.setenv("NLFIT_XLA_EMITTERS", "fusion")  # its programs compiled with other emitters
+    assert client.identity() != base
 
 
 def test_a_pipeline_of_two_served_commands_ends_and_matches(worker, tmp_path):
