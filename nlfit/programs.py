@@ -87,11 +87,11 @@ _ALL: weakref.WeakSet = weakref.WeakSet()
 def _emitters() -> dict:
     """XLA:CPU's classic LLVM emitters instead of its newer fusion emitters, for every Program
     (not the operations run one by one outside them), on the jaxlib where that was measured
-    (0.10): a first fit's compiles took 31-49 % less time, and the same fits again ran
-    from 21 % faster (a formula at 10^6 points) to 12 % slower (Chebyshev of degree 11 at 20,000
-    points) (``benchmarks/compile_options.py --repeat 3``, five cases, medians). Other versions keep XLA's default: the option
-    is unknown to older ones and may be gone from newer ones, and an unknown option fails the
-    compile. ``NLFIT_XLA_EMITTERS=fusion`` keeps XLA's default here too; it is read once, when
+    (0.10): a first fit's compiles took 31-49 % less time, and the same fits again ran from
+    21 % faster (a formula at 10^6 points) to 12 % slower (Chebyshev of degree 11 at 20,000
+    points) (``benchmarks/compile_options.py --repeat 3``, five cases, medians). Other
+    versions keep XLA's default: the option is unknown to older ones and may be gone from
+    newer ones, and an unknown option fails the compile. ``NLFIT_XLA_EMITTERS=fusion`` keeps XLA's default here too; it is read once, when
     this module is imported (a worker's clients with another value find another worker:
     ``nlfit.client.SETTINGS_NAMES``)."""
     import jaxlib
