@@ -52,24 +52,21 @@ def _cases():
         yield pytest.param(model, x, np.asarray(data.nist.certified, dtype=float), id=f"NIST-{name}")
 
 
+def _four(values, p):
+    """Values, forward and reverse Jacobians and the Hessian of the sum of squares at ``p``."""
+    return values(p), jax.jacfwd(values)(p), jax.jacrev(values)(p), jax.hessian(lambda q: jnp.sum(values(q) ** 2))(p)
+
+
 @partial(jax.jit, static_argnames="runner")
 def _taped(runner, arrays, p, x):
-    """The tape's values, forward and reverse Jacobians and the Hessian of its sum of squares:
-    one program per bucket (runners of one bucket are equal), whatever the formula."""
-
-    def values(q):
-        return runner.run(arrays, q, x)
-
-    return values(p), jax.jacfwd(values)(p), jax.jacrev(values)(p), jax.hessian(lambda q: jnp.sum(values(q) ** 2))(p)
+    """The four from the tape: one program per bucket (runners of one bucket are equal),
+    whatever the formula."""
+    return _four(lambda q: runner.run(arrays, q, x), p)
 
 
 def _direct(model, p, x):
     """The same four from the formula's own compiled program."""
-
-    def values(q):
-        return jnp.broadcast_to(model.predict(q, x), x.shape[:1])
-
-    return values(p), jax.jacfwd(values)(p), jax.jacrev(values)(p), jax.hessian(lambda q: jnp.sum(values(q) ** 2))(p)
+    return _four(lambda q: jnp.broadcast_to(model.predict(q, x), x.shape[:1]), p)
 
 
 @pytest.mark.parametrize("model, x, params", list(_cases()))
