@@ -56,6 +56,7 @@ import io
 import os
 import pickle
 import re
+import sys
 import threading
 import weakref
 from pathlib import Path
@@ -257,11 +258,53 @@ def _prepare() -> bool:
         try:
             from jax._src.lax import linalg
 
-            linalg.initialize_lapack()
+            with _lapack_modules():
+                linalg.initialize_lapack()
             _PREPARED.append(True)
         except Exception:
             _PREPARED.append(False)
     return _PREPARED[0]
+
+
+_CYTHON_LAPACK = ("scipy.linalg.cython_blas", "scipy.linalg.cython_lapack")
+
+
+@contextlib.contextmanager
+def _lapack_modules():
+    """jaxlib takes LAPACK's functions from scipy's two Cython modules, which it imports by
+    name. Importing them the usual way runs ``scipy.linalg``'s ``__init__`` first, and with
+    it scipy's array-API layer, which touches every lazy attribute of numpy (numpy.f2py
+    among them): 0.08-0.2 s of a default fit's 1.4 s from a new process, for two modules
+    that need none of it. So the two are loaded from their files into ``sys.modules`` for
+    the call, and taken out after it, so that a later ``import scipy.linalg`` runs as usual
+    (it finds the same extension modules again). Where the files are not where scipy keeps
+    them, or one is already imported, nothing is done and jaxlib imports them itself."""
+    import importlib.machinery
+    import importlib.util
+
+    loaded = []
+    try:
+        if not any(name in sys.modules for name in (*_CYTHON_LAPACK, "scipy.linalg")):
+            spec = importlib.util.find_spec("scipy")
+            folder = Path(next(iter(spec.submodule_search_locations or ())), "linalg") if spec else None
+            for name in _CYTHON_LAPACK:
+                leaf = name.rsplit(".", 1)[1]
+                paths = [folder / (leaf + suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES] if folder else []
+                path = next((p for p in paths if p.is_file()), None)
+                if path is None:
+                    break
+                module_spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[name] = module
+                loaded.append(name)
+                module_spec.loader.exec_module(module)
+    except Exception:
+        pass  # jaxlib's own import then does it
+    try:
+        yield
+    finally:
+        for name in loaded:
+            sys.modules.pop(name, None)
 
 
 def _specs(leaves) -> tuple | None:
