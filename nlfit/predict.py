@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nlfit import quantiles
 from nlfit.schema import SavedFit, check_fit_result
 
 
@@ -33,8 +34,6 @@ def predict(payload, x: np.ndarray, conf_level: float | None = None, source: str
 
 def predict_saved(saved: SavedFit, x: np.ndarray, conf_level: float | None = None) -> dict:
     """``predict`` for a result already checked by ``check_fit_result``."""
-    from scipy.special import ndtri, stdtrit
-
     from nlfit._jax import jax, jnp
 
     model, params, covariance, stats = saved.model, saved.params, saved.covariance, saved.stats
@@ -48,9 +47,10 @@ def predict_saved(saved: SavedFit, x: np.ndarray, conf_level: float | None = Non
     level = (stats["conf_level"] or 0.95) if conf_level is None else conf_level
     dof = stats["dof"] or 0
     if saved.absolute_sigma:
-        quantile, noise = float(ndtri(0.5 + level / 2)), 1.0
+        quantile, noise = quantiles.normal(0.5 + level / 2), 1.0
     else:
-        quantile, noise = float(stdtrit(dof, 0.5 + level / 2)), _square(stats["sigma"] or 0.0)
+        quantile = float(quantiles.student_t(dof, 0.5 + level / 2))
+        noise = _square(stats["sigma"] or 0.0)
     half_conf = quantile * np.sqrt(variance)
     half_pred = quantile * np.sqrt(variance + noise)
     out.update(conf_lo=values - half_conf, conf_hi=values + half_conf, pred_lo=values - half_pred, pred_hi=values + half_pred)

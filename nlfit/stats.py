@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nlfit import quantiles
 from nlfit.warning import FitWarning
 
 CORRELATION_WARNING = 0.99
@@ -222,13 +223,10 @@ def _covariance(scaled, factor, middle, counts, dof):
 def _inference(result: Statistics, params, covariance, stderr, correlation, usable, dof, absolute: bool, conf_level: float) -> None:
     """t values and intervals at ``conf_level`` (normal quantiles with known sigma, Student's
     t otherwise) into ``result``, for the ``usable`` fits only."""
-    # scipy.special, not scipy.stats: the same quantiles for a third of the import time.
-    from scipy.special import ndtri, stdtrit
-
     if absolute:
-        quantile = np.full(len(dof), float(ndtri(0.5 + conf_level / 2)))
+        quantile = np.full(len(dof), quantiles.normal(0.5 + conf_level / 2))
     else:
-        quantile = stdtrit(np.where(dof > 0, dof, 1), 0.5 + conf_level / 2)
+        quantile = quantiles.student_t(np.where(dof > 0, dof, 1), 0.5 + conf_level / 2)
     tvalues = np.where(stderr > 0, params / np.where(stderr > 0, stderr, 1.0), np.inf)
     intervals = np.stack([params - quantile[:, None] * stderr, params + quantile[:, None] * stderr], axis=2)
     mask = usable[:, None]
