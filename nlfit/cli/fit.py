@@ -229,13 +229,15 @@ ALREADY_SAID = ("dropped-rows",)  # warning kinds said once for the whole input,
 
 def progress_reporter(options: dict, single: bool):
     """The progress display: plain lines with --progress (unless -qq), else rich's live line
-    or bar on a terminal (unless -q), else none."""
-    from nlfit.report.console import GroupProgress, PlainProgress, ProgressLine, stderr_console
-
+    or bar on a terminal (unless -q), else none (and rich is not imported for it)."""
     if options.get("progress") and options["quiet"] < 2:
+        from nlfit.report.console import PlainProgress
+
         return PlainProgress(single)
     if options["quiet"]:
         return None
+    from nlfit.report.console import GroupProgress, ProgressLine, stderr_console
+
     return ProgressLine(stderr_console()) if single else GroupProgress(stderr_console())
 
 

@@ -1,11 +1,14 @@
-"""``nlfit models`` and ``nlfit methods``: what can be fitted and how (no JAX import)."""
+"""``nlfit models`` and ``nlfit methods``: what can be fitted and how (no JAX import). rich
+is imported by the commands, not here: every command imports this module to register them."""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from nlfit.cli.common import handle_errors
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _console() -> Console:
@@ -17,6 +20,8 @@ def _console() -> Console:
 @handle_errors
 def models() -> None:
     """List the built-in models and the formula syntax."""
+    from rich.table import Table
+
     from nlfit.models.registry import BUILTIN_MODELS
 
     table = Table(show_edge=False, pad_edge=False)

@@ -12,11 +12,13 @@ NO_COLOR is set.
 from __future__ import annotations
 
 import math
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from nlfit.errors import printable
+
+if TYPE_CHECKING:  # rich is imported where a table or console is made: a quiet fit needs none
+    from rich.console import Console
+    from rich.table import Table
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 CORRELATION_MATRIX_MAX = 6  # the report shows the correlation matrix of at most this many estimated parameters
@@ -24,6 +26,8 @@ CORRELATION_MATRIX_MAX = 6  # the report shows the correlation matrix of at most
 
 def stderr_console() -> Console:
     """rich on stderr; when it is not a terminal, wide enough that tables are not squeezed."""
+    from rich.console import Console
+
     console = Console(stderr=True, highlight=False)
     if not console.is_terminal:
         console = Console(stderr=True, highlight=False, width=140)
@@ -65,6 +69,8 @@ def _num(value, spec=".6g") -> str:
 
 
 def history_table(history: list[dict]) -> Table:
+    from rich.table import Table
+
     table = Table(title="loss history", title_justify="left", show_edge=False, pad_edge=False)
     has = {key: any(row.get(key) is not None for row in history) for key in ("damping", "radius", "step_length")}
     table.add_column("iter", justify="right")
@@ -95,6 +101,8 @@ def history_table(history: list[dict]) -> Table:
 def params_table(result_json: dict, title: str = "parameters") -> Table:
     level = result_json.get("stats", {}).get("conf_level")
     interval = f"{100 * level:g}% interval" if level else "interval"
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for column in ("name", "value", "± stderr", interval, "rel. err"):
         table.add_column(column, justify="left" if column == "name" else "right")
@@ -132,6 +140,8 @@ def correlation_table(result_json: dict) -> Table | None:
     keep = [i for i in range(len(names)) if matrix[i][i] is not None]  # held parameters have none
     if not 2 <= len(keep) <= CORRELATION_MATRIX_MAX:
         return None
+    from rich.table import Table
+
     table = Table(show_edge=False, pad_edge=False)  # titled by print_report: a title would wrap over two narrow columns
     table.add_column("")
     for j in keep[:-1]:
@@ -303,6 +313,8 @@ def plain_line(text: str) -> None:
 
 def comparison_table(payloads: list[dict]) -> Table:
     """Methods side by side: iterations, evaluations, final loss, time, status, loss sparkline."""
+    from rich.table import Table
+
     table = Table(title="method comparison", title_justify="left", show_edge=False, pad_edge=False)
     for column in ("method", "globalization", "iter", "nfev", "njev", "final loss", "time s", "status", "log10(loss), one scale"):
         table.add_column(column, justify="right" if column in ("iter", "nfev", "njev", "final loss", "time s") else "left")
