@@ -105,7 +105,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="nlb", dir="/tmp"))  # short: the worker's socket lives here
     folder = work / "w"
     folder.mkdir(mode=0o700)
-    base = {**os.environ, "NLFIT_WORKER_DIR": str(folder), "NLFIT_CACHE_DIR": str(work / "cache")}
+    # As on a user's machine, Python keeps its bytecode caches (pip writes them at install):
+    # with PYTHONDONTWRITEBYTECODE (set on some development machines) every process would
+    # compile nlfit's 60 modules from source again, 0.14 s, and the editable install's too.
+    inherited = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    base = {**inherited, "NLFIT_WORKER_DIR": str(folder), "NLFIT_CACHE_DIR": str(work / "cache")}
     off = {**base, "NLFIT_WORKER": "off"}
     on = {**base, "NLFIT_WORKER": "on"}
     data = work / "runge200.csv"

@@ -129,17 +129,28 @@ x = np.linspace(-1.0, 1.0, 50)
 y = 1.0 / (1.0 + 10.0 * x * x)
 problem = Problem(x=jnp.asarray(x), y=jnp.asarray(y), sigma=jnp.ones(50), model=build_model("rational", x))
 r, factor, qtr, grad = qr_linearize_jit(jnp.asarray([1.0, 0.5, 8.0]), problem, "fwd")
-print(json.dumps({"factor": np.asarray(factor).tolist(), "files": len(list(programs._folder().glob("qr_linearize-*.exe")))}))
+import sys
+before = "scipy.linalg" in sys.modules
+import scipy.linalg  # after the preparation took its two modules from their files
+q, r = scipy.linalg.qr(np.vander(x, 3))
+_, updated = scipy.linalg.qr_update(q, r, np.ones(50), np.ones(3))  # scipy's own use of cython_blas
+print(json.dumps({"factor": np.asarray(factor).tolist(), "files": len(list(programs._folder().glob("qr_linearize-*.exe"))),
+                  "scipy_linalg_before": before, "updated": updated[:3].tolist(),
+                  "reference": np.linalg.qr(np.vander(x, 3) + np.outer(np.ones(50), np.ones(3)))[1].tolist()}))
 """
 
 
 def test_a_loaded_program_that_calls_lapack_runs_in_a_fresh_process(tmp_path):
     """A loaded executable skips JAX's lowering, which sets up LAPACK's kernels: without
-    ``programs._prepare`` its first QR crashed the process (SIGSEGV)."""
+    ``programs._prepare`` its first QR crashed the process (SIGSEGV). The preparation takes
+    scipy's two Cython LAPACK modules from their files, without importing scipy.linalg;
+    scipy.linalg imported afterwards works as usual."""
     stored, loaded = (_run(LAPACK, tmp_path / "cache") for _ in range(2))
     assert stored["files"] == 1 and loaded["files"] == 1
     assert loaded["factor"] == stored["factor"]
     assert np.all(np.isfinite(loaded["factor"]))
+    assert not loaded["scipy_linalg_before"]
+    np.testing.assert_allclose(np.abs(loaded["updated"]), np.abs(loaded["reference"]), rtol=1e-12, atol=1e-12)
 
 
 NAMES = """
@@ -203,17 +214,36 @@ def test_a_new_formula_of_a_stored_bucket_compiles_nothing_in_a_new_process(tmp_
     assert second["files"] == first["files"]
 
 
-def test_the_suites_compiler_settings_give_the_fit_users_get(runge_csv):
+@pytest.fixture(scope="module")
+def main_jobs(runge_csv):
+    """The README's main job under the suite's XLA settings and under the users' (with
+    ``-X importtime``, whose lines on stderr name every module the command imported)."""
+    runs = []
+    for flags in (SUITE_XLA_FLAGS, USER_XLA_FLAGS):
+        env = {**os.environ, "XLA_FLAGS": flags}
+        command = [sys.executable, "-X", "importtime", "-m", "nlfit", "fit", str(runge_csv), "--model", "rational", "--method", "lm", "-f", "json", "-q"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+        runs.append((json.loads(done.stdout), imported))
+    return runs
+
+
+def test_the_suites_compiler_settings_give_the_fit_users_get(main_jobs):
     """The suite compiles with XLA's cheap backend settings (conftest.SUITE_XLA_FLAGS); users'
     programs are fully optimized. The README's main job under both gives the same fit, to what
     the stopping rules guarantee (parameters norm-wise to 1e-7), and says so in its status."""
-    payloads = []
-    for flags in (SUITE_XLA_FLAGS, USER_XLA_FLAGS):
-        env = {**os.environ, "XLA_FLAGS": flags}
-        command = [sys.executable, "-m", "nlfit", "fit", str(runge_csv), "--model", "rational", "--method", "lm", "-f", "json", "-q"]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
-        payloads.append(json.loads(done.stdout))
+    payloads = [payload for payload, _ in main_jobs]
     suite, users = ([p["params"][k]["value"] for k in ("c0", "c1", "c2")] for p in payloads)
     assert payloads[0]["success"] and payloads[1]["success"]
     assert np.linalg.norm(np.subtract(suite, users)) <= 1e-7 * np.linalg.norm(users)
+
+
+def test_a_quiet_fit_imports_nothing_its_result_does_not_need(main_jobs):
+    """What a new process spends before its first result (issue 26's cold path): scipy's
+    subpackages (0.1-0.25 s: nlfit.quantiles, programs._lapack_modules), rich (0.08 s: no
+    report or progress with -q) and pydantic (typer 0.29's, 0.15 s: pyproject caps typer)."""
+    _, imported = main_jobs[1]
+    assert "jax" in imported and "pandas" in imported  # the lines were read
+    unwanted = {"scipy.linalg", "scipy.special", "scipy.stats", "rich", "rich.console", "pydantic"}
+    assert not unwanted & imported
