@@ -145,8 +145,9 @@ def test_json_never_holds_nan_or_infinity():
 PEAK = """
 import os, resource, sys
 if sys.argv[1] != "0":  # smaller blocks: many of them in a test of seconds
-    import nlfit.batch
-    nlfit.batch.BLOCK_GROUPS = int(sys.argv[1])
+    import nlfit.prepare
+    assert hasattr(nlfit.prepare, "BLOCK_GROUPS"), "nlfit.prepare.BLOCK_GROUPS is gone: set the new name here"
+    nlfit.prepare.BLOCK_GROUPS = int(sys.argv[1])
 sys.argv = ["nlfit", *sys.argv[2:]]
 from nlfit.cli.main import execute
 code = execute()  # the command as main() runs it with no worker, without main()'s os._exit
@@ -158,7 +159,7 @@ sys.exit(code)
 def peak_kib(*args, block_groups: int = 0) -> int:
     """The peak resident memory (KiB) of ``nlfit ARGS`` run as its own process; it must succeed.
     Without the compile cache, every run compiles what it runs (the same work at every size).
-    ``block_groups``: at most this many groups a block (``nlfit.batch.BLOCK_GROUPS``)."""
+    ``block_groups``: at most this many groups a block (``nlfit.prepare.BLOCK_GROUPS``)."""
     done = subprocess.run(
         [sys.executable, "-c", PEAK, str(block_groups), *map(str, args)], capture_output=True, text=True, env={**ENV, "NLFIT_NO_CACHE": "1"}, timeout=300
     )
