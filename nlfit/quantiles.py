@@ -32,6 +32,11 @@ import numpy as np
 EXPANSION_DOF = 2000.0
 _TINY = 1e-300
 _SERIES_FROM = 25.0  # _half_step's switch to its asymptotic series
+# Q(t) = K v^((v-1)/2) t^-v (1 + O(v (v + 1) / t^2)): from t = 1e20 the asymptote's t is exact to
+# rounding (relative error about (v + 1) / (2 t^2)), and t * t would overflow further out. Only
+# v < 1 gets there: p = 1 - 2^-53 is t = 3e15 at v = 1.
+_TAIL_EXACT = math.log(1e20)
+_LOG_MAX = math.log(1.7976931348623157e308)
 
 
 def normal(p: float) -> float:
@@ -70,14 +75,18 @@ def _expansion(v: float, z: float) -> float:
     g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96.0
     g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384.0
     g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160.0
-    return z + g1 / v + g2 / v**2 + g3 / v**3 + g4 / v**4
+    u = 1.0 / v  # in powers of 1/v: v up to the float range (and inf) without overflow
+    return z + u * (g1 + u * (g2 + u * (g3 + u * g4)))
 
 
 def _newton(v: float, q: float, start: float) -> float:
     """The t with upper tail ``q`` (<= 1/2), by Newton's method from ``start``."""
     a = v / 2.0
     log_density = _half_step(a) - 0.5 * math.log(v * math.pi)  # log of the density's constant
-    tail = math.exp((log_density + (v - 1) / 2 * math.log(v) - math.log(v) - math.log(q)) / v)  # the asymptote, solved for t
+    log_tail = (log_density + (v - 1) / 2 * math.log(v) - math.log(q)) / v  # the asymptote, solved for log t
+    if log_tail > _TAIL_EXACT:  # far out in a heavy tail (v well below 1): the asymptote is exact to rounding
+        return math.exp(log_tail) if log_tail < _LOG_MAX else math.inf
+    tail = math.exp(log_tail)
 
     def step(t: float) -> float:
         ratio = t * t / v

@@ -41,6 +41,20 @@ def test_the_quantile_gives_back_its_probability_near_the_centre():
     np.testing.assert_allclose(0.5 + np.arctan(quantiles.student_t(1.0, 0.5000001)) / np.pi, 0.5000001, rtol=1e-15)
 
 
+@pytest.mark.parametrize("dof, p", [(0.01, 0.6), (0.01, 0.975), (0.05, 0.975), (0.1, 0.999), (0.3, 0.999999)])
+def test_heavy_tails_far_out_equal_scipys(dof, p):
+    """Below one degree of freedom the quantiles run to 1e128: there they come from the tail's
+    asymptote, which is exact to rounding from t = 1e20 on."""
+    assert quantiles.student_t(dof, p) == pytest.approx(float(stdtrit(dof, p)), rel=1e-9)
+
+
+def test_degrees_of_freedom_at_the_ends_of_the_float_range():
+    """A saved fit's dof is any non-negative number (``nlfit predict`` reads it from JSON)."""
+    assert quantiles.student_t(1e300, 0.975) == pytest.approx(float(ndtri(0.975)), rel=1e-15)
+    assert quantiles.student_t(1e-300, 0.975) == np.inf  # beyond the float range (scipy stops at 6704)
+    assert quantiles.student_t(1e-3, 0.975) == np.inf  # above 1e308 (scipy stops at 2.1e152)
+
+
 def test_edges_are_scipys():
     assert np.all(np.isnan(quantiles.student_t([0.0, -1.0, np.nan], 0.975)))
     assert np.array_equal(quantiles.student_t([2.0, 30.0], 1.0), [np.inf, np.inf])
