@@ -298,8 +298,10 @@ def _lapack_modules():
                 sys.modules[name] = module
                 loaded.append(name)
                 module_spec.loader.exec_module(module)
-    except Exception:
-        pass  # jaxlib's own import then does it
+    except Exception:  # jaxlib's own import then does it, from a clean sys.modules
+        for name in loaded:
+            sys.modules.pop(name, None)
+        loaded = []
     try:
         yield
     finally:

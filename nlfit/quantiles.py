@@ -12,9 +12,11 @@ Newton's method on t: Q is convex and decreasing for t > 0, so Newton from below
 climbs to it without overshooting, and a first step from above lands below it (clipped at
 0). It starts from whichever Newton moves least of the Cornish-Fisher expansion in 1/v
 (A&S 26.7.5, four terms) and the heavy tail's own asymptote Q(t) ~ K v^((v-1)/2) t^-v. For v above
-``EXPANSION_DOF`` the expansion alone is used: it is within 1e-15 of scipy's quantile there
-up to p = 0.9995 and within 3e-14 up to p = 1 - 1e-6, where the continued fraction would need
-many terms. ``tests/test_quantiles.py`` compares both with scipy.special.
+``EXPANSION_DOF`` the expansion alone is used: it is within 1e-15 of the quantile there up to
+p = 0.9995 and within 3e-14 up to p = 1 - 1e-6, where the continued fraction would need many
+terms. Near the centre Newton compares F(t) - 1/2 with p - 1/2 (both without cancellation), far
+out in a heavy tail (t > 1e20, v < 1) the asymptote is the answer. ``tests/test_quantiles.py``
+compares all of it with 40-digit mpmath values (``data/t_quantiles.json``).
 
 The arithmetic is Python's on floats, one degree of freedom at a time (a fit has one; grouped
 fits have one per distinct group size, each computed once and kept): 0.3-0.4 ms for one
@@ -40,7 +42,10 @@ _LOG_MAX = math.log(1.7976931348623157e308)
 
 
 def normal(p: float) -> float:
-    """The standard normal quantile at probability ``p`` (0 < p < 1)."""
+    """The standard normal quantile at probability ``p``; as scipy's ndtri, +-inf at p = 1 or
+    0 (0.5 + level / 2 rounds to 1 for the largest level below 1) and NaN outside [0, 1]."""
+    if not 0.0 < p < 1.0:
+        return math.inf if p == 1.0 else -math.inf if p == 0.0 else math.nan
     return NormalDist().inv_cdf(p)
 
 
@@ -66,7 +71,7 @@ def _quantile(v: float, p: float) -> float:
     if p == 0.5:
         return 0.0
     start = _expansion(v, normal(p))
-    return start if v >= EXPANSION_DOF else _newton(v, 1.0 - p, start)
+    return start if v >= EXPANSION_DOF else _newton(v, p, start)
 
 
 def _expansion(v: float, z: float) -> float:
@@ -79,9 +84,10 @@ def _expansion(v: float, z: float) -> float:
     return z + u * (g1 + u * (g2 + u * (g3 + u * g4)))
 
 
-def _newton(v: float, q: float, start: float) -> float:
-    """The t with upper tail ``q`` (<= 1/2), by Newton's method from ``start``."""
+def _newton(v: float, p: float, start: float) -> float:
+    """The t with P(T <= t) = ``p`` (>= 1/2), by Newton's method from ``start``."""
     a = v / 2.0
+    q, half = 1.0 - p, p - 0.5  # both exact (Sterbenz's lemma)
     log_density = _half_step(a) - 0.5 * math.log(v * math.pi)  # log of the density's constant
     log_tail = (log_density + (v - 1) / 2 * math.log(v) - math.log(q)) / v  # the asymptote, solved for log t
     if log_tail > _TAIL_EXACT:  # far out in a heavy tail (v well below 1): the asymptote is exact to rounding
@@ -90,9 +96,12 @@ def _newton(v: float, q: float, start: float) -> float:
 
     def step(t: float) -> float:
         ratio = t * t / v
-        upper = 0.5 * _beta(a, ratio)
+        value, central = _beta(a, ratio)
+        # Q(t) - q, from whichever of the two tails _beta computed without cancellation: near
+        # the centre F(t) - 1/2 = I_y(1/2, a) / 2 against p - 1/2, not Q(t) against q.
+        error = half - value / 2 if central else value / 2 - q
         density = math.exp(log_density - (v + 1) / 2 * math.log1p(ratio))
-        return max(t + (upper - q) / max(density, _TINY), 0.0)
+        return max(t + error / max(density, _TINY), 0.0)
 
     # Of the two starts, the one Newton moves least: the expansion for large v, the
     # asymptote (which lies above the root) for heavy tails.
@@ -116,19 +125,20 @@ def _half_step(a: float) -> float:
     return 0.5 * math.log(a) - 1 / (8 * a) + 1 / (192 * a**3) - 1 / (640 * a**5) + 17 / (14336 * a**7)
 
 
-def _beta(a: float, ratio: float) -> float:
-    """I_x(a, 1/2) at x = 1 / (1 + ratio), from ``ratio`` (so that x and 1 - x are both
-    known to full precision)."""
+def _beta(a: float, ratio: float) -> tuple[float, bool]:
+    """(I_x(a, 1/2), False), or (I_y(1/2, a) = 1 - I_x(a, 1/2), True) near the centre, at
+    x = 1 / (1 + ratio) and y = 1 - x, both from ``ratio`` (so that each is known to full
+    precision)."""
     b = 0.5
     log_x = -math.log1p(ratio)
     log_y = math.log(max(ratio, _TINY)) + log_x
     log_front = a * log_x + b * log_y - (0.5 * math.log(math.pi) - _half_step(a))  # B(a, 1/2) = Gamma(a) Gamma(1/2) / Gamma(a + 1/2)
     x = math.exp(log_x)
-    # The continued fraction converges fast for x < (a + 1) / (a + b + 2); otherwise
-    # I_x(a, b) = 1 - I_y(b, a).
+    # The continued fraction converges fast for x < (a + 1) / (a + b + 2); otherwise it is
+    # the one of I_y(b, a) = 1 - I_x(a, b).
     if x >= (a + 1.0) / (a + b + 2.0):
-        return 1.0 - math.exp(log_front) / b * _fraction(b, a, math.exp(log_y))
-    return math.exp(log_front) / a * _fraction(a, b, x)
+        return math.exp(log_front) / b * _fraction(b, a, math.exp(log_y)), True
+    return math.exp(log_front) / a * _fraction(a, b, x), False
 
 
 def _fraction(a: float, b: float, x: float) -> float:
