@@ -20,11 +20,10 @@ def _console() -> Console:
 @handle_errors
 def models() -> None:
     """List the built-in models and the formula syntax."""
-    from rich.table import Table
-
     from nlfit.models.registry import BUILTIN_MODELS
+    from nlfit.report.console import plain_table
 
-    table = Table(show_edge=False, pad_edge=False)
+    table = plain_table()
     for column in ("model", "parameters", "description"):
         table.add_column(column)
     for info in BUILTIN_MODELS.values():

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from nlfit.errors import printable
 
-if TYPE_CHECKING:  # rich is imported where a table or console is made: a quiet fit needs none
+if TYPE_CHECKING:  # rich is imported where a table or console is made (plain_table, stderr_console)
     from rich.console import Console
     from rich.table import Table
 
@@ -32,6 +32,16 @@ def stderr_console() -> Console:
     if not console.is_terminal:
         console = Console(stderr=True, highlight=False, width=140)
     return console
+
+
+def plain_table(title: str | None = None) -> Table:
+    """The reports' rich table: no outer edge or padding, the title on the left. rich is
+    imported here, not at the top: a quiet fit makes no table and imports none of it."""
+    from rich.table import Table
+
+    if title is None:
+        return Table(show_edge=False, pad_edge=False)
+    return Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
 
 
 def log_range(series) -> tuple[float, float] | None:
@@ -69,9 +79,7 @@ def _num(value, spec=".6g") -> str:
 
 
 def history_table(history: list[dict]) -> Table:
-    from rich.table import Table
-
-    table = Table(title="loss history", title_justify="left", show_edge=False, pad_edge=False)
+    table = plain_table("loss history")
     has = {key: any(row.get(key) is not None for row in history) for key in ("damping", "radius", "step_length")}
     table.add_column("iter", justify="right")
     table.add_column("loss", justify="right")
@@ -101,9 +109,7 @@ def history_table(history: list[dict]) -> Table:
 def params_table(result_json: dict, title: str = "parameters") -> Table:
     level = result_json.get("stats", {}).get("conf_level")
     interval = f"{100 * level:g}% interval" if level else "interval"
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table = plain_table(title)
     for column in ("name", "value", "± stderr", interval, "rel. err"):
         table.add_column(column, justify="left" if column == "name" else "right")
     for name, entry in result_json["params"].items():
@@ -140,9 +146,7 @@ def correlation_table(result_json: dict) -> Table | None:
     keep = [i for i in range(len(names)) if matrix[i][i] is not None]  # held parameters have none
     if not 2 <= len(keep) <= CORRELATION_MATRIX_MAX:
         return None
-    from rich.table import Table
-
-    table = Table(show_edge=False, pad_edge=False)  # titled by print_report: a title would wrap over two narrow columns
+    table = plain_table()  # titled by print_report: a title would wrap over two narrow columns
     table.add_column("")
     for j in keep[:-1]:
         table.add_column(names[j], justify="right")
@@ -313,9 +317,7 @@ def plain_line(text: str) -> None:
 
 def comparison_table(payloads: list[dict]) -> Table:
     """Methods side by side: iterations, evaluations, final loss, time, status, loss sparkline."""
-    from rich.table import Table
-
-    table = Table(title="method comparison", title_justify="left", show_edge=False, pad_edge=False)
+    table = plain_table("method comparison")
     for column in ("method", "globalization", "iter", "nfev", "njev", "final loss", "time s", "status", "log10(loss), one scale"):
         table.add_column(column, justify="right" if column in ("iter", "nfev", "njev", "final loss", "time s") else "left")
     scale = log_range([[row["loss"] for row in p["history"]] for p in payloads])

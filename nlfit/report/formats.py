@@ -108,10 +108,10 @@ class Table:
         return Csv().header(param_names)
 
     def jacobian(self, payload: dict, color: bool = False) -> str:
-        from rich.table import Table as RichTable
+        from nlfit.report.console import plain_table
 
         modes = list(payload["differences"])
-        table = RichTable(title=f"Jacobian check at p0 ({payload['residuals']} residuals)", title_justify="left", show_edge=False, pad_edge=False)
+        table = plain_table(f"Jacobian check at p0 ({payload['residuals']} residuals)")
         table.add_column("parameter")
         table.add_column("p0", justify="right")
         for mode in modes:
