@@ -24,9 +24,10 @@ commit) in the same run, cold and with a warm cache, to compare the paths withou
 ``--formulas R``: formulas nlfit has not seen, through the warm worker: six shapes, each
 with a random constant written into its text (so every text is new), R runs each, fitted with
 the defaults; against a pandas + ``scipy.optimize.curve_fit`` script that fits the same
-formula (written as numpy code, p0 = 1 as curve_fit's default). The first run of each
-parameter count is shown apart: on an empty compilation cache it compiles the tape program
-of that bucket once (``nlfit.models.tape``), which later formulas share. ``--formulas 0``
+formula (written as numpy code, p0 = 1 as curve_fit's default). The first formula of each
+parameter bucket (``nlfit.models.padded``: two to four parameters are one) is shown apart:
+on an empty compilation cache it compiles the tape program of that bucket once
+(``nlfit.models.tape``), which later formulas share. ``--formulas 0``
 skips it.
 
 ``--loop N``: N files of N different lengths (50 to 50 + N - 1 points), fitted one after
@@ -49,6 +50,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from nlfit.models.padded import padded_count
 
 SCIPY_SCRIPT = """
 import sys
@@ -197,7 +200,7 @@ def new_formulas(runs: int, work: Path, entry: str, on: dict, off: dict) -> list
     rng = np.random.default_rng(7)
     x = np.linspace(0.1, 5.0, 100)
     firsts, later, scripts = [], [], []
-    seen_counts = set()
+    seen_buckets = set()
     for run in range(runs):
         for index, (formula, body, names, truth) in enumerate(SHAPES):
             k = round(float(rng.uniform(0.1, 0.9)), 6)
@@ -210,12 +213,13 @@ def new_formulas(runs: int, work: Path, entry: str, on: dict, off: dict) -> list
             script = work / f"formula{run}_{index}.py"
             script.write_text(CURVE_FIT_SCRIPT.format(names=", ".join(names.split(",")), body=code, count=len(truth)))
             seconds = timed([entry, "fit", str(path), "--model", text, "--quiet", "--format", "json"], on)
-            (later if len(truth) in seen_counts else firsts).append(seconds)
-            seen_counts.add(len(truth))
+            bucket = padded_count(len(truth))  # formulas of one parameter bucket share a program (nlfit.models.padded)
+            (later if bucket in seen_buckets else firsts).append(seconds)
+            seen_buckets.add(bucket)
             scripts.append(timed([sys.executable, str(script), str(path)], off))
     nlfit_new, scipy_new = statistics.median(later), statistics.median(scripts)
     return [
-        ("nlfit, warm worker, first formula of a parameter count", statistics.median(firsts)),
+        ("nlfit, warm worker, first formula of a parameter bucket", statistics.median(firsts)),
         (f"nlfit, warm worker, a new formula (median of {len(later)})", nlfit_new),
         (f"curve_fit script on the same formulas (median of {len(scripts)})", scipy_new),
         ("  new formula: nlfit / curve_fit script", nlfit_new / scipy_new),

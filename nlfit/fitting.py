@@ -25,6 +25,7 @@ import numpy as np
 
 from nlfit import multistart
 from nlfit.io.dataset import Dataset
+from nlfit.models.padded import Padded
 from nlfit.numerics import LARGE_DATA_POINTS, norms, padded_size  # noqa: F401 (padded_size, LARGE_DATA_POINTS: re-exported)
 from nlfit.options import FitOptions
 from nlfit.prepare import Batch, Prepared, SolverConfig, choose_factorization, prepare, solver_config, start_count  # noqa: F401 (re-exported)
@@ -204,7 +205,8 @@ def solve_groups(
     lower, upper = np.asarray(problems.lower), np.asarray(problems.upper)
     keys = data_keys(problems, counts) if count > 1 else None
     guided, guided_labels = guided_starts(problems.model, problems.x, problems.y, counts) if count > 1 else (None, ())
-    plan = multistart.plan(primary, count, linear, free, lower, upper, int(settings.max_iter), seed, model_starts, keys, guided, guided_labels)
+    shown = getattr(problems.model, "shown", None)  # a padded fit's own parameters (nlfit.models.padded)
+    plan = multistart.plan(primary, count, linear, free, lower, upper, int(settings.max_iter), seed, model_starts, keys, guided, guided_labels, shown)
     width = int(problems.y.shape[1])
     scales = np.asarray(problems.scale, dtype=np.float64)
     screening = plan.count > 1 and width > multistart.SCREEN_ROWS
@@ -357,17 +359,20 @@ def solve_batch(prepared: Prepared, batch: Batch, *, record: bool, timeout: floa
     solved.statuses = np.where(np.asarray(counts) == 0, int(Status.NO_DATA), statuses)
     solved.state = solved.state._replace(params=np.where(too_few[:, None], batch.starts, solved.state.params))  # not fitted: the start
     nist = prepared.dataset.nist
+    padded = isinstance(problems.model, Padded)  # computed with padded parameters (nlfit.models.padded)
+    model = problems.model if padded else prepared.model
     context = postprocess.Context(
-        prepared.model, problems, np.asarray(counts), np.asarray(real, dtype=bool), prepared.options, config.jac_mode, config.factorization,
+        model, problems, np.asarray(counts), np.asarray(real, dtype=bool), prepared.options, config.jac_mode, config.factorization,
         prepared.dataset.sigma is not None, None if nist is None else (nist.long_x, nist.long_y),
     )  # fmt: skip
     from nlfit.diagnostics import starts_summaries
 
-    summaries = starts_summaries(prepared.model, problems, solved.members, context.real)
-    return postprocess.finish(
+    summaries = starts_summaries(model, problems, solved.members, context.real)
+    fits = postprocess.finish(
         context, solved, data_columns=prepared.data_columns, keys=batch.keys, fit_constant=constant_fitter(config), summaries=summaries,
         notes=prepared.reader_warnings(batch),
     )  # fmt: skip
+    return fits.unpadded(prepared.model) if padded else fits
 
 
 CONSTANT_FIT_ITERATIONS = 200

@@ -97,7 +97,8 @@ class Plan:
 
 
 def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, lower: np.ndarray, upper: np.ndarray, max_iter: int,
-         seed: int = 0, model_starts: np.ndarray | None = None, keys=None, guided: np.ndarray | None = None, guided_labels=()) -> Plan:  # fmt: skip
+         seed: int = 0, model_starts: np.ndarray | None = None, keys=None, guided: np.ndarray | None = None, guided_labels=(),
+         shown=None) -> Plan:  # fmt: skip
     """``count`` starts for each group from the groups' primary starts ``primary`` (G, n).
 
     ``linear``, ``free``: (n,) booleans (the model's linear parameters; parameters not fixed).
@@ -107,7 +108,8 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
     position, so the same data get the same starts whether they are fitted alone, as a group
     of a batch or in a Dask partition. ``guided``: (G, S, n) starts read off the data
     (``nlfit.start.guided_starts``; NaN: the primary's value), tried right after the model's
-    default, with the linear parameters solved.
+    default, with the linear parameters solved. ``shown``: the positions of the model's own
+    parameters where the vector is padded (``nlfit.models.padded``; None: all).
     """
     primary = np.atleast_2d(np.asarray(primary, dtype=np.float64))
     groups, n = primary.shape
@@ -149,9 +151,16 @@ def plan(primary: np.ndarray, count: int, linear: np.ndarray, free: np.ndarray, 
         add(-primary, "signs flipped", solved=False)
     if len(columns) < count:
         generators = [np.random.default_rng([seed, int(key)]) for key in (keys if keys is not None else [0] * groups)]
+    drawn = list(range(n)) if shown is None else list(shown)  # a padded fit's own parameters (nlfit.models.padded)
+
+    def draw(values):  # (G, drawn) -> (G, n): the padded parameters draw nothing, so their starts are those of the fit unpadded
+        out = np.ones((groups, n))
+        out[:, drawn] = values
+        return out
+
     while len(columns) < count:
-        factor = 10.0 ** np.stack([rng.uniform(-SPREAD_DECADES, SPREAD_DECADES, n) for rng in generators])
-        sign = np.where(np.stack([rng.uniform(size=n) for rng in generators]) < SIGN_FLIP, -1.0, 1.0)
+        factor = 10.0 ** draw(np.stack([rng.uniform(-SPREAD_DECADES, SPREAD_DECADES, len(drawn)) for rng in generators]))
+        sign = np.where(draw(np.stack([rng.uniform(size=len(drawn)) for rng in generators])) < SIGN_FLIP, -1.0, 1.0)
         add(np.where(nonlinear, base * factor * sign, primary), "random")
     params = np.stack(columns, axis=1)
     lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), (groups, n))[:, None, :]

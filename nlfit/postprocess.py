@@ -147,17 +147,19 @@ def _refine_exact(context: Context, params, residuals, factor, statuses):
     scale = np.asarray(problems.scale, dtype=np.float64)
     y, sigma = np.asarray(problems.y), np.asarray(problems.sigma)
     lower, upper = np.asarray(problems.lower), np.asarray(problems.upper)
+    model = getattr(context.model, "source", context.model)  # a padded model's own (nlfit.models.padded)
+    shown = np.asarray(getattr(context.model, "shown", range(params.shape[1])), dtype=np.int64)
     candidates = refine.candidates(residuals * scale[:, None], sigma if context.sigma_given else None, y, real)
-    candidates &= ~np.any(lower == upper, axis=1) & ~np.isin(statuses, (Status.NONFINITE, Status.TOO_FEW_POINTS, Status.NO_DATA))
+    candidates &= ~np.any((lower == upper)[:, shown], axis=1) & ~np.isin(statuses, (Status.NONFINITE, Status.TOO_FEW_POINTS, Status.NO_DATA))
     for g in np.flatnonzero(candidates):
         rows = real[g]
         x_g = np.asarray(problems.x[g])[rows]
         sigma_g = sigma[g][rows] if context.sigma_given else None
         polished = refine.refine(
-            context.model, x_g, y[g][rows], sigma_g, params[g], factor[g][rows] * scale[g], residuals[g][rows] * scale[g], context.extended
+            model, x_g, y[g][rows], sigma_g, params[g][shown], factor[g][rows][:, shown] * scale[g], residuals[g][rows] * scale[g], context.extended
         )
         if polished is not None:
-            params[g] = polished[0]
+            params[g][shown] = polished[0]
             residuals[g][rows] = polished[1] / scale[g]
     return params, residuals
 

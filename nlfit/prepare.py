@@ -18,6 +18,7 @@ share one compiled solver.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import numpy as np
 from nlfit import multistart
 from nlfit.errors import InputError, ModelError, OptionError
 from nlfit.io.dataset import Dataset
-from nlfit.models import tape
+from nlfit.models import padded, tape
 from nlfit.models.registry import model_for
 from nlfit.numerics import LARGE_DATA_POINTS, padded_size, residual_scales
 from nlfit.options import FitOptions
@@ -283,25 +284,30 @@ class Prepared:
         xs, ys, sigmas, real = self.grouped.pad(members, np.asarray(self.dataset.x), self.y_fitted, sigma, width)
         scales = residual_scales(ys, sigmas, real)
         size = len(members)
-        taped = tape.runner_for(self.model, width, grouped=self.keys is not None)
+        grouped = self.keys is not None
+        taped = tape.runner_for(self.model, width, grouped=grouped)
+        model = taped[0] if taped is not None else None if grouped or width >= LARGE_DATA_POINTS else padded.for_model(self.model)
+        pad = (lambda values: values) if model is None else model.pad  # noqa: E731 (nlfit.models.padded)
         problems = Problem(
             x=np.asarray(xs, dtype=np.float64),
             y=np.asarray(ys, dtype=np.float64),
             sigma=np.asarray(sigmas, dtype=np.float64),
-            model=self.model if taped is None else taped[0],
+            model=self.model if model is None else model,
             tape=None if taped is None else taped[1].arrays(size),
             loss=self.options.loss,
             f_scale=np.asarray(self.options.f_scale / scales, dtype=np.float64),
-            lower=np.tile(np.asarray(self.lower, dtype=np.float64), (size, 1)),
-            upper=np.tile(np.asarray(self.upper, dtype=np.float64), (size, 1)),
+            lower=np.tile(pad(np.asarray(self.lower, dtype=np.float64)), (size, 1)),
+            upper=np.tile(pad(np.asarray(self.upper, dtype=np.float64)), (size, 1)),
             scale=np.asarray(scales, dtype=np.float64),
         )
         counts = self.grouped.counts[members]
         model_starts = None
         if self.p0_given and config.count > 1:  # the model's own start per group beside the one given
-            model_starts = np.stack([_default_start(self.model, xs[i][real[i]], ys[i][real[i]], len(self.lower)) for i in range(size)])
+            model_starts = pad(np.stack([_default_start(self.model, xs[i][real[i]], ys[i][real[i]], len(self.lower)) for i in range(size)]))
+        if model is not None:
+            config = dataclasses.replace(config, linear=model.pad_mask(config.linear), free=model.pad_mask(config.free))
         keys = None if self.keys is None else [self.keys[g] for g in members]
-        return Batch(problems, self.starts[members], counts, real, config, model_starts, members, distinct, keys)
+        return Batch(problems, pad(self.starts[members]), counts, real, config, model_starts, members, distinct, keys)
 
 
 def prepare(dataset: Dataset, model, options: FitOptions, p0=None, *, grouped: bool = False, group_starts=None, file_start: int | None = None) -> Prepared:

@@ -96,6 +96,23 @@ class Fits:
             changes[name] = None if values is None else [values[i] for i in index.tolist()]
         return dataclasses.replace(self, **changes)
 
+    def unpadded(self, model) -> Fits:
+        """The fits of a padded model (``nlfit.models.padded.Padded``, ``self.model``) as fits of
+        its own ``model``: the padded parameters (fixed, so without statistics) dropped."""
+        at = np.asarray(self.model.shown)
+        names = set(model.param_names)
+
+        def own(minimum: dict) -> dict:
+            return {**minimum, "params": {k: v for k, v in minimum["params"].items() if k in names}}
+
+        starts = None if self.starts is None else [s if s is None else {**s, "minima": [own(m) for m in s["minima"]]} for s in self.starts]
+        square = np.ix_(np.arange(len(self)), at, at)
+        return dataclasses.replace(
+            self, model=model, param_names=tuple(model.param_names), params=self.params[:, at], stderr=self.stderr[:, at],
+            covariance=self.covariance[square], correlation=self.correlation[square], tvalues=self.tvalues[:, at],
+            intervals=self.intervals[:, at], fixed=self.fixed[:, at], sides=self.sides[:, at], starts=starts,
+        )  # fmt: skip
+
     def result(self, g: int) -> FitResult:
         """Fit ``g`` as a :class:`FitResult`."""
         status = Status(int(self.status[g]))

@@ -15,6 +15,7 @@ from nlfit._jax import jax, jnp
 from nlfit.io.dataset import Dataset
 from nlfit.models import tape
 from nlfit.models.expression import FormulaModel
+from nlfit.models.padded import padded_count
 
 FORMULAS = [
     ("b1*(1-exp(-b2*x))", [2.0, 0.5]),
@@ -111,8 +112,8 @@ def _data(seed: int, truth) -> Dataset:
     return Dataset(x=x, y=truth(x) + rng.normal(0.0, 0.01, x.size), x_names=("x",), y_name="y")
 
 
-def test_a_second_formula_of_the_same_shape_compiles_nothing():
-    fit(_data(0, lambda x: 2.0 * (1 - np.exp(-0.7 * x))), "b1*(1-exp(-b2*x))")
+def _compiles(work) -> dict:
+    """The JAX traces and compiles that ``work()`` caused, by event name."""
     events = collections.Counter()
 
     def listen(event, duration, **_):
@@ -120,15 +121,35 @@ def test_a_second_formula_of_the_same_shape_compiles_nothing():
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
-        other = fit(_data(1, lambda x: 1.5 * x / (0.8 + x)), "Vm*x/(K + x)")
-        third = fit(_data(2, lambda x: 3.0 * np.exp(-0.4 * x)), "A*exp(-k*x)")
+        work()
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
-    traced = {name: count for name, count in events.items() if "trace" in name or "compile" in name}
-    assert traced == {}, traced
-    assert other.success and third.success
-    np.testing.assert_allclose(other.params, [1.5, 0.8], rtol=2e-2)
-    np.testing.assert_allclose(third.params, [3.0, 0.4], rtol=2e-2)
+    return {name: count for name, count in events.items() if "trace" in name or "compile" in name}
+
+
+def test_a_second_formula_of_the_same_shape_compiles_nothing(monkeypatch):
+    fit(_data(0, lambda x: 2.0 * (1 - np.exp(-0.7 * x))), "b1*(1-exp(-b2*x))")
+    found = {}
+
+    def others():
+        found["mm"] = fit(_data(1, lambda x: 1.5 * x / (0.8 + x)), "Vm*x/(K + x)")
+        found["exp"] = fit(_data(2, lambda x: 3.0 * np.exp(-0.4 * x)), "A*exp(-k*x)")
+        # another parameter count of the same bucket (nlfit.models.padded): three and four
+        found["three"] = fit(_data(4, lambda x: 3.0 * np.exp(-0.4 * x) + 0.5), "A*exp(-k*x) + c")
+        found["four"] = fit(_data(5, lambda x: 2.0 * np.exp(-0.5 * x) + 0.1 * x + 0.3), "A*exp(-k*x) + s*x + c")
+
+    assert _compiles(others) == {}
+    assert all(result.success for result in found.values())
+    np.testing.assert_allclose(found["mm"].params, [1.5, 0.8], rtol=2e-2)
+    np.testing.assert_allclose(found["exp"].params, [3.0, 0.4], rtol=2e-2)
+    assert found["three"].param_names == ("A", "k", "c")
+    np.testing.assert_allclose(found["three"].params, [3.0, 0.4, 0.5], rtol=2e-2)
+    assert found["four"].param_names == ("A", "k", "s", "c")
+    monkeypatch.setattr(tape, "MAX_WORK", -1)  # the formula's own compiled program, four parameters unpadded
+    direct = fit(_data(5, lambda x: 2.0 * np.exp(-0.5 * x) + 0.1 * x + 0.3), "A*exp(-k*x) + s*x + c")
+    np.testing.assert_allclose(found["four"].params, direct.params, rtol=1e-6)
+    # the padded parameters are not estimated: nothing of them shows, and they take no degree of freedom
+    assert found["three"].stats["dof"] == 50 - 3 and found["three"].covariance.shape == (3, 3)
 
 
 def test_the_same_text_in_another_parameter_order_fits_with_its_own_names():
@@ -143,7 +164,9 @@ def test_the_same_text_in_another_parameter_order_fits_with_its_own_names():
 
 def test_large_fits_and_long_formulas_use_the_compiled_formula():
     model = FormulaModel.parse("a*exp(-b*x)")
-    work = (len(model.param_names) + 1) * tape.model_tape(model).used
+    compiled = tape.model_tape(model, padded_count(2))  # two parameters, computed as four (nlfit.models.padded)
+    assert compiled.n_params == 4
+    work = (compiled.n_params + 1) * compiled.used
     assert tape.runner_for(model, tape.MAX_WORK // work) is not None
     assert tape.runner_for(model, tape.MAX_WORK // work + 1) is None
     assert tape.runner_for(model, 100, grouped=True) is None  # grouped fits: the compiled formula

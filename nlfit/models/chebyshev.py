@@ -33,3 +33,24 @@ class Chebyshev(Series):
 
     def to_json(self) -> dict:
         return {"spec": self.spec, "domain": [self.lo, self.hi]}
+
+
+@dataclass(frozen=True)
+class ChebyshevOnDomain(Series):
+    """The Chebyshev series of ``degree`` whose last two parameters are the domain [lo, hi]
+    (held fixed): the padded form of ``Chebyshev`` (``nlfit.models.padded``), one program for
+    every degree of its bucket and every data range."""
+
+    degree: int
+    spec: str = ""
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return (*super().param_names, "lo", "hi")
+
+    @property
+    def linear_params(self) -> tuple[bool, ...]:
+        return (True,) * (self.degree + 1) + (False, False)
+
+    def predict(self, params, x):
+        return Chebyshev(self.degree, params[-2], params[-1]).predict(params, x)

@@ -4,9 +4,11 @@ A tape is a list of instructions over a register file. Registers 0 .. P-1 hold t
 parameters, P .. P+V-1 the data columns, and instruction i writes register P+V+i from one or
 two earlier registers (``a``, ``b``) or its constant. The program's output is the last
 register. Tapes are padded to a length bucket (``LENGTHS``) with copies of their last
-register, so the solver, the multistart and the polish are compiled once per
-(parameter count, column count, length bucket, data shape) and take the tape as data: a new
-formula, new constants or another parameter order compile nothing.
+register, and the parameters to a parameter bucket (``nlfit.models.padded``: registers
+that no instruction reads), so the solver, the multistart and the polish are compiled once
+per (parameter bucket, column count, length bucket, data shape) and take the tape as data:
+a new formula, new constants, another parameter order or another parameter count of the
+bucket compile nothing.
 
 ``Runner`` is the static stand-in for the formula in a ``Problem`` (its equality is the
 bucket only); the tape itself rides in ``Problem.tape`` as arrays with the problems' leading
@@ -27,6 +29,8 @@ import ast
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from nlfit.models.padded import Padded, padded_count
 
 OPS = (
     "copy", "const", "add", "sub", "mul", "div", "pow", "pow_data", "pow_data_base", "neg",
@@ -66,12 +70,13 @@ class Tape:
         return tuple(np.broadcast_to(v, (groups, *v.shape)).copy() for v in leaves)
 
 
-def compile_tape(model) -> Tape | None:
+def compile_tape(model, n_params: int | None = None) -> Tape | None:
     """The tape of a ``FormulaModel``'s right side, or None when it is longer than the
-    largest bucket."""
+    largest bucket. ``n_params``: the registers kept for parameters (at least the model's;
+    more for a parameter vector padded to its bucket, ``nlfit.models.padded``)."""
     names = model.parameter_names
     columns = model.x_names
-    n_params, n_columns = len(names), len(columns)
+    n_params, n_columns = max(len(names), n_params or 0), len(columns)
     base = n_params + n_columns
     ops, a, b, constants, dependent = [], [], [], [], []
     seen: dict[str, int] = {}
@@ -199,8 +204,8 @@ class Runner:
         return run(tape, params, x, self.n_params, self.n_columns)
 
 
-def runner_for(model, rows: int, grouped: bool = False) -> tuple[Runner, Tape] | None:
-    """(runner, tape) for a single fit of ``model`` to ``rows`` (padded) rows, or None where
+def runner_for(model, rows: int, grouped: bool = False) -> tuple[Padded, Tape] | None:
+    """(static model, tape) for a single fit of ``model`` to ``rows`` (padded) rows, or None where
     the formula's own compiled program serves: not a formula, a formula too long for the
     largest bucket, a fit whose rows x (parameters + 1) x instructions (the work of one
     Jacobian) exceed ``MAX_WORK``, or a grouped fit (``--group-by``: its cost grows with the
@@ -209,26 +214,33 @@ def runner_for(model, rows: int, grouped: bool = False) -> tuple[Runner, Tape] |
 
     The interpreter makes one pass over the rows per instruction where the compiled formula
     makes one fused pass, so it costs several times as much per row; below MAX_WORK that
-    stays under the cost of compiling a new formula (``benchmarks/tape.py`` measures both)."""
+    stays under the cost of compiling a new formula (``benchmarks/tape.py`` measures both).
+
+    The parameters are padded to their bucket (``nlfit.models.padded``): the static model is a
+    ``Padded`` runner, so formulas of two, three or four parameters share one program."""
     from nlfit.models.expression import FormulaModel
 
     if not isinstance(model, FormulaModel) or grouped:
         return None
-    tape = model_tape(model)
+    n = len(model.param_names)
+    size = padded_count(n)
+    tape = None if size is None else model_tape(model, size)
     if tape is None or rows * (tape.n_params + 1) * tape.used > MAX_WORK:
         return None
-    return Runner(tape.n_params, tape.n_columns, tape.length, model), tape
+    runner = Runner(tape.n_params, tape.n_columns, tape.length, model)
+    return Padded(runner, tuple(range(n)), (0.0,) * size, model), tape
 
 
 _TAPES: dict = {}
 
 
-def model_tape(model) -> Tape | None:
-    """``compile_tape`` of ``model``, kept per model (its equality covers the text, the
-    parameters' order and the columns: two models that differ in any never share a tape)."""
-    if model not in _TAPES:
-        _TAPES[model] = compile_tape(model)
-    return _TAPES[model]
+def model_tape(model, n_params: int | None = None) -> Tape | None:
+    """``compile_tape`` of ``model``, kept per model and register count (the model's equality
+    covers the text, the parameters' order and the columns: two models that differ in any
+    never share a tape)."""
+    if (model, n_params) not in _TAPES:
+        _TAPES[(model, n_params)] = compile_tape(model, n_params)
+    return _TAPES[(model, n_params)]
 
 
 def _branches():
