@@ -33,7 +33,7 @@ import numpy as np
 from nlfit._jax import jax, jnp
 from nlfit.errors import OptionError
 from nlfit.options import JAC_MODES
-from nlfit.problem import Problem, cost_terms, objective, residuals, robust_scaling, vmap_groups
+from nlfit.problem import Problem, cost_terms, fixed, objective, residuals, robust_scaling, vmap_groups
 from nlfit.programs import Program, compiled, program
 
 FD_RELATIVE_STEP = 1e-8
@@ -75,7 +75,7 @@ def forward_difference_jacobian(params, problem: Problem, r=None, relative_step:
     # The step actually taken is what the floating-point sum moved by (Dennis & Schnabel).
     shifted = params + steps
     steps = shifted - params
-    basis = jnp.diag(steps)
+    basis = jnp.diag(jnp.where(fixed(problem), 0.0, steps))  # a fixed parameter's column: exactly zero (``residuals``)
     columns = jax.vmap(lambda delta: residuals(params + delta, problem))(basis)
     return ((columns - r[None, :]) / steps[:, None]).T
 
@@ -83,7 +83,7 @@ def forward_difference_jacobian(params, problem: Problem, r=None, relative_step:
 def central_difference_jacobian(params, problem: Problem, relative_step: float = 6e-6):
     """Central differences, h_j = h (1 + |p_j|) with h ~ eps^(1/3): error ~ 1e-10 relative."""
     steps = relative_step * (1.0 + jnp.abs(params))
-    basis = jnp.diag(steps)
+    basis = jnp.diag(jnp.where(fixed(problem), 0.0, steps))
     plus = jax.vmap(lambda delta: residuals(params + delta, problem))(basis)
     minus = jax.vmap(lambda delta: residuals(params - delta, problem))(basis)
     return ((plus - minus) / (2.0 * steps[:, None])).T

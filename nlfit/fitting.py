@@ -357,7 +357,11 @@ def solve_batch(prepared: Prepared, batch: Batch, *, record: bool, timeout: floa
     statuses = np.where(bad_data, int(Status.NONFINITE), solved.statuses)
     statuses = np.where(too_few, int(Status.TOO_FEW_POINTS), statuses)
     solved.statuses = np.where(np.asarray(counts) == 0, int(Status.NO_DATA), statuses)
-    solved.state = solved.state._replace(params=np.where(too_few[:, None], batch.starts, solved.state.params))  # not fitted: the start
+    none = lambda counts: np.where(too_few, 0, np.asarray(counts))  # noqa: E731
+    solved.state = solved.state._replace(  # not fitted: the start, and no iterations (what the solver did there is dropped)
+        params=np.where(too_few[:, None], batch.starts, solved.state.params),
+        iteration=none(solved.state.iteration), nfev=none(solved.state.nfev), njev=none(solved.state.njev),
+    )  # fmt: skip
     nist = prepared.dataset.nist
     padded = isinstance(problems.model, Padded)  # computed with padded parameters (nlfit.models.padded)
     model = problems.model if padded else prepared.model

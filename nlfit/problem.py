@@ -130,8 +130,17 @@ def model_values(params, problem: Problem):
 
 
 def residuals(params, problem: Problem):
-    """The scaled weighted residuals (f - y) / (sigma scale) that the solvers work with."""
+    """The scaled weighted residuals (f - y) / (sigma scale) that the solvers work with. A
+    fixed parameter (lower = upper: ``--fix``, or one a padded fit adds, ``nlfit.models.padded``)
+    is a constant of the model: its derivatives are exactly zero, never computed through the
+    model (x^7 of a padded polynomial's c7 overflows at x = 1e45, and 0 * inf is NaN)."""
+    params = jnp.where(fixed(problem), jax.lax.stop_gradient(params), params)
     return (model_values(params, problem) - problem.y) / (problem.sigma * problem.scale)
+
+
+def fixed(problem: Problem):
+    """(n,) True for the parameters held at one value (lower = upper)."""
+    return problem.lower == problem.upper
 
 
 def rho(z, name: str, xp=None):
@@ -202,5 +211,4 @@ def free_mask(params, grad, problem: Problem):
     the gradient (at the lower bound with g > 0, at the upper bound with g < 0)."""
     at_lower = (params <= problem.lower) & (grad > 0)
     at_upper = (params >= problem.upper) & (grad < 0)
-    fixed = problem.lower == problem.upper
-    return jnp.where(at_lower | at_upper | fixed, 0.0, 1.0)
+    return jnp.where(at_lower | at_upper | fixed(problem), 0.0, 1.0)

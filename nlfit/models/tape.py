@@ -40,7 +40,7 @@ OPS = (
 CODE = {name: i for i, name in enumerate(OPS)}
 UNARY = {"copy", "neg"} | set(OPS[OPS.index("exp") :])  # the operations that read only a
 LENGTHS = (16, 32, 64, 128, 256)
-MAX_WORK = 1 << 14  # rows x (parameters + 1) x instructions up to which a single fit runs from its tape
+MAX_WORK = 1 << 14  # rows x (padded parameters + 1) x instructions up to which a single fit runs from its tape
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import numpy as np
 
 from nlfit import signals
 from nlfit._jax import jax, jnp
-from nlfit.problem import vmap_groups
+from nlfit.problem import fixed, vmap_groups
 from nlfit.programs import compiled, program
 from nlfit.solvers.directions import Direction, Local
 from nlfit.solvers.globalization import Globalization
@@ -148,7 +148,7 @@ def initial_state(params, problem, settings: Settings, seed, budget, linear, *, 
         params = jax.lax.cond(jnp.any(linear > 0), lambda: project_linear(params, problem, linear, jac_mode), lambda: params)
     local = direction.linearize(problem, params, jac_mode)
     scale = direction.initial_scale(local)
-    scaled_norm = jnp.linalg.norm(scale * params)
+    scaled_norm = scaled_params(scale, params, problem)
     finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
     status = at_start(finite, local.loss, direction.gradient_measure(local, problem), _tolerances(settings))
     real = partial(jnp.asarray, dtype=jnp.float64)
@@ -178,6 +178,14 @@ def initial_state(params, problem, settings: Settings, seed, budget, linear, *, 
     return jax.tree.map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), state)
 
 
+def scaled_params(scale, params, problem):
+    """||D p|| over the parameters that are estimated, the yardstick of the first trust radius
+    and of the xtol tests: a fixed parameter (``--fix``, or the domain a padded Chebyshev
+    series carries, ``nlfit.models.padded``) is a constant of the model, not a coordinate of
+    the search (as lmfit, which leaves fixed parameters out of what MINPACK sees)."""
+    return jnp.linalg.norm(jnp.where(fixed(problem), 0.0, scale * params))
+
+
 def _tolerances(settings: Settings) -> Tolerances:
     return Tolerances(ftol=settings.ftol, xtol=settings.xtol, gtol=settings.gtol)
 
@@ -199,7 +207,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
     iteration = state.iteration + 1
 
     finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
-    collapsed = proposal.radius <= settings.xtol * jnp.linalg.norm(scale * params)
+    collapsed = proposal.radius <= settings.xtol * scaled_params(scale, params, problem)
 
     def above_rounding():  # a pass over the data, so only when the region has collapsed
         return local.loss > ROUNDING_LEVEL**2 * jnp.sum((problem.y / (problem.sigma * problem.scale)) ** 2)
@@ -217,7 +225,7 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
         actual=actual,
         predicted=proposal.predicted,
         scaled_step=jnp.linalg.norm(scale * proposal.displacement),
-        scaled_params=jnp.linalg.norm(scale * params),
+        scaled_params=scaled_params(scale, params, problem),
         collapsed=collapsed,
         steep=steep,
         search_stalled=proposal.stalled,
