@@ -108,21 +108,35 @@ def hessian(params, problem: Problem):
     return jax.hessian(objective)(params, problem)
 
 
-def compare(params, problem: Problem) -> dict:
+def _four_jacobians(params, problem: Problem) -> dict:
+    return {
+        "fwd": jax.jacfwd(residuals)(params, problem),
+        "rev": jax.jacrev(residuals)(params, problem),
+        "fd": forward_difference_jacobian(params, problem),
+        "central": central_difference_jacobian(params, problem),
+    }
+
+
+def compare(params, problem: Problem, rows: int | None = None, columns=None) -> dict:
     """The Jacobian at ``params`` by every method, with differences against forward mode.
 
     Returns {"jacobians": {mode: J}, "differences": {mode: {"abs": [...], "rel": [...]}},
     "cond": cond(J)}: per parameter (column), the largest absolute difference from forward
     mode and that difference relative to the column's largest entry.
+
+    A problem with a tape (a formula as data, padded to its buckets: ``nlfit.models.padded``)
+    runs as one compiled program that every formula of its bucket shares, and ``rows`` and
+    ``columns`` pick the real rows and the model's own parameters out of the padded ones;
+    any other model runs operation by operation.
     """
     import numpy as np
 
-    jacobians = {
-        "fwd": np.asarray(jax.jacfwd(residuals)(params, problem)),
-        "rev": np.asarray(jax.jacrev(residuals)(params, problem)),
-        "fd": np.asarray(forward_difference_jacobian(params, problem)),
-        "central": np.asarray(central_difference_jacobian(params, problem)),
-    }
+    if problem.tape is not None:
+        found = compiled(_four_jacobians, (), int(np.size(problem.y)), optimize=True)(params, problem)
+    else:
+        found = _four_jacobians(params, problem)
+    keep = (slice(rows), slice(None) if columns is None else np.asarray(columns))
+    jacobians = {mode: np.asarray(value)[keep] for mode, value in found.items()}
     reference = jacobians["fwd"]
     with np.errstate(all="ignore"):
         scale = np.max(np.abs(reference), axis=0)

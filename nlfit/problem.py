@@ -116,8 +116,8 @@ def make_problem(model: Model, dataset: Dataset, loss: str = "linear", f_scale: 
         model=model,
         loss=loss,
         f_scale=jnp.asarray(f_scale / scale, dtype=jnp.float64),
-        lower=jnp.full(n, -jnp.inf) if lower is None else jnp.asarray(lower, dtype=jnp.float64),
-        upper=jnp.full(n, jnp.inf) if upper is None else jnp.asarray(upper, dtype=jnp.float64),
+        lower=np.full(n, -np.inf) if lower is None else jnp.asarray(lower, dtype=jnp.float64),  # numpy: no program per parameter count
+        upper=np.full(n, np.inf) if upper is None else jnp.asarray(upper, dtype=jnp.float64),
         scale=jnp.asarray(scale, dtype=jnp.float64),
     )
 

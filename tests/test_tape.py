@@ -193,3 +193,28 @@ def test_a_part_free_of_parameters_with_an_infinite_derivative_gives_no_nan(monk
     assert taped.success and direct.success, (taped.status, direct.status)
     np.testing.assert_allclose(taped.params, direct.params, rtol=1e-9)
     np.testing.assert_allclose(taped.stderr, direct.stderr, rtol=1e-6)
+
+
+def test_check_jac_of_a_new_formula_compiles_nothing_and_reports_what_it_did():
+    from nlfit import derivatives
+    from nlfit.cli.checkjac import _problem
+    from nlfit.problem import make_problem
+
+    def report(text, truth, seed, direct=False):
+        data = _data(seed, truth)
+        model = FormulaModel.parse(text)
+        params = np.full(len(model.param_names), 0.9)
+        if direct:  # the formula's own operations, one by one (what check-jac ran before the tape)
+            return derivatives.compare(jnp.asarray(params), make_problem(model, data))
+        padded, problem, rows, columns = _problem(model, data, params)
+        assert problem.tape is not None and rows == 50 and len(problem.y) > rows and list(columns) == list(range(len(params)))
+        return derivatives.compare(jnp.asarray(padded), problem, rows, columns)
+
+    report("b1*(1-exp(-b2*x))", lambda x: 2.0 * (1 - np.exp(-0.7 * x)), 0)
+    found = []
+    assert _compiles(lambda: found.append(report("A*exp(-k*x) + c", lambda x: 3.0 * np.exp(-0.4 * x) + 0.5, 4))) == {}
+    taped, direct = found[0], report("A*exp(-k*x) + c", lambda x: 3.0 * np.exp(-0.4 * x) + 0.5, 4, direct=True)
+    for mode in ("fwd", "rev", "fd", "central"):
+        _close(taped["jacobians"][mode], direct["jacobians"][mode], 1e-12 if mode in ("fwd", "rev") else 1e-6)
+    assert taped["cond"] == pytest.approx(direct["cond"], rel=1e-10)
+    assert found[0]["jacobians"]["fwd"].shape == (50, 3)

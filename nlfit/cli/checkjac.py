@@ -52,9 +52,9 @@ def check_jac(
 
     from nlfit import derivatives
     from nlfit._jax import jnp
-    from nlfit.problem import make_problem
 
-    report = derivatives.compare(jnp.asarray(params), make_problem(built, dataset))
+    padded, problem, rows, columns = _problem(built, dataset, params)
+    report = derivatives.compare(jnp.asarray(padded), problem, rows, columns)
     names = list(built.param_names)
     from nlfit.io.write import json_number as number
 
@@ -77,3 +77,38 @@ def check_jac(
 
 
 NONFINITE_SHOWN = 10  # non-finite entries listed by position; the rest are counted
+
+
+def _problem(model, dataset, params):
+    """(padded params, problem, real rows, the model's columns): a formula small enough for its
+    tape (``nlfit.models.tape.runner_for``) as its padded tape problem, so a new formula
+    compiles nothing (the rows padded as a fit pads them, with sigma = inf); any other model
+    as it is."""
+    import dataclasses
+
+    import numpy as np
+
+    from nlfit.models import tape
+    from nlfit.numerics import padded_size
+    from nlfit.problem import make_problem
+
+    problem = make_problem(model, dataset)
+    rows = len(problem.y)
+    width = padded_size(rows)
+    taped = tape.runner_for(model, width)
+    if taped is None:
+        return params, problem, None, None
+    static, program = taped
+    extra = width - rows
+
+    def pad(values, fill=None):
+        values = np.asarray(values)
+        more = np.repeat(values[:1], extra, axis=0) if fill is None else np.full((extra, *values.shape[1:]), fill)
+        return np.concatenate([values, more]) if rows else values
+
+    infinite = np.full(len(params), np.inf)
+    problem = dataclasses.replace(
+        problem, x=pad(problem.x), y=pad(problem.y), sigma=pad(problem.sigma, np.inf), model=static, tape=program.arrays(),
+        lower=static.pad(-infinite), upper=static.pad(infinite),
+    )  # fmt: skip
+    return static.pad(params), problem, rows, static.shown
