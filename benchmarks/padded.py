@@ -53,6 +53,13 @@ def main() -> None:
     from nlfit.models import padded
 
     for_model = padded.for_model
+    try:
+        _table(args, fit, padded, for_model)
+    finally:
+        padded.for_model = for_model
+
+
+def _table(args, fit, padded, for_model) -> None:
     print(f"{'model':14} {'rows':>7} | {'new degree: padded':>18} {'own':>7} {'ratio':>6} | {'warm: padded':>12} {'own':>7} {'ratio':>6}")
     for rows in (int(r) for r in args.rows.split(",")):
         data = _data(rows, rows)
@@ -69,7 +76,6 @@ def main() -> None:
                 f"{warm_padded:12.3f} {warm_own:7.3f} {warm_padded / warm_own:6.2f}",
                 flush=True,
             )
-    padded.for_model = for_model
 
 
 if __name__ == "__main__":

@@ -75,18 +75,20 @@ def forward_difference_jacobian(params, problem: Problem, r=None, relative_step:
     # The step actually taken is what the floating-point sum moved by (Dennis & Schnabel).
     shifted = params + steps
     steps = shifted - params
-    basis = jnp.diag(jnp.where(fixed(problem), 0.0, steps))  # a fixed parameter's column: exactly zero (``residuals``)
+    held = fixed(problem)
+    basis = jnp.diag(jnp.where(held, 0.0, steps))  # a fixed parameter is not moved, and its column is zero
     columns = jax.vmap(lambda delta: residuals(params + delta, problem))(basis)
-    return ((columns - r[None, :]) / steps[:, None]).T
+    return jnp.where(held[None, :], 0.0, ((columns - r[None, :]) / steps[:, None]).T)
 
 
 def central_difference_jacobian(params, problem: Problem, relative_step: float = 6e-6):
     """Central differences, h_j = h (1 + |p_j|) with h ~ eps^(1/3): error ~ 1e-10 relative."""
     steps = relative_step * (1.0 + jnp.abs(params))
-    basis = jnp.diag(jnp.where(fixed(problem), 0.0, steps))
+    held = fixed(problem)
+    basis = jnp.diag(jnp.where(held, 0.0, steps))
     plus = jax.vmap(lambda delta: residuals(params + delta, problem))(basis)
     minus = jax.vmap(lambda delta: residuals(params - delta, problem))(basis)
-    return ((plus - minus) / (2.0 * steps[:, None])).T
+    return jnp.where(held[None, :], 0.0, ((plus - minus) / (2.0 * steps[:, None])).T)
 
 
 def value_and_grad(params, problem: Problem):

@@ -372,6 +372,7 @@ def solve_batch(prepared: Prepared, batch: Batch, *, record: bool, timeout: floa
     from nlfit.diagnostics import starts_summaries
 
     summaries = starts_summaries(model, problems, solved.members, context.real)
+    summaries = [None if skipped else summary for skipped, summary in zip(too_few.tolist(), summaries, strict=True)]  # not fitted: no starts
     fits = postprocess.finish(
         context, solved, data_columns=prepared.data_columns, keys=batch.keys, fit_constant=constant_fitter(config), summaries=summaries,
         notes=prepared.reader_warnings(batch),

@@ -132,8 +132,10 @@ def model_values(params, problem: Problem):
 def residuals(params, problem: Problem):
     """The scaled weighted residuals (f - y) / (sigma scale) that the solvers work with. A
     fixed parameter (lower = upper: ``--fix``, or one a padded fit adds, ``nlfit.models.padded``)
-    is a constant of the model: its derivatives are exactly zero, never computed through the
-    model (x^7 of a padded polynomial's c7 overflows at x = 1e45, and 0 * inf is NaN)."""
+    is a constant of the model: reverse mode gives it a derivative of exactly zero without
+    forming its partial derivative (x^7 of a padded polynomial's c7 overflows at x = 1e45, and
+    0 * inf is NaN), forward mode a tangent of zero (NaN only where the model's partial
+    derivative itself is infinite, as sqrt(x - b) at x = b)."""
     params = jnp.where(fixed(problem), jax.lax.stop_gradient(params), params)
     return (model_values(params, problem) - problem.y) / (problem.sigma * problem.scale)
 

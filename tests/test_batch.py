@@ -45,6 +45,9 @@ def test_broken_groups_get_their_own_status_and_the_others_match_separate_fits(m
     assert result.keys[:2] == ["g0", "g1"] and result.keys.index("nan") == 2  # order of first appearance
     assert status["nan"] == "nonfinite"
     assert status["few"] == "too-few-points"
+    few = result.rows()[result.keys.index("few")]  # not fitted: its start, no iterations, no starts
+    assert [few["params"][name]["value"] for name in ("a", "b")] == [1.0, 1.0]
+    assert few["counts"] == {"iterations": 0, "nfev": 0, "njev": 0} and few.get("starts") is None
     flat = result.rows()[result.keys.index("flat")]
     assert flat["params"]["a"]["stderr"] is None  # not identifiable: no standard error
     for g in range(6):

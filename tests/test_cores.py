@@ -106,8 +106,8 @@ def test_one_device_never_spreads(one_and_two):
 def test_two_devices_give_the_one_device_results(one_and_two, name):
     one, two = (runs[name] for runs in one_and_two)
     assert two["spreads"] and all(spread is not None for spread in two["spreads"]), two["spreads"]
-    # The same status, except that which convergence test fired first (ftol or xtol) may
-    # differ where both hold to the last bit: a robust fit is not polished, and the members
+    # The same status, except that which convergence test fired first (gtol, ftol or xtol)
+    # may differ where two hold to the last bit: a robust fit is not polished, and the members
     # of a batch spread over two devices round differently there (measured: 6e-9 relative).
     converged = {1, 2, 3}  # gtol, ftol, xtol
     assert all(a == b or {a, b} <= converged for a, b in zip(one["statuses"], two["statuses"], strict=True)), (one["statuses"], two["statuses"])

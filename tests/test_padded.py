@@ -121,3 +121,13 @@ def test_the_padded_columns_do_not_overflow(jac):
     result = fit(data, "polynomial:1", jac=jac)
     assert result.success and result.stats["r2"] > 0.999
     np.testing.assert_allclose(result.params * [1.0, 1e103], [2.0, 3.0], rtol=1e-2)
+
+
+def test_a_step_that_is_not_finite_stops_the_fit_as_nonfinite():
+    # b fixed at 0 in sqrt(x - b) with x = 0 among the data: the gradient is finite (reverse
+    # mode gives the fixed b a zero derivative) but Newton's exact Hessian is not; its step was
+    # rejected with a NaN trust radius, 2000 times, and the fit ended at max-iter
+    x = np.linspace(0.0, 5.0, 40)
+    data = Dataset(x=x, y=2 * np.sqrt(x) + 1 + np.random.default_rng(3).normal(0.0, 0.02, 40), x_names=("x",), y_name="y")
+    result = fit(data, "a*sqrt(x - b) + c", fix={"b": 0.0}, method="newton", jac="rev", starts=1)
+    assert result.status.label == "nonfinite" and not result.success and result.counts["iterations"] <= 1

@@ -206,7 +206,9 @@ def advance(state: State, problem, settings: Settings, direction: Direction, glo
     step_norm = jnp.linalg.norm(proposal.displacement)
     iteration = state.iteration + 1
 
-    finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad))
+    # a step that is not finite (from a Hessian or Jacobian with inf or NaN where the loss and
+    # gradient are finite) leaves the state where it was, with a NaN radius: nothing can follow
+    finite = jnp.isfinite(local.loss) & jnp.all(jnp.isfinite(local.grad)) & jnp.all(jnp.isfinite(proposal.displacement))
     collapsed = proposal.radius <= settings.xtol * scaled_params(scale, params, problem)
 
     def above_rounding():  # a pass over the data, so only when the region has collapsed

@@ -38,7 +38,7 @@ _MESSAGES = {
     Status.FTOL: "converged: the actual and predicted relative reductions of the loss are below ftol",
     Status.XTOL: "converged: the step (or the trust region) is below xtol relative to the parameters",
     Status.MAX_ITER: "stopped: the maximum number of iterations was reached before convergence",
-    Status.NONFINITE: "stopped: the residuals are not finite (at the start, or along every step tried)",
+    Status.NONFINITE: "stopped: the residuals, their derivatives or the step are not finite (at the start, or along every step tried)",
     Status.STALLED: "stopped: no step that lowers the loss could be found (line search or damping exhausted)",
     Status.INTERRUPTED: "stopped by Ctrl-C or SIGTERM; the best result so far is reported",
     Status.TIMEOUT: "stopped: the time limit was reached; the best result so far is reported",
