@@ -53,6 +53,25 @@ def runge_csv(tmp_path_factory) -> Path:
     return path
 
 
+def compile_events(work) -> dict:
+    """The JAX traces and compiles that ``work()`` caused, by event name ({} when none)."""
+    import collections
+
+    from nlfit._jax import jax
+
+    events = collections.Counter()
+
+    def listen(event, duration, **_):
+        events[event] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        work()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return {name: count for name, count in events.items() if "trace" in name or "compile" in name}
+
+
 def lre(estimate, certified) -> float:
     """NIST's log relative error, minimum over parameters, capped at 11."""
     estimate, certified = np.asarray(estimate, float), np.asarray(certified, float)

@@ -4,13 +4,11 @@ what the fit computed with its own parameters reports."""
 
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 import pytest
+from conftest import compile_events
 
 from nlfit import fit
-from nlfit._jax import jax
 from nlfit.io.dataset import Dataset
 from nlfit.models import padded
 
@@ -20,20 +18,6 @@ def _runge(seed: int, lo: float = -1.0, hi: float = 1.0, n: int = 60, noise: flo
     x = np.linspace(lo, hi, n)
     t = (2 * x - (lo + hi)) / (hi - lo)
     return Dataset(x=x, y=1 / (1 + 10 * t**2) + rng.normal(0.0, noise, n), x_names=("x",), y_name="y")
-
-
-def _compiles(work) -> dict:
-    events = collections.Counter()
-
-    def listen(event, duration, **_):
-        events[event] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        work()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    return {name: count for name, count in events.items() if "trace" in name or "compile" in name}
 
 
 @pytest.mark.parametrize(
@@ -47,7 +31,7 @@ def _compiles(work) -> dict:
 def test_a_new_degree_inside_a_bucket_compiles_nothing(first, others):
     fit(_runge(0), first)
     results = []
-    assert _compiles(lambda: results.extend(fit(_runge(1 + i), spec) for i, spec in enumerate(others))) == {}
+    assert compile_events(lambda: results.extend(fit(_runge(1 + i), spec) for i, spec in enumerate(others))) == {}
     assert all(result.success for result in results)
     for spec, result in zip(others, results, strict=True):
         assert len(result.params) == len(fit(_runge(9), spec).param_names)
@@ -56,7 +40,7 @@ def test_a_new_degree_inside_a_bucket_compiles_nothing(first, others):
 def test_a_chebyshev_series_on_another_data_range_compiles_nothing():
     fit(_runge(0), "chebyshev:5")
     found = []
-    assert _compiles(lambda: found.append(fit(_runge(1, lo=3.0, hi=17.0), "chebyshev:5"))) == {}
+    assert compile_events(lambda: found.append(fit(_runge(1, lo=3.0, hi=17.0), "chebyshev:5"))) == {}
     assert found[0].success and found[0].model.to_json()["domain"] == [3.0, 17.0]
 
 

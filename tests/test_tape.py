@@ -3,12 +3,11 @@ program gives, and a new formula of a known shape compiles nothing."""
 
 from __future__ import annotations
 
-import collections
 from functools import partial
 
 import numpy as np
 import pytest
-from conftest import NIST_DIR, NIST_NAMES
+from conftest import NIST_DIR, NIST_NAMES, compile_events
 
 from nlfit import fit, read_dataset
 from nlfit._jax import jax, jnp
@@ -74,7 +73,7 @@ def _direct(model, p, x):
 def test_the_tape_gives_the_values_and_derivatives_of_the_compiled_formula(model, x, params):
     compiled = tape.model_tape(model)
     assert compiled is not None and compiled.length in tape.LENGTHS
-    runner = tape.Runner(compiled.n_params, compiled.n_columns, compiled.length, model)
+    runner = tape.Runner(compiled.n_params, compiled.n_columns, compiled.length)
     arrays = tuple(jnp.asarray(a) for a in compiled.arrays())
     p, x = jnp.asarray(params), jnp.asarray(x)
     values, forward, reverse, hessian = _taped(runner, arrays, p, x)
@@ -112,21 +111,6 @@ def _data(seed: int, truth) -> Dataset:
     return Dataset(x=x, y=truth(x) + rng.normal(0.0, 0.01, x.size), x_names=("x",), y_name="y")
 
 
-def _compiles(work) -> dict:
-    """The JAX traces and compiles that ``work()`` caused, by event name."""
-    events = collections.Counter()
-
-    def listen(event, duration, **_):
-        events[event] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        work()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    return {name: count for name, count in events.items() if "trace" in name or "compile" in name}
-
-
 def test_a_second_formula_of_the_same_shape_compiles_nothing(monkeypatch):
     fit(_data(0, lambda x: 2.0 * (1 - np.exp(-0.7 * x))), "b1*(1-exp(-b2*x))")
     found = {}
@@ -138,7 +122,7 @@ def test_a_second_formula_of_the_same_shape_compiles_nothing(monkeypatch):
         found["three"] = fit(_data(4, lambda x: 3.0 * np.exp(-0.4 * x) + 0.5), "A*exp(-k*x) + c")
         found["four"] = fit(_data(5, lambda x: 2.0 * np.exp(-0.5 * x) + 0.1 * x + 0.3), "A*exp(-k*x) + s*x + c")
 
-    assert _compiles(others) == {}
+    assert compile_events(others) == {}
     assert all(result.success for result in found.values())
     np.testing.assert_allclose(found["mm"].params, [1.5, 0.8], rtol=2e-2)
     np.testing.assert_allclose(found["exp"].params, [3.0, 0.4], rtol=2e-2)
@@ -212,7 +196,7 @@ def test_check_jac_of_a_new_formula_compiles_nothing_and_reports_what_it_did():
 
     report("b1*(1-exp(-b2*x))", lambda x: 2.0 * (1 - np.exp(-0.7 * x)), 0)
     found = []
-    assert _compiles(lambda: found.append(report("A*exp(-k*x) + c", lambda x: 3.0 * np.exp(-0.4 * x) + 0.5, 4))) == {}
+    assert compile_events(lambda: found.append(report("A*exp(-k*x) + c", lambda x: 3.0 * np.exp(-0.4 * x) + 0.5, 4))) == {}
     taped, direct = found[0], report("A*exp(-k*x) + c", lambda x: 3.0 * np.exp(-0.4 * x) + 0.5, 4, direct=True)
     for mode in ("fwd", "rev", "fd", "central"):
         _close(taped["jacobians"][mode], direct["jacobians"][mode], 1e-12 if mode in ("fwd", "rev") else 1e-6)

@@ -54,13 +54,6 @@ class Padded:
     def size(self) -> int:
         return len(self.values)
 
-    @property
-    def hidden(self) -> np.ndarray:
-        """(size,) True for the padded parameters."""
-        mask = np.ones(self.size, dtype=bool)
-        mask[list(self.shown)] = False
-        return mask
-
     def pad(self, values: np.ndarray) -> np.ndarray:
         """(..., n) values of the source's parameters -> (..., size), the padded ones at theirs."""
         values = np.asarray(values, dtype=np.float64)

@@ -26,7 +26,7 @@ Larger fits and grouped fits use the formula's own compiled program
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -167,29 +167,12 @@ def _fold(node: ast.expr, model) -> float:
 class Runner:
     """The static part of a tape fit: what a compiled program depends on (the bucket). Two
     formulas of one bucket give equal runners, so they share every compiled program; the
-    formula itself (``source``) is kept for what is computed outside the compiled programs
-    (start rules, names) and takes no part in equality."""
+    formula itself, for what is computed outside the compiled programs (start rules, names),
+    is the ``source`` of the ``nlfit.models.padded.Padded`` that holds the runner."""
 
     n_params: int
     n_columns: int
     length: int
-    source: object = field(compare=False, hash=False, repr=False)
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(self.source.param_names)
-
-    @property
-    def frequencies(self):
-        return getattr(self.source, "frequencies", ())
-
-    @property
-    def poles(self):
-        return getattr(self.source, "poles", ())
-
-    @property
-    def spec(self) -> str:
-        return self.source.spec
 
     def program_key(self) -> tuple:
         """What names this runner's compiled programs on disk (``nlfit.programs``): the bucket,
@@ -227,7 +210,7 @@ def runner_for(model, rows: int, grouped: bool = False) -> tuple[Padded, Tape] |
     tape = None if size is None else model_tape(model, size)
     if tape is None or rows * (tape.n_params + 1) * tape.used > MAX_WORK:
         return None
-    runner = Runner(tape.n_params, tape.n_columns, tape.length, model)
+    runner = Runner(tape.n_params, tape.n_columns, tape.length)
     return Padded(runner, tuple(range(n)), (0.0,) * size, model), tape
 
 
