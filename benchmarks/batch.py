@@ -154,8 +154,7 @@ def run_nlfit(name: str, files: list[tuple[str, str]], starts_option: str) -> li
             stamp = {"provenance": provenance.compact(provenance.build(data.inputs, {}, options))}
             parts, written = [], 0
             with open(os.devnull, "w") as sink:
-                for block, part in fits.blocks():
-                    text = "".join(Json().group_lines(part, stamp))
+                for block, (part, text) in fits.blocks(lambda part, stamp=stamp: (part, "".join(Json().group_lines(part, stamp)))):
                     sink.write(text)
                     written += len(text)
                     parts.append((block, part))

@@ -89,31 +89,65 @@ class GroupFits:
         self.on_progress = on_progress
         self.keys, self.param_names, self.model = self.prepared.keys, self.prepared.param_names, self.prepared.model
 
-    def blocks(self):
-        """(group indices, their Fits) for each block solved, every group once."""
-        from nlfit.fitting import solve_batch
+    def blocks(self, then=None):
+        """(group indices, their Fits) for each block solved, every group once, in block order.
+
+        The solve of each block runs here (the main thread: Ctrl-C and the time limit act on
+        it as in a single fit); its post-processing (``nlfit.fitting.finish``) and ``then``
+        (a function of the block's Fits, e.g. its rows as text; its value is yielded in place
+        of the Fits) run in helper threads, one block per thread, while the next blocks are
+        solved: with more than one core (``nlfit.cores``), at most that many blocks are in
+        post-processing at once. The solver's compiled loop and most of the post-processing
+        (compiled polish, numpy) release the GIL, so the stages run side by side."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from nlfit import cores
+        from nlfit.fitting import finish, solve
 
         options, groups = self.prepared.options, len(self.keys)
+        threads = min(cores.limit() or cores.usable(), cores.usable())
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nlfit-post") if threads > 1 else None
         finished = 0
         stopped = None  # INTERRUPTED once a block was interrupted: the rest are not solved
-        for batch in self.prepared.batches():
-            left = options.timeout
-            if left is not None or stopped is not None:  # one time limit for the whole batch; after Ctrl-C, none
-                left = 0.0 if stopped is not None else max(left - (time.perf_counter() - self.began), 0.0)
+        waiting = []  # (group indices, future or result) in block order
 
-            def progress(solved, total, offset=finished, distinct=batch.distinct):
-                if self.on_progress is not None:
-                    self.on_progress(offset + min(solved, distinct), groups)
-
-            fits = solve_batch(self.prepared, batch, record=False, timeout=left, on_progress=progress).take(np.arange(batch.distinct))
-            interrupted = bool(np.any(fits.status == Status.INTERRUPTED))
+        def post(batch, solved, stopped, began=self.began):
+            fits = finish(self.prepared, batch, solved).take(np.arange(batch.distinct))
             if stopped is not None:  # not solved because of the Ctrl-C in an earlier block
                 fits.status = np.where(fits.status == Status.TIMEOUT, int(stopped), fits.status)
-            fits.seconds = time.perf_counter() - self.began  # the batch's time when this block was done
-            finished += batch.distinct
-            if interrupted:
-                stopped = Status.INTERRUPTED
-            yield batch.members[: batch.distinct], fits
+            fits.seconds = time.perf_counter() - began  # the batch's time when this block was done
+            return fits if then is None else then(fits)
+
+        try:
+            for batch in self.prepared.batches():
+                left = options.timeout
+                if left is not None or stopped is not None:  # one time limit for the whole batch; after Ctrl-C, none
+                    left = 0.0 if stopped is not None else max(left - (time.perf_counter() - self.began), 0.0)
+
+                def progress(solved, total, offset=finished, distinct=batch.distinct):
+                    if self.on_progress is not None:
+                        self.on_progress(offset + min(solved, distinct), groups)
+
+                solved = solve(self.prepared, batch, record=False, timeout=left, on_progress=progress)
+                block = batch.members[: batch.distinct]
+                waiting.append((block, post(batch, solved, stopped) if pool is None else pool.submit(post, batch, solved, stopped)))
+                finished += batch.distinct
+                if np.any(solved.statuses == Status.INTERRUPTED):
+                    stopped = Status.INTERRUPTED
+                while waiting and (pool is None or len(waiting) > threads or waiting[0][1].done()):
+                    yield self._ready(waiting.pop(0))
+            while waiting:
+                yield self._ready(waiting.pop(0))
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def _ready(item):
+        from concurrent.futures import Future
+
+        block, value = item
+        return block, value.result() if isinstance(value, Future) else value
 
 
 def concatenate(parts: list[Fits]) -> Fits:

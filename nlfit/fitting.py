@@ -340,12 +340,16 @@ def fit(dataset: Dataset, model, p0=None, on_iteration=None, *, options: FitOpti
 
 
 def solve_batch(prepared: Prepared, batch: Batch, *, record: bool, timeout: float | None, on_iteration=None, on_progress=None) -> Fits:
-    """The fits of one batch: the one solve (``solve_groups``), then the one post-processing
-    (``nlfit.postprocess``). A group with fewer rows than free parameters is
-    ``too-few-points`` and one without rows ``no-data`` (reported at its start), one with
-    non-finite data ``nonfinite``."""
-    from nlfit import postprocess
+    """The fits of one batch: the one solve (``solve``), then the one post-processing
+    (``finish``)."""
+    solved = solve(prepared, batch, record=record, timeout=timeout, on_iteration=on_iteration, on_progress=on_progress)
+    return finish(prepared, batch, solved)
 
+
+def solve(prepared: Prepared, batch: Batch, *, record: bool, timeout: float | None, on_iteration=None, on_progress=None) -> Solved:
+    """The one solve of a batch (``solve_groups``) and each group's status: a group with
+    fewer rows than free parameters is ``too-few-points`` and one without rows ``no-data``
+    (reported at its start), one with non-finite data ``nonfinite``."""
     config, problems, real, counts = batch.config, batch.problems, batch.real, batch.counts
     solved = solve_groups(
         problems, batch.starts, counts, config, timeout=timeout, record=record, model_starts=batch.model_starts,
@@ -362,11 +366,22 @@ def solve_batch(prepared: Prepared, batch: Batch, *, record: bool, timeout: floa
         params=np.where(too_few[:, None], batch.starts, solved.state.params),
         iteration=none(solved.state.iteration), nfev=none(solved.state.nfev), njev=none(solved.state.njev),
     )  # fmt: skip
+    return solved
+
+
+def finish(prepared: Prepared, batch: Batch, solved: Solved) -> Fits:
+    """The one post-processing (``nlfit.postprocess``) of a batch's ``solve``: it reads only
+    its arguments, so a grouped fit runs it for one block while the next is solved
+    (``nlfit.batch.GroupFits``)."""
+    from nlfit import postprocess
+
+    config, problems = batch.config, batch.problems
+    too_few = np.asarray(batch.counts) < int(np.count_nonzero(config.free))
     nist = prepared.dataset.nist
     padded = isinstance(problems.model, Padded)  # computed with padded parameters (nlfit.models.padded)
     model = problems.model if padded else prepared.model
     context = postprocess.Context(
-        model, problems, np.asarray(counts), np.asarray(real, dtype=bool), prepared.options, config.jac_mode, config.factorization,
+        model, problems, np.asarray(batch.counts), np.asarray(batch.real, dtype=bool), prepared.options, config.jac_mode, config.factorization,
         prepared.dataset.sigma is not None, None if nist is None else (nist.long_x, nist.long_y),
     )  # fmt: skip
     from nlfit.diagnostics import starts_summaries

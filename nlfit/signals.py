@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import threading
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
@@ -121,8 +122,10 @@ def consume() -> None:
 
 
 def check() -> None:
-    """Raise :class:`Interrupted` for a signal that arrived and was not acted on."""
-    if _pending is not None:
+    """Raise :class:`Interrupted` for a signal that arrived and was not acted on; in the main
+    thread only, where Python delivers signals: a thread that helps it (the post-processing
+    of a grouped fit's blocks, ``nlfit.batch``) runs to its end, and the main thread acts."""
+    if _pending is not None and threading.current_thread() is threading.main_thread():
         raise Interrupted(_pending)
 
 

@@ -270,3 +270,42 @@ def test_the_screening_keeps_a_quarter_of_all_the_starts_however_far_the_set_has
     out = screen._screen(state(np.arange(1, 10), np.where(np.arange(32) >= 10, 0.0, loss)))
     going = np.flatnonzero(np.asarray(out.status)[0] == loop.Status.RUNNING)
     assert going.tolist() == [2, 3, 4, 5, 6, 7, 8, 9]
+
+
+def test_blocks_post_processed_in_helper_threads_arrive_in_order_and_equal_the_sequential_ones(monkeypatch):
+    """With two cores, each block's post-processing (and the caller's ``then``) runs in a
+    helper thread while the next block is solved (``GroupFits.blocks``); the blocks still
+    arrive in block order, every group once, with the results of doing it all in turn."""
+    import threading
+
+    from nlfit import cores, prepare
+    from nlfit.batch import GroupFits
+
+    rng = np.random.default_rng(5)
+    data = read_dataset("-", stdin=io.StringIO(_csv(_good_groups(rng, count=9))), group_column="id")
+    monkeypatch.setattr(prepare, "BLOCK_RESIDUALS", 2 * 25)  # 2 groups of 25 rows a block: 5 blocks
+    monkeypatch.setattr(cores, "usable", lambda: 2)
+
+    def run(threads):
+        seen = []
+
+        def then(fits):
+            seen.append(threading.current_thread().name)
+            return fits, len(fits)
+
+        with cores.limited(threads):
+            parts = list(GroupFits(data, FORMULA, p0=[1.0, 1.0], starts=1).blocks(then))
+        return parts, seen
+
+    together, names = run(2)
+    alone, names_alone = run(1)
+    assert len(together) == 5 and all(name.startswith("nlfit-post") for name in names)
+    assert names_alone == [threading.main_thread().name] * 5
+    order = np.concatenate([block for block, _ in together])
+    np.testing.assert_array_equal(order, np.arange(9))
+    for (block, (fits, count)), (same_block, (same, _)) in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(block, same_block)
+        assert count == len(block)
+        np.testing.assert_array_equal(fits.status, same.status)
+        np.testing.assert_allclose(fits.params, same.params, rtol=1e-12)
+        np.testing.assert_allclose(fits.stderr, same.stderr, rtol=1e-10)

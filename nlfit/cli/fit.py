@@ -333,9 +333,9 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
 
         def pieces():
             waiting, following = {}, 0
-            for block, results in fits.blocks():
+            for block, (results, lines) in fits.blocks(lambda results: (results, list(output_format.group_lines(results, extra)))):
                 tally.add_fits(results)
-                waiting.update(zip(block.tolist(), output_format.group_lines(results, extra), strict=True))
+                waiting.update(zip(block.tolist(), lines, strict=True))
                 text = []
                 while following in waiting:
                     text.append(waiting.pop(following))
