@@ -70,7 +70,7 @@ from functools import cached_property
 
 import numpy as np
 
-from nlfit.numerics import cost, norms, padded_size
+from nlfit.numerics import cost, norms, on_real, padded_size
 from nlfit.solvers.status import Status
 from nlfit.warning import FitWarning
 
@@ -133,13 +133,14 @@ class Evidence:
         real, residuals, held, params = self.real, self.residuals, self.held, self.params
         scaled_y = _scaled_response(self.problems, real)
         with np.errstate(all="ignore"):
-            rss = np.sum(np.where(real, residuals, 0.0) ** 2, axis=1)
-            rounding = (1e3 * np.finfo(float).eps) ** 2 * np.sum(np.where(real, scaled_y, 0.0) ** 2, axis=1)
+            real_residuals = on_real(residuals, real)
+            rss = np.sum(real_residuals**2, axis=1)
+            rounding = (1e3 * np.finfo(float).eps) ** 2 * np.sum(scaled_y**2, axis=1)
             above = rss > rounding
             columns = norms(self.factor, axis=1)
-            residual_norm = norms(np.where(real, residuals, 0.0), axis=1)
+            residual_norm = norms(real_residuals, axis=1)
             dead = (~held) & (columns * np.maximum(np.abs(params), 1.0) <= PLATEAU * residual_norm[:, None]) & above[:, None]
-            model_residuals = robust_scaling_numpy(np.where(real, residuals, 0.0), self.problems.loss, np.asarray(self.problems.f_scale))
+            model_residuals = robust_scaling_numpy(real_residuals, self.problems.loss, np.asarray(self.problems.f_scale))
             size = norms(model_residuals, axis=1)
             ratio = np.abs(self.grad) / (np.where(columns > 0, columns, 1.0) * size[:, None])
             measure = np.max(np.where(~held & (columns > 0), ratio, 0.0), axis=1)
@@ -314,7 +315,7 @@ def undetermined(factor, rss, dof, params, nonlinear, free) -> tuple[np.ndarray,
 def _scaled_response(problems, real) -> np.ndarray:
     """y / (sigma scale) on the real rows: the response in the units of the scaled residuals."""
     with np.errstate(all="ignore"):
-        return np.where(real, np.asarray(problems.y) / (np.asarray(problems.sigma) * np.asarray(problems.scale)[:, None]), 0.0)
+        return on_real(np.asarray(problems.y) / (np.asarray(problems.sigma) * np.asarray(problems.scale)[:, None]), real)
 
 
 def best_constants(problems, real) -> tuple[np.ndarray, np.ndarray]:
@@ -403,7 +404,9 @@ def _grids(x: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     between neighbouring sorted values, and the values themselves (at most GRID_VALUES of
     them, evenly picked). Returns (grids (G, W), valid (G, W)); a repeated value gives an
     empty interval, whose points are that value again."""
-    values = np.sort(np.where(real & np.isfinite(x), x, np.inf), axis=1)
+    values = np.where(real & np.isfinite(x), x, np.inf)
+    if not np.all(values[:, 1:] >= values[:, :-1]):  # data in x order (a series, a scan) are sorted already
+        values = np.sort(values, axis=1)
     counts = np.count_nonzero(np.isfinite(values), axis=1)
     width = int(min(max(counts.max(), 1), GRID_VALUES))
     pick = np.rint(np.linspace(0.0, 1.0, width)[None, :] * np.maximum(counts - 1, 0)[:, None]).astype(np.int64)

@@ -171,8 +171,13 @@ def data_norms(problems, counts=None) -> np.ndarray:
 
 
 def _choose(output, problems) -> np.ndarray:
+    if np.shape(output.statuses)[1] == 1:  # one start: nothing to choose (and no pass over the data)
+        return np.zeros(np.shape(output.statuses)[0], dtype=np.int64)
     converged = np.isin(output.statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
-    return multistart.choose(_final_losses(output), np.asarray(output.state.local.residuals), data_norms(problems), converged)
+    residuals = np.asarray(output.state.local.residuals)
+    if residuals.shape[-1] == 0:  # no residual vectors kept (a large fit's fused sums): by the losses alone
+        return multistart.choose(_final_losses(output), None, None, converged)
+    return multistart.choose(_final_losses(output), residuals, data_norms(problems), converged)
 
 
 def _final_losses(output) -> np.ndarray:
@@ -228,7 +233,11 @@ def solve_groups(
         # fits (the starts only compete there: the winner is refined on all the rows after)
         rows, count = int(np.shape(sample.y)[-1]), int(np.asarray(plan.params).shape[1])
         closed_form = choose_factorization("auto", rows, max(count, 2), int(np.shape(plan.params)[-1]), direction.name) == "cholesky"
-        small = dataclasses.replace(direction, factorization="cholesky" if closed_form else "svd") if hasattr(direction, "factorization") else direction
+        small = (
+            dataclasses.replace(direction, factorization="cholesky" if closed_form else "svd", keep_residuals=True)
+            if hasattr(direction, "factorization")
+            else direction
+        )
         first, screened = _run(sample, plan, small, globalization, jac_mode, settings, seed, timeout, started, False, on_chunk)
         members = _members(first, screened, plan, sample, np.minimum(counts, multistart.SCREEN_ROWS), True, linear, free)
         # On all the rows: the screening's winner, and the given start too unless it won (the

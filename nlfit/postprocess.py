@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nlfit import diagnostics, refine, stats
-from nlfit.numerics import LARGE_DATA_POINTS, cost
+from nlfit.numerics import LARGE_DATA_POINTS, cost, on_real
 from nlfit.result import STAT_ORDER, Fits
 from nlfit.solvers.status import Status
 from nlfit.solvers.subproblems import SMALL_PARAMETERS
@@ -65,7 +65,7 @@ def finish(context: Context, solved, *, data_columns: dict, keys=None, fit_const
     held = fixed | (params <= lower) | (params >= upper)
     table = statistics(context, factor, residuals, params, held, middle)
     with np.errstate(over="ignore", invalid="ignore"):  # a loss beyond the float range is reported as such (inf or NaN)
-        scaled_losses = cost(np.where(context.real, residuals, 0.0), context.problems.loss, np.asarray(context.problems.f_scale, dtype=np.float64))
+        scaled_losses = cost(on_real(residuals, context.real), context.problems.loss, np.asarray(context.problems.f_scale, dtype=np.float64))
         table.values["loss"] = scaled_losses * np.asarray(context.problems.scale, dtype=np.float64) ** 2
     evidence = diagnostics.Evidence(
         context.model, context.problems, params, np.asarray(solved.starts), residuals, factor, grad, scaled_losses, statuses, np.asarray(context.counts),
@@ -252,13 +252,17 @@ def statistics(context: Context, factor, residuals, params, held, middle) -> sta
         warnings={},
     )
     patterns, which = np.unique(held, axis=0, return_inverse=True)
+
+    def rows(values, members):  # every group (one pattern): the arrays themselves, not copies of 10^7 rows
+        return values if len(members) == groups else values[members]
+
     for p, pattern in enumerate(patterns):
         members = np.flatnonzero(which.reshape(-1) == p)
         estimated = np.flatnonzero(~pattern)
         sub = stats.compute(
-            factor[members][:, :, estimated], residuals[members], params[members][:, estimated], [names[i] for i in estimated],
-            np.asarray(problems.y)[members], sigma[members] if context.sigma_given else None, np.asarray(context.counts)[members],
-            np.asarray(problems.scale, dtype=np.float64)[members], context.real[members], absolute_sigma=context.options.absolute_sigma,
+            factor[members][:, :, estimated], rows(residuals, members), params[members][:, estimated], [names[i] for i in estimated],
+            rows(np.asarray(problems.y), members), rows(sigma, members) if context.sigma_given else None, np.asarray(context.counts)[members],
+            np.asarray(problems.scale, dtype=np.float64)[members], rows(context.real, members), absolute_sigma=context.options.absolute_sigma,
             conf_level=context.options.conf_level, sandwich_middle=None if middle is None else middle[members][:, estimated][:, :, estimated],
         )  # fmt: skip
         grid = np.ix_(members, estimated, estimated)

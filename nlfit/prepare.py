@@ -88,8 +88,9 @@ def solver_config(options: FitOptions, model, lower, upper, rows: int, groups: i
 
     factorization = choose_factorization(options.factorization, rows, groups, len(model.param_names), options.method)
     free = np.asarray(lower) != np.asarray(upper)
+    fused = factorization in ("gram", "cholesky") and groups == 1 and rows >= LARGE_DATA_POINTS and options.loss == "linear"
     return SolverConfig(
-        direction=make_direction(options.method, options.batch_size, factorization),
+        direction=make_direction(options.method, options.batch_size, factorization, keep_residuals=not fused),
         globalization=make_globalization(options.globalization),
         factorization=factorization,
         jac_mode=jac_mode,
@@ -120,6 +121,11 @@ class Grouped:
         sigma = inf."""
         counts = self.counts[members]
         width = int(counts.max()) if width is None else width
+        if len(members) == 1 and counts[0] == width and width > 0 and sigma is None:  # one group, no padding: its rows as they are
+            rows = self.rows(int(members[0]))
+            if rows[0] + width - 1 == rows[-1] and np.all(np.diff(rows) == 1):  # contiguous: views, no copy
+                part = slice(int(rows[0]), int(rows[0]) + width)
+                return np.asarray(x)[part][None], np.asarray(y)[part][None], np.ones((1, width)), np.ones((1, width), dtype=bool)
         offsets = np.arange(width)[None, :]
         real = offsets < counts[:, None]
         position = self.begin[members][:, None] + np.where(real, offsets, 0)

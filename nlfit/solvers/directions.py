@@ -97,7 +97,10 @@ def _cosine_measure(local: Local):
     residuals = _model_residuals(local)
     # the normal-equation forms (many small fits) take ||r|| along its own axis, the fast
     # reduction; the others keep the column form, whose rounding the single fits were tuned with
-    size = vector_norm(residuals) if local.gram is not None else column_norms(residuals[:, None])[0]
+    if residuals.shape[-1] == 0:  # no residual vector kept (``Direction.keep_residuals``): ||r|| from r^T r = 2 loss
+        size = jnp.sqrt(2.0 * local.loss)
+    else:
+        size = vector_norm(residuals) if local.gram is not None else column_norms(residuals[:, None])[0]
     norms = _column_norms(local) * size
     return jnp.max(jnp.where(norms > 0, jnp.abs(local.grad) / jnp.where(norms > 0, norms, 1.0), 0.0))
 
@@ -115,6 +118,12 @@ class Direction:
     """
 
     factorization: str = "svd"
+    # False: the normal-equation forms ("gram", "cholesky") keep no residual vector, only the
+    # sums (r^T r, J^T r, J^T J) of one fused pass over the data: a single fit of many points,
+    # where storing r (and selecting it each iteration) cost more passes than the sums
+    # (``nlfit.prepare.solver_config``). The decrease of a step is then taken from both
+    # points' residuals recomputed in one pass (``globalization._decrease``).
+    keep_residuals: bool = True
     name = "direction"
     damped = False  # True when the step depends on a damping parameter (LM)
     measure_is_cosine = True  # gradient_measure is MINPACK's scale-free cosine (False: ||g||_inf)
@@ -130,6 +139,10 @@ class Direction:
             free = free_mask(params, grad, problem)
             model_r = robust_scaling(r, problem)[0] if robust else None
             return Local(r, jnp.sum(cost_terms(r, problem)), grad * free, r_factor=factor * free[None, :], qtr=qtr, model_residuals=model_r, free=free)
+        if self.factorization in ("gram", "cholesky") and not self.keep_residuals and not robust:
+            rss, gram, grad = derivatives.gram(params, problem, jac_mode, with_residuals=False)
+            free = free_mask(params, grad, problem)
+            return Local(jnp.zeros((0,)), 0.5 * rss, grad * free, gram=gram * jnp.outer(free, free), free=free)
         if self.factorization in ("gram", "cholesky"):
             r, gram, grad = derivatives.gram(params, problem, jac_mode)
             free = free_mask(params, grad, problem)
@@ -342,8 +355,8 @@ class SteepestDescent(Direction):
         return -(jnp.dot(local.grad, step) + 0.5 * jnp.dot(jac_step, jac_step))
 
 
-def make_direction(method: str, batch_size: int | None = None, factorization: str = "svd") -> Direction:
+def make_direction(method: str, batch_size: int | None = None, factorization: str = "svd", keep_residuals: bool = True) -> Direction:
     """The direction called ``method`` (its class's ``name``), given the settings its fields take."""
     cls = implementation(Direction, method)
-    given = {"factorization": factorization, "batch_size": batch_size}
+    given = {"factorization": factorization, "batch_size": batch_size, "keep_residuals": keep_residuals}
     return cls(**{field.name: given[field.name] for field in dataclasses.fields(cls) if field.name in given})

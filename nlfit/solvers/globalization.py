@@ -30,6 +30,7 @@ a projected active-set method (Bertsekas 1982; the same idea as scipy's 'dogbox'
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -58,13 +59,22 @@ class Proposal(NamedTuple):
     stalled: jax.Array  # no acceptable step can be found any more
 
 
-def _decrease(params, problem, current_residuals):
+def _decrease(params, problem, current_residuals, current_params):
     """loss(current) - loss(params), computed as 1/2 sum (r - r_t)(r + r_t).
 
     The two losses are sums of m squares that can agree to all their digits near a
     solution (large m or large residuals); their difference taken elementwise keeps the
-    digits the subtraction of two sums would lose. Not finite -> -inf.
+    digits the subtraction of two sums would lose. Not finite -> -inf. Where no residual
+    vector is kept (``Direction.keep_residuals``), r is recomputed at ``current_params`` in
+    the same pass as r_t (one fused sum, nothing of length m stored).
     """
+    if current_residuals.shape[-1] == 0:
+        # its own copy of the data, as XLA sees it: the trial's residuals are not shared with the
+        # linearization at the trial point (a shared vector of m values is stored, not fused)
+        own = dataclasses.replace(problem, **dict(zip(("x", "y", "sigma"), jax.lax.optimization_barrier((problem.x, problem.y, problem.sigma)), strict=True)))
+        trial, current = residuals_at(params, own), residuals_at(current_params, own)
+        value = 0.5 * jnp.sum((current - trial) * (current + trial))
+        return jnp.where(jnp.isfinite(value), value, -jnp.inf)
     trial = residuals_at(params, problem)
     if problem.loss == "linear":
         value = 0.5 * jnp.dot(current_residuals - trial, current_residuals + trial)
@@ -107,7 +117,7 @@ class NoGlobalization(Globalization):
         velocity = settings.momentum * state.velocity + alpha * d
         trial = project(state.params + velocity, problem)  # bounds: the nearest point of the box
         step = trial - state.params
-        actual = _decrease(trial, problem, local.residuals)
+        actual = _decrease(trial, problem, local.residuals, state.params)
         finite = jnp.isfinite(actual)
         accepted = direction.accepts(actual)
         damping, nu = direction.adapt_damping(state.damping, state.nu, accepted)
@@ -144,9 +154,9 @@ class LineSearch(Globalization):
         def body(carry):
             alpha, _, count = carry
             alpha = 0.5 * alpha
-            return alpha, _decrease(state.params + moved(alpha), problem, local.residuals), count + 1
+            return alpha, _decrease(state.params + moved(alpha), problem, local.residuals, state.params), count + 1
 
-        first_decrease = _decrease(state.params + moved(first), problem, local.residuals)
+        first_decrease = _decrease(state.params + moved(first), problem, local.residuals, state.params)
         alpha, actual, backtracks = jax.lax.while_loop(cond, body, (first, first_decrease, 0))
         accepted = armijo(alpha, actual) & (jnp.dot(local.grad, moved(alpha)) < 0)
         step = moved(alpha)
@@ -174,7 +184,7 @@ class TrustRegion(Globalization):
         step, damping = direction.trust_region_step(problem, state.params, local, state.scale, state.radius)
         trial = project(state.params + step, problem)
         step = trial - state.params
-        actual = _decrease(trial, problem, local.residuals)
+        actual = _decrease(trial, problem, local.residuals, state.params)
         predicted = direction.predicted_decrease(problem, state.params, local, step)
         rho = jnp.where(jnp.isfinite(actual), _gain_ratio(actual, predicted), -jnp.inf)
         scaled_norm = jnp.linalg.norm(state.scale * step)
