@@ -85,3 +85,30 @@ def test_errors_are_pandas_own(text, tmp_path, monkeypatch):
     with pytest.raises(InputError) as slow:
         read_dataset(str(path))
     assert str(fast.value) == str(slow.value)
+
+
+def test_the_sha256_taken_beside_the_parse_is_that_of_the_bytes(tmp_path, monkeypatch):
+    """The provenance's hash is computed in a thread while pyarrow parses (``read_dataset``);
+    it is the sha256 of the file's bytes, as when taken before the parse (``nlfit refit``)."""
+    import hashlib
+    import threading
+
+    path = tmp_path / "data.csv"
+    x = np.linspace(0.0, 1.0, 5000)
+    path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), np.sin(x).tolist(), strict=True)))
+    where = []
+    original = read.input_record
+
+    def spy(name, raw):
+        where.append(threading.current_thread().name)
+        return original(name, raw)
+
+    monkeypatch.setattr(read, "input_record", spy)
+    monkeypatch.setattr(read, "ARROW_BYTES", 0)
+    data = read_dataset(str(path))
+    assert where == ["nlfit-hash_0"]
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert data.inputs[0]["sha256"] == expected and data.inputs[0]["size"] == path.stat().st_size
+    again = read_dataset(str(path), expected=[dict(data.inputs[0])])  # refit: hashed first, in this thread
+    assert again.inputs == data.inputs and where[-1] == threading.main_thread().name
+    np.testing.assert_array_equal(again.x, data.x)

@@ -113,8 +113,26 @@ def read_dataset(
     # refit reads no more than one byte past each recorded size: enough to see a change
     most = [_most(saved) for saved in expected or ()] + [None] * (len(names) - len(expected or ()))
     raws = [(_label(name), _read_bytes(name, stdin, limit)) for name, limit in zip(names, most, strict=True)]
-    records = tuple(input_record(name, raw) for name, (_, raw) in zip(names, raws, strict=True))
-    for saved, now in zip(expected or (), records, strict=False):  # before anything parses the bytes
+    if expected:  # checked before anything parses the bytes
+        records = tuple(input_record(name, raw) for name, (_, raw) in zip(names, raws, strict=True))
+        return _parse(names, raws, records, x_columns, y_column, sigma_column, group_column, formula, separator, missing, expected)
+    # else the sha256 of the provenance is taken while the bytes are parsed: hashlib releases
+    # the GIL, so a thread hashes beside the parser (0.2 s of a 400 MB file's read)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlfit-hash") as pool:
+        hashing = pool.submit(lambda: tuple(input_record(name, raw) for name, (_, raw) in zip(names, raws, strict=True)))
+        return _parse(names, raws, hashing, x_columns, y_column, sigma_column, group_column, formula, separator, missing, expected)
+
+
+def _parse(names, raws, records, x_columns, y_column, sigma_column, group_column, formula, separator, missing, expected) -> Dataset:
+    """``read_dataset`` from the bytes read; ``records``: the inputs' records, or a future of
+    them (taken when the dataset is made)."""
+
+    def recorded():
+        return records.result() if hasattr(records, "result") else records
+
+    for saved, now in zip(expected or (), recorded() if expected else (), strict=False):  # before anything parses the bytes
         if saved["sha256"] != now["sha256"]:
             if now["size"] == _most(saved):  # read up to the recorded size + 1: it is longer now, its hash unknown
                 longer = f"it is longer than the {saved['size']} bytes fitted (sha256 {saved['sha256']})"
@@ -131,7 +149,7 @@ def read_dataset(
         if len(inputs) > 1:
             raise InputError(f"{printable(inputs[nist[0]][0])} is a NIST StRD file: it is read alone, not with other files")
         dataset = _read_nist(inputs[0][0], inputs[0][1].decode("utf-8", errors="replace"), x_columns, y_column, sigma_column, formula)
-        return dataclasses.replace(dataset, inputs=records)
+        return dataclasses.replace(dataset, inputs=recorded())
     sources = []
     for label, data in inputs:
         with _memory(label, len(data)):
@@ -152,7 +170,7 @@ def read_dataset(
         locate = _Locator(sources, [len(f) for f in frames])
         # With a group column a non-finite number only fails its own group (status nonfinite).
         dataset = _select(frame, x_columns, y_column, sigma_column, label, None, group_column=group_column, missing=missing, locate=locate)
-    return Dataset(**{**dataset.__dict__, "files": tuple(s.label for s in sources), "inputs": records})
+    return Dataset(**{**dataset.__dict__, "files": tuple(s.label for s in sources), "inputs": recorded()})
 
 
 def _most(saved: dict) -> int | None:
@@ -853,9 +871,9 @@ class _Source:
             return None
         if group_column and arrow_compute.any(arrow_compute.match_substring_regex(table.column(group_column), r"^[ \t]")).as_py():
             return None  # pandas skips the blanks after a delimiter (skipinitialspace); pyarrow keeps them
-        import pandas as pd
-
-        return pd.DataFrame({name: table.column(name).to_numpy(zero_copy_only=False) for name in used})
+        # one pandas block per column (no copy of every column into one 2-D block); a column
+        # of float64 cells without missing ones in one chunk is not copied at all
+        return table.select(used).to_pandas(split_blocks=True, self_destruct=True)
 
     def _check_widths(self) -> None:
         """A record with more fields than the names is an error (see ``frame``)."""
