@@ -364,6 +364,8 @@ def solve(prepared: Prepared, batch: Batch, *, record: bool, timeout: float | No
         problems, batch.starts, counts, config, timeout=timeout, record=record, model_starts=batch.model_starts,
         on_iteration=on_iteration, on_progress=on_progress,
     )  # fmt: skip
+    if config.checked and ill_conditioned(solved.state.local.gram[0], config.free) and not np.any(_stopped_early(solved.statuses)):
+        solved = _taken_on_by_qr(solved, problems, counts, config, timeout, record, on_iteration)
     too_few = np.asarray(counts) < int(np.count_nonzero(config.free))
     x = np.asarray(problems.x).reshape(*np.shape(problems.y), -1)
     bad_data = ~np.all(np.where(real, np.isfinite(np.asarray(problems.y)) & np.all(np.isfinite(x), axis=2), True), axis=1)
@@ -376,6 +378,48 @@ def solve(prepared: Prepared, batch: Batch, *, record: bool, timeout: float | No
         iteration=none(solved.state.iteration), nfev=none(solved.state.nfev), njev=none(solved.state.njev),
     )  # fmt: skip
     return solved
+
+
+def ill_conditioned(gram: np.ndarray, free: np.ndarray) -> bool:
+    """Whether J^T J (of the free parameters, equilibrated) has a condition number above
+    ``prepare.GRAM_CONDITION``, or is not finite: the fused sums' steps are then not accurate
+    enough to end a fit on."""
+    from nlfit.prepare import GRAM_CONDITION
+
+    gram = np.asarray(gram, dtype=np.float64)
+    if not np.all(np.isfinite(gram)):
+        return True
+    moving = np.asarray(free, dtype=bool) & (np.diag(gram) > 0)  # a parameter held at a bound has a zero column here
+    if not np.any(moving):
+        return False
+    gram = gram[np.ix_(moving, moving)]
+    diagonal = np.sqrt(np.diag(gram))
+    values = np.linalg.eigvalsh(gram / np.outer(diagonal, diagonal))
+    return bool(values[0] <= values[-1] / GRAM_CONDITION)
+
+
+def _stopped_early(statuses) -> np.ndarray:
+    return np.isin(np.asarray(statuses), (Status.INTERRUPTED, Status.TIMEOUT))
+
+
+def _taken_on_by_qr(solved: Solved, problems, counts, config: SolverConfig, timeout, record, on_iteration) -> Solved:
+    """The fit continued from the fused sums' result by the streaming QR (its steps' accuracy
+    follows cond(J), not cond(J)^2), with the given start's record kept: iterations and
+    evaluations are those of both runs."""
+    from nlfit.solvers.directions import make_direction
+
+    qr = dataclasses.replace(config, direction=make_direction(config.direction.name, None, "qr"), factorization="qr", count=1, checked=False)
+    more = solve_groups(problems, np.asarray(solved.state.params), counts, qr, timeout=timeout, record=record, on_iteration=on_iteration)
+    state = more.state._replace(
+        iteration=more.state.iteration + solved.state.iteration, nfev=more.state.nfev + solved.state.nfev, njev=more.state.njev + solved.state.njev
+    )
+    histories = None
+    if record:  # the second run's rows numbered on from the first's
+        histories = []
+        for first, second in zip(solved.histories, more.histories, strict=True):
+            last = first[-1]
+            histories.append(first + [{**row, **{name: row[name] + last[name] for name in ("iteration", "nfev", "njev")}} for row in second[1:]])
+    return dataclasses.replace(more, state=state, starts=solved.starts, histories=histories, members=solved.members, seconds=solved.seconds + more.seconds)
 
 
 def finish(prepared: Prepared, batch: Batch, solved: Solved) -> Fits:

@@ -58,3 +58,45 @@ def test_the_fused_sums_reach_the_qr_fit_on_nist_higher_difficulty(name, monkeyp
     assert fused.loss == pytest.approx(qr.loss, rel=1e-12)
     # the standard errors at the two points: 1e-8, or 1e-6 where the points differ as above
     assert np.max(np.abs(fused.stderr - qr.stderr) / qr.stderr) <= (1e-8 if close else 1e-6)
+
+
+def _large_polynomial(lo: float, hi: float) -> Dataset:
+    x = np.linspace(lo, hi, 100_000)
+    return Dataset(x=x, y=np.cos(3.0 * x / hi) + np.random.default_rng(2).normal(0.0, 0.05, x.size), x_names=("x",), y_name="y")
+
+
+def test_auto_iterates_on_the_fused_sums_and_the_qr_takes_on_an_ill_conditioned_fit(monkeypatch):
+    """``auto`` at 100,000 rows: the fused sums; where J^T J at their result is too
+    ill-conditioned (``prepare.GRAM_CONDITION``), the streaming QR goes on from there, and the
+    counts are those of both runs."""
+    from nlfit import fitting
+
+    taken = []
+    original = fitting._taken_on_by_qr
+
+    def spy(solved, *args):
+        taken.append(solved.state.iteration.copy())
+        return original(solved, *args)
+
+    monkeypatch.setattr(fitting, "_taken_on_by_qr", spy)
+    good = _large_polynomial(-1.0, 1.0)
+    assert _fused(good, "polynomial:7", starts=1)
+    fused = fit(good, "polynomial:7", starts=1)
+    assert fused.success and taken == []
+    assert _relative(fused.params, fit(good, "polynomial:7", starts=1, factorization="qr").params) <= 1e-10
+    bad = _large_polynomial(1.0, 2.0)  # monomials on [1, 2]: J^T J is numerically singular
+    result = fit(bad, "polynomial:7", starts=1)
+    assert len(taken) == 1 and result.counts["iterations"] > int(taken[0][0])
+    assert np.isfinite(result.loss)
+    assert result.loss <= fit(bad, "polynomial:7", starts=1, factorization="qr").loss * (1 + 1e-9)
+
+
+def test_the_conditioning_rule():
+    from nlfit.fitting import ill_conditioned
+
+    free = np.ones(2, dtype=bool)
+    assert not ill_conditioned(np.array([[4.0, 1.0], [1.0, 9.0]]), free)
+    assert ill_conditioned(np.array([[1.0, 1.0 - 1e-10], [1.0 - 1e-10, 1.0]]), free)
+    assert ill_conditioned(np.array([[1.0, np.nan], [np.nan, 1.0]]), free)
+    held = np.array([[1.0, 0.0], [0.0, 0.0]])  # a parameter held at a bound: its column is zero, not ill-conditioned
+    assert not ill_conditioned(held, free) and not ill_conditioned(held, np.array([True, False]))
