@@ -86,11 +86,71 @@ def worker(solver: str, m: int, tol: float) -> dict:
     return out
 
 
+SCRIPT = """
+import sys, time
+began = time.perf_counter()
+import numpy as np, pandas as pd
+from scipy.optimize import least_squares
+path, tol = sys.argv[1], float(sys.argv[2])
+frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
+x, y = frame["x"].to_numpy(), frame["y"].to_numpy()
+def residuals(c):
+    return 1.0 / (c[0] + c[1] * x + c[2] * x * x) - y
+def jacobian(c):
+    f2 = (1.0 / (c[0] + c[1] * x + c[2] * x * x)) ** 2
+    return np.column_stack([-f2, -f2 * x, -f2 * x * x])
+fitted = least_squares(residuals, [1.0, 0.0, 10.0], jac=jacobian, method="lm", ftol=tol, xtol=tol, gtol=tol)
+print(time.perf_counter() - began, *fitted.x)
+"""
+
+
+def _peak(command: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB of this child alone (``os.wait4``), its stdout) of one command."""
+    with tempfile.TemporaryFile("w+") as out:
+        began = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, env=dict(os.environ, NLFIT_WORKER="off"))
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - began
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode not in (0, 1):
+            raise SystemExit(f"{command[:3]} failed with exit code {child.returncode}")
+        out.seek(0)
+        return seconds, usage.ru_maxrss / 1024, out.read()
+
+
+def commands(m: int, tol: float) -> None:
+    """Whole commands, each in a fresh process (imports, read, fit, output): ``nlfit fit FILE
+    --model rational --p0 1,0,10 --starts 1 -f json`` against the pandas + scipy script above
+    (read_csv or read_parquet, least_squares lm with the analytic Jacobian), from CSV and from
+    Parquet, twice each (the second run reported: the file in the page cache, nlfit's programs
+    compiled). Peak RSS: each command's own."""
+    import pandas as pd
+
+    x, y = data(m)
+    nlfit = [os.path.join(os.path.dirname(sys.executable), "nlfit")]
+    tols = ["--ftol", str(tol), "--xtol", str(tol), "--gtol", str(tol)]
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in ("csv", "parquet"):
+            path = os.path.join(folder, f"data.{kind}")
+            frame = pd.DataFrame({"x": x, "y": y})
+            frame.to_csv(path, index=False, float_format="%.17g") if kind == "csv" else frame.to_parquet(path, index=False)
+            script = [sys.executable, "-c", SCRIPT, path, str(tol)]
+            ours = [*nlfit, "fit", path, "--model", "rational", "--p0", "1,0,10", "--starts", "1", "-f", "json", "-q", *tols]
+            for _ in range(2):
+                theirs_seconds, theirs_peak, _ = _peak(script)
+                ours_seconds, ours_peak, _ = _peak(ours)
+            print(
+                f"command from {kind} ({os.path.getsize(path) / 1e6:.0f} MB): nlfit {ours_seconds:.2f} s, script {theirs_seconds:.2f} s: "
+                f"{theirs_seconds / ours_seconds:.2f}x;  peak RSS nlfit {ours_peak:.0f} MB, script {theirs_peak:.0f} MB"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**6, 10**7])
     parser.add_argument("--tol", type=float, default=1e-12)
     parser.add_argument("--csv", action="store_true", help="also time reading the data from CSV")
+    parser.add_argument("--commands", action="store_true", help="also time whole commands from CSV and Parquet files (each in a fresh process)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -115,6 +175,8 @@ def main() -> None:
                 f"{solver:12s} {run['seconds']:8.3f} {run['iterations']:6d} {run['evaluations']:6d} {per_iteration * 1e3:8.1f} "
                 f"{per_iteration / ours['read_pass']:8.1f} {run['peak_rss_mb']:8.0f} {difference:19.2e} {speedup:14.1f}x"
             )
+        if args.commands:
+            commands(m, args.tol)
         if args.csv:
             from nlfit.cli.generate import csv_text
             from nlfit.io.read import read_dataset
