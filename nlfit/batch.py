@@ -138,9 +138,9 @@ class GroupFits:
                     yield self._ready(waiting.pop(0))
             while waiting:
                 yield self._ready(waiting.pop(0))
-        finally:
+        finally:  # a block still in post-processing ends here (a resident worker's next command must not meet it)
             if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+                pool.shutdown(wait=True, cancel_futures=True)
 
     @staticmethod
     def _ready(item):

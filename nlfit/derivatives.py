@@ -197,7 +197,7 @@ def _sums(terms):
     return list(jax.lax.reduce(tuple(terms), zeros, lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)), (terms[0].ndim - 1,)))
 
 
-gram_jit = Program(gram, ("mode",))
+gram_jit = Program(gram, ("mode", "with_residuals"))
 
 
 QR_BLOCK = 4096

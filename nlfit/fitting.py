@@ -360,12 +360,17 @@ def solve(prepared: Prepared, batch: Batch, *, record: bool, timeout: float | No
     fewer rows than free parameters is ``too-few-points`` and one without rows ``no-data``
     (reported at its start), one with non-finite data ``nonfinite``."""
     config, problems, real, counts = batch.config, batch.problems, batch.real, batch.counts
+    if config.checked and ill_conditioned(_gram_at(batch.starts[0], problems, config.jac_mode), config.free):
+        config = _qr_config(config, config.count)  # ill-conditioned from the start: the streaming QR all the way
     solved = solve_groups(
         problems, batch.starts, counts, config, timeout=timeout, record=record, model_starts=batch.model_starts,
         on_iteration=on_iteration, on_progress=on_progress,
     )  # fmt: skip
-    if config.checked and ill_conditioned(solved.state.local.gram[0], config.free) and not np.any(_stopped_early(solved.statuses)):
-        solved = _taken_on_by_qr(solved, problems, counts, config, timeout, record, on_iteration)
+    budget = int(config.settings.max_iter) - int(solved.state.iteration[0])
+    left = None if timeout is None else timeout - solved.seconds
+    cut = np.isin(np.asarray(solved.statuses), (Status.INTERRUPTED, Status.TIMEOUT, Status.MAX_ITER))
+    if config.checked and not np.any(cut) and budget > 0 and ill_conditioned(solved.state.local.gram[0], config.free):
+        solved = _taken_on_by_qr(solved, problems, counts, config, budget, left, record, on_iteration)
     too_few = np.asarray(counts) < int(np.count_nonzero(config.free))
     x = np.asarray(problems.x).reshape(*np.shape(problems.y), -1)
     bad_data = ~np.all(np.where(real, np.isfinite(np.asarray(problems.y)) & np.all(np.isfinite(x), axis=2), True), axis=1)
@@ -398,18 +403,37 @@ def ill_conditioned(gram: np.ndarray, free: np.ndarray) -> bool:
     return bool(values[0] <= values[-1] / GRAM_CONDITION)
 
 
-def _stopped_early(statuses) -> np.ndarray:
-    return np.isin(np.asarray(statuses), (Status.INTERRUPTED, Status.TIMEOUT))
+def _gram_at(params, problems, jac_mode: str) -> np.ndarray:
+    """J^T J of the one problem of ``problems`` at ``params`` (one fused pass over the data)."""
+    from nlfit import derivatives
+    from nlfit._jax import jax
+
+    problem = jax.tree.map(lambda leaf: leaf[0] if getattr(leaf, "ndim", 0) >= 1 else leaf, problems)
+    mode = "fwd" if jac_mode == "fd" else jac_mode
+    return np.asarray(derivatives.gram_jit(np.asarray(params, dtype=np.float64), problem, mode, with_residuals=False)[1])
 
 
-def _taken_on_by_qr(solved: Solved, problems, counts, config: SolverConfig, timeout, record, on_iteration) -> Solved:
-    """The fit continued from the fused sums' result by the streaming QR (its steps' accuracy
-    follows cond(J), not cond(J)^2), with the given start's record kept: iterations and
-    evaluations are those of both runs."""
+def _qr_config(config: SolverConfig, count: int) -> SolverConfig:
     from nlfit.solvers.directions import make_direction
 
-    qr = dataclasses.replace(config, direction=make_direction(config.direction.name, None, "qr"), factorization="qr", count=1, checked=False)
-    more = solve_groups(problems, np.asarray(solved.state.params), counts, qr, timeout=timeout, record=record, on_iteration=on_iteration)
+    return dataclasses.replace(config, direction=make_direction(config.direction.name, None, "qr"), factorization="qr", count=count, checked=False)
+
+
+def _taken_on_by_qr(solved: Solved, problems, counts, config: SolverConfig, budget: int, timeout, record, on_iteration) -> Solved:
+    """The fit continued from the fused sums' result by the streaming QR (its steps' accuracy
+    follows cond(J), not cond(J)^2), within what is left of the iteration budget and of the
+    time limit; the given start's record kept: iterations and evaluations are those of both runs."""
+
+    qr = _qr_config(config, 1)
+    qr = dataclasses.replace(qr, settings=config.settings._replace(max_iter=budget))
+    done = solved.histories[0][-1] if record and solved.histories and solved.histories[0] else None
+
+    def numbered_on(row):  # the live display goes on counting from the first run
+        on_iteration(row if done is None else {**row, **{name: row[name] + done[name] for name in ("iteration", "nfev", "njev")}})
+
+    more = solve_groups(
+        problems, np.asarray(solved.state.params), counts, qr, timeout=timeout, record=record, on_iteration=None if on_iteration is None else numbered_on
+    )
     state = more.state._replace(
         iteration=more.state.iteration + solved.state.iteration, nfev=more.state.nfev + solved.state.nfev, njev=more.state.njev + solved.state.njev
     )

@@ -31,7 +31,7 @@ from nlfit.models import padded, tape
 from nlfit.models.registry import model_for
 from nlfit.numerics import LARGE_DATA_POINTS, padded_size, residual_scales
 from nlfit.options import FitOptions
-from nlfit.start import box, choose_start
+from nlfit.start import box, choose_start, default_start
 
 BLOCK_RESIDUALS = 1 << 18  # residuals (groups x points) solved at once: the working set stays in cache
 BLOCK_GROUPS = 1 << 13  # groups solved at once: the results of a block are held until they are written
@@ -410,7 +410,7 @@ def _default_start(model, x, y, n_params) -> np.ndarray:
     """The model's default start for one group (NaN where it cannot be computed)."""
     try:
         with np.errstate(all="ignore"):
-            start = model.default_p0(x, y)
+            start = default_start(model, x, y)
     except (np.linalg.LinAlgError, ValueError):
         start = None
     return np.full(n_params, np.nan) if start is None else np.asarray(start, dtype=np.float64)

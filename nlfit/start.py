@@ -33,6 +33,20 @@ def choose_start(model, dataset, p0=None, file_start: int | None = None) -> tupl
     return resolve_p0(model, dataset, p0), p0 is not None
 
 
+# Rows a model's default start is computed from: evenly spaced ones beyond this (a start from
+# a linearized least-squares fit needs no more; at 10^7 rows its design matrix cost 1.8 s).
+START_ROWS = 1 << 16
+
+
+def default_start(model, x, y):
+    """``model.default_p0`` from the data, or from START_ROWS evenly spaced rows of more."""
+    x, y = np.asarray(x), np.asarray(y)
+    if len(y) > START_ROWS:
+        rows = np.rint(np.linspace(0.0, len(y) - 1, START_ROWS)).astype(np.int64)
+        x, y = x[rows], y[rows]
+    return model.default_p0(x, y)
+
+
 def resolve_p0(model, dataset, p0) -> np.ndarray:
     """The start: given by position, by name (the rest from the model's default), or the default.
 
@@ -40,7 +54,7 @@ def resolve_p0(model, dataset, p0) -> np.ndarray:
     names = list(model.param_names)
 
     def default():
-        return model.default_p0(np.asarray(dataset.x), np.asarray(dataset.y))
+        return default_start(model, dataset.x, dataset.y)
 
     if p0 is None or (isinstance(p0, (Sequence, Mapping)) and len(p0) == 0):
         start = default()

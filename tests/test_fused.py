@@ -65,30 +65,61 @@ def _large_polynomial(lo: float, hi: float) -> Dataset:
     return Dataset(x=x, y=np.cos(3.0 * x / hi) + np.random.default_rng(2).normal(0.0, 0.05, x.size), x_names=("x",), y_name="y")
 
 
-def test_auto_iterates_on_the_fused_sums_and_the_qr_takes_on_an_ill_conditioned_fit(monkeypatch):
-    """``auto`` at 100,000 rows: the fused sums; where J^T J at their result is too
-    ill-conditioned (``prepare.GRAM_CONDITION``), the streaming QR goes on from there, and the
-    counts are those of both runs."""
+def test_auto_iterates_on_the_fused_sums_unless_j_is_ill_conditioned_at_the_start(monkeypatch):
+    """``auto`` at 100,000 rows: the fused sums; where J^T J at the start is too
+    ill-conditioned (``prepare.GRAM_CONDITION``) the streaming QR does the whole fit."""
     from nlfit import fitting
 
-    taken = []
-    original = fitting._taken_on_by_qr
+    factorizations = []
+    original = fitting.solve_groups
 
-    def spy(solved, *args):
-        taken.append(solved.state.iteration.copy())
-        return original(solved, *args)
+    def spy(problems, primary, counts, config, **options):
+        factorizations.append(config.factorization)
+        return original(problems, primary, counts, config, **options)
 
-    monkeypatch.setattr(fitting, "_taken_on_by_qr", spy)
+    monkeypatch.setattr(fitting, "solve_groups", spy)
     good = _large_polynomial(-1.0, 1.0)
     assert _fused(good, "polynomial:7", starts=1)
     fused = fit(good, "polynomial:7", starts=1)
-    assert fused.success and taken == []
+    assert fused.success and factorizations == ["gram"]
     assert _relative(fused.params, fit(good, "polynomial:7", starts=1, factorization="qr").params) <= 1e-10
+    factorizations.clear()
     bad = _large_polynomial(1.0, 2.0)  # monomials on [1, 2]: J^T J is numerically singular
     result = fit(bad, "polynomial:7", starts=1)
-    assert len(taken) == 1 and result.counts["iterations"] > int(taken[0][0])
-    assert np.isfinite(result.loss)
-    assert result.loss <= fit(bad, "polynomial:7", starts=1, factorization="qr").loss * (1 + 1e-9)
+    qr = fit(bad, "polynomial:7", starts=1, factorization="qr")
+    assert factorizations == ["qr", "qr"]
+    np.testing.assert_array_equal(result.params, qr.params)
+
+
+@pytest.mark.parametrize("max_iter", [None, 3])
+def test_the_qr_takes_on_from_an_ill_conditioned_result_within_what_is_left_of_the_budget(monkeypatch, max_iter):
+    """J well-conditioned at the start and not at the fused result (the rule made to say so
+    there): the streaming QR goes on from that result with the iterations left of --max-iter,
+    and the counts and history are those of both runs; with no iterations left, none."""
+    from nlfit import fitting
+
+    verdicts = iter([False, True])  # at the start, at the result
+    monkeypatch.setattr(fitting, "ill_conditioned", lambda gram, free: next(verdicts))
+    budgets = []
+    original = fitting.solve_groups
+
+    def spy(problems, primary, counts, config, **options):
+        budgets.append((config.factorization, int(config.settings.max_iter)))
+        return original(problems, primary, counts, config, **options)
+
+    monkeypatch.setattr(fitting, "solve_groups", spy)
+    data = _large_polynomial(-1.0, 1.0)
+    options = {"starts": 1} if max_iter is None else {"starts": 1, "max_iter": max_iter}
+    result = fit(data, "polynomial:7", **options)
+    limit = 2000 if max_iter is None else max_iter
+    assert result.counts["iterations"] <= limit
+    if max_iter is None:
+        (_, first), (kind, left) = budgets
+        assert kind == "qr" and first == limit and left < limit and result.success
+        iterations = [row["iteration"] for row in result.history]
+        assert iterations == sorted(iterations) and iterations[-1] == result.counts["iterations"]
+    else:  # the fused run used the budget: no QR run, max-iter as reported
+        assert budgets == [("gram", 3)] and result.status.label == "max-iter"
 
 
 def test_the_conditioning_rule():
@@ -100,3 +131,28 @@ def test_the_conditioning_rule():
     assert ill_conditioned(np.array([[1.0, np.nan], [np.nan, 1.0]]), free)
     held = np.array([[1.0, 0.0], [0.0, 0.0]])  # a parameter held at a bound: its column is zero, not ill-conditioned
     assert not ill_conditioned(held, free) and not ill_conditioned(held, np.array([True, False]))
+
+
+def test_a_large_fit_takes_the_models_default_start_from_evenly_spaced_rows(monkeypatch):
+    """The default start (a linearized least-squares fit for rational models) comes from
+    ``start.START_ROWS`` evenly spaced rows of a larger data set, not from all of them."""
+    from nlfit import start
+    from nlfit.models.registry import build_model
+
+    x = np.linspace(-1.0, 1.0, 3 * start.START_ROWS + 7)
+    y = 1.0 / (1.0 + 10.0 * x * x) + np.random.default_rng(4).normal(0.0, 0.05, x.size)
+    model = build_model("rational", x)
+    sizes = []
+    original = type(model).default_p0
+
+    def spy(self, x, y):
+        sizes.append(len(y))
+        return original(self, x, y)
+
+    monkeypatch.setattr(type(model), "default_p0", spy)
+    near = start.default_start(model, x, y)
+    assert sizes == [start.START_ROWS]
+    np.testing.assert_allclose(near, original(model, x, y), rtol=0.05, atol=0.05)  # a start, near the one from every row
+    result = fit(Dataset(x=x, y=y, x_names=("x",), y_name="y"), "rational")
+    assert result.success and max(sizes) == start.START_ROWS
+    np.testing.assert_allclose(result.params, [1.0, 0.0, 10.0], rtol=0.02, atol=0.02)
