@@ -27,6 +27,7 @@ import tempfile
 import time
 
 import numpy as np
+from scipy_script import SCRIPT
 
 P0 = [1.0, 0.0, 10.0]
 # nlfit as users run it (the default --starts auto: a multistart screened on a subsample), with
@@ -86,24 +87,6 @@ def worker(solver: str, m: int, tol: float) -> dict:
     return out
 
 
-SCRIPT = """
-import sys, time
-began = time.perf_counter()
-import numpy as np, pandas as pd
-from scipy.optimize import least_squares
-path, tol = sys.argv[1], float(sys.argv[2])
-frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
-x, y = frame["x"].to_numpy(), frame["y"].to_numpy()
-def residuals(c):
-    return 1.0 / (c[0] + c[1] * x + c[2] * x * x) - y
-def jacobian(c):
-    f2 = (1.0 / (c[0] + c[1] * x + c[2] * x * x)) ** 2
-    return np.column_stack([-f2, -f2 * x, -f2 * x * x])
-fitted = least_squares(residuals, [1.0, 0.0, 10.0], jac=jacobian, method="lm", ftol=tol, xtol=tol, gtol=tol)
-print(time.perf_counter() - began, *fitted.x)
-"""
-
-
 def _peak(command: list[str]) -> tuple[float, float, str]:
     """(wall seconds, peak RSS in MB of this child alone (``os.wait4``), its stdout) of one command."""
     with tempfile.TemporaryFile("w+") as out:
@@ -120,7 +103,7 @@ def _peak(command: list[str]) -> tuple[float, float, str]:
 
 def commands(m: int, tol: float) -> None:
     """Whole commands, each in a fresh process (imports, read, fit, output): ``nlfit fit FILE
-    --model rational --p0 1,0,10 --starts 1 -f json`` against the pandas + scipy script above
+    --model rational --p0 1,0,10 --starts 1 -f json`` against the pandas + scipy script of ``scipy_script.py``
     (read_csv or read_parquet, least_squares lm with the analytic Jacobian), from CSV and from
     Parquet, twice each (the second run reported: the file in the page cache, nlfit's programs
     compiled). Peak RSS: each command's own."""

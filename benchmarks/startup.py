@@ -50,25 +50,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy_script import SCRIPT
 
 from nlfit.models.padded import padded_count
-
-SCIPY_SCRIPT = """
-import sys
-import numpy as np
-import pandas as pd
-from scipy.optimize import least_squares
-frame = pd.read_csv(sys.argv[1])
-x, y = frame["x"].to_numpy(), frame["y"].to_numpy()
-def residuals(c):
-    return 1.0 / (c[0] + c[1] * x + c[2] * x * x) - y
-def jacobian(c):
-    f2 = (1.0 / (c[0] + c[1] * x + c[2] * x * x)) ** 2
-    return np.column_stack([-f2, -f2 * x, -f2 * x * x])
-result = least_squares(residuals, [1.0, 0.0, 10.0], jac=jacobian, method="lm")
-print(result.x)
-"""
-
 
 # Runs nlfit from another source tree, whatever nlfit this interpreter has installed.
 BEFORE = """
@@ -118,7 +102,7 @@ def main() -> None:
     data = work / "runge200.csv"
     runge_file(data, 200, 0)
     script = work / "scipy_fit.py"
-    script.write_text(SCIPY_SCRIPT)
+    script.write_text(SCRIPT)
 
     def fit(path):
         return [entry, "fit", str(path), "--model", "rational", "--quiet", "--format", "json"]

@@ -53,16 +53,17 @@ class SolverConfig:
     count: int
     linear: np.ndarray
     free: np.ndarray
-    # the fused sums chosen by ``auto`` (a large single fit): their result is checked by the
-    # conditioning of J^T J and taken on by the streaming QR where it is too ill-conditioned
+    # the fused sums chosen by ``auto`` (a large single fit): the conditioning of J^T J is
+    # checked at the start and at their result, and the streaming QR takes over where it is poor
     checked: bool = False
 
 
 # The methods whose large single fits iterate on the fused sums by default (``solver_config``):
 # the least-squares ones, whose steps need J^T J and J^T r only.
 FUSED_METHODS = ("lm", "gn")
-# The condition number of the equilibrated J^T J at a fused fit's result above which the
-# streaming QR takes the fit on from there (``nlfit.fitting.solve``): cond(J) > 1e4, where the
+# The condition number of the equilibrated J^T J above which the streaming QR does a fused
+# fit's work (``nlfit.fitting.solve``: checked at the start, where the QR then does the whole
+# fit, and at the fused result, where it goes on from there): cond(J) > 1e4, where the
 # normal equations' steps lose more than 8 of the 16 digits (their error grows as cond(J)^2).
 # Measured at 200,000 rows against the QR's own fit: polynomial:7 on [-1, 1] (1.6e4) agreed to
 # 2.4e-12, on [0, 10] (5.9e9) only to 1.6e-9 without the QR's steps.

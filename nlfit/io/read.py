@@ -129,8 +129,10 @@ def _parse(names, raws, records, x_columns, y_column, sigma_column, group_column
     """``read_dataset`` from the bytes read; ``records``: the inputs' records, or a future of
     them (taken when the dataset is made)."""
 
+    from concurrent.futures import Future
+
     def recorded():
-        return records.result() if hasattr(records, "result") else records
+        return records.result() if isinstance(records, Future) else records
 
     for saved, now in zip(expected or (), recorded() if expected else (), strict=False):  # before anything parses the bytes
         if saved["sha256"] != now["sha256"]:
