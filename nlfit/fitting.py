@@ -318,8 +318,11 @@ def _undetermined(local, params, problems, counts, linear, free) -> np.ndarray |
     elif local.r_factor is not None:
         factor = np.asarray(local.r_factor)
     elif local.gram is not None:
-        values, vectors = np.linalg.eigh(np.asarray(local.gram))  # F = diag(sqrt(values)) Q^T: F^T F = J^T J
+        gram = np.asarray(local.gram)
+        finite = np.all(np.isfinite(gram), axis=(-2, -1))  # a start that ran off to inf or NaN: eigh would fail on it
+        values, vectors = np.linalg.eigh(np.where(finite[..., None, None], gram, 0.0))  # F = diag(sqrt(values)) Q^T: F^T F = J^T J
         factor = np.sqrt(np.maximum(values, 0.0))[..., :, None] * np.swapaxes(vectors, -1, -2)
+        factor = np.where(finite[..., None, None], factor, np.nan)
     else:
         return None
     params = np.asarray(params)
@@ -463,6 +466,7 @@ def finish(prepared: Prepared, batch: Batch, solved: Solved) -> Fits:
     )  # fmt: skip
     from nlfit.diagnostics import starts_summaries
 
+    solved = _relabelled(prepared.model, problems, solved)
     summaries = starts_summaries(model, problems, solved.members, context.real)
     summaries = [None if skipped else summary for skipped, summary in zip(too_few.tolist(), summaries, strict=True)]  # not fitted: no starts
     fits = postprocess.finish(
@@ -470,6 +474,27 @@ def finish(prepared: Prepared, batch: Batch, solved: Solved) -> Fits:
         notes=prepared.reader_warnings(batch),
     )  # fmt: skip
     return fits.unpadded(prepared.model) if padded else fits
+
+
+def _relabelled(model, problems, solved: Solved) -> Solved:
+    """The winners with their labels in the model's documented order (``relabel``: a named
+    model symmetric under exchanging parameters, e.g. R's lKe < lKa), where the exchanged
+    parameters have the same bounds; the linearization is then recomputed at the new point."""
+    relabel = getattr(model, "relabel", None)
+    if relabel is None:
+        return solved
+    params = np.asarray(solved.state.params)
+    shown = list(getattr(problems.model, "shown", range(params.shape[1])))
+    order = relabel(params[:, shown])
+    lower, upper = (np.asarray(v)[:, shown] for v in (problems.lower, problems.upper))
+    same_box = np.all((np.take_along_axis(lower, order, axis=1) == lower) & (np.take_along_axis(upper, order, axis=1) == upper), axis=1)
+    moved = same_box & np.any(order != np.arange(len(shown))[None, :], axis=1)
+    if not np.any(moved):
+        return solved
+    relabelled = params.copy()
+    relabelled[np.ix_(moved, shown)] = np.take_along_axis(params[:, shown], order, axis=1)[moved]
+    local = solved.state.local._replace(jac=None, r_factor=None, qtr=None, gram=None, hess=None)
+    return dataclasses.replace(solved, state=solved.state._replace(params=relabelled, local=local))
 
 
 CONSTANT_FIT_ITERATIONS = 200

@@ -28,18 +28,32 @@ def load_result(payload, source: str = "fit result"):
 
 
 def predict(payload, x: np.ndarray, conf_level: float | None = None, source: str = "fit result") -> dict:
-    """Columns: y, conf_lo, conf_hi, pred_lo, pred_hi (bands empty when the fit has no covariance)."""
+    """Columns: y, each component of a sum of named models (``components``), conf_lo,
+    conf_hi, pred_lo, pred_hi (bands empty when the fit has no covariance)."""
     return predict_saved(check_fit_result(payload, source), x, conf_level)
 
 
 def predict_saved(saved: SavedFit, x: np.ndarray, conf_level: float | None = None) -> dict:
-    """``predict`` for a result already checked by ``check_fit_result``."""
+    """``predict`` for a result already checked by ``check_fit_result``. For a global fit
+    (``--share``), every group's curve: the columns of each suffixed ``[GROUP]``."""
+    groups = getattr(saved.model, "groups", None)
+    if groups is None:
+        return _predict(saved, x, conf_level)
+    out = {}
+    x = np.asarray(x, dtype=np.float64)
+    for code, label in enumerate(groups):
+        coded = np.column_stack([x.reshape(len(x), -1), np.full(len(x), float(code))])
+        out.update({f"{key}[{label}]": values for key, values in _predict(saved, coded, conf_level).items()})
+    return out
+
+
+def _predict(saved: SavedFit, x: np.ndarray, conf_level: float | None) -> dict:
     from nlfit._jax import jax, jnp
 
     model, params, covariance, stats = saved.model, saved.params, saved.covariance, saved.stats
     x_array = jnp.asarray(x, dtype=jnp.float64)
     values = np.asarray(model.predict(jnp.asarray(params), x_array))
-    out = {"y": values}
+    out = {"y": values, **components(model, params, x)}
     if covariance is None:
         return out
     gradient = np.asarray(jax.jacfwd(lambda p: model.predict(p, x_array))(jnp.asarray(params)))
@@ -55,6 +69,18 @@ def predict_saved(saved: SavedFit, x: np.ndarray, conf_level: float | None = Non
     half_pred = quantile * np.sqrt(variance + noise)
     out.update(conf_lo=values - half_conf, conf_hi=values + half_conf, pred_lo=values - half_pred, pred_hi=values + half_pred)
     return out
+
+
+def components(model, params, x) -> dict:
+    """For a sum of named models ('gaussian+gaussian+linear'): each component's curve at x,
+    under its prefix (columns ``g1``, ``g2``, ``lin1``); nothing for any other model."""
+    parts = getattr(model, "component_models", None)
+    if parts is None or len(model.components) < 2:
+        return {}
+    from nlfit.models.expression import evaluate_numpy
+
+    params = np.asarray(params, dtype=np.float64)
+    return {label: evaluate_numpy(component, params[part], np.asarray(x, dtype=np.float64)) for label, component, part in parts()}
 
 
 def _square(value: float) -> float:

@@ -26,7 +26,7 @@ import platform
 
 # The command's options a fit depends on (beside FitOptions'), as ``nlfit fit`` names them:
 # which columns, how the file is read, which model, and where it starts.
-DATA_OPTIONS = ("model", "x", "y", "sigma", "group_by", "sep", "missing", "start", "p0")
+DATA_OPTIONS = ("model", "x", "y", "sigma", "group_by", "share", "sep", "missing", "start", "p0")
 DATA_DEFAULTS = {"missing": "drop"}  # the others' default (None) is 'detected' or 'none'
 
 PACKAGES = ("jax", "jaxlib", "numpy", "scipy")

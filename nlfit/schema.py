@@ -52,6 +52,7 @@ OPTIONS: dict[str, object] = {
     "output": Text(),
     "plot": Text(),
     "group_by": Text(column=True),
+    "share": Text(listable=True),
     "engine": Text(),
     "scheduler": Text(),
     "threads": Integer(1),
@@ -141,9 +142,12 @@ def check_fit_result(payload, source: str = "fit result") -> SavedFit:
         _names(data["x"], "data.x", fail)
     if data.get("y") is not None and not isinstance(data["y"], str):
         fail("data.y", "a string", data["y"])
-    if data.get("x") is not None and info.get("x") is not None and list(data["x"]) != list(info["x"]):
+    own = list(info.get("x") or [])
+    if info.get("groups") and info.get("x") is not None:  # a global fit (--share): its data's predictors and the group column
+        own = [*own, str(info.get("group_by"))]
+    if data.get("x") is not None and info.get("x") is not None and list(data["x"]) != own:
         raise InputError(f"{source}: 'model_info.x' {info['x']} and 'data.x' {data['x']} name different predictors")
-    x_names = list(data.get("x") or info.get("x") or ["x"])
+    x_names = list(info["x"]) if info.get("groups") and info.get("x") else list(data.get("x") or info.get("x") or ["x"])
 
     params = payload["params"]
     if not isinstance(params, dict):

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from nlfit.cli import checkjac, listing
+from nlfit.cli import compare as compare_command
 from nlfit.cli import fit as fit_command
 from nlfit.cli import generate as generate_command
 from nlfit.cli import predict as predict_command
@@ -59,6 +60,7 @@ app.command("generate", no_args_is_help=True)(generate_command.generate)
 app.command("predict", no_args_is_help=True)(predict_command.predict)
 app.command("refit", no_args_is_help=True)(refit_command.refit)
 app.command("check-jac", no_args_is_help=True)(checkjac.check_jac)
+app.command("compare", no_args_is_help=True)(compare_command.compare)
 app.command("models")(listing.models)
 app.command("methods")(listing.methods)
 app.add_typer(worker_command.app, name="worker")

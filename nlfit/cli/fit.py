@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -84,6 +85,14 @@ def fit(
         ),
     ] = None,
     group_by: Annotated[str | None, typer.Option("--group-by", help="Fit the model once per value of this column (one vmapped solve); rows out.")] = None,
+    share: Annotated[
+        str | None,
+        typer.Option(
+            "--share",
+            help="With --group-by: one global fit in which these parameters (comma-separated) are common to all groups and the others "
+            "one per group, named NAME[GROUP]; '' shares none (separate curves as one fit).",
+        ),
+    ] = None,
     loss: Annotated[str | None, typer.Option("--loss", help=help_text("loss"))] = None,
     f_scale: Annotated[float | None, typer.Option("--f-scale", help=help_text("f_scale"))] = None,
     bounds: Annotated[str | None, typer.Option("--bounds", help=help_text("bounds"))] = None,
@@ -159,9 +168,14 @@ def check_plan(options: dict, plans: list[FitOptions]) -> None:
         raise OptionError(f"--engine must be local or dask; got '{engine}'")
     if options.get("scheduler") and engine != "dask":
         raise OptionError("--scheduler needs --engine dask")
-    if grouped and options.get("plot"):
-        raise OptionError("--plot is not available with --group-by")
-    if grouped and len(plans) > 1:
+    shared = options.get("share") is not None
+    if shared and not grouped:
+        raise OptionError("--share needs --group-by COL: the column whose groups share the parameters")
+    if shared and engine == "dask":
+        raise OptionError("--share fits one global problem: it runs with the local engine, not --engine dask")
+    if grouped and options.get("plot") and not shared:
+        raise OptionError("--plot is not available with --group-by (only with --share, a global fit)")
+    if grouped and len(plans) > 1 and not shared:
         raise OptionError("--group-by takes one --method")
     if engine == "dask":
         require_model(options.get("model"))
@@ -272,7 +286,14 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     from nlfit.options import parse_p0
 
     p0 = parse_p0(options.get("p0"))
-    if options.get("group_by"):
+    if options.get("share") is not None:  # a global fit: one problem over all groups
+        from nlfit.models.registry import model_for
+        from nlfit.models.shared import global_problem
+
+        dataset, model_spec = global_problem(dataset, model_for(model_spec, dataset), str(options["share"]), options["group_by"])
+        p0 = model_spec.expand(p0, "--p0") if isinstance(p0, dict) else p0
+        plans = [dataclasses.replace(plan, bounds=model_spec.expand(plan.bounds, "--bounds"), fix=model_spec.expand(plan.fix, "--fix")) for plan in plans]
+    elif options.get("group_by"):
         return run_groups(dataset, model_spec, p0, plans[0], output_format, options)
     from nlfit.fitting import fit as run
 

@@ -28,7 +28,17 @@ def models() -> None:
         table.add_column(column)
     for info in BUILTIN_MODELS.values():
         table.add_row(info.syntax, info.parameters, info.description)
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    from nlfit.models.named import listing
+
+    named = plain_table()
+    for column in ("named model", "formula", "parameters", "start rule [source]"):
+        named.add_column(column)
+    for row in listing():
+        named.add_row(*row)
+    console.print("\nNamed models (R's, Prism's and lmfit's names; each computes its own start; add them: -m 'gaussian+gaussian+linear'):")
+    console.print(named)
 
 
 @handle_errors

@@ -15,6 +15,11 @@ from nlfit.errors import InputError
 def read_result(result: str, command: str = "predict"):
     """The saved fit result at path ``result`` ('-': stdin), parsed (``parse_result``) for
     ``command`` (named in the message about grouped rows)."""
+    return parse_result(read_text(result), result, command)
+
+
+def read_text(result: str) -> str:
+    """The text of the saved result at path ``result`` ('-': stdin)."""
     try:
         if result == "-" and sys.stdin is None:
             raise InputError("cannot read the fit result from stdin: it is closed")
@@ -27,7 +32,7 @@ def read_result(result: str, command: str = "predict"):
         raise InputError(f"cannot read fit result {result}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise InputError(f"{result} is not a text (UTF-8) file") from None
-    return parse_result(text, result, command)
+    return text
 
 
 def parse_result(text: str, result: str, command: str = "predict"):

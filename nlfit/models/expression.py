@@ -40,7 +40,13 @@ FUNCTIONS = {
     "arcsin": "arcsin", "arccos": "arccos", "arctan": "arctan",
     "asin": "arcsin", "acos": "arccos", "atan": "arctan",
     "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "abs": "abs",
+    "voigt": "voigt",
 }  # fmt: skip
+# Functions of more than one argument, and how many they take. voigt(u, sigma, gamma) is the
+# Voigt profile, a Gaussian of standard deviation sigma convolved with a Lorentzian of half
+# width gamma, at u (unit area; scipy.special.voigt_profile): Re w((u + i gamma) / (sigma
+# sqrt 2)) / (sigma sqrt(2 pi)), w the Faddeeva function (JAX's wofz, differentiable).
+ARITY = {"voigt": 3}
 CONSTANTS = {"pi": math.pi, "e": math.e}
 _BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _REJECTED = {
@@ -174,9 +180,11 @@ def _check(node: ast.AST, full: str, where, depth: int) -> None:
             raise FormulaError(f"unknown function '{name}'; allowed: {allowed}", full, position)
         if node.keywords:
             raise FormulaError(f"{name}() takes no keyword arguments", full, position)
-        if len(node.args) != 1:
-            raise FormulaError(f"{name}() takes exactly one argument", full, position)
-        _check(node.args[0], full, where, depth + 1)
+        arity = ARITY.get(name, 1)
+        if len(node.args) != arity:
+            raise FormulaError(f"{name}() takes exactly {'one argument' if arity == 1 else f'{arity} arguments'}", full, position)
+        for argument in node.args:
+            _check(argument, full, where, depth + 1)
         return
     raise FormulaError(f"'{type(node).__name__}' is not allowed in a formula", full, position)
 
@@ -253,7 +261,7 @@ def _degree(node: ast.expr, chosen: set[str]) -> int:
     if isinstance(node, ast.UnaryOp):
         return _degree(node.operand, chosen)
     if isinstance(node, ast.Call):
-        return _CONSTANT if _degree(node.args[0], chosen) == _CONSTANT else _NONLINEAR
+        return _CONSTANT if all(_degree(argument, chosen) == _CONSTANT for argument in node.args) else _NONLINEAR
     left, right = _degree(node.left, chosen), _degree(node.right, chosen)
     symbol = _BINARY[type(node.op)]
     if symbol in ("+", "-"):
@@ -297,11 +305,30 @@ def _build(node: ast.expr, lookup, xp):
         if symbol == "/":
             return lambda p, c: left(p, c) / right(p, c)
         return lambda p, c: jnp.power(left(p, c), right(p, c))
+    if isinstance(node, ast.Call) and node.func.id in ARITY:
+        function = _voigt_numpy if xp is np else _voigt_jax
+        arguments = [_build(argument, lookup, xp) for argument in node.args]
+        return lambda p, c: function(*(argument(p, c) for argument in arguments))
     if isinstance(node, ast.Call):
         function = getattr(jnp, FUNCTIONS[node.func.id])
         argument = _build(node.args[0], lookup, xp)
         return lambda p, c: function(argument(p, c))
     raise FormulaError(f"cannot build '{type(node).__name__}'")  # unreachable after _check
+
+
+def _voigt_jax(u, sigma, gamma):
+    from nlfit._jax import jax, jnp  # nlfit._jax first: it sets up JAX (float64)
+
+    wofz = jax.scipy.special.wofz
+
+    scale = sigma * math.sqrt(2.0)
+    return jnp.real(wofz((u + 1j * gamma) / scale)) / (scale * math.sqrt(math.pi))
+
+
+def _voigt_numpy(u, sigma, gamma):
+    from scipy.special import voigt_profile
+
+    return voigt_profile(np.asarray(u, dtype=np.float64), np.asarray(sigma, dtype=np.float64), np.asarray(gamma, dtype=np.float64))
 
 
 @dataclass(frozen=True)

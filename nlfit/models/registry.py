@@ -61,6 +61,10 @@ def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str,
     spec = spec.strip()
     if not spec:
         raise ModelError("empty model specification; see 'nlfit models'")
+    from nlfit.models.named import NamedModel, is_named
+
+    if is_named(spec):
+        return NamedModel.build(spec, x_names=tuple(x_names), y_name=y_name)
     match = _NAMED.match(spec)
     if not match:
         from nlfit.models.expression import FormulaModel, formula_names
@@ -100,12 +104,14 @@ def build_model(spec: str, x: np.ndarray, y_name: str = "y", x_names: tuple[str,
             raise ModelError(f"bad model '{spec}': degree {shown} is too large (at most {MAX_DEGREE} for P and for Q)")
         return RationalPQ(numerator_degree=p, denominator_degree=q, spec=f"rational:{p}/{q}")
     known = ", ".join(m.syntax for m in BUILTIN_MODELS.values())
-    raise ModelError(f"unknown model '{spec}'; built-in models: {known} (or a formula such as \"b1*exp(-b2*x)\")")
+    raise ModelError(f"unknown model '{spec}'; built-in models: {known}, the named models of 'nlfit models' (or a formula such as \"b1*exp(-b2*x)\")")
 
 
 def is_formula(spec: str) -> bool:
-    """True when ``spec`` is a user formula rather than a built-in model name."""
-    return isinstance(spec, str) and bool(spec.strip()) and not _NAMED.match(spec.strip())
+    """True when ``spec`` is a user formula rather than a built-in or named model."""
+    from nlfit.models.named import is_named
+
+    return isinstance(spec, str) and bool(spec.strip()) and not _NAMED.match(spec.strip()) and not is_named(spec)
 
 
 MAX_DEGREE = 200  # polynomial, chebyshev and rational degrees: beyond this no fit is meaningful in float64
@@ -133,7 +139,12 @@ def model_from_json(info: dict, x: np.ndarray | None = None):
     probe = np.asarray(domain if domain else [-1.0, 1.0], dtype=float)
     if len(x_names) > 1:
         probe = np.tile(probe[:, None], (1, len(x_names)))
-    model = build_model(spec, probe, y_name=y_name, x_names=x_names, order=info.get("params"))
+    shared, groups = info.get("shared"), info.get("groups")
+    model = build_model(spec, probe, y_name=y_name, x_names=x_names, order=None if groups else info.get("params"))
     if domain:
         model = dataclasses.replace(model, lo=float(domain[0]), hi=float(domain[1]))
+    if isinstance(shared, list) and isinstance(groups, list) and groups:  # a global fit (--share)
+        from nlfit.models.shared import GlobalModel
+
+        model = GlobalModel(model, tuple(str(s) for s in shared), tuple(str(g) for g in groups), str(info.get("group_by") or "group"))
     return model

@@ -74,6 +74,8 @@ def compile_tape(model, n_params: int | None = None) -> Tape | None:
     """The tape of a ``FormulaModel``'s right side, or None when it is longer than the
     largest bucket. ``n_params``: the registers kept for parameters (at least the model's;
     more for a parameter vector padded to its bucket, ``nlfit.models.padded``)."""
+    if any(isinstance(node, ast.Call) and len(node.args) != 1 for node in ast.walk(model.rhs)):
+        return None  # a function of several arguments (voigt): the formula's own compiled program
     names = model.parameter_names
     columns = model.x_names
     n_params, n_columns = max(len(names), n_params or 0), len(columns)

@@ -64,6 +64,10 @@ def render(payloads: list[dict], dataset, path: str) -> None:
             top.plot(grid, curve["y"], color=colour, lw=2, label=label)
             if "conf_lo" in curve:
                 top.fill_between(grid, curve["conf_lo"], curve["conf_hi"], color=colour, alpha=0.25, lw=0)
+            parts = [k for k in curve if k not in ("y", "conf_lo", "conf_hi", "pred_lo", "pred_hi")]  # a sum's components
+            for j, part in enumerate(parts):
+                shade = colour if len(payloads) > 1 else f"C{j + 1}"
+                top.plot(grid, curve[part], color=shade, lw=1, ls="--", label=f"{label}: {part}" if len(payloads) > 1 else part)
             middle.scatter(x, observed - fitted, s=10, color=colour, label=label)
         else:
             top.scatter(observed, fitted, s=12, color=colour, label=label)
