@@ -305,3 +305,15 @@ def test_named_model_start_rule_alone_recovers_the_generating_parameters(name):
     assert result.success, result.message
     assert np.all(np.abs(result.params - np.array(truth)) <= 6 * result.stderr + 1e-12), (result.params, result.stderr)
     assert np.all(result.stderr <= 0.1 * np.maximum(np.abs(truth), 1e-2 * np.ptp(clean)))  # determined: the check above is not vacuous
+
+
+def test_predict_of_a_global_fit_gives_every_groups_curve_from_its_own_and_the_shared_parameters(loblolly_fits):
+    (_, _), (shared, payload), _ = loblolly_fits
+    done = subprocess.run([sys.executable, "-m", "nlfit", "predict", str(shared), "--at", "5,20"], capture_output=True, text=True, check=True)
+    table = pd.read_csv(pd.io.common.StringIO(done.stdout))
+    params = {name: entry["value"] for name, entry in payload["params"].items()}
+    age = np.array([5.0, 20.0])
+    for seed in ("301", "329"):
+        expected = params[f"Asym[{seed}]"] + (params[f"R0[{seed}]"] - params[f"Asym[{seed}]"]) * np.exp(-np.exp(params["lrc"]) * age)
+        np.testing.assert_allclose(table[f"y[{seed}]"], expected, rtol=1e-12)
+        assert np.all(table[f"conf_lo[{seed}]"] < table[f"y[{seed}]"])

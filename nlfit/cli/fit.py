@@ -290,9 +290,14 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         from nlfit.models.registry import model_for
         from nlfit.models.shared import global_problem
 
-        dataset, model_spec = global_problem(dataset, model_for(model_spec, dataset), str(options["share"]), options["group_by"])
+        grouped, (dataset, model_spec) = dataset, global_problem(dataset, model_for(model_spec, dataset), str(options["share"]), options["group_by"])
+        given = p0
         p0 = model_spec.expand(p0, "--p0") if isinstance(p0, dict) else p0
         plans = [dataclasses.replace(plan, bounds=model_spec.expand(plan.bounds, "--bounds"), fix=model_spec.expand(plan.fix, "--fix")) for plan in plans]
+        if p0 is None or (isinstance(given, dict) and set(given) <= set(model_spec.base.param_names)):
+            p0 = _global_start(grouped, model_spec, plans[0], given, p0)
+            if p0 is not None:  # each group's start came from its own multistart: one joint start (unless --starts says)
+                plans = [plan if plan.starts != "auto" else dataclasses.replace(plan, starts=1) for plan in plans]
     elif options.get("group_by"):
         return run_groups(dataset, model_spec, p0, plans[0], output_format, options)
     from nlfit.fitting import fit as run
@@ -330,6 +335,20 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     if any(r.status.label == "interrupted" for r in results):
         stop_interrupted(options["quiet"])
     raise typer.Exit(0 if all(r.success for r in results) else 1)
+
+
+def _global_start(grouped, model, plan: FitOptions, given, expanded):
+    """The start of a global fit from separate fits (``nlfit.models.shared.separate_start``),
+    the parameters the user named in --p0 at their values; ``expanded`` (the --p0 by full
+    names, or None) where no group could be fitted alone."""
+    from nlfit.models.shared import separate_start
+
+    start = separate_start(grouped, model, plan, given)
+    if start is None:
+        return expanded
+    named = dict(zip(model.param_names, start, strict=True))
+    named.update(expanded or {})
+    return named
 
 
 def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options) -> None:
