@@ -42,12 +42,28 @@ class Fitted:
     model: str
     n: int
     p: int  # estimated parameters
-    rss: float
+    rss: float  # the weighted sum of squares with --sigma
     dof: int
     loglik: float
     k: int  # parameters of the likelihood: p, and the variance unless it was known
-    data: tuple  # (input sha256s, response column, n): what must be equal across results
+    data: tuple  # (input sha256s, response column, predictor columns, n, weights): equal across results
     groups: int | None = None  # rows of a grouped fit combined
+    left_out: tuple = ()  # groups of a grouped fit without data
+
+
+def _checked(payload, label: str) -> dict:
+    """``payload`` when it has the shape of a fit result (one-line errors otherwise)."""
+    if not isinstance(payload, dict) or not all(k in payload for k in ("params", "stats", "model")):
+        raise InputError(f"{label} is not an nlfit fit result (it needs 'model', 'params' and 'stats')")
+    for key in ("params", "stats"):
+        if not isinstance(payload[key], dict):
+            raise InputError(f"{label}: '{key}' must be an object")
+    if not all(isinstance(entry, dict) for entry in payload["params"].values()):
+        raise InputError(f"{label}: every entry of 'params' must be an object (value, stderr, fixed, ...)")
+    for key in ("data", "provenance"):
+        if payload.get(key) is not None and not isinstance(payload[key], dict):
+            raise InputError(f"{label}: '{key}' must be an object")
+    return payload
 
 
 def _estimated(payload: dict) -> int:
@@ -55,12 +71,18 @@ def _estimated(payload: dict) -> int:
 
 
 def _identity(payload: dict, label: str) -> tuple:
-    provenance = payload.get("provenance") or {}
-    inputs = provenance.get("inputs") or []
-    hashes = tuple(sorted(str(i.get("sha256")) for i in inputs if isinstance(i, dict)))
+    """What must be equal across the results: the inputs (sha256), the response, the
+    predictors (a global fit's group column aside), and the weights (none, relative, known)."""
+    inputs = (payload.get("provenance") or {}).get("inputs")
+    hashes = tuple(sorted(str(i.get("sha256")) for i in inputs if isinstance(i, dict))) if isinstance(inputs, list) else ()
     if not hashes:
         raise InputError(f"{label} has no provenance of its input (inputs' sha256): compare needs to know the data were the same")
-    return hashes, (payload.get("data") or {}).get("y")
+    data = payload.get("data") or {}
+    group_column = (payload.get("model_info") or {}).get("group_by") if isinstance(payload.get("model_info"), dict) else None
+    x = data.get("x") if isinstance(data.get("x"), list) else []
+    predictors = tuple(sorted(str(c) for c in x if c != group_column))
+    weights = "known" if payload.get("absolute_sigma") else "relative" if payload["stats"].get("chi2") is not None else "none"
+    return hashes, data.get("y"), predictors, weights
 
 
 def _number(value, key: str, label: str) -> float:
@@ -69,11 +91,21 @@ def _number(value, key: str, label: str) -> float:
     return float(value)
 
 
-def from_payloads(payloads: list[dict], label: str) -> Fitted:
-    """One model from one result, or from the rows of a grouped fit (module docstring)."""
+def from_payloads(payloads: list, label: str) -> Fitted:
+    """One model from one result, or from the rows of a grouped fit (module docstring). A
+    fit that did not succeed, or one with a robust --loss, is refused: its sums of squares
+    are not those of a least-squares fit. Rows of a grouped fit without data are left out."""
+    payloads = [_checked(p, label) for p in payloads]
+    empty = tuple(str(p.get("group")) for p in payloads if p.get("status") == "no-data")
+    payloads = [p for p in payloads if p.get("status") != "no-data"]
+    if not payloads:
+        raise InputError(f"{label}: no group has data")
     for payload in payloads:
-        if not isinstance(payload, dict) or not all(k in payload for k in ("params", "stats", "model")):
-            raise InputError(f"{label} is not an nlfit fit result (it needs 'model', 'params' and 'stats')")
+        where = label if "group" not in payload else f"{label} (group {payload['group']})"
+        if payload.get("success") is not True:
+            raise InputError(f"{where} did not converge (status {payload.get('status')}): compare needs converged fits")
+        if payload.get("loss", "linear") != "linear":
+            raise InputError(f"{where} used --loss {payload.get('loss')}: compare needs least-squares fits (--loss linear)")
     identities = {_identity(p, label) for p in payloads}
     if len(identities) > 1:
         raise InputError(f"{label}: its rows are fits of different data")
@@ -81,21 +113,21 @@ def from_payloads(payloads: list[dict], label: str) -> Fitted:
     n = int(sum(_number(s.get("n"), "n", label) for s in stats))
     p = sum(_estimated(payload) for payload in payloads)
     rss = sum(_number(s.get("rss"), "rss", label) for s in stats)
-    dof = n - p
-    known = any(payload.get("absolute_sigma") for payload in payloads)
-    weighted = any(s.get("chi2") is not None for s in stats)
+    hashes, response, predictors, weights = identities.pop()
     if len(payloads) == 1:
         loglik = _number(stats[0].get("loglik"), "loglik", label)
         k = int(round((_number(stats[0].get("aic"), "aic", label) + 2 * loglik) / 2))
-    elif known or weighted:  # the groups' likelihoods add (each with its own known or estimated scale)
+    elif weights == "known":  # known sigmas: the groups' likelihoods add
         loglik = sum(_number(s.get("loglik"), "loglik", label) for s in stats)
-        k = sum(int(round((_number(s.get("aic"), "aic", label) + 2 * _number(s.get("loglik"), "loglik", label)) / 2)) for s in stats)
-    else:  # separate curves with one residual variance, as one indexed fit in R
-        loglik = -0.5 * n * (math.log(2 * math.pi * rss / n) + 1.0) if rss > 0 else math.inf
+        k = p
+    else:  # separate curves with one residual variance, as one indexed fit in R (and --share '')
+        # each group's log-likelihood is -n_g/2 (log(2 pi rss_g / n_g) + 1) - sum(log sigma) (stats.py)
+        log_sigma = sum(-_number(s.get("loglik"), "loglik", label) - 0.5 * s["n"] * (math.log(2 * math.pi * s["rss"] / s["n"]) + 1.0) for s in stats)
+        loglik = -0.5 * n * (math.log(2 * math.pi * rss / n) + 1.0) - log_sigma if rss > 0 else math.inf
         k = p + 1
-    hashes, response = identities.pop()
     model = payloads[0]["model"] if len(payloads) == 1 else f"{payloads[0]['model']} per group"
-    return Fitted(label, str(model), n, p, rss, dof, loglik, k, (hashes, response, n), len(payloads) if len(payloads) > 1 else None)
+    data = (hashes, response, predictors, n, weights)
+    return Fitted(label, str(model), n, p, rss, n - p, loglik, k, data, len(payloads) if len(payloads) > 1 else None, empty)
 
 
 def parse(text: str, path: str) -> Fitted:
@@ -109,6 +141,8 @@ def parse(text: str, path: str) -> Fitted:
             raise InputError(f"{path} is not a fit result (not JSON, nor JSON lines)") from None
     except RecursionError:
         raise InputError(f"{path} is not a fit result (JSON nested too deeply)") from None
+    if not text.strip():
+        raise InputError(f"{path} is empty")
     if not payloads or isinstance(payloads[0], list):
         raise InputError(f"{path} is not one fit result (a method comparison is a list of fits: save one fit per file to compare models)")
     return from_payloads(payloads, path)
@@ -119,10 +153,15 @@ def compare(models: list[Fitted]) -> dict:
     if len(models) < 2:
         raise InputError("compare needs at least two fit results")
     first = models[0]
+    labels = [m.label for m in models]
+    twice = next((label for label in labels if labels.count(label) > 1), None)
+    if twice is not None:
+        raise InputError(f"{twice} is given twice: compare needs different fits")
+    what = ("input files (sha256)", "response column", "predictor columns", "number of points", "weights (--sigma, --absolute-sigma)")
     for other in models[1:]:
-        if other.data != first.data:
-            what = "input files (sha256)" if other.data[0] != first.data[0] else "response column" if other.data[1] != first.data[1] else "number of points"
-            raise InputError(f"{first.label} and {other.label} are fits of different data (their {what} differ): compare needs one data set")
+        differs = next((i for i in range(len(what)) if other.data[i] != first.data[i]), None)
+        if differs is not None:
+            raise InputError(f"{first.label} and {other.label} are fits of different data (their {what[differs]} differ): compare needs one data set")
     rows = []
     for m in models:
         aic = 2 * m.k - 2 * m.loglik

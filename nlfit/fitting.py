@@ -477,22 +477,41 @@ def finish(prepared: Prepared, batch: Batch, solved: Solved) -> Fits:
 
 
 def _relabelled(model, problems, solved: Solved) -> Solved:
-    """The winners with their labels in the model's documented order (``relabel``: a named
-    model symmetric under exchanging parameters, e.g. R's lKe < lKa), where the exchanged
-    parameters have the same bounds; the linearization is then recomputed at the new point."""
+    """The winners, and every start's result, with their labels in the model's documented
+    order (``relabel``: a model symmetric under exchanging parameters, e.g. R's lKe < lKa),
+    where the exchanged parameters have the same bounds; the winners' linearization is then
+    recomputed at the new point."""
     relabel = getattr(model, "relabel", None)
     if relabel is None:
         return solved
-    params = np.asarray(solved.state.params)
-    shown = list(getattr(problems.model, "shown", range(params.shape[1])))
-    order = relabel(params[:, shown])
+    shown = np.asarray(getattr(problems.model, "shown", range(np.shape(solved.state.params)[1])))
     lower, upper = (np.asarray(v)[:, shown] for v in (problems.lower, problems.upper))
-    same_box = np.all((np.take_along_axis(lower, order, axis=1) == lower) & (np.take_along_axis(upper, order, axis=1) == upper), axis=1)
-    moved = same_box & np.any(order != np.arange(len(shown))[None, :], axis=1)
+
+    def permuted(params, group_of_row):
+        """(params with the labels in order, which rows moved) for rows (N, n) of the groups."""
+        order = relabel(params[:, shown])
+        box = np.all((np.take_along_axis(lower[group_of_row], order, axis=1) == lower[group_of_row])
+                     & (np.take_along_axis(upper[group_of_row], order, axis=1) == upper[group_of_row]), axis=1)  # fmt: skip
+        moved = box & np.any(order != np.arange(len(shown))[None, :], axis=1)
+        out = params.copy()
+        out[np.ix_(moved, shown)] = np.take_along_axis(params[:, shown], order, axis=1)[moved]
+        return out, moved, order
+
+    params = np.asarray(solved.state.params)
+    groups = np.arange(params.shape[0])
+    members = solved.members
+    if members is not None:  # the summaries' minima in the same order as the result
+        size, starts, n = members.params.shape
+        flat, moved, order = permuted(members.params.reshape(-1, n), np.repeat(groups, starts))
+        norms = members.column_norms
+        if norms is not None:
+            full = np.tile(np.arange(n), (size * starts, 1))
+            full[np.ix_(moved, shown)] = shown[order[moved]]
+            norms = np.take_along_axis(norms.reshape(-1, n), full, axis=1).reshape(norms.shape)
+        solved = dataclasses.replace(solved, members=dataclasses.replace(members, params=flat.reshape(members.params.shape), column_norms=norms))
+    relabelled, moved, _ = permuted(params, groups)
     if not np.any(moved):
         return solved
-    relabelled = params.copy()
-    relabelled[np.ix_(moved, shown)] = np.take_along_axis(params[:, shown], order, axis=1)[moved]
     local = solved.state.local._replace(jac=None, r_factor=None, qtr=None, gram=None, hess=None)
     return dataclasses.replace(solved, state=solved.state._replace(params=relabelled, local=local))
 

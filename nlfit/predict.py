@@ -37,10 +37,10 @@ def predict_saved(saved: SavedFit, x: np.ndarray, conf_level: float | None = Non
     """``predict`` for a result already checked by ``check_fit_result``. For a global fit
     (``--share``), every group's curve: the columns of each suffixed ``[GROUP]``."""
     groups = getattr(saved.model, "groups", None)
-    if groups is None:
+    x = np.asarray(x, dtype=np.float64)
+    if groups is None or (x.ndim == 2 and x.shape[1] == len(saved.model.x_names) + 1):  # rows that carry their group's code
         return _predict(saved, x, conf_level)
     out = {}
-    x = np.asarray(x, dtype=np.float64)
     for code, label in enumerate(groups):
         coded = np.column_stack([x.reshape(len(x), -1), np.full(len(x), float(code))])
         out.update({f"{key}[{label}]": values for key, values in _predict(saved, coded, conf_level).items()})

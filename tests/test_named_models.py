@@ -109,13 +109,24 @@ def test_composite_model_prefixes_parameters_and_finds_both_peaks():
 
 
 def test_models_command_lists_every_named_model_with_formula_parameters_and_start_rule():
-    from nlfit.models.named import CATALOGUE
+    from nlfit.models.named import CATALOGUE, formula_of
 
-    shown = subprocess.run([sys.executable, "-m", "nlfit", "models"], capture_output=True, text=True, env={"COLUMNS": "250", "PATH": ""}, check=True)
+    shown = subprocess.run([sys.executable, "-m", "nlfit", "models"], capture_output=True, text=True, check=True)
+    rows: dict[str, list[str]] = {}
+    last = None
+    for line in shown.stdout.split("Named models", 1)[1].splitlines():
+        cells = [cell.strip() for cell in line.split("│")]
+        if len(cells) != 4:
+            continue
+        if cells[0]:
+            last = rows.setdefault(cells[0], cells)
+        elif last is not None:  # a cell wrapped onto the next line
+            last[:] = [f"{a} {b}".strip() for a, b in zip(last, cells, strict=True)]
     for name, entry in CATALOGUE.items():
-        line = next((line for line in shown.stdout.splitlines() if line.split("│")[0].strip() == name), None)
-        assert line is not None, name
-        assert entry.params[0] in line and entry.rule.split()[0] in line
+        assert name in rows, name
+        formula, params, rule = (cell.replace(" ", "") for cell in rows[name][1:])
+        assert formula == formula_of(entry, ("x1", "x2") if len(entry.variables) == 2 else ("x",)).replace(" ", "")
+        assert params == ", ".join(entry.params).replace(" ", "") and rule.startswith(entry.rule.replace(" ", "")), rows[name]
 
 
 def test_fit_json_names_the_model_and_its_formula_in_the_data_columns(tmp_path):
@@ -317,3 +328,50 @@ def test_predict_of_a_global_fit_gives_every_groups_curve_from_its_own_and_the_s
         expected = params[f"Asym[{seed}]"] + (params[f"R0[{seed}]"] - params[f"Asym[{seed}]"]) * np.exp(-np.exp(params["lrc"]) * age)
         np.testing.assert_allclose(table[f"y[{seed}]"], expected, rtol=1e-12)
         assert np.all(table[f"conf_lo[{seed}]"] < table[f"y[{seed}]"])
+
+
+def test_compare_refuses_failed_robust_mixed_weight_and_repeated_results_in_one_line(loblolly_fits, tmp_path):
+    (common, payload), (shared, _), _ = loblolly_fits
+    failed = tmp_path / "failed.json"
+    failed.write_text(json.dumps({**payload, "success": False, "status": "max-iter"}))
+    robust = tmp_path / "robust.json"
+    robust.write_text(json.dumps({**payload, "loss": "soft_l1"}))
+    weighted = tmp_path / "weighted.json"
+    weighted.write_text(json.dumps({**payload, "stats": {**payload["stats"], "chi2": payload["stats"]["rss"]}}))
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**payload, "params": [1, 2, 3]}))
+    for other, message in ((failed, "did not converge"), (robust, "--loss"), (weighted, "weights"), (common, "given twice"), (broken, "'params' must be")):
+        done = subprocess.run([sys.executable, "-m", "nlfit", "compare", str(common), str(other)], capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_global_fit_plots_predicts_a_builtin_model_and_keeps_r_label_order_per_group(tmp_path):
+    _, payload = _cli_fit(tmp_path, "fol", str(R_DIR / "Theoph.csv"), "-m", "fol", "--x", "Dose,Time", "--y", "conc", "--group-by", "Subject", "--share", "",
+                          "--p0", "lKe=0.5,lKa=-2.5,lCl=-3.2", "--starts", "1")  # fmt: skip
+    values = {name: entry["value"] for name, entry in payload["params"].items()}
+    assert all(values[f"lKe[{g}]"] < values[f"lKa[{g}]"] for g in payload["model_info"]["groups"])  # every group in R's order from a swapped start
+    picture = tmp_path / "muscle.png"
+    _cli_fit(
+        tmp_path,
+        "muscle",
+        str(R_DIR / "muscle.csv"),
+        "-m",
+        "alpha + beta*exp(-Conc/th)",
+        "--y",
+        "Length",
+        "--group-by",
+        "Strip",
+        "--share",
+        "th",
+        "--plot",
+        str(picture),
+    )
+    assert picture.stat().st_size > 10_000
+    fitted, poly = _cli_fit(
+        tmp_path, "poly", str(R_DIR / "Loblolly.csv"), "-m", "polynomial:2", "--x", "age", "--y", "height", "--group-by", "Seed", "--share", "c0"
+    )
+    done = subprocess.run([sys.executable, "-m", "nlfit", "predict", str(fitted), "--at", "3"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(pd.io.common.StringIO(done.stdout))
+    c = {name: entry["value"] for name, entry in poly["params"].items()}
+    np.testing.assert_allclose(table["y[301]"], c["c0"] + 3 * c["c1[301]"] + 9 * c["c2[301]"], rtol=1e-12)

@@ -29,7 +29,11 @@ def fit(
     ],
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="polynomial:D, chebyshev:D, rational, rational:P/Q, or a formula."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="polynomial:D, chebyshev:D, rational, rational:P/Q, a named model (logistic, fol, 4pl, gaussian+linear...: see 'nlfit models') or a formula.",
+        ),
     ] = None,
     x: Annotated[
         str | None,
@@ -283,6 +287,7 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
 
         plain_line(f"nlfit: warning: {missing_warning(dataset)}")
     model_spec = require_model(options.get("model") or dataset.formula)
+    _say_default_columns(dataset, model_spec, options)
     from nlfit.options import parse_p0
 
     p0 = parse_p0(options.get("p0"))
@@ -291,6 +296,16 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         from nlfit.models.shared import global_problem
 
         grouped, (dataset, model_spec) = dataset, global_problem(dataset, model_for(model_spec, dataset), str(options["share"]), options["group_by"])
+        from nlfit.prepare import group_rows
+
+        rows = group_rows(grouped)
+        empty = [key for key, count in zip(rows.keys, rows.counts, strict=True) if count == 0]
+        if empty and options["quiet"] < 2:
+            from nlfit.report.console import plain_line
+
+            shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+            what = f"groups {shown} of {options['group_by']} have" if len(empty) > 1 else f"group {shown} of {options['group_by']} has"
+            plain_line(f"nlfit: warning: --share: {what} no usable row: left out of the global fit")
         given = p0
         p0 = model_spec.expand(p0, "--p0") if isinstance(p0, dict) else p0
         plans = [dataclasses.replace(plan, bounds=model_spec.expand(plan.bounds, "--bounds"), fix=model_spec.expand(plan.fix, "--fix")) for plan in plans]
@@ -335,6 +350,22 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     if any(r.status.label == "interrupted" for r in results):
         stop_interrupted(options["quiet"])
     raise typer.Exit(0 if all(r.success for r in results) else 1)
+
+
+def _say_default_columns(dataset, model_spec, options) -> None:
+    """One line on stderr when a built-in or named model's columns were chosen by default
+    (the columns named x and y, else the first and the next): a named model's variable is
+    rarely the file's first column."""
+    from nlfit.models.registry import is_formula
+
+    if options.get("x") and options.get("y") or dataset.nist is not None or is_formula(model_spec) or options["quiet"] >= 2:
+        return
+    columns = (("--x", ",".join(dataset.x_names), options.get("x")), ("--y", dataset.y_name, options.get("y")))
+    chosen = [f"{flag} {value}" for flag, value, given in columns if not given]
+    if chosen and not (dataset.x_names == ("x",) and dataset.y_name == "y"):
+        from nlfit.report.console import plain_line
+
+        plain_line(f"nlfit: note: columns chosen by default: {', '.join(chosen)} (give --x and --y to choose others)")
 
 
 def _global_start(grouped, model, plan: FitOptions, given, expanded):

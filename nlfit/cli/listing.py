@@ -34,7 +34,7 @@ def models() -> None:
 
     named = plain_table()
     for column in ("named model", "formula", "parameters", "start rule [source]"):
-        named.add_column(column)
+        named.add_column(column, overflow="fold")  # a long formula wraps, never cut to "..."
     for row in listing():
         named.add_row(*row)
     console.print("\nNamed models (R's, Prism's and lmfit's names; each computes its own start; add them: -m 'gaussian+gaussian+linear'):")

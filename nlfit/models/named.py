@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -568,9 +569,9 @@ class NamedModel(FormulaModel):
                 rename = {}
             order += [rename.get(p, p) for p in entry.params]
             parts.append(formula_of(entry, x_names, rename))
-        clash = [c for c in x_names if c in order]
+        clash = [c for c in (*x_names, y_name) if c in order]
         if clash:
-            raise ModelError(f"the column '{clash[0]}' has the name of a parameter of '{spec}': rename the column")
+            raise ModelError(f"the column '{clash[0]}' has the name of a parameter of '{spec}' ({', '.join(order)}): rename the column")
         text = "+".join(f"({part})" if len(parts) > 1 else part for part in parts)
         parsed = FormulaModel.parse(text, x_names=tuple(x_names), y_name=y_name, order=tuple(order))
         canonical = "+".join(words)
@@ -602,7 +603,8 @@ class NamedModel(FormulaModel):
         if len(self.components) > 1:
             return _sum_start(self, x, y)
         try:
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # e.g. the mean of no x > 0: the start is then NaN, replaced below
                 start = np.asarray(self.entries[0].start(x, y), dtype=np.float64)
         except (np.linalg.LinAlgError, ValueError, IndexError, ZeroDivisionError, TypeError):
             start = np.full(len(self.parameter_names), np.nan)

@@ -146,5 +146,5 @@ def model_from_json(info: dict, x: np.ndarray | None = None):
     if isinstance(shared, list) and isinstance(groups, list) and groups:  # a global fit (--share)
         from nlfit.models.shared import GlobalModel
 
-        model = GlobalModel(model, tuple(str(s) for s in shared), tuple(str(g) for g in groups), str(info.get("group_by") or "group"))
+        model = GlobalModel(model, tuple(str(s) for s in shared), tuple(str(g) for g in groups), str(info.get("group_by") or "group"), x_names)
     return model

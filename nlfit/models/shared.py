@@ -45,6 +45,7 @@ class GlobalModel(Model):
     shared: tuple[str, ...]
     groups: tuple[str, ...]
     group_by: str
+    x_names: tuple[str, ...] = ("x",)  # the base model's predictors (the group code comes after them)
 
     @property
     def spec(self) -> str:
@@ -128,7 +129,27 @@ class GlobalModel(Model):
         return self.base.transform_response(y, self._inner(np.asarray(x)))
 
     def to_json(self) -> dict:
-        return {**self.base.to_json(), "params": list(self.param_names), "group_by": self.group_by, "groups": list(self.groups), "shared": list(self.shared)}
+        own = {"x": list(self.x_names), "params": list(self.param_names), "group_by": self.group_by, "groups": list(self.groups), "shared": list(self.shared)}
+        return {**self.base.to_json(), **own}
+
+    def relabel(self, params: np.ndarray) -> np.ndarray:
+        """The base model's label order (``NamedModel.relabel``) in each group, where the
+        exchange moves no shared parameter (a shared label cannot follow one group)."""
+        params = np.atleast_2d(np.asarray(params, dtype=np.float64))
+        order = np.tile(np.arange(params.shape[1]), (params.shape[0], 1))
+        relabel = getattr(self.base, "relabel", None)
+        if relabel is None:
+            return order
+        positions = self.positions()  # (n_base, G)
+        shared = np.array([common for _, common, _ in self.layout])
+        for g in range(len(self.groups)):
+            own = relabel(params[:, positions[:, g]])  # (N, n_base)
+            for row in np.flatnonzero(np.any(own != np.arange(len(shared)), axis=1)):
+                moved = own[row] != np.arange(len(shared))
+                if np.any(shared & moved):
+                    continue
+                order[row, positions[:, g]] = positions[own[row], g]
+        return order
 
     def expand(self, values: dict | None, option: str) -> dict | None:
         """--p0, --fix or --bounds given by base names (every group's copy) or full names."""
@@ -184,6 +205,9 @@ def global_problem(dataset, model: Model, share: str, group_by: str):
     from nlfit.prepare import group_rows
 
     shared = tuple(name.strip() for name in share.split(",") if name.strip())
+    twice = next((name for name in shared if shared.count(name) > 1), None)
+    if twice is not None:
+        raise OptionError(f"--share names {twice} twice")
     unknown = [name for name in shared if name not in model.param_names]
     if unknown:
         raise OptionError(f"--share names unknown parameter(s) {', '.join(unknown)}; the parameters of '{model.spec}' are {', '.join(model.param_names)}")
@@ -196,7 +220,7 @@ def global_problem(dataset, model: Model, share: str, group_by: str):
     codes = pd.Index(labels).get_indexer(np.asarray(dataset.groups).astype(str))
     x = np.asarray(dataset.x, dtype=np.float64)
     x = np.column_stack([x.reshape(len(codes), -1), codes.astype(np.float64)])
-    glob = GlobalModel(model, shared, labels, group_by)
+    glob = GlobalModel(model, shared, labels, group_by, tuple(dataset.x_names))
     if x.shape[0] * len(glob.param_names) > MAX_JACOBIAN:
         raise InputError(
             f"a global fit of {len(labels)} groups has {len(glob.param_names)} parameters over {x.shape[0]} rows: "
