@@ -292,8 +292,8 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
 
     p0 = parse_p0(options.get("p0"))
     if options.get("share") is not None:  # a global fit: one problem over all groups
+        from nlfit.globalfit import global_problem
         from nlfit.models.registry import model_for
-        from nlfit.models.shared import global_problem
 
         grouped, (dataset, model_spec) = dataset, global_problem(dataset, model_for(model_spec, dataset), str(options["share"]), options["group_by"])
         from nlfit.prepare import group_rows
@@ -303,8 +303,9 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         if empty and options["quiet"] < 2:
             from nlfit.report.console import plain_line
 
-            shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
-            what = f"groups {shown} of {options['group_by']} have" if len(empty) > 1 else f"group {shown} of {options['group_by']} has"
+            shown = ", ".join(printable(key) for key in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+            column = printable(options["group_by"])
+            what = f"groups {shown} of {column} have" if len(empty) > 1 else f"group {shown} of {column} has"
             plain_line(f"nlfit: warning: --share: {what} no usable row: left out of the global fit")
         given = p0
         p0 = model_spec.expand(p0, "--p0") if isinstance(p0, dict) else p0
@@ -360,7 +361,7 @@ def _say_default_columns(dataset, model_spec, options) -> None:
 
     if options.get("x") and options.get("y") or dataset.nist is not None or is_formula(model_spec) or options["quiet"] >= 2:
         return
-    columns = (("--x", ",".join(dataset.x_names), options.get("x")), ("--y", dataset.y_name, options.get("y")))
+    columns = (("--x", ",".join(printable(c) for c in dataset.x_names), options.get("x")), ("--y", printable(dataset.y_name), options.get("y")))
     chosen = [f"{flag} {value}" for flag, value, given in columns if not given]
     if chosen and not (dataset.x_names == ("x",) and dataset.y_name == "y"):
         from nlfit.report.console import plain_line
@@ -369,10 +370,10 @@ def _say_default_columns(dataset, model_spec, options) -> None:
 
 
 def _global_start(grouped, model, plan: FitOptions, given, expanded):
-    """The start of a global fit from separate fits (``nlfit.models.shared.separate_start``),
+    """The start of a global fit from separate fits (``nlfit.globalfit.separate_start``),
     the parameters the user named in --p0 at their values; ``expanded`` (the --p0 by full
     names, or None) where no group could be fitted alone."""
-    from nlfit.models.shared import separate_start
+    from nlfit.globalfit import separate_start
 
     start = separate_start(grouped, model, plan, given)
     if start is None:
