@@ -53,6 +53,7 @@ OPTIONS: dict[str, object] = {
     "plot": Text(),
     "group_by": Text(column=True),
     "share": Text(listable=True),
+    "intervals": Text(),
     "engine": Text(),
     "scheduler": Text(),
     "threads": Integer(1),

@@ -97,6 +97,13 @@ def fit(
             "one per group, named NAME[GROUP]; '' shares none (separate curves as one fit).",
         ),
     ] = None,
+    intervals: Annotated[
+        str | None,
+        typer.Option(
+            "--intervals",
+            help="wald (default: estimate ± t·stderr) | profile (likelihood-ratio intervals from refits with each parameter held, as R's confint).",
+        ),
+    ] = None,
     loss: Annotated[str | None, typer.Option("--loss", help=help_text("loss"))] = None,
     f_scale: Annotated[float | None, typer.Option("--f-scale", help=help_text("f_scale"))] = None,
     bounds: Annotated[str | None, typer.Option("--bounds", help=help_text("bounds"))] = None,
@@ -177,6 +184,10 @@ def check_plan(options: dict, plans: list[FitOptions]) -> None:
         raise OptionError("--share needs --group-by COL: the column whose groups share the parameters")
     if shared and engine == "dask":
         raise OptionError("--share fits one global problem: it runs with the local engine, not --engine dask")
+    if (options.get("intervals") or "wald") not in ("wald", "profile"):
+        raise OptionError(f"--intervals must be wald or profile; got '{printable(options.get('intervals'))}'")
+    if grouped and options.get("intervals") == "profile" and not shared:
+        raise OptionError("--intervals profile applies to single and global fits, not to --group-by rows")
     if grouped and options.get("plot") and not shared:
         raise OptionError("--plot is not available with --group-by (only with --share, a global fit)")
     if grouped and len(plans) > 1 and not shared:
@@ -332,6 +343,9 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
 
     command = provenance.command_options(options)
     payloads = [{**r.to_json(), "provenance": provenance.build(dataset.inputs, command, plan)} for r, plan in zip(results, plans, strict=False)]
+    if (options.get("intervals") or "wald") == "profile":
+        for result, payload, plan in zip(results, payloads, plans, strict=False):
+            _profile(dataset, result, payload, plan)
 
     if not options.get("quiet"):
         from nlfit.report.console import comparison_table, print_report, stderr_console
@@ -351,6 +365,26 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     if any(r.status.label == "interrupted" for r in results):
         stop_interrupted(options["quiet"])
     raise typer.Exit(0 if all(r.success for r in results) else 1)
+
+
+def _profile(dataset, result, payload: dict, plan: FitOptions) -> None:
+    """--intervals profile: each parameter's interval from its likelihood profile
+    (``nlfit.profile``) in place of the Wald one; an open side is null, with a warning."""
+    from nlfit.profile import intervals
+
+    payload["ci_method"] = "profile"
+    if not result.success or result.stderr is None:
+        payload["ci_method"] = "wald"
+        payload["warnings"].append({"kind": "profile", "message": "no profile intervals: the fit did not converge or has no standard errors", "fatal": False})
+        return
+    stats = payload["stats"]
+    found = intervals(dataset, result.model, result.params, result.stderr, stats["rss"], stats["dof"], plan, stats["conf_level"], bool(plan.absolute_sigma))
+    for name, entry in found.items():
+        payload["params"][name]["ci"] = entry["ci"]
+        for side in entry["open"]:
+            level = f"{100 * stats['conf_level']:g}%"
+            message = f"the profile of {name} does not reach the {level} level on its {side} side: that side of its interval is open (null)"
+            payload["warnings"].append({"kind": "profile", "message": message, "fatal": False, "params": [name]})
 
 
 def _say_default_columns(dataset, model_spec, options) -> None:

@@ -115,7 +115,7 @@ def params_table(result_json: dict, title: str = "parameters") -> Table:
     for name, entry in result_json["params"].items():
         value, stderr, ci = entry["value"], entry.get("stderr"), entry.get("ci")
         relative = "" if stderr is None or not value else f"{100 * abs(stderr / value):.3g} %"
-        bounds = "" if not ci else f"[{ci[0]:.6g}, {ci[1]:.6g}]"
+        bounds = "" if not ci else "[" + ", ".join("open" if end is None else f"{end:.6g}" for end in ci) + "]"  # an open side of a profile interval
         if entry.get("fixed"):
             spread = "fixed"
         elif entry.get("at_bound"):
