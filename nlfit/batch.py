@@ -75,6 +75,27 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
                        seconds=merged.seconds)  # fmt: skip
 
 
+def solve_only(dataset: Dataset, model_spec, group_starts, options: FitOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(params (G, n), solver statuses (G,), weighted residual sums of squares (G,)) of every
+    group: the solve alone, without the post-processing of ``fit_groups`` (polish,
+    statistics, checks, results), for refits that need no more (``nlfit.profile``,
+    ``nlfit.bootstrap``)."""
+    from nlfit.fitting import solve
+
+    prepared = prepare(dataset, model_spec, options, None, grouped=True, group_starts=group_starts)
+    groups, n = len(prepared.keys), len(prepared.param_names)
+    params, statuses, rss = np.full((groups, n), np.nan), np.full(groups, int(Status.NONFINITE)), np.full(groups, np.nan)
+    for batch in prepared.batches():
+        solved = solve(prepared, batch, record=False, timeout=None)
+        size, members = batch.distinct, batch.members[: batch.distinct]
+        params[members] = np.asarray(solved.state.params)[:size]
+        statuses[members] = np.asarray(solved.statuses)[:size]
+        residuals = np.where(np.asarray(batch.real)[:size], np.asarray(solved.state.local.residuals)[:size], 0.0)  # scaled: r / (sigma scale)
+        with np.errstate(over="ignore", invalid="ignore"):
+            rss[members] = np.sum(residuals**2, axis=1) * np.asarray(batch.problems.scale)[:size] ** 2
+    return params, statuses, rss
+
+
 class GroupFits:
     """The fits of every group, solved block by block: ``blocks()`` yields each block's
     groups (indices into ``keys``) and their :class:`Fits`, so that a caller can write them

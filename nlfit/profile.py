@@ -12,7 +12,7 @@ below it. This is the likelihood-ratio interval of R's ``confint(nls)`` (MASS's 
 method, Bates & Watts 1988, ch. 6), without its spline: the crossing is bracketed on a grid
 and then found by secant steps on τ itself.
 
-All grid points of all parameters are one batched solve (``nlfit.batch.fit_groups``): the
+All grid points of all parameters are one batched solve (``nlfit.batch.solve_only``): the
 data repeated once per point, each copy with its own held parameter and value in two extra
 predictor columns (``Held``), every refit started from the fit itself. A side on which the
 profile does not reach the threshold within 10 quantiles x the standard error of the estimate
@@ -76,7 +76,7 @@ class Held(Model):
 
 def _profile_rss(dataset, model, params, options, points: list[tuple[int, float]]) -> np.ndarray:
     """S_j(v) for each (j, v) in ``points``, in one batched solve (NaN where a refit failed)."""
-    from nlfit.batch import fit_groups
+    from nlfit.batch import solve_only
     from nlfit.io.dataset import Dataset
     from nlfit.solvers.status import Status
 
@@ -94,9 +94,8 @@ def _profile_rss(dataset, model, params, options, points: list[tuple[int, float]
     )
     starts = np.tile(np.asarray(params, dtype=np.float64), (count, 1))  # the held parameter's own entry is not used
     plan = dataclasses.replace(options, starts=1, factorization="svd", timeout=None)
-    fits = fit_groups(data, Held(model), group_starts=starts, options=plan).fits
-    rss = np.asarray(fits.stats["rss"], dtype=np.float64)
-    ok = np.array([Status(int(code)).success or Status(int(code)) == Status.SUSPECT for code in fits.status])
+    _, statuses, rss = solve_only(data, Held(model), starts, plan)
+    ok = np.array([Status(int(code)).success for code in statuses])
     return np.where(ok & np.isfinite(rss), rss, np.nan)
 
 

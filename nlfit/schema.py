@@ -54,6 +54,8 @@ OPTIONS: dict[str, object] = {
     "group_by": Text(column=True),
     "share": Text(listable=True),
     "intervals": Text(),
+    "bootstrap": Integer(1),
+    "bootstrap_kind": Text(),
     "engine": Text(),
     "scheduler": Text(),
     "threads": Integer(1),

@@ -101,8 +101,14 @@ def fit(
         str | None,
         typer.Option(
             "--intervals",
-            help="wald (default: estimate ± t·stderr) | profile (likelihood-ratio intervals from refits with each parameter held, as R's confint).",
+            help="wald (default: estimate ± t·stderr) | profile (likelihood-ratio, as R's confint) | bootstrap (percentile, --bootstrap N or 1000).",
         ),
+    ] = None,
+    bootstrap: Annotated[
+        int | None, typer.Option("--bootstrap", help="Refit N resamples (one batched solve): JSON 'bootstrap' with percentile intervals; --seed repeats them.")
+    ] = None,
+    bootstrap_kind: Annotated[
+        str | None, typer.Option("--bootstrap-kind", help="residual (default: centred residuals on the fitted curve) | cases (rows).")
     ] = None,
     loss: Annotated[str | None, typer.Option("--loss", help=help_text("loss"))] = None,
     f_scale: Annotated[float | None, typer.Option("--f-scale", help=help_text("f_scale"))] = None,
@@ -184,10 +190,12 @@ def check_plan(options: dict, plans: list[FitOptions]) -> None:
         raise OptionError("--share needs --group-by COL: the column whose groups share the parameters")
     if shared and engine == "dask":
         raise OptionError("--share fits one global problem: it runs with the local engine, not --engine dask")
-    if (options.get("intervals") or "wald") not in ("wald", "profile"):
-        raise OptionError(f"--intervals must be wald or profile; got '{printable(options.get('intervals'))}'")
-    if grouped and options.get("intervals") == "profile" and not shared:
-        raise OptionError("--intervals profile applies to single and global fits, not to --group-by rows")
+    if (options.get("intervals") or "wald") not in ("wald", "profile", "bootstrap"):
+        raise OptionError(f"--intervals must be wald, profile or bootstrap; got '{printable(options.get('intervals'))}'")
+    if (options.get("bootstrap_kind") or "residual") not in ("residual", "cases"):
+        raise OptionError(f"--bootstrap-kind must be residual or cases; got '{printable(options.get('bootstrap_kind'))}'")
+    if grouped and (options.get("intervals") in ("profile", "bootstrap") or options.get("bootstrap")) and not shared:
+        raise OptionError("--intervals profile|bootstrap and --bootstrap apply to single and global fits, not to --group-by rows")
     if grouped and options.get("plot") and not shared:
         raise OptionError("--plot is not available with --group-by (only with --share, a global fit)")
     if grouped and len(plans) > 1 and not shared:
@@ -346,6 +354,10 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     if (options.get("intervals") or "wald") == "profile":
         for result, payload, plan in zip(results, payloads, plans, strict=False):
             _profile(dataset, result, payload, plan)
+    count = options.get("bootstrap") or (BOOTSTRAP_DEFAULT if options.get("intervals") == "bootstrap" else None)
+    if count:
+        for result, payload, plan in zip(results, payloads, plans, strict=False):
+            _bootstrap(dataset, result, payload, plan, count, options.get("bootstrap_kind") or "residual", options.get("intervals") == "bootstrap")
 
     if not options.get("quiet"):
         from nlfit.report.console import comparison_table, print_report, stderr_console
@@ -385,6 +397,33 @@ def _profile(dataset, result, payload: dict, plan: FitOptions) -> None:
             level = f"{100 * stats['conf_level']:g}%"
             message = f"the profile of {name} does not reach the {level} level on its {side} side: that side of its interval is open (null)"
             payload["warnings"].append({"kind": "profile", "message": message, "fatal": False, "params": [name]})
+
+
+BOOTSTRAP_DEFAULT = 1000  # resamples of --intervals bootstrap without --bootstrap N
+BOOTSTRAP_ROWS = 50_000_000  # resamples x rows at most (the resampled data are held at once)
+
+
+def _bootstrap(dataset, result, payload: dict, plan: FitOptions, count: int, kind: str, chosen: bool) -> None:
+    """--bootstrap N: the JSON's ``bootstrap`` (``nlfit.bootstrap``); with --intervals
+    bootstrap its percentile intervals replace the Wald ones."""
+    from nlfit import bootstrap
+
+    if not result.success:
+        payload["warnings"].append({"kind": "bootstrap", "message": "no bootstrap: the fit did not converge", "fatal": False})
+        return
+    if count * dataset.n_points > BOOTSTRAP_ROWS:
+        raise OptionError(f"--bootstrap {count} resamples x {dataset.n_points} rows is more than {BOOTSTRAP_ROWS:,} values held at once: ask for fewer")
+    draws, converged = bootstrap.samples(dataset, result.model, result.params, plan, count, kind, plan.seed)
+    found = bootstrap.summary(list(result.model.param_names), draws, converged, payload["stats"]["conf_level"], kind, plan.seed)
+    payload["bootstrap"] = found
+    if found["failed"]:
+        message = f"{found['failed']} of {count} bootstrap resamples did not converge and are left out of its intervals"
+        payload["warnings"].append({"kind": "bootstrap", "message": message, "fatal": False})
+    if chosen:
+        payload["ci_method"] = "bootstrap"
+        for name, entry in found["params"].items():
+            if not payload["params"][name].get("fixed"):
+                payload["params"][name]["ci"] = entry["ci"]
 
 
 def _say_default_columns(dataset, model_spec, options) -> None:
