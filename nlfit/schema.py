@@ -56,6 +56,7 @@ OPTIONS: dict[str, object] = {
     "intervals": Text(),
     "bootstrap": Integer(1),
     "bootstrap_kind": Text(),
+    "derive": Text(listable=True),
     "engine": Text(),
     "scheduler": Text(),
     "threads": Integer(1),

@@ -257,3 +257,50 @@ def _null_space(jac: np.ndarray, keep: np.ndarray, vt: np.ndarray) -> np.ndarray
         return vt[~keep]
     _, _, full_vt = np.linalg.svd(jac, full_matrices=True)
     return full_vt[int(np.count_nonzero(keep)) :]
+
+
+def residual_tests(residuals, x=None, n_params: int = 0) -> dict:
+    """Tests of the residuals of one fit (nlstools' ``nlsResiduals``, Prism's diagnostics):
+
+    - ``shapiro``: Shapiro-Wilk W and p (``scipy.stats.shapiro``; 3 to 5000 residuals);
+    - ``runs``: the Wald-Wolfowitz runs test on the residuals' signs in the order of x (one
+      predictor; zeros left out): the number of runs, its expectation 2 n+ n- / n + 1, and the
+      two-sided normal p (too few runs: systematic misfit);
+    - ``replicates``: where x values repeat, the lack-of-fit F test of the residual sum of
+      squares against the pure error within the replicates, F on (distinct x - parameters,
+      n - distinct x) degrees of freedom.
+
+    Each present test has ``reject`` (p < 0.05)."""
+    from scipy import stats as distributions
+
+    residuals = np.asarray(residuals, dtype=np.float64)
+    finite = np.isfinite(residuals)
+    residuals = residuals[finite]
+    out: dict = {}
+    if 3 <= residuals.size <= 5000 and np.ptp(residuals) > 0:
+        w, p = distributions.shapiro(residuals)
+        out["shapiro"] = {"W": float(w), "p": float(p), "reject": bool(p < 0.05)}
+    if x is None or np.ndim(x) != 1:
+        return out
+    x = np.asarray(x, dtype=np.float64)[finite]
+    signs = np.sign(residuals[np.argsort(x, kind="stable")])
+    signs = signs[signs != 0]
+    above, below = int(np.sum(signs > 0)), int(np.sum(signs < 0))
+    if above and below:
+        total = above + below
+        runs = 1 + int(np.count_nonzero(signs[1:] != signs[:-1]))
+        expected = 2.0 * above * below / total + 1.0
+        variance = 2.0 * above * below * (2.0 * above * below - total) / (total**2 * (total - 1.0)) if total > 1 else 0.0
+        p = float(2.0 * distributions.norm.sf(abs(runs - expected) / math.sqrt(variance))) if variance > 0 else 1.0
+        out["runs"] = {"runs": runs, "expected": expected, "p": p, "reject": bool(p < 0.05)}
+    distinct, where = np.unique(x, return_inverse=True)
+    if distinct.size < x.size:
+        means = np.bincount(where, weights=residuals) / np.bincount(where)
+        pure = float(np.sum((residuals - means[where]) ** 2))
+        df_pure, df_misfit = x.size - distinct.size, distinct.size - n_params
+        if df_misfit > 0 and df_pure > 0 and pure > 0:
+            misfit = float(np.sum(residuals**2)) - pure
+            f_value = (misfit / df_misfit) / (pure / df_pure)
+            p = float(distributions.f.sf(f_value, df_misfit, df_pure))
+            out["replicates"] = {"F": f_value, "df": [df_misfit, df_pure], "p": p, "reject": bool(p < 0.05)}
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from nlfit.cli.common import check_outputs, emit, handle_errors, load_config, merge, stdout_is_terminal
@@ -106,6 +107,9 @@ def fit(
     ] = None,
     bootstrap: Annotated[
         int | None, typer.Option("--bootstrap", help="Refit N resamples (one batched solve): JSON 'bootstrap' with percentile intervals; --seed repeats them.")
+    ] = None,
+    derive: Annotated[
+        list[str] | None, typer.Option("--derive", help="NAME=EXPR of the parameters (repeatable), e.g. 't_half=log(2)/k': value and delta-method stderr.")
     ] = None,
     bootstrap_kind: Annotated[
         str | None, typer.Option("--bootstrap-kind", help="residual (default: centred residuals on the fitted curve) | cases (rows).")
@@ -310,6 +314,7 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     from nlfit.options import parse_p0
 
     p0 = parse_p0(options.get("p0"))
+    derived = None
     if options.get("share") is not None:  # a global fit: one problem over all groups
         from nlfit.globalfit import global_problem
         from nlfit.models.registry import model_for
@@ -336,7 +341,12 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     elif options.get("group_by"):
         return run_groups(dataset, model_spec, p0, plans[0], output_format, options)
     from nlfit.fitting import fit as run
+    from nlfit.models.registry import model_for
 
+    if options.get("derive"):
+        from nlfit.derive import parse as parse_derived
+
+        derived = parse_derived(options["derive"], model_for(model_spec, dataset).param_names)  # checked before the fit
     results = []
     for plan in plans:
         progress = progress_reporter(options, single=True)
@@ -355,9 +365,15 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         for result, payload, plan in zip(results, payloads, plans, strict=False):
             _profile(dataset, result, payload, plan)
     count = options.get("bootstrap") or (BOOTSTRAP_DEFAULT if options.get("intervals") == "bootstrap" else None)
-    if count:
-        for result, payload, plan in zip(results, payloads, plans, strict=False):
+    for result, payload, plan in zip(results, payloads, plans, strict=False):
+        boot = (
             _bootstrap(dataset, result, payload, plan, count, options.get("bootstrap_kind") or "residual", options.get("intervals") == "bootstrap")
+            if count
+            else None
+        )
+        if derived:
+            _derive(derived, result, payload, boot)
+        _residual_tests(dataset, result, payload)
 
     if not options.get("quiet"):
         from nlfit.report.console import comparison_table, print_report, stderr_console
@@ -414,6 +430,7 @@ def _bootstrap(dataset, result, payload: dict, plan: FitOptions, count: int, kin
     if count * dataset.n_points > BOOTSTRAP_ROWS:
         raise OptionError(f"--bootstrap {count} resamples x {dataset.n_points} rows is more than {BOOTSTRAP_ROWS:,} values held at once: ask for fewer")
     draws, converged = bootstrap.samples(dataset, result.model, result.params, plan, count, kind, plan.seed)
+    boot = (draws, converged)
     found = bootstrap.summary(list(result.model.param_names), draws, converged, payload["stats"]["conf_level"], kind, plan.seed)
     payload["bootstrap"] = found
     if found["failed"]:
@@ -424,6 +441,44 @@ def _bootstrap(dataset, result, payload: dict, plan: FitOptions, count: int, kin
         for name, entry in found["params"].items():
             if not payload["params"][name].get("fixed"):
                 payload["params"][name]["ci"] = entry["ci"]
+    return boot
+
+
+def _derive(derived, result, payload: dict, boot) -> None:
+    """--derive: the JSON's ``derived`` (``nlfit.derive``)."""
+    from nlfit.derive import derive
+
+    stats = payload["stats"]
+    quantile = stats.get("t_quantile") or 0.0
+    draws, converged = boot if boot is not None else (None, None)
+    payload["derived"] = derive(derived, result.params, result.covariance, quantile, draws, converged, stats["conf_level"])
+
+
+def _residual_tests(dataset, result, payload: dict) -> None:
+    """The JSON's ``residual_tests`` (``nlfit.stats.residual_tests``) of a converged fit, on
+    the residuals in units of sigma (with --sigma) on the fitted scale; a warning line for
+    each test that rejects at 5 %."""
+    if not result.success or dataset.n_points > RESIDUAL_TEST_ROWS:
+        return
+    from nlfit._jax import jnp
+    from nlfit.stats import residual_tests
+
+    x = np.asarray(dataset.x, dtype=np.float64)
+    observed = np.asarray(result.model.transform_response(np.asarray(dataset.y, dtype=np.float64), x), dtype=np.float64)
+    fitted = np.asarray(result.model.predict(jnp.asarray(result.params), jnp.asarray(x)), dtype=np.float64)
+    residuals = (observed - fitted) / (1.0 if dataset.sigma is None else np.asarray(dataset.sigma, dtype=np.float64))
+    found = residual_tests(
+        residuals, x if x.ndim == 1 else None, int(np.count_nonzero(~np.asarray(result.fixed, dtype=bool))) if result.fixed is not None else len(result.params)
+    )
+    payload["residual_tests"] = found
+    words = {"shapiro": "the residuals are not normal (Shapiro-Wilk", "runs": "the residuals' signs run in long stretches along x (runs test",
+             "replicates": "the model misses the means of the replicates (lack-of-fit F test"}  # fmt: skip
+    for test, entry in found.items():
+        if entry["reject"]:
+            payload["warnings"].append({"kind": "residuals", "message": f"{words[test]}, p = {entry['p']:.3g})", "fatal": False})
+
+
+RESIDUAL_TEST_ROWS = 100_000  # residual tests for fits up to this many rows
 
 
 def _say_default_columns(dataset, model_spec, options) -> None:

@@ -1,0 +1,74 @@
+"""--derive (delta method) and the residual tests (nlfit.stats.residual_tests) against direct
+computations with numpy and scipy.stats."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from nlfit.stats import residual_tests
+
+BOD = Path(__file__).resolve().parent / "data" / "r" / "profile" / "BOD.csv"
+
+
+def test_derived_half_life_has_the_delta_method_stderr_and_its_bootstrap_interval(tmp_path):
+    command = [sys.executable, "-m", "nlfit", "fit", str(BOD), "-m", "A*(1-exp(-exp(lrc)*Time))", "--y", "demand", "--p0", "A=20,lrc=-1",
+               "--derive", "half=log(2)/exp(lrc)", "--derive", "total=2*A", "--bootstrap", "200", "-f", "json", "-qq"]  # fmt: skip
+    payload = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    lrc, se_lrc = payload["params"]["lrc"]["value"], payload["params"]["lrc"]["stderr"]
+    half = payload["derived"]["half"]
+    assert half["value"] == pytest.approx(math.log(2) * math.exp(-lrc), rel=1e-12)
+    assert half["stderr"] == pytest.approx(math.log(2) * math.exp(-lrc) * se_lrc, rel=1e-9)  # |d half / d lrc| * se(lrc)
+    t = payload["stats"]["t_quantile"]
+    assert half["ci"] == pytest.approx([half["value"] - t * half["stderr"], half["value"] + t * half["stderr"]], rel=1e-12)
+    assert payload["derived"]["total"]["stderr"] == pytest.approx(2 * payload["params"]["A"]["stderr"], rel=1e-12)
+    low, high = half["bootstrap_ci"]
+    assert low < half["value"] < high
+
+
+def test_derive_refuses_unknown_names_in_one_line():
+    done = subprocess.run([sys.executable, "-m", "nlfit", "fit", str(BOD), "-m", "A*(1-exp(-exp(lrc)*Time))", "--y", "demand", "--derive", "k=exp(rate)"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2 and "rate is not a parameter" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_residual_tests_equal_scipy_and_direct_computations():
+    rng = np.random.default_rng(4)
+    x = np.repeat(np.linspace(0.0, 4.0, 9), 3)
+    residuals = rng.normal(0.0, 1.0, x.size) + 0.8 * (x - 2.0) ** 2 - 1.0  # a curvature the model missed
+    found = residual_tests(residuals, x, n_params=2)
+    w, p = stats.shapiro(residuals)
+    assert found["shapiro"]["W"] == pytest.approx(w, rel=1e-12) and found["shapiro"]["p"] == pytest.approx(p, rel=1e-12)
+    signs = np.sign(residuals[np.argsort(x, kind="stable")])
+    runs = 1 + int(np.sum(signs[1:] != signs[:-1]))
+    plus, minus = int(np.sum(signs > 0)), int(np.sum(signs < 0))
+    n = plus + minus
+    expected = 2 * plus * minus / n + 1
+    variance = 2 * plus * minus * (2 * plus * minus - n) / (n**2 * (n - 1))
+    assert found["runs"]["runs"] == runs and found["runs"]["expected"] == pytest.approx(expected)
+    assert found["runs"]["p"] == pytest.approx(2 * stats.norm.sf(abs(runs - expected) / math.sqrt(variance)), rel=1e-12)
+    frame = pd.DataFrame({"x": x, "r": residuals})
+    pure = float(((frame["r"] - frame.groupby("x")["r"].transform("mean")) ** 2).sum())
+    misfit = float(np.sum(residuals**2)) - pure
+    f_value = (misfit / (9 - 2)) / (pure / (27 - 9))
+    assert found["replicates"]["F"] == pytest.approx(f_value, rel=1e-12) and found["replicates"]["df"] == [7, 18]
+    assert found["replicates"]["p"] == pytest.approx(stats.f.sf(f_value, 7, 18), rel=1e-12) and found["replicates"]["reject"]
+
+
+def test_a_rejecting_residual_test_is_a_warning_line_and_in_the_json(tmp_path):
+    x = np.repeat(np.linspace(0.0, 4.0, 9), 3)
+    y = 1.0 + 2.0 * x + 0.8 * (x - 2.0) ** 2 + np.random.default_rng(1).normal(0.0, 0.1, x.size)
+    path = tmp_path / "curved.csv"
+    pd.DataFrame({"x": x, "y": y}).to_csv(path, index=False)
+    done = subprocess.run([sys.executable, "-m", "nlfit", "fit", str(path), "-m", "polynomial:1", "-f", "json", "-q"], capture_output=True, text=True)
+    payload = json.loads(done.stdout)
+    assert payload["residual_tests"]["replicates"]["reject"] and payload["residual_tests"]["runs"]["reject"]
+    assert "lack-of-fit F test" in done.stderr and "runs test" in done.stderr
