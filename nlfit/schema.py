@@ -57,6 +57,8 @@ OPTIONS: dict[str, object] = {
     "bootstrap": Integer(1),
     "bootstrap_kind": Text(),
     "derive": Text(listable=True),
+    "weights": Text(),
+    "residual_tests": Flag(),
     "engine": Text(),
     "scheduler": Text(),
     "threads": Integer(1),

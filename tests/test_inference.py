@@ -63,12 +63,33 @@ def test_residual_tests_equal_scipy_and_direct_computations():
     assert found["replicates"]["p"] == pytest.approx(stats.f.sf(f_value, 7, 18), rel=1e-12) and found["replicates"]["reject"]
 
 
-def test_a_rejecting_residual_test_is_a_warning_line_and_in_the_json(tmp_path):
+def test_a_rejecting_residual_test_is_a_report_line_and_in_the_json(tmp_path):
     x = np.repeat(np.linspace(0.0, 4.0, 9), 3)
     y = 1.0 + 2.0 * x + 0.8 * (x - 2.0) ** 2 + np.random.default_rng(1).normal(0.0, 0.1, x.size)
     path = tmp_path / "curved.csv"
     pd.DataFrame({"x": x, "y": y}).to_csv(path, index=False)
-    done = subprocess.run([sys.executable, "-m", "nlfit", "fit", str(path), "-m", "polynomial:1", "-f", "json", "-q"], capture_output=True, text=True)
+    command = [sys.executable, "-m", "nlfit", "fit", str(path), "-m", "polynomial:1", "-f", "json"]
+    done = subprocess.run([*command, "--residual-tests"], capture_output=True, text=True)
     payload = json.loads(done.stdout)
     assert payload["residual_tests"]["replicates"]["reject"] and payload["residual_tests"]["runs"]["reject"]
-    assert "lack-of-fit F test" in done.stderr and "runs test" in done.stderr
+    assert "residual test: the model misses the means of the replicates (lack-of-fit F test" in done.stderr and "(runs test" in done.stderr
+    plain = subprocess.run([*command, "-qq"], capture_output=True, text=True)
+    assert "residual_tests" not in json.loads(plain.stdout) and plain.stderr == ""  # asked for only
+
+
+def test_weights_expression_equals_curve_fit_with_the_matching_sigma(tmp_path):
+    from scipy.optimize import curve_fit
+
+    rng = np.random.default_rng(2)
+    x = np.linspace(1.0, 10.0, 25)
+    y = 5.0 * np.exp(-0.3 * x) * (1.0 + rng.normal(0.0, 0.05, x.size))
+    path = tmp_path / "relative.csv"
+    pd.DataFrame({"x": x, "y": y}).to_csv(path, index=False, float_format="%.17g")
+    command = [sys.executable, "-m", "nlfit", "fit", str(path), "-m", "a*exp(-b*x)", "-f", "json", "-qq"]
+    payload = json.loads(subprocess.run([*command, "--weights", "1/y^2"], capture_output=True, text=True, check=True).stdout)
+    params, covariance = curve_fit(lambda x, a, b: a * np.exp(-b * x), x, y, p0=[1.0, 0.1], sigma=np.abs(y))  # w = 1/y^2 <=> sigma = |y|
+    np.testing.assert_allclose([payload["params"][k]["value"] for k in ("a", "b")], params, rtol=1e-6)
+    np.testing.assert_allclose([payload["params"][k]["stderr"] for k in ("a", "b")], np.sqrt(np.diag(covariance)), rtol=1e-5)
+    for weights, message in (("1/(y-1)", "every weight must be a finite number above 0"), ("1/z", "z is not a column")):
+        done = subprocess.run([*command, "--weights", weights], capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

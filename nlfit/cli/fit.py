@@ -108,6 +108,15 @@ def fit(
     bootstrap: Annotated[
         int | None, typer.Option("--bootstrap", help="Refit N resamples (one batched solve): JSON 'bootstrap' with percentile intervals; --seed repeats them.")
     ] = None,
+    residual_tests: Annotated[
+        bool,
+        typer.Option(
+            "--residual-tests", help="Shapiro-Wilk, runs and lack-of-fit tests of the residuals (JSON residual_tests; a report line when one rejects at 5%)."
+        ),
+    ] = False,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Weights from the data columns, e.g. '1/y^2' (relative), '1/y' (Poisson): sigma = 1/sqrt(w).")
+    ] = None,
     derive: Annotated[
         list[str] | None, typer.Option("--derive", help="NAME=EXPR of the parameters (repeatable), e.g. 't_half=log(2)/k': value and delta-method stderr.")
     ] = None,
@@ -155,6 +164,7 @@ def fit(
     """
     given = {k: v for k, v in locals().items() if k in CONFIG_KEYS}
     given.update(format=output_format, quiet=quiet or None, absolute_sigma=absolute_sigma or None, progress=progress or None, glob=use_glob or None)
+    given["residual_tests"] = residual_tests or None
     from nlfit.schema import check_option
 
     given["start"] = check_option("start", given["start"])
@@ -311,6 +321,10 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         plain_line(f"nlfit: warning: {missing_warning(dataset)}")
     model_spec = require_model(options.get("model") or dataset.formula)
     _say_default_columns(dataset, model_spec, options)
+    if options.get("weights"):
+        from nlfit.weights import apply as weighted
+
+        dataset = weighted(dataset, str(options["weights"]))
     from nlfit.options import parse_p0
 
     p0 = parse_p0(options.get("p0"))
@@ -373,7 +387,8 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         )
         if derived:
             _derive(derived, result, payload, boot)
-        _residual_tests(dataset, result, payload)
+        if options.get("residual_tests"):
+            _residual_tests(dataset, result, payload)
 
     if not options.get("quiet"):
         from nlfit.report.console import comparison_table, print_report, stderr_console
@@ -381,6 +396,8 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         console = stderr_console()
         for payload in payloads:
             print_report(payload, console, show_params=output_format.name != "table" or bool(options.get("output")))
+            for line in residual_lines(payload):
+                console.print(line, markup=False, highlight=False)
         if len(payloads) > 1:
             console.print(comparison_table(payloads))
     print_warnings(payloads, options["quiet"])
@@ -471,11 +488,13 @@ def _residual_tests(dataset, result, payload: dict) -> None:
         residuals, x if x.ndim == 1 else None, int(np.count_nonzero(~np.asarray(result.fixed, dtype=bool))) if result.fixed is not None else len(result.params)
     )
     payload["residual_tests"] = found
+
+
+def residual_lines(payload: dict) -> list[str]:
+    """The human report's lines for the residual tests that reject at 5 %."""
     words = {"shapiro": "the residuals are not normal (Shapiro-Wilk", "runs": "the residuals' signs run in long stretches along x (runs test",
              "replicates": "the model misses the means of the replicates (lack-of-fit F test"}  # fmt: skip
-    for test, entry in found.items():
-        if entry["reject"]:
-            payload["warnings"].append({"kind": "residuals", "message": f"{words[test]}, p = {entry['p']:.3g})", "fatal": False})
+    return [f"residual test: {words[test]}, p = {entry['p']:.3g})" for test, entry in (payload.get("residual_tests") or {}).items() if entry["reject"]]
 
 
 RESIDUAL_TEST_ROWS = 100_000  # residual tests for fits up to this many rows
