@@ -87,3 +87,54 @@ def _square(value: float) -> float:
     """value² without an OverflowError (a residual scale of 1e308 gives infinite bands)."""
     with np.errstate(over="ignore"):
         return float(np.square(np.float64(value)))
+
+
+INVERSE_GRID = 4097  # points of the curve searched for each crossing of a value
+
+
+def inverse(saved: SavedFit, values, low: float, high: float, conf_level: float | None = None) -> tuple[dict, list[float]]:
+    """``predict --y``: every x in [low, high] where the fitted curve equals each value (one
+    predictor): the crossings of f(x) - v between the points of an even grid, refined by
+    Brent's method, and an exact touch at a grid point. The delta-method standard error of
+    x is sqrt(g^T C g) / |df/dx| (g = df/dparams at x), the interval x ± q·stderr with the
+    fit's quantile. Returns (columns, the values with no x)."""
+    from scipy.optimize import brentq
+
+    from nlfit._jax import jax, jnp
+
+    model, params = saved.model, jnp.asarray(saved.params)
+
+    def curve(x):
+        return np.asarray(model.predict(params, jnp.asarray(np.atleast_1d(np.asarray(x, dtype=np.float64)))), dtype=np.float64)
+
+    grid = np.linspace(low, high, INVERSE_GRID)
+    on_grid = curve(grid)
+    level = (saved.stats["conf_level"] or 0.95) if conf_level is None else conf_level
+    quantile = quantiles.normal(0.5 + level / 2) if saved.absolute_sigma else float(quantiles.student_t(saved.stats["dof"] or 0, 0.5 + level / 2))
+    rows: dict = {"given": [], "x": [], "stderr": [], "lo": [], "hi": []}
+    missing = []
+    for value in values:
+        gap = on_grid - value
+        roots = [float(grid[i]) for i in np.flatnonzero(gap == 0.0)]
+        for i in np.flatnonzero(np.sign(gap[:-1]) * np.sign(gap[1:]) < 0):
+            roots.append(
+                float(
+                    brentq(lambda x, v=value: float(curve(x)[0]) - v, grid[i], grid[i + 1], xtol=1e-14 * max(1.0, abs(grid[i])), rtol=4 * np.finfo(float).eps)
+                )
+            )
+        if not roots:
+            missing.append(float(value))
+        for root in sorted(set(roots)):
+            stderr = None
+            if saved.covariance is not None:
+                point = jnp.asarray([root])
+                g = np.asarray(jax.jacfwd(lambda p, point=point: model.predict(p, point)[0])(params))
+                slope = float(jax.grad(lambda x: model.predict(params, jnp.reshape(x, (1,)))[0])(jnp.asarray(root)))
+                variance = float(g @ saved.covariance @ g)
+                stderr = float(np.sqrt(variance)) / abs(slope) if slope != 0 and np.isfinite(variance) and variance >= 0 else None
+            rows["given"].append(float(value))
+            rows["x"].append(root)
+            rows["stderr"].append(np.nan if stderr is None else stderr)
+            rows["lo"].append(np.nan if stderr is None else root - quantile * stderr)
+            rows["hi"].append(np.nan if stderr is None else root + quantile * stderr)
+    return {key: np.asarray(column, dtype=np.float64) for key, column in rows.items()}, missing

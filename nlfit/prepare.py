@@ -273,7 +273,12 @@ class Prepared:
     @property
     def data_columns(self) -> dict:
         data = self.dataset
-        return {"x": list(data.x_names), "y": data.y_name, "files": list(data.files), "dropped": int(data.dropped)}
+        out = {"x": list(data.x_names), "y": data.y_name, "files": list(data.files), "dropped": int(data.dropped)}
+        x = np.asarray(data.x)
+        if self.keys is None and x.ndim == 1 and x.size and np.all(np.isfinite(x[[0, -1]])):  # one fit, one predictor: where predict --y looks
+            with np.errstate(invalid="ignore"):
+                out["x_range"] = [float(np.nanmin(x)), float(np.nanmax(x))]
+        return out
 
     def reader_warnings(self, batch: Batch) -> dict:
         """{i: [FitWarning]}: the rows the reader dropped, for the members of ``batch`` that lost any."""

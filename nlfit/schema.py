@@ -100,6 +100,8 @@ class SavedFit:
     stats: dict  # conf_level (float or None), dof, sigma
     absolute_sigma: bool
     x_names: list[str]
+    x_range: list | None = None  # [low, high] of the fitted x (one predictor), for predict --y
+    y_name: str = "y"
 
 
 def check_fit_result(payload, source: str = "fit result") -> SavedFit:
@@ -233,7 +235,16 @@ def check_fit_result(payload, source: str = "fit result") -> SavedFit:
         stats={"conf_level": None if level is None else float(level), "dof": dof, "sigma": sigma},
         absolute_sigma=absolute,
         x_names=x_names,
+        x_range=_x_range(data.get("x_range")),
+        y_name=data.get("y") if isinstance(data.get("y"), str) else "y",
     )
+
+
+def _x_range(value) -> list | None:
+    """``data.x_range`` when it is two finite numbers in order, else None."""
+    if isinstance(value, list) and len(value) == 2 and all(is_number(v) and math.isfinite(float(v)) for v in value) and value[0] <= value[1]:
+        return [float(value[0]), float(value[1])]
+    return None
 
 
 def _names(value, where: str, fail) -> list[str]:

@@ -93,3 +93,23 @@ def test_weights_expression_equals_curve_fit_with_the_matching_sigma(tmp_path):
     for weights, message in (("1/(y-1)", "every weight must be a finite number above 0"), ("1/z", "z is not a column")):
         done = subprocess.run([*command, "--weights", weights], capture_output=True, text=True)
         assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_predict_y_gives_the_x_of_each_value_with_its_delta_method_interval(tmp_path):
+    puromycin = Path(__file__).resolve().parent / "data" / "r" / "Puromycin.csv"
+    saved = tmp_path / "micmen.json"
+    subprocess.run([sys.executable, "-m", "nlfit", "fit", str(puromycin), "-m", "micmen", "--x", "conc", "--y", "rate", "-o", str(saved), "-qq"], check=True)
+    payload = json.loads(saved.read_text())
+    vm, k = payload["params"]["Vm"]["value"], payload["params"]["K"]["value"]
+    covariance = np.array(payload["covariance"])
+    done = subprocess.run([sys.executable, "-m", "nlfit", "predict", str(saved), "--y", "100,150,500"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(pd.io.common.StringIO(done.stdout))
+    assert list(table.columns) == ["rate", "conc", "stderr", "conc_lo", "conc_hi"] and list(table["rate"]) == [100.0, 150.0]
+    for v, x, se in zip(table["rate"], table["conc"], table["stderr"], strict=True):
+        assert x == pytest.approx(k * v / (vm - v), rel=1e-10)  # Vm x / (K + x) = v
+        gradient = np.array([-k * v / (vm - v) ** 2, v / (vm - v)])  # d x / d (Vm, K)
+        assert se == pytest.approx(math.sqrt(gradient @ covariance @ gradient), rel=1e-6)
+    assert "does not reach y = 500" in done.stderr
+    none = subprocess.run([sys.executable, "-m", "nlfit", "predict", str(saved), "--y", "500"], capture_output=True, text=True)
+    assert none.returncode == 1 and "does not reach" in none.stderr

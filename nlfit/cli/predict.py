@@ -23,6 +23,10 @@ def predict(
     sep: Annotated[str | None, typer.Option("--sep", help="Delimiter of --data: , ; tab space (runs of blanks) or one character. Default: detected.")] = None,
     at: Annotated[str | None, typer.Option("--at", help="Comma-separated x values, e.g. 0,0.5,1.")] = None,
     x_range: Annotated[str | None, typer.Option("--range", help="START:STOP:N, N evenly spaced x values.")] = None,
+    y_values: Annotated[
+        str | None,
+        typer.Option("--y", help="Comma-separated y values: the x where the fitted curve equals each (one predictor; in the fitted x range or --range)."),
+    ] = None,
     conf_level: Annotated[float | None, typer.Option("--conf-level", help="Band level (default: the fit's).")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write the CSV to this file (atomically).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -48,6 +52,8 @@ def predict(
         raise OptionError(f"--conf-level must be between 0 and 1; got {conf_level}")
     saved = check_fit_result(payload, f"fit result {'<stdin>' if result == '-' else result}")
     x_names = saved.x_names
+    if y_values is not None:
+        return _inverse(saved, y_values, x_range, data, at, conf_level, output)
     chosen = [o for o in (data, at, x_range) if o is not None]
     if len(chosen) != 1:
         raise OptionError("give exactly one of --data FILE, --at LIST or --range START:STOP:N")
@@ -80,3 +86,39 @@ def predict(
     table = {name: (frame_x if frame_x.ndim == 1 else frame_x[:, i]) for i, name in enumerate(x_names)}
     table.update(columns)
     emit(csv_text(table), output)
+
+
+def _inverse(saved, y_values: str, x_range: str | None, data, at, conf_level, output) -> None:
+    """predict --y: the x where the curve equals each value (``nlfit.predict.inverse``)."""
+    from nlfit.predict import inverse
+
+    if data is not None or at is not None:
+        raise OptionError("--y finds x for given y values: it takes no --data or --at (--range START:STOP:N sets where to look)")
+    if len(saved.x_names) != 1 or getattr(saved.model, "groups", None) is not None:
+        raise OptionError("--y needs a fit of one predictor (not several, nor a global fit)")
+    values = parse_number_list(y_values, "--y")
+    if not values or not all(math.isfinite(v) for v in values):
+        raise OptionError("--y needs finite numbers, e.g. --y 0.5,1.2")
+    if x_range is not None:
+        parts = x_range.split(":")
+        try:
+            low, high = float(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            raise OptionError(f"--range must be START:STOP[:N]; got '{x_range}'") from None
+    elif saved.x_range is not None:
+        low, high = saved.x_range
+    else:
+        raise OptionError("the fit result does not record its x range (data.x_range): give --range START:STOP to say where to look")
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise OptionError(f"--y looks between {low:g} and {high:g}: give START < STOP, both finite")
+    columns, missing = inverse(saved, values, low, high, conf_level)
+    if missing:
+        from nlfit.report.console import plain_line
+
+        shown, which = ", ".join(f"{v:g}" for v in missing), "it" if len(missing) == 1 else "them"
+        plain_line(f"nlfit: warning: the fitted curve does not reach y = {shown} for x in [{low:g}, {high:g}]: no row for {which}")
+    name = saved.x_names[0]
+    table = {saved.y_name: columns["given"], name: columns["x"], "stderr": columns["stderr"], f"{name}_lo": columns["lo"], f"{name}_hi": columns["hi"]}
+    emit(csv_text(table), output)
+    if not len(columns["x"]):
+        raise typer.Exit(1)
