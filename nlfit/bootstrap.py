@@ -63,6 +63,8 @@ def _as_given(model):
     scale (a formula's 'log(y) = ...' side applied once, above)."""
     if model.fits_response_as_given:
         return model
+    if hasattr(model, "base"):  # a global fit (nlfit.models.shared.GlobalModel) of a transformed formula
+        return dataclasses.replace(model, base=_as_given(model.base))
     return dataclasses.replace(model, lhs=None)
 
 

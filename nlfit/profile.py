@@ -156,13 +156,18 @@ def intervals(dataset, model, params, stderr, rss: float, dof: int, options, lev
             if not np.isfinite(t):
                 continue
             brackets[key] = ((t, v), (t1, v1)) if abs(t) < quantile else ((t0, v0), (t, v))
+    bounds = options.bounds or {}
     for j in chosen:
         limits, open_sides = [], []
         for side in (-1.0, 1.0):
+            bound = bounds.get(names[j], (-np.inf, np.inf))[0 if side < 0 else 1]
             if (j, side) in brackets:
                 (t0, v0), (t1, v1) = brackets[(j, side)]
                 a, b = abs(t0), abs(t1)
-                limits.append(float(v0 + (v1 - v0) * (quantile - a) / (b - a)) if b != a else float(v1))
+                limit = float(v0 + (v1 - v0) * (quantile - a) / (b - a)) if b != a else float(v1)
+                limits.append(float(min(limit, bound) if side > 0 else max(limit, bound)))  # a --bounds end closes the interval there
+            elif np.isfinite(bound):
+                limits.append(float(bound))
             else:
                 limits.append(None)
                 open_sides.append("lower" if side < 0 else "upper")
