@@ -136,8 +136,9 @@ def intervals(dataset, model, params, stderr, rss: float, dof: int, options, lev
                 if reach[(j, side)] < WIDEST * quantile:
                     reach[(j, side)] = WIDEST * quantile
                     still.append((j, side))
-            else:
-                brackets[(j, side)] = (grid[crossing - 1], grid[crossing])
+            else:  # between the last point inside with a finite statistic (a failed refit is skipped) and the first outside
+                inside = next(k for k in range(crossing - 1, -1, -1) if np.isfinite(grid[k][0]))
+                brackets[(j, side)] = (grid[inside], grid[crossing])
         pending = still
     # secant steps on tau between the last point inside and the first outside
     for _ in range(SECANT_STEPS):
