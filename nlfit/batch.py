@@ -75,14 +75,15 @@ def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_st
                        seconds=merged.seconds)  # fmt: skip
 
 
-def solve_only(dataset: Dataset, model_spec, group_starts, options: FitOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def solve_only(dataset: Dataset, model_spec, group_starts, options: FitOptions, p0=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(params (G, n), solver statuses (G,), weighted residual sums of squares (G,)) of every
-    group: the solve alone, without the post-processing of ``fit_groups`` (polish,
-    statistics, checks, results), for refits that need no more (``nlfit.profile``,
-    ``nlfit.bootstrap``)."""
+    group, in ``group_rows`` order: the solve alone, without the post-processing of
+    ``fit_groups`` (polish, statistics, checks, results), for fits that need no more
+    (``nlfit.profile``, ``nlfit.bootstrap``, ``nlfit.globalfit.separate_start``). Starts as
+    ``fit_groups``: ``group_starts``, else ``p0`` for all, else each group's default."""
     from nlfit.fitting import solve
 
-    prepared = prepare(dataset, model_spec, options, None, grouped=True, group_starts=group_starts)
+    prepared = prepare(dataset, model_spec, options, p0, grouped=True, group_starts=group_starts)
     groups, n = len(prepared.keys), len(prepared.param_names)
     params, statuses, rss = np.full((groups, n), np.nan), np.full(groups, int(Status.NONFINITE)), np.full(groups, np.nan)
     for batch in prepared.batches():

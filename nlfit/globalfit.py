@@ -22,29 +22,28 @@ def separate_start(dataset, glob: GlobalModel, options, p0=None) -> np.ndarray |
     failed gets its default start. ``dataset``: the grouped data (before ``global_problem``);
     ``options``: the fit's, their --p0, --fix and --bounds by base name kept. None when no
     group could be fitted."""
-    from nlfit.batch import fit_groups
+    from nlfit.batch import solve_only
+    from nlfit.prepare import group_rows
     from nlfit.solvers.status import Status
 
     def by_base(table):
         return {k: v for k, v in table.items() if k in glob.base.param_names} if table else table
 
     plain = dataclasses.replace(options, bounds=by_base(options.bounds), fix=by_base(options.fix))
-    separate = fit_groups(dataset, glob.base, p0=by_base(p0) if isinstance(p0, dict) else None, options=plain)
-    where = {key: g for g, key in enumerate(separate.keys)}
-    params = np.asarray(separate.params, dtype=np.float64)
-    usable = np.array([Status(int(code)).success for code in separate.statuses]) & np.all(np.isfinite(params), axis=1)
+    params, statuses, _ = solve_only(dataset, glob.base, None, plain, p0=by_base(p0) if isinstance(p0, dict) else None)
+    usable = np.array([Status(int(code)).success for code in statuses]) & np.all(np.isfinite(params), axis=1)
     if not np.any(usable):
         return None
     with np.errstate(all="ignore"):
         typical = np.nanmedian(np.where(usable[:, None], params, np.nan), axis=0)
+    where = {key: g for g, key in enumerate(group_rows(dataset).keys)}
+    own = np.array([where[label] for label in glob.groups])  # each group of the global fit in the separate fits
+    per_group = np.where(usable[own, None], params[own], typical[None, :])  # (G, n_base): a failed group gets the median
     start = np.empty(len(glob.param_names))
+    start[glob.positions()] = per_group.T  # a shared parameter's one position is written by every group: set it after
     for j, (_, common, at) in enumerate(glob.layout):
         if common:
             start[at] = typical[j]
-            continue
-        for g, label in enumerate(glob.groups):
-            own = where.get(label)
-            start[at + g] = params[own, j] if own is not None and usable[own] else typical[j]
     return start
 
 

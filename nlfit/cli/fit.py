@@ -361,6 +361,9 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         from nlfit.derive import parse as parse_derived
 
         derived = parse_derived(options["derive"], model_for(model_spec, dataset).param_names)  # checked before the fit
+    count = options.get("bootstrap") or (BOOTSTRAP_DEFAULT if options.get("intervals") == "bootstrap" else None)
+    if count and count * dataset.n_points > BOOTSTRAP_ROWS:  # before the fit, not after it
+        raise OptionError(f"--bootstrap {count} resamples x {dataset.n_points} rows is more than {BOOTSTRAP_ROWS:,} values held at once: ask for fewer")
     results = []
     for plan in plans:
         progress = progress_reporter(options, single=True)
@@ -378,7 +381,6 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     if (options.get("intervals") or "wald") == "profile":
         for result, payload, plan in zip(results, payloads, plans, strict=False):
             _profile(dataset, result, payload, plan)
-    count = options.get("bootstrap") or (BOOTSTRAP_DEFAULT if options.get("intervals") == "bootstrap" else None)
     for result, payload, plan in zip(results, payloads, plans, strict=False):
         boot = (
             _bootstrap(dataset, result, payload, plan, count, options.get("bootstrap_kind") or "residual", options.get("intervals") == "bootstrap")
@@ -444,8 +446,6 @@ def _bootstrap(dataset, result, payload: dict, plan: FitOptions, count: int, kin
     if not result.success:
         payload["warnings"].append({"kind": "bootstrap", "message": "no bootstrap: the fit did not converge", "fatal": False})
         return
-    if count * dataset.n_points > BOOTSTRAP_ROWS:
-        raise OptionError(f"--bootstrap {count} resamples x {dataset.n_points} rows is more than {BOOTSTRAP_ROWS:,} values held at once: ask for fewer")
     draws, converged = bootstrap.samples(dataset, result.model, result.params, plan, count, kind, plan.seed)
     boot = (draws, converged)
     found = bootstrap.summary(list(result.model.param_names), draws, converged, payload["stats"]["conf_level"], kind, plan.seed)

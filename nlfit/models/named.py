@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nlfit.errors import ModelError
-from nlfit.models.expression import CONSTANTS, FUNCTIONS, FormulaModel
+from nlfit.models.expression import CONSTANTS, FUNCTIONS, FormulaModel, evaluate_numpy
 
 # --- start rules ------------------------------------------------------------------------------
 
@@ -650,8 +650,6 @@ def _sum_start(model: NamedModel, x, y) -> np.ndarray:
             else:
                 values = component.default_p0(x, remaining)
             start[part] = values
-            from nlfit.models.expression import evaluate_numpy
-
             with np.errstate(all="ignore"):
                 curve = evaluate_numpy(component, values, x)
             if np.all(np.isfinite(curve)):
