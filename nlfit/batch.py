@@ -114,17 +114,26 @@ class GroupFits:
     def blocks(self, then=None):
         """(group indices, their Fits) for each block solved, every group once, in block order.
 
-        The solve of each block runs here (the main thread: Ctrl-C and the time limit act on
-        it as in a single fit); its post-processing (``nlfit.fitting.finish``) and ``then``
-        (a function of the block's Fits, e.g. its rows as text; its value is yielded in place
-        of the Fits) run in helper threads, one block per thread, while the next blocks are
-        solved: with more than one core (``nlfit.cores``), at most that many blocks are in
-        post-processing at once. The solver's compiled loop and most of the post-processing
-        (compiled polish, numpy) release the GIL, so the stages run side by side."""
+        A large fit on more than one core runs blocks in helper processes as well
+        (``nlfit.procs``; ``then`` must then be picklable: a module-level function or a
+        ``functools.partial`` of one). Otherwise the solve of each block runs here (the main
+        thread: Ctrl-C and the time limit act on it as in a single fit); its post-processing
+        (``nlfit.fitting.finish``) and ``then`` (a function of the block's Fits, e.g. its rows
+        as text; its value is yielded in place of the Fits) run in helper threads, one block
+        per thread, while the next blocks are solved: with more than one core
+        (``nlfit.cores``), at most that many blocks are in post-processing at once. The
+        solver's compiled loop and most of the post-processing (compiled polish, numpy)
+        release the GIL, so the stages run side by side."""
+        from nlfit import cores, procs
+
+        steps = self.prepared.plan()
+        helpers = procs.helper_count(self.prepared, steps)
+        if helpers:
+            yield from self._with_helpers(steps, then, helpers)
+            return
         from concurrent.futures import ThreadPoolExecutor
 
-        from nlfit import cores
-        from nlfit.fitting import finish, solve
+        from nlfit.fitting import solve
 
         options, groups = self.prepared.options, len(self.keys)
         threads = min(cores.limit() or cores.usable(), cores.usable())
@@ -132,16 +141,9 @@ class GroupFits:
         finished = 0
         stopped = None  # INTERRUPTED once a block was interrupted: the rest are not solved
         waiting = []  # (group indices, future or result) in block order
-
-        def post(batch, solved, stopped, began=self.began):
-            fits = finish(self.prepared, batch, solved).take(np.arange(batch.distinct))
-            if stopped is not None:  # not solved because of the Ctrl-C in an earlier block
-                fits.status = np.where(fits.status == Status.TIMEOUT, int(stopped), fits.status)
-            fits.seconds = time.perf_counter() - began  # the batch's time when this block was done
-            return fits if then is None else then(fits)
-
         try:
-            for batch in self.prepared.batches():
+            for step in steps:
+                batch = self.prepared.batch(step)
                 left = options.timeout
                 if left is not None or stopped is not None:  # one time limit for the whole batch; after Ctrl-C, none
                     left = 0.0 if stopped is not None else max(left - (time.perf_counter() - self.began), 0.0)
@@ -152,7 +154,8 @@ class GroupFits:
 
                 solved = solve(self.prepared, batch, record=False, timeout=left, on_progress=progress)
                 block = batch.members[: batch.distinct]
-                waiting.append((block, post(batch, solved, stopped) if pool is None else pool.submit(post, batch, solved, stopped)))
+                arguments = (self.prepared, batch, solved, stopped, self.began, then)
+                waiting.append((block, procs.finish_block(*arguments) if pool is None else pool.submit(procs.finish_block, *arguments)))
                 finished += batch.distinct
                 if np.any(solved.statuses == Status.INTERRUPTED):
                     stopped = Status.INTERRUPTED
@@ -163,6 +166,23 @@ class GroupFits:
         finally:  # a block still in post-processing ends here (a resident worker's next command must not meet it)
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _with_helpers(self, steps, then, count: int):
+        """:meth:`blocks` with ``count`` helper processes (``nlfit.procs``); this process
+        solves blocks on one core meanwhile."""
+        from nlfit import cores, procs
+
+        def progress(done, total):
+            if self.on_progress is not None:
+                self.on_progress(done, total)
+
+        with cores.limited(1):
+            helpers = procs.Helpers(self.prepared, steps, then, count, self.began)
+            try:
+                for index, value in helpers.run(progress):
+                    yield steps[index].members[: steps[index].distinct], value
+            finally:
+                helpers.close()
 
     @staticmethod
     def _ready(item):

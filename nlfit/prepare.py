@@ -250,6 +250,17 @@ class Batch:
     keys: list[str] | None
 
 
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One block of a grouped fit before it is built: its groups (``members``, of which the
+    first ``distinct`` are its own), the padded width and the bucket's solver configuration."""
+
+    members: np.ndarray
+    width: int
+    distinct: int
+    config: SolverConfig
+
+
 @dataclass(eq=False)
 class Prepared:
     """A checked fit of one model to one or more groups; ``batches()`` yields its blocks."""
@@ -294,18 +305,26 @@ class Prepared:
 
     def batches(self) -> Iterator[Batch]:
         """Every group once, bucket by bucket and block by block (a single fit: one batch)."""
+        return (self.batch(step) for step in self.plan())
+
+    def plan(self) -> list[Step]:
+        """The blocks of :meth:`batches`, not yet built: whichever process builds and solves
+        step i (``nlfit.procs``) gets the same batch."""
         counts = self.grouped.counts
         if self.keys is None:
             rows = int(counts[0])
             width = rows if self.options.batch_size is not None else padded_size(rows)  # SGD samples rows: never padded
-            yield self._batch(np.array([0]), width, 1, solver_config(self.options, self.model, self.lower, self.upper, rows, 1, self.jac_mode))
-            return
+            return [Step(np.array([0]), width, 1, solver_config(self.options, self.model, self.lower, self.upper, rows, 1, self.jac_mode))]
+        steps = []
         for bucket in size_buckets(counts):
             width = int(max(counts[bucket].max(), 1))
             # the choices (factorization, number of starts) follow the whole bucket, however it is cut
             config = solver_config(self.options, self.model, self.lower, self.upper, width, len(bucket), self.jac_mode)
-            for block in blocks(bucket, width):
-                yield self._batch(block, width, len(set(block.tolist())), config)
+            steps.extend(Step(block, width, len(set(block.tolist())), config) for block in blocks(bucket, width))
+        return steps
+
+    def batch(self, step: Step) -> Batch:
+        return self._batch(step.members, step.width, step.distinct, step.config)
 
     def _batch(self, members: np.ndarray, width: int, distinct: int, config: SolverConfig) -> Batch:
         from nlfit.problem import Problem

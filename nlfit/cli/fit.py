@@ -538,6 +538,7 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
     no result is kept, so memory does not grow with the number of groups. --output gets
     them through its temporary file, renamed at the end. The summary and the warnings (the
     first WARNING_LINES, the rest counted) follow the rows."""
+    import functools
     import time
 
     from nlfit.batch import GroupFits, Tally
@@ -552,7 +553,7 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
 
         def pieces():
             waiting, following = {}, 0
-            for block, (results, lines) in fits.blocks(lambda results: (results, list(output_format.group_lines(results, extra)))):
+            for block, (results, lines) in fits.blocks(functools.partial(block_rows, output_format, extra)):
                 tally.add_fits(results)
                 waiting.update(zip(block.tolist(), lines, strict=True))
                 text = []
@@ -578,6 +579,12 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
         stderr_console().print(batch_summary(tally.rows, tally.failed, plan.method, plan.globalization, seconds), markup=False)
     print_tally(tally, options["quiet"])
     raise typer.Exit(0 if tally.failed == 0 else 1)
+
+
+def block_rows(output_format, extra: dict, results) -> tuple:
+    """A block's Fits and its rows as text (picklable: a helper process formats its own
+    blocks' rows, ``nlfit.procs``)."""
+    return results, list(output_format.group_lines(results, extra))
 
 
 def print_tally(tally, quiet: int) -> None:
