@@ -7,7 +7,11 @@ centred residuals so drawn to the fitted curve, refits every resample from the f
 ``least_squares`` (lm, analytic Jacobian) and takes the percentile intervals. Each command
 runs in a fresh process (NLFIT_WORKER=off), alternating, after one warm-up of each; medians.
 
-    python benchmarks/bootstrap.py --n 2000 --repeat 3
+With ``--worker``, nlfit's commands go through its resident worker instead (what a user's
+second command gets by default: ``nlfit worker start`` in a private NLFIT_WORKER_DIR, stopped
+at the end); each nlfit command is still a fresh client process, timed whole.
+
+    python benchmarks/bootstrap.py --n 2000 --repeat 3 [--worker]
 """
 
 from __future__ import annotations
@@ -49,9 +53,9 @@ print(json.dumps({"ci": ci, "converged": len(draws), "stderr": draws.std(axis=0,
 """
 
 
-def run(command: list[str]) -> tuple[float, str]:
+def run(command: list[str], env: dict | None = None) -> tuple[float, str]:
     began = time.perf_counter()
-    done = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "NLFIT_WORKER": "off"})
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env=env or {**os.environ, "NLFIT_WORKER": "off"})
     return time.perf_counter() - began, done.stdout
 
 
@@ -60,14 +64,31 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", action="store_true", help="run nlfit's commands through a resident worker")
     args = parser.parse_args()
+    if args.worker:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            os.chmod(folder, 0o700)
+            env = {**os.environ, "NLFIT_WORKER": "on", "NLFIT_WORKER_DIR": folder}
+            subprocess.run([sys.executable, "-m", "nlfit", "worker", "start"], check=True, env=env, capture_output=True)
+            try:
+                measure(args, env)
+            finally:
+                subprocess.run([sys.executable, "-m", "nlfit", "worker", "stop"], check=False, env=env, capture_output=True)
+        return
+    measure(args, None)
+
+
+def measure(args, env: dict | None) -> None:
     nlfit = [sys.executable, "-m", "nlfit", "fit", str(DATA), "-m", "b0 + b1*2^(-Days/th)", "--y", "Weight", "--p0", "b0=90,b1=95,th=120",
              "--bootstrap", str(args.n), "--intervals", "bootstrap", "--seed", str(args.seed), "-f", "json", "-qq"]  # fmt: skip
     scipy = [sys.executable, "-c", SCRIPT, str(DATA), str(args.n), str(args.seed), "0.95"]
-    run(nlfit), run(scipy)  # warm-up (nlfit's persistent compilation cache)
+    run(nlfit, env), run(scipy)  # warm-up (nlfit's persistent compilation cache; the worker's programs)
     times = {"nlfit": [], "scipy": []}
     for _ in range(args.repeat):
-        seconds, ours = run(nlfit)
+        seconds, ours = run(nlfit, env)
         times["nlfit"].append(seconds)
         seconds, theirs = run(scipy)
         times["scipy"].append(seconds)
@@ -80,7 +101,7 @@ def main() -> None:
         print(f"  {name}: nlfit [{a[0]:.6f}, {a[1]:.6f}]  scipy loop [{b[0]:.6f}, {b[1]:.6f}]  largest difference / bootstrap stderr {relative:.2e}")
     nl, sp = statistics.median(times["nlfit"]), statistics.median(times["scipy"])
     runs = {key: ", ".join(f"{t:.2f}" for t in values) for key, values in times.items()}
-    print(f"whole commands: nlfit {nl:.2f} s ({runs['nlfit']}), scipy loop {sp:.2f} s ({runs['scipy']})")
+    print(f"whole commands{' (nlfit through its resident worker)' if env else ''}: nlfit {nl:.2f} s ({runs['nlfit']}), scipy loop {sp:.2f} s ({runs['scipy']})")
     print(f"nlfit / scipy loop: {nl / sp:.2f}x")
 
 

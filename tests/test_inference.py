@@ -95,6 +95,42 @@ def test_weights_expression_equals_curve_fit_with_the_matching_sigma(tmp_path):
         assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def test_fitted_weights_equal_a_reweighting_loop_of_curve_fit(tmp_path):
+    """--weights fitted:1/y^2: y is the curve; the fixed point of curve_fit with sigma = |curve of the last fit|."""
+    from scipy.optimize import curve_fit
+    from typer.testing import CliRunner
+
+    from nlfit.cli.app import app
+
+    rng = np.random.default_rng(5)
+    x = np.linspace(1.0, 10.0, 30)
+    y = 5.0 * np.exp(-0.3 * x) * (1.0 + rng.normal(0.0, 0.08, x.size))
+    path = tmp_path / "relative.csv"
+    pd.DataFrame({"x": x, "y": y, "g": np.arange(x.size) % 2}).to_csv(path, index=False, float_format="%.17g")
+
+    def curve(x, a, b):
+        return a * np.exp(-b * x)
+
+    params, _ = curve_fit(curve, x, y, p0=[1.0, 0.1])
+    for _ in range(100):
+        before = params
+        params, covariance = curve_fit(curve, x, y, p0=before, sigma=np.abs(curve(x, *before)))
+        if np.max(np.abs(params - before) / np.abs(before)) < 1e-12:
+            break
+    done = CliRunner().invoke(app, ["fit", str(path), "-m", "a*exp(-b*x)", "--weights", "fitted:1/y^2", "-f", "json", "-qq"])
+    assert done.exit_code == 0, done.stderr
+    payload = json.loads(done.stdout)
+    np.testing.assert_allclose([payload["params"][k]["value"] for k in ("a", "b")], params, rtol=1e-7)
+    np.testing.assert_allclose([payload["params"][k]["stderr"] for k in ("a", "b")], np.sqrt(np.diag(covariance)), rtol=1e-5)
+    assert payload["weights"]["settled"] and payload["weights"]["refits"] >= 2 and payload["weights"]["expression"] == "1/y^2"
+    data = CliRunner().invoke(app, ["fit", str(path), "-m", "a*exp(-b*x)", "--weights", "1/y^2", "-f", "json", "-qq"])
+    assert json.loads(data.stdout)["params"]["a"]["value"] != pytest.approx(params[0], rel=1e-7)  # weights from the data differ
+    grouped = CliRunner().invoke(app, ["fit", str(path), "-m", "a*exp(-b*x)", "--weights", "fitted:1/y^2", "--group-by", "g"])
+    assert grouped.exit_code == 2 and "not with --group-by" in grouped.stderr and len(grouped.stderr.strip().splitlines()) == 1
+    zero = CliRunner().invoke(app, ["fit", str(path), "-m", "a*exp(-b*x)", "--weights", "fitted:1/(y-1)", "-qq"])
+    assert zero.exit_code == 2 and "from the fitted curve" in zero.stderr and len(zero.stderr.strip().splitlines()) == 1
+
+
 def test_predict_y_gives_the_x_of_each_value_with_its_delta_method_interval(tmp_path):
     puromycin = Path(__file__).resolve().parent / "data" / "r" / "Puromycin.csv"
     saved = tmp_path / "micmen.json"

@@ -115,7 +115,14 @@ def fit(
         ),
     ] = False,
     weights: Annotated[
-        str | None, typer.Option("--weights", help="Weights from the data columns, e.g. '1/y^2' (relative), '1/y' (Poisson): sigma = 1/sqrt(w).")
+        str | None,
+        typer.Option(
+            "--weights",
+            help=(
+                "Weights from the data columns, e.g. '1/y^2' (relative), '1/y' (Poisson): sigma = 1/sqrt(w); "
+                "'fitted:1/y^2': y is the fitted curve, weights recomputed until they settle."
+            ),
+        ),
     ] = None,
     derive: Annotated[
         list[str] | None, typer.Option("--derive", help="NAME=EXPR of the parameters (repeatable), e.g. 't_half=log(2)/k': value and delta-method stderr.")
@@ -321,10 +328,16 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         plain_line(f"nlfit: warning: {missing_warning(dataset)}")
     model_spec = require_model(options.get("model") or dataset.formula)
     _say_default_columns(dataset, model_spec, options)
+    fitted_weights = None
     if options.get("weights"):
-        from nlfit.weights import apply as weighted
+        from nlfit import weights
 
-        dataset = weighted(dataset, str(options["weights"]))
+        if not weights.is_fitted(str(options["weights"])):
+            dataset = weights.apply(dataset, str(options["weights"]))
+        elif options.get("group_by") or options.get("share") is not None or len(plans) > 1:
+            raise OptionError("--weights fitted:... fits one curve with one method: not with --group-by, --share or several --method")
+        else:
+            fitted_weights = str(options["weights"])
     from nlfit.options import parse_p0
 
     p0 = parse_p0(options.get("p0"))
@@ -368,7 +381,18 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     for plan in plans:
         progress = progress_reporter(options, single=True)
         try:
-            results.append(run(dataset, model_spec, p0=p0, on_iteration=progress, options=plan, file_start=options.get("start")))
+            if fitted_weights is None:
+                results.append(run(dataset, model_spec, p0=p0, on_iteration=progress, options=plan, file_start=options.get("start")))
+            else:
+                from nlfit.weights import fit_with_fitted_weights
+
+                def fit_once(data, start, first, plan=plan, progress=progress):
+                    if first:
+                        return run(data, model_spec, p0=p0, on_iteration=progress, options=plan, file_start=options.get("start"))
+                    return run(data, model_spec, p0=start, on_iteration=progress, options=plan.replace(starts=1))
+
+                result, dataset, weights_summary = fit_with_fitted_weights(dataset, fitted_weights, fit_once)
+                results.append(result)
         finally:
             if progress is not None:
                 progress.close()
@@ -378,6 +402,8 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
 
     command = provenance.command_options(options)
     payloads = [{**r.to_json(), "provenance": provenance.build(dataset.inputs, command, plan)} for r, plan in zip(results, plans, strict=False)]
+    if fitted_weights is not None and payloads:
+        payloads[0]["weights"] = weights_summary
     if (options.get("intervals") or "wald") == "profile":
         for result, payload, plan in zip(results, payloads, plans, strict=False):
             _profile(dataset, result, payload, plan)
