@@ -8,7 +8,9 @@ the fit's covariance C:
 
 q is the Student t quantile with the fit's degrees of freedom (the normal quantile when the
 fit used --absolute-sigma), s^2 = rss / dof the residual variance (1 with absolute sigma,
-that is, a new point of unit standard deviation). For a transformed-response formula such
+that is, a new point of unit standard deviation). A fit saved with ``--bootstrap`` also
+carries its refits' parameters (``bootstrap.sample``): the bootstrap band ``boot_lo``,
+``boot_hi`` is then, at each x, the percentile interval of the curves of that sample. For a transformed-response formula such
 as ``log(y) = ...`` the values and bands are on the transformed scale.
 """
 
@@ -29,7 +31,8 @@ def load_result(payload, source: str = "fit result"):
 
 def predict(payload, x: np.ndarray, conf_level: float | None = None, source: str = "fit result") -> dict:
     """Columns: y, each component of a sum of named models (``components``), conf_lo,
-    conf_hi, pred_lo, pred_hi (bands empty when the fit has no covariance)."""
+    conf_hi, pred_lo, pred_hi (bands empty when the fit has no covariance), and boot_lo,
+    boot_hi for a fit saved with its bootstrap sample."""
     return predict_saved(check_fit_result(payload, source), x, conf_level)
 
 
@@ -54,11 +57,15 @@ def _predict(saved: SavedFit, x: np.ndarray, conf_level: float | None) -> dict:
     x_array = jnp.asarray(x, dtype=jnp.float64)
     values = np.asarray(model.predict(jnp.asarray(params), x_array))
     out = {"y": values, **components(model, params, x)}
+    level = (stats["conf_level"] or 0.95) if conf_level is None else conf_level
+    boot = {}
+    if saved.bootstrap is not None:  # after the delta-method bands
+        curves = np.asarray(jax.vmap(lambda p: model.predict(p, x_array))(jnp.asarray(saved.bootstrap)))
+        boot["boot_lo"], boot["boot_hi"] = np.quantile(curves, [0.5 - level / 2, 0.5 + level / 2], axis=0)
     if covariance is None:
-        return out
+        return {**out, **boot}
     gradient = np.asarray(jax.jacfwd(lambda p: model.predict(p, x_array))(jnp.asarray(params)))
     variance = np.einsum("ij,jk,ik->i", gradient, covariance, gradient)
-    level = (stats["conf_level"] or 0.95) if conf_level is None else conf_level
     dof = stats["dof"] or 0
     if saved.absolute_sigma:
         quantile, noise = quantiles.normal(0.5 + level / 2), 1.0
@@ -68,7 +75,7 @@ def _predict(saved: SavedFit, x: np.ndarray, conf_level: float | None) -> dict:
     half_conf = quantile * np.sqrt(variance)
     half_pred = quantile * np.sqrt(variance + noise)
     out.update(conf_lo=values - half_conf, conf_hi=values + half_conf, pred_lo=values - half_pred, pred_hi=values + half_pred)
-    return out
+    return {**out, **boot}
 
 
 def components(model, params, x) -> dict:

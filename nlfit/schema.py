@@ -102,6 +102,7 @@ class SavedFit:
     x_names: list[str]
     x_range: list | None = None  # [low, high] of the fitted x (one predictor), for predict --y
     y_name: str = "y"
+    bootstrap: np.ndarray | None = None  # (k, n): the converged bootstrap refits (--bootstrap), for predict's bootstrap band
 
 
 def check_fit_result(payload, source: str = "fit result") -> SavedFit:
@@ -228,6 +229,7 @@ def check_fit_result(payload, source: str = "fit result") -> SavedFit:
             raise InputError(f"{source}: 'covariance' must be a {n}×{n} list of numbers (the model has {n} parameters); got {shape}")
         covariance = np.array([[math.nan if v is None else float(v) for v in row] for row in covariance], dtype=float).reshape(n, n)
 
+    sample = _bootstrap_sample(payload.get("bootstrap"), n, fail)
     return SavedFit(
         model=model,
         params=np.array(values, dtype=float),
@@ -237,7 +239,27 @@ def check_fit_result(payload, source: str = "fit result") -> SavedFit:
         x_names=x_names,
         x_range=_x_range(data.get("x_range")),
         y_name=data.get("y") if isinstance(data.get("y"), str) else "y",
+        bootstrap=sample,
     )
+
+
+def _bootstrap_sample(boot, n: int, fail):
+    """``bootstrap.sample`` (k rows of the n parameters, finite numbers), or None where the
+    result has none."""
+    import numpy as np
+
+    if not isinstance(boot, dict) or boot.get("sample") is None:
+        return None
+    sample = boot["sample"]
+    if not isinstance(sample, list) or not sample or not all(isinstance(row, list) and len(row) == n for row in sample):
+        fail("bootstrap.sample", f"a non-empty list of rows of {n} numbers (the model's parameters)", sample)
+    try:
+        values = np.array(sample, dtype=float)
+    except (TypeError, ValueError):
+        fail("bootstrap.sample", "rows of finite numbers", sample)
+    if not np.all(np.isfinite(values)):
+        fail("bootstrap.sample", "rows of finite numbers", sample)
+    return values
 
 
 def _x_range(value) -> list | None:

@@ -3,6 +3,7 @@ computations with numpy and scipy.stats."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
@@ -32,6 +33,23 @@ def test_derived_half_life_has_the_delta_method_stderr_and_its_bootstrap_interva
     assert payload["derived"]["total"]["stderr"] == pytest.approx(2 * payload["params"]["A"]["stderr"], rel=1e-12)
     low, high = half["bootstrap_ci"]
     assert low < half["value"] < high
+    # predict's bootstrap band: at each x, the percentile interval of the saved refits' curves
+    from typer.testing import CliRunner
+
+    from nlfit.cli.app import app
+
+    sample = np.array(payload["bootstrap"]["sample"])
+    assert sample.shape == (payload["bootstrap"]["converged"], 2)
+    saved = tmp_path / "boot.json"
+    saved.write_text(json.dumps(payload))
+    done = CliRunner().invoke(app, ["predict", str(saved), "--at", "1,3,6"])
+    assert done.exit_code == 0, done.stderr
+    band = pd.read_csv(io.StringIO(done.stdout))
+    at = np.array([1.0, 3.0, 6.0])
+    curves = sample[:, :1] * (1 - np.exp(-np.exp(sample[:, 1:]) * at))
+    np.testing.assert_allclose(band["boot_lo"], np.quantile(curves, 0.025, axis=0), rtol=1e-10)
+    np.testing.assert_allclose(band["boot_hi"], np.quantile(curves, 0.975, axis=0), rtol=1e-10)
+    assert np.all(band["boot_lo"] < band["y"]) and np.all(band["y"] < band["boot_hi"]) and list(band.columns)[-2:] == ["boot_lo", "boot_hi"]
 
 
 def test_derive_refuses_unknown_names_in_one_line():

@@ -462,6 +462,7 @@ def _profile(dataset, result, payload: dict, plan: FitOptions) -> None:
 
 BOOTSTRAP_DEFAULT = 1000  # resamples of --intervals bootstrap without --bootstrap N
 BOOTSTRAP_ROWS = 50_000_000  # resamples x rows at most (the resampled data are held at once)
+BOOTSTRAP_SAMPLE_VALUES = 200_000  # parameter values of the refits saved in the result (bootstrap.sample), at most
 
 
 def _bootstrap(dataset, result, payload: dict, plan: FitOptions, count: int, kind: str, chosen: bool) -> None:
@@ -476,6 +477,12 @@ def _bootstrap(dataset, result, payload: dict, plan: FitOptions, count: int, kin
     boot = (draws, converged)
     found = bootstrap.summary(list(result.model.param_names), draws, converged, payload["stats"]["conf_level"], kind, plan.seed)
     payload["bootstrap"] = found
+    kept = draws[converged]
+    if kept.size <= BOOTSTRAP_SAMPLE_VALUES:  # for predict's bootstrap band
+        found["sample"] = kept.tolist()
+    else:
+        message = f"the bootstrap's {kept.shape[0]} refits are not saved ({kept.size:,} values > {BOOTSTRAP_SAMPLE_VALUES:,}): predict gives no bootstrap band"
+        payload["warnings"].append({"kind": "bootstrap", "message": message, "fatal": False})
     if found["failed"]:
         message = f"{found['failed']} of {count} bootstrap resamples did not converge and are left out of its intervals"
         payload["warnings"].append({"kind": "bootstrap", "message": message, "fatal": False})
