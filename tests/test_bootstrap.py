@@ -71,3 +71,36 @@ def test_cli_bootstrap_intervals_are_reproducible_with_the_seed_and_reported(tmp
     assert lo < first["params"]["th"]["value"] < hi
     refused = subprocess.run([*command[:-3], "--bootstrap-kind", "jackknife"], capture_output=True, text=True)
     assert refused.returncode == 2 and "--bootstrap-kind must be" in refused.stderr
+
+
+def test_bca_intervals_equal_efrons_formula_with_a_scipy_jackknife(tmp_path):
+    from scipy.stats import norm
+    from typer.testing import CliRunner
+
+    from nlfit.cli.app import app
+
+    done = CliRunner().invoke(app, ["fit", str(WTLOSS), "-m", FORMULA, "--y", "Weight", "--p0", "b0=90,b1=95,th=120", "--bootstrap", "400",
+                                    "--intervals", "bca", "--seed", "1", "-f", "json", "-qq"])  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["ci_method"] == "bca"
+    data = wtloss()
+    estimate = np.array([payload["params"][k]["value"] for k in ("b0", "b1", "th")])
+    keep = np.ones(data.n_points, dtype=bool)
+    jack = []
+    for i in range(data.n_points):  # the fit without row i, by scipy
+        keep[:] = True
+        keep[i] = False
+        x, y = data.x[keep], data.y[keep]
+        jack.append(least_squares(lambda p, x=x, y=y: model(p, x) - y, estimate, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15).x)
+    jack = np.array(jack)
+    sample = np.array(payload["bootstrap"]["sample"])
+    for i, name in enumerate(("b0", "b1", "th")):
+        z0 = norm.ppf(np.mean(sample[:, i] < estimate[i]))
+        d = jack[:, i].mean() - jack[:, i]
+        a = np.sum(d**3) / (6 * np.sum(d**2) ** 1.5)
+        z = z0 + norm.ppf([0.025, 0.975])
+        expected = np.quantile(sample[:, i], norm.cdf(z0 + z / (1 - a * z)))
+        entry = payload["bootstrap"]["params"][name]
+        np.testing.assert_allclose(entry["bca"], expected, rtol=1e-8)
+        assert payload["params"][name]["ci"] == entry["bca"] and entry["bca"] != entry["ci"]

@@ -102,7 +102,10 @@ def fit(
         str | None,
         typer.Option(
             "--intervals",
-            help="wald (default: estimate ± t·stderr) | profile (likelihood-ratio, as R's confint) | bootstrap (percentile, --bootstrap N or 1000).",
+            help=(
+                "wald (default: estimate ± t·stderr) | profile (likelihood-ratio, as R's confint) | bootstrap (percentile, --bootstrap N or 1000) "
+                "| bca (bias-corrected and accelerated bootstrap)."
+            ),
         ),
     ] = None,
     bootstrap: Annotated[
@@ -211,12 +214,12 @@ def check_plan(options: dict, plans: list[FitOptions]) -> None:
         raise OptionError("--share needs --group-by COL: the column whose groups share the parameters")
     if shared and engine == "dask":
         raise OptionError("--share fits one global problem: it runs with the local engine, not --engine dask")
-    if (options.get("intervals") or "wald") not in ("wald", "profile", "bootstrap"):
-        raise OptionError(f"--intervals must be wald, profile or bootstrap; got '{printable(options.get('intervals'))}'")
+    if (options.get("intervals") or "wald") not in ("wald", "profile", "bootstrap", "bca"):
+        raise OptionError(f"--intervals must be wald, profile, bootstrap or bca; got '{printable(options.get('intervals'))}'")
     if (options.get("bootstrap_kind") or "residual") not in ("residual", "cases"):
         raise OptionError(f"--bootstrap-kind must be residual or cases; got '{printable(options.get('bootstrap_kind'))}'")
-    if grouped and (options.get("intervals") in ("profile", "bootstrap") or options.get("bootstrap")) and not shared:
-        raise OptionError("--intervals profile|bootstrap and --bootstrap apply to single and global fits, not to --group-by rows")
+    if grouped and (options.get("intervals") in ("profile", "bootstrap", "bca") or options.get("bootstrap")) and not shared:
+        raise OptionError("--intervals profile|bootstrap|bca and --bootstrap apply to single and global fits, not to --group-by rows")
     if grouped and options.get("plot") and not shared:
         raise OptionError("--plot is not available with --group-by (only with --share, a global fit)")
     if grouped and len(plans) > 1 and not shared:
@@ -374,7 +377,7 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         from nlfit.derive import parse as parse_derived
 
         derived = parse_derived(options["derive"], model_for(model_spec, dataset).param_names)  # checked before the fit
-    count = options.get("bootstrap") or (BOOTSTRAP_DEFAULT if options.get("intervals") == "bootstrap" else None)
+    count = options.get("bootstrap") or (BOOTSTRAP_DEFAULT if options.get("intervals") in ("bootstrap", "bca") else None)
     if count and count * dataset.n_points > BOOTSTRAP_ROWS:  # before the fit, not after it
         raise OptionError(f"--bootstrap {count} resamples x {dataset.n_points} rows is more than {BOOTSTRAP_ROWS:,} values held at once: ask for fewer")
     results = []
@@ -408,11 +411,7 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
         for result, payload, plan in zip(results, payloads, plans, strict=False):
             _profile(dataset, result, payload, plan)
     for result, payload, plan in zip(results, payloads, plans, strict=False):
-        boot = (
-            _bootstrap(dataset, result, payload, plan, count, options.get("bootstrap_kind") or "residual", options.get("intervals") == "bootstrap")
-            if count
-            else None
-        )
+        boot = _bootstrap(dataset, result, payload, plan, count, options.get("bootstrap_kind") or "residual", options.get("intervals")) if count else None
         if derived:
             _derive(derived, result, payload, boot)
         if options.get("residual_tests"):
@@ -465,9 +464,10 @@ BOOTSTRAP_ROWS = 50_000_000  # resamples x rows at most (the resampled data are 
 BOOTSTRAP_SAMPLE_VALUES = 200_000  # parameter values of the refits saved in the result (bootstrap.sample), at most
 
 
-def _bootstrap(dataset, result, payload: dict, plan: FitOptions, count: int, kind: str, chosen: bool) -> None:
-    """--bootstrap N: the JSON's ``bootstrap`` (``nlfit.bootstrap``); with --intervals
-    bootstrap its percentile intervals replace the Wald ones."""
+def _bootstrap(dataset, result, payload: dict, plan: FitOptions, count: int, kind: str, chosen: str | None) -> None:
+    """--bootstrap N: the JSON's ``bootstrap`` (``nlfit.bootstrap``), with each parameter's
+    BCa interval where the jackknife is cheap; with --intervals bootstrap (bca) its
+    percentile (BCa) intervals replace the Wald ones."""
     from nlfit import bootstrap
 
     if not result.success:
@@ -486,11 +486,22 @@ def _bootstrap(dataset, result, payload: dict, plan: FitOptions, count: int, kin
     if found["failed"]:
         message = f"{found['failed']} of {count} bootstrap resamples did not converge and are left out of its intervals"
         payload["warnings"].append({"kind": "bootstrap", "message": message, "fatal": False})
-    if chosen:
-        payload["ci_method"] = "bootstrap"
+    jack = bootstrap.jackknife(dataset, result.model, result.params, plan)
+    for i, (name, entry) in enumerate(found["params"].items()):
+        fixed = bool(payload["params"][name].get("fixed"))
+        usable = jack is not None and not fixed and jack[1].all()
+        entry["bca"] = bootstrap.bca(kept[:, i], float(result.params[i]), jack[0][:, i], payload["stats"]["conf_level"]) if usable else None
+    if jack is None or not jack[1].all():
+        why = "the jackknife (one fit per left-out row) is too large" if jack is None else f"{int((~jack[1]).sum())} jackknife fits did not converge"
+        payload["warnings"].append({"kind": "bootstrap", "message": f"no BCa intervals: {why}", "fatal": False})
+    if chosen in ("bootstrap", "bca"):
+        payload["ci_method"] = chosen
         for name, entry in found["params"].items():
             if not payload["params"][name].get("fixed"):
-                payload["params"][name]["ci"] = entry["ci"]
+                payload["params"][name]["ci"] = entry["ci"] if chosen == "bootstrap" or entry["bca"] is None else entry["bca"]
+                if chosen == "bca" and entry["bca"] is None and jack is not None and jack[1].all():
+                    message = f"no BCa interval for {name} (every refit on one side of the estimate): its percentile interval is given"
+                    payload["warnings"].append({"kind": "bootstrap", "message": message, "fatal": False, "params": [name]})
     return boot
 
 
