@@ -61,11 +61,12 @@ class BatchResult:
         return [json.loads(line) for line in json_rows(self.fits)]
 
 
-def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_starts=None, *, options: FitOptions | None = None, **given) -> BatchResult:
+def fit_groups(dataset: Dataset, model_spec, p0=None, on_progress=None, group_starts=None, *, options: FitOptions | None = None, processes: bool = True,
+               **given) -> BatchResult:  # fmt: skip
     """Fit every group. ``p0`` (position or names) applies to all groups; ``group_starts``
     (G, n) gives each group its own start; without either, each group gets the model's default.
-    ``options`` and keywords: as for ``nlfit.fitting.fit``."""
-    fits = GroupFits(dataset, model_spec, p0, on_progress, group_starts, options=options, **given)
+    ``options`` and keywords: as for ``nlfit.fitting.fit``; ``processes``: as ``GroupFits``."""
+    fits = GroupFits(dataset, model_spec, p0, on_progress, group_starts, options=options, processes=processes, **given)
     parts = list(fits.blocks())
     order = np.argsort(np.concatenate([block for block, _ in parts]), kind="stable")
     merged = concatenate([part for _, part in parts]).take(order)
@@ -104,8 +105,11 @@ class GroupFits:
     ``nlfit.prepare.prepare`` before any group is solved: its errors come before any output.
     Blocks follow the size buckets, so groups of different sizes arrive out of group order."""
 
-    def __init__(self, dataset: Dataset, model_spec, p0=None, on_progress=None, group_starts=None, *, options: FitOptions | None = None, **given):
+    def __init__(self, dataset: Dataset, model_spec, p0=None, on_progress=None, group_starts=None, *, options: FitOptions | None = None,
+                 processes: bool = True, **given):  # fmt: skip
         self.began = time.perf_counter()
+        self.processes = processes  # whether a large fit may start helper processes (nlfit.procs)
+        self.signalled = False  # a signal arrived while helpers ran (see _with_helpers)
         options = FitOptions.of(given) if options is None else options.replace(**given)
         self.prepared = prepare(dataset, model_spec, options, p0, grouped=True, group_starts=group_starts)
         self.on_progress = on_progress
@@ -127,9 +131,9 @@ class GroupFits:
         from nlfit import cores, procs
 
         steps = self.prepared.plan()
-        helpers = procs.helper_count(self.prepared, steps)
+        helpers, devices = procs.helper_plan(self.prepared, steps) if self.processes else (0, 0)
         if helpers:
-            yield from self._with_helpers(steps, then, helpers)
+            yield from self._with_helpers(steps, then, helpers, devices)
             return
         from concurrent.futures import ThreadPoolExecutor
 
@@ -167,21 +171,23 @@ class GroupFits:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _with_helpers(self, steps, then, count: int):
-        """:meth:`blocks` with ``count`` helper processes (``nlfit.procs``); this process
-        solves blocks on one core meanwhile."""
+    def _with_helpers(self, steps, then, count: int, devices: int):
+        """:meth:`blocks` with ``count`` helper processes (``nlfit.procs``) of ``devices``
+        XLA devices each; this process solves blocks on as many meanwhile. A signal that
+        arrived meanwhile sets ``signalled`` (the rows after it are unsolved, as in one process)."""
         from nlfit import cores, procs
 
         def progress(done, total):
             if self.on_progress is not None:
                 self.on_progress(done, total)
 
-        with cores.limited(1):
-            helpers = procs.Helpers(self.prepared, steps, then, count, self.began)
+        with cores.limited(devices):
+            helpers = procs.Helpers(self.prepared, steps, then, count, self.began, devices)
             try:
                 for index, value in helpers.run(progress):
                     yield steps[index].members[: steps[index].distinct], value
             finally:
+                self.signalled |= helpers.signalled
                 helpers.close()
 
     @staticmethod

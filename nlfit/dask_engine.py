@@ -432,7 +432,7 @@ def _fit_partition(frame, context: dict):
         dropped_by_group={k: int(v) for k, v in frame.groupby("key", sort=False, observed=True)["lost"].sum().items() if v},
     )
     model = _model(context["spec"], plan.x_columns, plan.y_column, survey.x_min, survey.x_max)
-    result = fit_groups(dataset, model, p0=context["p0"], options=context["options"])
+    result = fit_groups(dataset, model, p0=context["p0"], options=context["options"], processes=False)  # Dask runs the partitions side by side
     codes, uniques = pd.factorize(frame["key"].to_numpy(dtype=object), sort=False)
     first = np.unique(codes, return_index=True)[1]  # each group's first row: in result.keys order
     if [str(k) for k in uniques] != list(result.keys):

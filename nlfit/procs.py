@@ -12,19 +12,24 @@ starts one helper process per further core (``python -m nlfit.procs``):
   caller's ``then`` (a picklable function of the Fits: the CLI's row formatting) made of it;
 - the main process solves blocks too; whichever process is free takes the next block, and
   the blocks come out in plan order, so the rows are the same text as from one process;
-- a helper runs on one device (``NLFIT_THREADS=1``), with the main process's compilation
-  cache, so its programs are loaded, not compiled, after the first run.
+- the cores are shared out: each process (the main one and each helper) gets
+  cores // processes XLA devices, with the main process's compilation cache, so a helper's
+  programs are loaded, not compiled, after the first run.
 
 When: more than one usable core (``nlfit.cores``: ``--threads N`` caps the processes at N),
 more than one block, and at least ``MIN_POINTS`` rows in all (``$NLFIT_PROCESS_POINTS``
 overrides it; ``NLFIT_PROCESSES=off`` turns helpers off). Below that a helper's start-up
 (JAX's import and the stored programs: about a second) costs more than its core saves.
 
-Signals: a helper ignores SIGINT (a terminal's Ctrl-C reaches the whole process group; the
-main process acts on it) and ends with its parent (``PR_SET_PDEATHSIG`` on Linux). When the
-main process is interrupted it sends SIGTERM to its helpers: a block in its solve stops at its
-best points and comes back marked interrupted, as in one process; a helper that ends, fails
-or is stopped outside a solve hands its block back, and the main process builds it itself.
+Signals: a helper runs in its own session (a terminal's Ctrl-C reaches the main process
+only) and ends with its parent (``PR_SET_PDEATHSIG`` on Linux). When the main process is
+interrupted, in a solve or anywhere else, it sends SIGTERM to its helpers: a block in its
+solve stops at its best points and comes back marked interrupted, a block in its
+post-processing is finished and sent, and every later block is sent back unsolved (status
+``interrupted``), as in one process; the command then ends with the signal's exit code.
+A helper that cannot start, ends, or fails hands its block back, and the main process does
+it itself. A helper writes nothing to the terminal (its stderr is discarded): what goes
+wrong in a block, the main process meets again when it redoes the block.
 """
 
 from __future__ import annotations
@@ -39,24 +44,32 @@ import threading
 import time
 
 MIN_POINTS = 1_000_000
-COMMAND = (sys.executable, "-m", "nlfit.procs")  # a helper
+COMMAND = (sys.executable, "-P", "-m", "nlfit.procs")  # a helper; -P: not the current folder on sys.path
 POINTS_ENV = "NLFIT_PROCESS_POINTS"
 SWITCH_ENV = "NLFIT_PROCESSES"
+CLOSE_SECONDS = 10.0  # how long the helpers get to end before they are killed
 
 
-def helper_count(prepared, steps) -> int:
-    """How many helper processes a grouped fit of ``prepared`` in ``steps`` should start."""
+def helper_plan(prepared, steps) -> tuple[int, int]:
+    """(helper processes, devices per process) for a grouped fit of ``prepared`` in
+    ``steps``: (0, 0) where helpers do not pay."""
     from nlfit import cores
     from nlfit.client import OFF_VALUES
 
     if prepared.keys is None or len(steps) < 2 or os.environ.get(SWITCH_ENV, "").strip().lower() in OFF_VALUES:
-        return 0
+        return 0, 0
     text = os.environ.get(POINTS_ENV, "").strip()
     threshold = int(text) if text.isdigit() else MIN_POINTS
     if int(prepared.grouped.counts.sum()) < threshold:
-        return 0
+        return 0, 0
     usable = min(cores.limit() or cores.usable(), cores.usable())
-    return max(min(usable, len(steps)) - 1, 0)
+    processes = min(usable, len(steps))
+    return (processes - 1, usable // processes) if processes > 1 else (0, 0)
+
+
+def helper_count(prepared, steps) -> int:
+    """How many helper processes a grouped fit of ``prepared`` in ``steps`` should start."""
+    return helper_plan(prepared, steps)[0]
 
 
 def portable(prepared):
@@ -66,18 +79,42 @@ def portable(prepared):
     return dataclasses.replace(prepared, dataset=data)
 
 
+def _held(work):
+    """``work()`` with signals held until it ends; a signal that arrived meanwhile is then
+    consumed (the caller learns of it from ``signals.arrivals()``). None if it raised one."""
+    from nlfit import signals
+
+    value = None
+    try:
+        with signals.deferred():
+            value = work()
+    except signals.Interrupted:  # raised as the block ends (the work is done), or by the work itself
+        signals.consume()
+    return value
+
+
 def run_step(prepared, step, *, timeout, stopped, since, then=None, on_progress=None):
     """Build, solve and post-process one block: ``(value, interrupted)``, where value is its
-    Fits (``then(fits)`` where given) and interrupted whether the solve was stopped by a
-    signal. ``stopped``: the status of the blocks not solved because an earlier one was
-    interrupted (their time limit is then 0); ``since``: the time origin of ``Fits.seconds``."""
+    Fits (``then(fits)`` where given) and interrupted whether a signal arrived meanwhile
+    (the solve then stopped at its best points; a signal outside the solve waits until the
+    block is done, and a block whose building it met is not solved). ``stopped``: the status
+    of the blocks not solved because an earlier one was interrupted (their time limit is 0);
+    ``since``: the time origin of ``Fits.seconds``."""
+    from nlfit import signals
     from nlfit.fitting import solve
     from nlfit.solvers.status import Status
 
-    batch = prepared.batch(step)
+    before = signals.arrivals()
+    batch = _held(lambda: prepared.batch(step))
+    if signals.arrivals() != before:
+        stopped, timeout = Status.INTERRUPTED, 0.0
+    if batch is None:
+        batch = _held(lambda: prepared.batch(step))
     solved = solve(prepared, batch, record=False, timeout=timeout, on_progress=on_progress)
-    value = finish_block(prepared, batch, solved, stopped, since, then)
-    return value, bool((solved.statuses == Status.INTERRUPTED).any())
+    value = _held(lambda: finish_block(prepared, batch, solved, stopped, since, then))
+    if value is None:  # a check's own solve met the signal and raised it: once more
+        value = _held(lambda: finish_block(prepared, batch, solved, stopped, since, then))
+    return value, signals.arrivals() != before or bool((solved.statuses == Status.INTERRUPTED).any())
 
 
 def finish_block(prepared, batch, solved, stopped, since, then=None):
@@ -97,9 +134,11 @@ def finish_block(prepared, batch, solved, stopped, since, then=None):
 
 class Helpers:
     """Helper processes serving the blocks of one grouped fit. :meth:`run` yields every
-    block's value in plan order; the main thread solves blocks itself meanwhile."""
+    block's value in plan order; the main thread solves blocks itself meanwhile.
+    ``signalled``: whether a signal arrived while the blocks were being done (the command
+    then ends with its exit code, after the rows)."""
 
-    def __init__(self, prepared, steps, then, count: int, began: float):
+    def __init__(self, prepared, steps, then, count: int, began: float, devices: int = 1):
         from nlfit import signals
 
         self.steps, self.began, self.then = steps, began, then
@@ -109,24 +148,40 @@ class Helpers:
         self.handed_back: list[int] = []  # blocks a helper could not do: the main thread does them
         self.done: dict[int, object] = {}
         self.stopped = None  # Status.INTERRUPTED after a signal: later blocks are not solved
+        self.signalled = False
         self.finished = 0  # groups done, for the progress
         self.complete = False  # every block yielded
         self.served: dict[int, str] = {}  # block -> "main" or "helper": who solved it
         self.signals = signals
         self.remote_then = then if _picklable(then) else None  # else this process applies it to the helpers' Fits
         payload = (portable(prepared), steps, self.remote_then)  # pickled by each helper's thread, straight into its stdin
-        environment = dict(os.environ, NLFIT_THREADS="1", NLFIT_WORKER="off", **{SWITCH_ENV: "off"})
-        self.processes = [subprocess.Popen(list(COMMAND), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment) for _ in range(count)]
+        import nlfit
+
+        here = os.path.dirname(os.path.dirname(os.path.abspath(nlfit.__file__)))  # where this nlfit was imported from
+        environment = dict(os.environ, NLFIT_THREADS=str(max(devices, 1)), NLFIT_WORKER="off", **{SWITCH_ENV: "off"})
+        if here not in {os.path.abspath(p) for p in sys.path[1:] if p}:  # found only through the script's folder: tell the helper
+            environment["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+        self.processes = []
+        for _ in range(count):
+            try:
+                self.processes.append(
+                    subprocess.Popen(
+                        list(COMMAND), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=environment, start_new_session=True
+                    )  # fmt: skip
+                )
+            except OSError:  # no process to be had (a limit, no interpreter): the main thread does more
+                break
         self.threads = [threading.Thread(target=self._serve, args=(process, payload), name="nlfit-helper", daemon=True) for process in self.processes]
         for thread in self.threads:
             thread.start()
 
     def _timing(self):
-        """(time limit left, stopped) for a block taken now."""
-        left = self.prepared.options.timeout
-        if left is not None or self.stopped is not None:
-            left = 0.0 if self.stopped is not None else max(left - (time.perf_counter() - self.began), 0.0)
-        return left, self.stopped
+        """(deadline on the wall clock or None, stopped) for a block taken now: after a signal
+        a block is not solved (deadline now)."""
+        if self.stopped is not None:
+            return time.time(), self.stopped
+        limit = self.prepared.options.timeout
+        return (None if limit is None else time.time() + limit - (time.perf_counter() - self.began)), None
 
     def _take(self, main: bool, share: bool = True):
         with self.lock:
@@ -144,8 +199,8 @@ class Helpers:
             pickle.dump(payload, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             process.stdin.flush()
             while (index := self._take(main=False)) is not None:
-                left, stopped = self._timing()
-                pickle.dump((index, left, stopped, time.perf_counter() - self.began), process.stdin)
+                deadline, stopped = self._timing()
+                pickle.dump((index, deadline, stopped, time.time() - (time.perf_counter() - self.began)), process.stdin)
                 process.stdin.flush()
                 kind, value = pickle.load(process.stdout)
                 if kind != "done":
@@ -158,7 +213,7 @@ class Helpers:
                     self.lock.notify_all()
                 index = None
         except Exception:  # noqa: BLE001 (the helper ended or its fit could not be sent: the main thread does its blocks)
-            pass  # the helper ended: its block goes back to the main thread
+            pass
         finally:
             with self.lock:
                 if index is not None:
@@ -181,35 +236,47 @@ class Helpers:
                 except OSError:
                     pass
 
+    def _signal(self) -> None:
+        self.signals.consume()
+        self.signalled = True
+        if self.stopped is None:
+            self.stop()
+
     def run(self, on_progress=None, share: bool = True):
         """Every block's value, in plan order. ``share``: this thread solves blocks too (else
-        it solves only the blocks a helper hands back)."""
+        it solves only the blocks a helper hands back). A signal ends no block early here:
+        it is acted on as in :func:`run_step` (every later block comes back unsolved)."""
         following, total = 0, int(sum(step.distinct for step in self.steps))
         while following < len(self.steps):
-            index = self._take(main=True, share=share)
-            if index is not None:
-                left, stopped = self._timing()
-                base = self.finished
+            index = None
+            try:
+                index = self._take(main=True, share=share)
+                if index is not None:
+                    deadline, stopped = self._timing()
+                    base = self.finished
 
-                def progress(solved, _total, base=base, distinct=self.steps[index].distinct):
-                    if on_progress is not None:
-                        on_progress(base + min(solved, distinct), total)
+                    def progress(solved, _total, base=base, distinct=self.steps[index].distinct):
+                        if on_progress is not None:
+                            on_progress(base + min(solved, distinct), total)
 
-                value, interrupted = run_step(self.prepared, self.steps[index], timeout=left, stopped=stopped, since=self.began,
-                                              then=self.then, on_progress=progress)  # fmt: skip
-                if interrupted and self.stopped is None:
-                    self.stop()
-                with self.lock:
-                    self.done[index], self.served[index] = value, "main"
-                    self.finished += self.steps[index].distinct
-            else:
-                with self.lock:
-                    if following not in self.done and not self.handed_back:
-                        try:
+                    left = None if deadline is None else max(deadline - time.time(), 0.0)
+                    value, interrupted = run_step(self.prepared, self.steps[index], timeout=left, stopped=stopped, since=self.began,
+                                                  then=self.then, on_progress=progress)  # fmt: skip
+                    with self.lock:
+                        self.done[index], self.served[index] = value, "main"
+                        self.finished += self.steps[index].distinct
+                    index = None
+                    if interrupted:
+                        self._signal()
+                else:
+                    with self.lock:
+                        if following not in self.done and not self.handed_back:
                             self.lock.wait()
-                        except self.signals.Interrupted:
-                            self.signals.consume()
-                            self.stop()
+            except self.signals.Interrupted:
+                if index is not None:  # taken, not done: it goes round again
+                    with self.lock:
+                        self.handed_back.append(index)
+                self._signal()
             while True:
                 with self.lock:
                     if following not in self.done:
@@ -224,14 +291,15 @@ class Helpers:
     def close(self) -> None:
         """Wait for the helpers: they end once their stdin closes. Where the blocks were not
         all yielded (an error, or the caller stopped), no further block is handed out and the
-        helpers are stopped first."""
+        helpers are stopped first. Any helper still running after CLOSE_SECONDS is killed."""
         if not self.complete:
             with self.lock:
                 self.next = len(self.steps)
             self.stop()
+        deadline = time.monotonic() + CLOSE_SECONDS
         for process in self.processes:
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=max(deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -259,21 +327,24 @@ def _die_with_parent() -> None:
 
 
 def main() -> int:
-    """A helper: read the fit, then answer block numbers until stdin ends."""
-    from nlfit import signals
-
-    signals.install()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process acts on a Ctrl-C
-    _die_with_parent()
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a library's print cannot corrupt the answers
-    source = sys.stdin.buffer
+    """A helper: read the fit, then answer block numbers until stdin ends. Whatever ends it
+    early (stdin closed, a signal outside a solve, a payload it cannot read) ends it quietly:
+    the main process does its blocks."""
     try:
+        from nlfit import signals
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process acts on a Ctrl-C
+        signals.install()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _die_with_parent()
+        answers = os.fdopen(os.dup(1), "wb")
+        os.dup2(2, 1)  # a library's print cannot corrupt the answers
+        source = sys.stdin.buffer
         prepared, steps, then = pickle.load(source)
         while True:
-            message = pickle.load(source)
-            index, left, stopped, elapsed = message
-            since = time.perf_counter() - elapsed
+            index, deadline, stopped, began = pickle.load(source)
+            left = None if deadline is None else max(deadline - time.time(), 0.0)
+            since = time.perf_counter() - (time.time() - began)  # the main process's start, on this clock
             try:
                 value, _ = run_step(prepared, steps[index], timeout=left, stopped=stopped, since=since, then=then)
             except Exception as error:  # noqa: BLE001 (the main process redoes the block and reports it)
@@ -282,7 +353,7 @@ def main() -> int:
                 return 1
             pickle.dump(("done", value), answers, protocol=pickle.HIGHEST_PROTOCOL)
             answers.flush()
-    except (EOFError, BrokenPipeError, signals.Interrupted):
+    except BaseException:  # noqa: BLE001 (see the docstring)
         return 0
 
 

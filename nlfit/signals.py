@@ -41,11 +41,13 @@ class Interrupted(BaseException):
 _received: int | None = None  # the last signal that arrived
 _pending: int | None = None  # a signal not yet acted on (swallowed, or held by deferred())
 _deferring = 0
+_arrivals = 0  # how many signals arrived
 
 
 def _handler(signum, frame) -> None:
-    global _received, _pending
+    global _received, _pending, _arrivals
     _received = _pending = signum
+    _arrivals += 1
     if _deferring == 0:
         raise Interrupted(signum)
 
@@ -103,6 +105,12 @@ def _hold_during_extension_imports() -> None:
 def received() -> int | None:
     """The last signal that arrived, or None."""
     return _received
+
+
+def arrivals() -> int:
+    """How many signals arrived so far: a caller compares two counts to learn whether one
+    arrived in between, even if something else acted on it (a solver loop consumes it)."""
+    return _arrivals
 
 
 def exit_code() -> int:

@@ -84,13 +84,51 @@ def test_a_helper_process_solves_every_block_as_this_process_does(monkeypatch):
     assert all(process.returncode == 0 for process in helpers.processes)
 
 
-def test_a_block_a_helper_cannot_do_is_done_here(monkeypatch):
+@pytest.mark.parametrize("command", [(sys.executable, "-c", "import sys; sys.exit(3)"), ("/nonexistent/python",)], ids=["ends", "cannot-start"])
+def test_a_block_a_helper_cannot_do_is_done_here(monkeypatch, command):
     data = _dataset()
     reference = _one_process(data, monkeypatch)
-    monkeypatch.setattr(procs, "COMMAND", (sys.executable, "-c", "import sys; sys.exit(3)"))  # a helper that ends at once
+    monkeypatch.setattr(procs, "COMMAND", command)
     steps, values, helpers = _with_helpers(data, share=True)
     assert set(helpers.served.values()) == {"main"} and len(helpers.served) == len(steps)
     _assert_same(values, reference)
+
+
+def test_a_signal_during_post_processing_keeps_every_block_and_is_reported(monkeypatch):
+    """A signal that lands outside a solve (here: in this process's post-processing of its
+    block) is held until the block is done: no block is lost, the later blocks come back
+    unsolved (interrupted), the helpers are stopped, and the fit says it was signalled."""
+    from nlfit import signals
+
+    data = _dataset()
+    reference = _one_process(data, monkeypatch)
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
+    fired = []
+    original = procs.finish_block
+
+    def finishing(prepared, batch, *args, **kwargs):
+        if not fired:
+            fired.append(batch.members[0])
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives here, in the middle of the post-processing
+        return original(prepared, batch, *args, **kwargs)
+
+    monkeypatch.setattr(procs, "finish_block", finishing)
+    monkeypatch.setattr(procs, "COMMAND", (sys.executable, "-c", "import sys; sys.stdin.read()"))  # a helper that never answers
+    signals.install()
+    try:
+        steps, values, helpers = _with_helpers(data, share=True)
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+        sys.unraisablehook = hook
+        signals.reset()
+    assert fired and helpers.signalled and len(values) == len(steps) == 2
+    mine = next(i for i, step in enumerate(steps) if step.members[0] == fired[0])  # the block this process solved (the helper held the other)
+    np.testing.assert_array_equal(values[mine][0].status, reference[mine][0].status)  # solved before the signal: kept
+    np.testing.assert_allclose(values[mine][0].params, reference[mine][0].params, rtol=1e-10)
+    assert {row["status"] for row in _without_seconds(values[1 - mine][1])} == {"interrupted"}  # handed back after it: not solved
+    assert all(process.poll() is not None for process in helpers.processes)
 
 
 def test_helpers_start_only_for_large_fits_on_several_cores(monkeypatch):

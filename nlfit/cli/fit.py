@@ -613,6 +613,7 @@ def run_groups(dataset, model_spec, p0, plan: FitOptions, output_format, options
                     yield "".join(text)
 
         write_result(pieces(), options.get("output"))
+        tally.interrupted |= fits.signalled  # a signal while helper processes ran: its exit code, after the rows
     finally:
         if progress is not None:
             progress.close()
