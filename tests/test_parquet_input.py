@@ -63,6 +63,23 @@ def test_nulls_are_missing_cells_and_groups_work(tmp_path):
     assert "nlfit: warning: dropped 1 row with missing values in the used columns" in done.stderr
 
 
+@pytest.mark.parametrize("dtype", ["int64", "uint16", "int32"])
+def test_integer_group_keys_read_as_the_csvs(tmp_path, dtype):
+    """Integer keys are factorized as numbers (no text per row first): the same keys, order,
+    dropped rows and emptied groups as the CSV of the same table."""
+    rng = np.random.default_rng(3)
+    ids = np.array([7, 3, 7, 12, 3, 3, 12, 7, 40, 40], dtype=dtype).repeat(3)
+    frame = pd.DataFrame({"id": ids, "x": rng.uniform(0, 1, ids.size), "y": rng.uniform(0, 1, ids.size)})
+    frame.loc[frame["id"] == 40, "y"] = None  # group 40 loses every row
+    frame.loc[0, "y"] = None
+    frame.to_parquet(tmp_path / "k.parquet")
+    _csv(frame, tmp_path / "k.csv")
+    parquet, csv = (read_dataset(str(tmp_path / name), group_column="id") for name in ("k.parquet", "k.csv"))
+    assert list(parquet.groups) == list(csv.groups) and parquet.groups.dtype == object
+    assert parquet.empty_groups == csv.empty_groups and parquet.dropped_by_group == csv.dropped_by_group and parquet.dropped == csv.dropped
+    np.testing.assert_array_equal(parquet.y, csv.y)
+
+
 def test_parquet_and_csv_concatenate_when_their_columns_match(tmp_path, frames):
     frames.iloc[:60].to_parquet(tmp_path / "a.parquet")
     _csv(frames.iloc[60:], tmp_path / "b.csv")

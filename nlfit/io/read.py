@@ -974,7 +974,7 @@ class _Parquet:
         for column in table.schema:
             _check_arrow_type(self.label, column.name, column.type)
         frame = table.to_pandas()
-        if group_column is not None:
+        if group_column is not None and frame[group_column].dtype.kind not in "iu":  # integer keys (never missing) stay numbers: factorized as such
             frame[group_column] = frame[group_column].astype(object).where(frame[group_column].notna(), None)
         return frame
 
