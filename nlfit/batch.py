@@ -107,11 +107,18 @@ class GroupFits:
 
     def __init__(self, dataset: Dataset, model_spec, p0=None, on_progress=None, group_starts=None, *, options: FitOptions | None = None,
                  processes: bool = True, **given):  # fmt: skip
+        from nlfit import procs
+
         self.began = time.perf_counter()
         self.processes = processes  # whether a large fit may start helper processes (nlfit.procs)
         self.signalled = False  # a signal arrived while helpers ran (see _with_helpers)
         options = FitOptions.of(given) if options is None else options.replace(**given)
-        self.prepared = prepare(dataset, model_spec, options, p0, grouped=True, group_starts=group_starts)
+        self.started = procs.early(dataset) if processes else []  # helpers start while the fit is prepared
+        try:
+            self.prepared = prepare(dataset, model_spec, options, p0, grouped=True, group_starts=group_starts)
+        except BaseException:
+            self.close()
+            raise
         self.on_progress = on_progress
         self.keys, self.param_names, self.model = self.prepared.keys, self.prepared.param_names, self.prepared.model
 
@@ -135,6 +142,7 @@ class GroupFits:
         if helpers:
             yield from self._with_helpers(steps, then, helpers, devices)
             return
+        self.close()  # helpers started early for a fit that turned out not to need them
         from concurrent.futures import ThreadPoolExecutor
 
         from nlfit.fitting import solve
@@ -182,13 +190,28 @@ class GroupFits:
                 self.on_progress(done, total)
 
         with cores.limited(devices):
-            helpers = procs.Helpers(self.prepared, steps, then, count, self.began, devices)
+            started, self.started = self.started, []
+            helpers = procs.Helpers(self.prepared, steps, then, count, self.began, devices, started)
             try:
                 for index, value in helpers.run(progress):
                     yield steps[index].members[: steps[index].distinct], value
             finally:
                 self.signalled |= helpers.signalled
                 helpers.close()
+
+    def close(self) -> None:
+        """End the helper processes started early and not handed to a run (``blocks`` does this
+        itself; a caller that never calls it may)."""
+        from nlfit import procs
+
+        started, self.started = self.started, []
+        for process in started:
+            procs.end_helper(process)
+
+    def __del__(self):
+        for process in getattr(self, "started", ()):
+            if process.poll() is None:
+                process.kill()
 
     @staticmethod
     def _ready(item):

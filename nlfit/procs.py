@@ -138,7 +138,9 @@ class Helpers:
     ``signalled``: whether a signal arrived while the blocks were being done (the command
     then ends with its exit code, after the rows)."""
 
-    def __init__(self, prepared, steps, then, count: int, began: float, devices: int = 1):
+    def __init__(self, prepared, steps, then, count: int, began: float, devices: int = 1, started=None):
+        """``started``: helper processes already started (``spawn``, while the fit was being
+        prepared); more are started up to ``count``, and any beyond it ended."""
         from nlfit import signals
 
         self.steps, self.began, self.then = steps, began, then
@@ -155,22 +157,10 @@ class Helpers:
         self.signals = signals
         self.remote_then = then if _picklable(then) else None  # else this process applies it to the helpers' Fits
         payload = (portable(prepared), steps, self.remote_then)  # pickled by each helper's thread, straight into its stdin
-        import nlfit
-
-        here = os.path.dirname(os.path.dirname(os.path.abspath(nlfit.__file__)))  # where this nlfit was imported from
-        environment = dict(os.environ, NLFIT_THREADS=str(max(devices, 1)), NLFIT_WORKER="off", **{SWITCH_ENV: "off"})
-        if here not in {os.path.abspath(p) for p in sys.path[1:] if p}:  # found only through the script's folder: tell the helper
-            environment["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
-        self.processes = []
-        for _ in range(count):
-            try:
-                self.processes.append(
-                    subprocess.Popen(
-                        list(COMMAND), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=environment, start_new_session=True
-                    )  # fmt: skip
-                )
-            except OSError:  # no process to be had (a limit, no interpreter): the main thread does more
-                break
+        started = list(started or ())
+        self.processes = started[:count] + spawn(count - len(started[:count]), devices)
+        for extra in started[count:]:  # started early for a plan of fewer blocks: not needed
+            end_helper(extra)
         self.threads = [threading.Thread(target=self._serve, args=(process, payload), name="nlfit-helper", daemon=True) for process in self.processes]
         for thread in self.threads:
             thread.start()
@@ -307,6 +297,57 @@ class Helpers:
             thread.join()
 
 
+def spawn(count: int, devices: int = 1) -> list:
+    """Start ``count`` helper processes of ``devices`` XLA devices each (fewer where the
+    system refuses more). Each imports nlfit's solver while it waits for its fit."""
+    import nlfit
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(nlfit.__file__)))  # where this nlfit was imported from
+    environment = dict(os.environ, NLFIT_THREADS=str(max(devices, 1)), NLFIT_WORKER="off", **{SWITCH_ENV: "off"})
+    if here not in {os.path.abspath(p) for p in sys.path[1:] if p}:  # found only through the script's folder: tell the helper
+        environment["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    processes = []
+    for _ in range(count):
+        try:
+            processes.append(
+                subprocess.Popen(
+                    list(COMMAND), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=environment, start_new_session=True
+                )  # fmt: skip
+            )
+        except OSError:  # no process to be had (a limit, no interpreter): the main thread does more
+            break
+    return processes
+
+
+def early(dataset) -> list:
+    """Helpers started before a grouped fit of ``dataset`` is prepared, so that their start-up
+    (Python, JAX) runs beside the preparation: one per further core where the data are
+    large enough for helpers (``helper_plan`` then decides how many are used)."""
+    from nlfit import cores
+    from nlfit.client import OFF_VALUES
+
+    if dataset.groups is None or os.environ.get(SWITCH_ENV, "").strip().lower() in OFF_VALUES:
+        return []
+    text = os.environ.get(POINTS_ENV, "").strip()
+    if dataset.n_points < (int(text) if text.isdigit() else MIN_POINTS):
+        return []
+    usable = min(cores.limit() or cores.usable(), cores.usable())
+    return spawn(usable - 1) if usable > 1 else []
+
+
+def end_helper(process) -> None:
+    """End a helper that got no work: its stdin closes, so it exits; killed if it does not."""
+    try:
+        process.stdin.close()
+    except OSError:
+        pass
+    try:
+        process.wait(timeout=CLOSE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _picklable(function) -> bool:
     try:
         pickle.dumps(function)
@@ -340,6 +381,11 @@ def main() -> int:
         answers = os.fdopen(os.dup(1), "wb")
         os.dup2(2, 1)  # a library's print cannot corrupt the answers
         source = sys.stdin.buffer
+        import nlfit.fitting  # noqa: F401 (while the main process prepares the fit)
+        import nlfit.io.rows  # noqa: F401
+        from nlfit._jax import jax
+
+        jax.devices()
         prepared, steps, then = pickle.load(source)
         while True:
             index, deadline, stopped, began = pickle.load(source)
