@@ -112,3 +112,94 @@ def test_the_sha256_taken_beside_the_parse_is_that_of_the_bytes(tmp_path, monkey
     again = read_dataset(str(path), expected=[dict(data.inputs[0])])  # refit: hashed first, in this thread
     assert again.inputs == data.inputs and where[-1] == threading.main_thread().name
     np.testing.assert_array_equal(again.x, data.x)
+
+
+def _direct_and_usual(path, monkeypatch, **columns):
+    """The dataset read from the file itself (``_read_direct``, allowed from 0 bytes, looking
+    at its first 4 KB), and read the usual way; and whether the direct read applied."""
+    applied = []
+    original = read._read_direct
+
+    def spy(*args):
+        result = original(*args)
+        applied.append(result is not None)
+        return result
+
+    monkeypatch.setattr(read, "_read_direct", spy)
+    monkeypatch.setattr(read, "ARROW_BYTES", 0)
+    monkeypatch.setattr(read, "_DIRECT_HEAD", 4096)
+    monkeypatch.setattr(read, "DIRECT_BYTES", 0)
+    direct = read_dataset(str(path), **columns)
+    monkeypatch.setattr(read, "DIRECT_BYTES", 1 << 62)
+    usual = read_dataset(str(path), **columns)
+    return direct, usual, applied[0]
+
+
+def _rows(count=600, sep=",", deep=None, at=450):
+    rng = np.random.default_rng(1)
+    lines = [sep.join(["id", "x", "y", "s"])]
+    for i in range(count):
+        y = "NA" if i == 17 else ("" if i == 40 else repr(float(rng.normal())))
+        lines.append(sep.join([f"g{i % 7}", repr(float(rng.uniform(-1, 1))), y, repr(float(rng.uniform(1, 2)))]))
+        if deep is not None and i == at:  # far past the first 4 KB
+            lines.append(deep)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t"])
+def test_a_large_plain_file_is_read_from_the_file_itself_as_the_usual_way(tmp_path, monkeypatch, sep):
+    import hashlib
+
+    path = tmp_path / "plain.csv"
+    path.write_text(_rows(sep=sep))
+    direct, usual, applied = _direct_and_usual(path, monkeypatch, x_columns=["x"], y_column="y", group_column="id", sigma_column="s")
+    assert applied
+    _same(direct, usual)
+    np.testing.assert_array_equal(direct.sigma, usual.sigma)
+    assert direct.dropped == 2 and direct.dropped_by_group == usual.dropped_by_group and direct.files == usual.files
+    assert direct.inputs == usual.inputs and direct.inputs[0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "deep, content",
+    [
+        ("#c,0.5,0.5,1.0", "text"),  # a comment line: blanked the usual way, a row of group '#c' to pyarrow
+        ("gé,0.5,0.5,1.0", "text"),  # a non-ASCII key
+        (None, "crlf"),  # Windows line ends after the first 4 KB only
+    ],
+)
+def test_what_the_usual_way_changes_past_the_head_makes_the_direct_read_decline(tmp_path, monkeypatch, deep, content):
+    path = tmp_path / "odd.csv"
+    text = _rows(deep=deep)
+    if content == "crlf":
+        head, tail = text[:6000], text[6000:]
+        path.write_bytes(head.encode() + tail.replace("\n", "\r\n").encode())
+    else:
+        path.write_bytes(text.encode("utf-8"))
+    direct, usual, applied = _direct_and_usual(path, monkeypatch, x_columns=["x"], y_column="y", group_column="id")
+    assert not applied
+    _same(direct, usual)
+    assert "#c" not in {str(k) for k in direct.groups}
+
+
+@pytest.mark.parametrize(
+    "deep, message",
+    [
+        ("g1,0.5,oops,1.0", r"row 452 \(line 453\), column 'y' is not a number"),
+        ("g1,0.5,0.5,-1.0", r"row 452 \(line 453\), column 's' is -1: sigma must be positive"),
+        ("g1,0.5,\xff,1.0", r"not UTF-8 text: byte 0xff on line 453"),
+    ],
+)
+def test_an_error_past_the_head_names_its_line_as_the_usual_way(tmp_path, monkeypatch, deep, message):
+    path = tmp_path / "bad.csv"
+    text = _rows().splitlines(keepends=True)
+    path.write_bytes("".join(text[:452]).encode() + deep.encode("latin-1") + b"\n" + "".join(text[452:]).encode())
+    monkeypatch.setattr(read, "ARROW_BYTES", 0)
+    monkeypatch.setattr(read, "_DIRECT_HEAD", 4096)
+    errors = []
+    for limit in (0, 1 << 62):  # the direct read (declining), then the usual way alone
+        monkeypatch.setattr(read, "DIRECT_BYTES", limit)
+        with pytest.raises(InputError, match=message) as caught:
+            read_dataset(str(path), x_columns=["x"], y_column="y", group_column="id", sigma_column="s")
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
