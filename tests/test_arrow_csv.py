@@ -164,7 +164,6 @@ def test_a_large_plain_file_is_read_from_the_file_itself_as_the_usual_way(tmp_pa
     "deep, content",
     [
         ("#c,0.5,0.5,1.0", "text"),  # a comment line: blanked the usual way, a row of group '#c' to pyarrow
-        ("gé,0.5,0.5,1.0", "text"),  # a non-ASCII key
         (None, "crlf"),  # Windows line ends after the first 4 KB only
     ],
 )
@@ -180,6 +179,26 @@ def test_what_the_usual_way_changes_past_the_head_makes_the_direct_read_decline(
     assert not applied
     _same(direct, usual)
     assert "#c" not in {str(k) for k in direct.groups}
+
+
+def test_utf8_text_past_the_head_is_read_directly_as_the_usual_way(tmp_path, monkeypatch):
+    path = tmp_path / "utf8.csv"
+    path.write_bytes(_rows(deep="gé,0.5,0.5,1.0").encode("utf-8"))  # a non-ASCII key after the first 4 KB
+    direct, usual, applied = _direct_and_usual(path, monkeypatch, x_columns=["x"], y_column="y", group_column="id")
+    assert applied and "gé" in set(direct.groups)
+    _same(direct, usual)
+    assert direct.inputs == usual.inputs
+
+
+@pytest.mark.parametrize("name, ending", [("plain.dat", ""), ("plain.csv", "g1,0.5,0.5,PAR1")])
+def test_files_the_usual_way_judges_by_more_than_their_head_are_not_read_directly(tmp_path, monkeypatch, name, ending):
+    """A .dat file may be NIST's (its sections can come late); a file ending in Parquet's magic
+    may be a damaged Parquet file: the usual way looks at the whole file."""
+    path = tmp_path / name
+    path.write_text(_rows() + ending)
+    direct, usual, applied = _direct_and_usual(path, monkeypatch, x_columns=["x"], y_column="y")
+    assert not applied
+    _same(direct, usual)
 
 
 @pytest.mark.parametrize(

@@ -188,16 +188,18 @@ class _Fallback(Exception):
 
 
 def _read_direct(name, x_columns, y_column, sigma_column, group_column, formula, separator, missing) -> Dataset | None:
-    """A large plain CSV file (``DIRECT_BYTES`` or more, uncompressed, ASCII, no carriage
-    return, no comment) parsed by pyarrow from the file itself, as pyarrow's own
-    ``read_csv`` reads it: its bytes are not first read into memory (a 400 MB file: 0.23 s
-    and 400 MB less). A thread reads the file beside the parse for its sha256 and checks
-    every byte for what the usual path would change (``_prepare``: a non-ASCII byte, a
-    carriage return, a '#'). None where any of that, or anything else, does not hold (the
-    pyarrow reader declines, a cell is not a number, an error to report with its line
-    number): then ``read_dataset`` reads the file the usual way, and gives the same result
-    or the same error as it always did."""
-    if name == "-":
+    """A large plain CSV file (``DIRECT_BYTES`` or more: uncompressed UTF-8 without a byte
+    order mark, no carriage return, no comment line, not a ``.dat`` file) parsed by pyarrow
+    from the file itself, as pyarrow's own ``read_csv`` reads it: its bytes are not first
+    read into memory (a 400 MB file: 0.23 s and 400 MB less). A thread reads the file beside
+    the parse for its sha256 and checks every byte for what the usual path would treat
+    otherwise (``_prepare``: a byte that is not UTF-8, a carriage return, a comment line).
+    None where any of that, or anything else, does not hold (the pyarrow reader declines, a
+    cell is not a number, an error to report with its line number, the file changed
+    meanwhile): then ``read_dataset`` reads the file the usual way, and gives the same result
+    or the same error as it always did. The file is read, not memory-mapped: a file cut
+    short while it is parsed must not end the process (SIGBUS)."""
+    if name == "-" or str(name).lower().endswith(".dat"):  # a .dat file may be NIST's: the usual path looks at all of it
         return None
     try:
         info = os.stat(name)
@@ -205,10 +207,12 @@ def _read_direct(name, x_columns, y_column, sigma_column, group_column, formula,
             return None
         with open(name, "rb") as handle:
             head = handle.read(_DIRECT_HEAD)
+            handle.seek(-min(len(PARQUET_MAGIC), info.st_size), os.SEEK_END)
+            tail = handle.read()
     except OSError:
         return None
     head = head[: head.rfind(b"\n") + 1]
-    if _compression(head) or head[:4] == PARQUET_MAGIC or not head.isascii() or b"\r" in head or b"#" in head or _is_nist(name, head):
+    if _compression(head) or PARQUET_MAGIC in (head[:4], tail) or head.startswith(codecs.BOM_UTF8) or not _plain(head, codecs.getincrementaldecoder("utf-8")()):
         return None
     records, _ = _Source._head(head)
     if len(records) < _SAMPLE_RECORDS or not records[-1][3]:
@@ -229,30 +233,52 @@ def _read_direct(name, x_columns, y_column, sigma_column, group_column, formula,
                     raise _Fallback  # an error to report: the usual path names its line
 
                 dataset = _select(frame, x_columns, y_column, sigma_column, label, None, group_column=group_column, missing=missing, locate=locate)
-        except (_Fallback, InputError):
+            record, clean = scanned.result()
+            after = os.stat(name)
+        except (_Fallback, InputError, OSError):
             stop.set()
             return None
-        record, clean = scanned.result()
-    try:
-        after = os.stat(name)
-    except OSError:
-        return None
-    if not clean or record["size"] != info.st_size or (after.st_size, after.st_mtime_ns) != (info.st_size, info.st_mtime_ns):
+        except BaseException:  # a signal: the hash thread stops at its next chunk
+            stop.set()
+            raise
+    fields = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")  # ctime: any write changes it, and no one can set it back
+    if not clean or record["size"] != info.st_size or any(getattr(after, f) != getattr(info, f) for f in fields):
         return None  # a byte the usual path treats otherwise, or the file changed while the parse and the hash read it
     return Dataset(**{**dataset.__dict__, "files": (label,), "inputs": (record,)})
 
 
+def _plain(chunk: bytes, decoder) -> bool:
+    """Whether ``chunk`` (the next bytes of a file, through its incremental UTF-8 ``decoder``)
+    is text that ``_prepare`` passes through as it is: UTF-8, no carriage return, no comment
+    line. A '#' at the start of a chunk counts as a comment line (a false alarm only costs
+    the usual read)."""
+    if b"\r" in chunk or (b"#" in chunk and _COMMENT_START.search(chunk)):
+        return False
+    if chunk.isascii():
+        return True
+    try:
+        decoder.decode(chunk)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _scan(name: str, stop) -> tuple[dict, bool]:
-    """(``input_record`` of the file, whether every byte is ASCII and neither a carriage
-    return nor a '#'), read in chunks (hashlib releases the GIL: this runs beside the parse)."""
+    """(``input_record`` of the file, whether all of it is ``_plain``), read in chunks
+    (hashlib releases the GIL: this runs beside the parse)."""
     import hashlib
 
-    digest, size, clean = hashlib.sha256(), 0, True
+    digest, size, clean, decoder = hashlib.sha256(), 0, True, codecs.getincrementaldecoder("utf-8")()
     with open(name, "rb") as handle:
         while not stop.is_set() and (chunk := handle.read(_SCAN_CHUNK)):
             digest.update(chunk)
             size += len(chunk)
-            clean = clean and chunk.isascii() and b"\r" not in chunk and b"#" not in chunk
+            clean = clean and _plain(chunk, decoder)
+    if clean:
+        try:
+            decoder.decode(b"", final=True)  # no character cut off at the end
+        except UnicodeDecodeError:
+            clean = False
     record = {"path": str(name), "absolute": os.path.abspath(name), "size": size, "sha256": digest.hexdigest()}
     return record, clean
 
@@ -943,7 +969,7 @@ class _Source:
         stream = None
         try:
             if self.path is not None:
-                stream = pa.memory_map(self.path)
+                stream = pa.OSFile(self.path)  # read, not mapped: see _read_direct
                 stream.seek(self.body)
             else:
                 stream = pa.BufferReader(memoryview(self.data)[self.body :])
