@@ -290,6 +290,12 @@ def qr_linearize_batch(params, problems: Problem, mode: str):
 
 
 @program
+def residuals_batch(params, problems: Problem):
+    """The residuals (G, L) of G problems at once."""
+    return vmap_groups(residuals, 0, 1)(params, problems)
+
+
+@program
 def influence_gram_batch(params, problems: Problem):
     """``influence_gram`` of G problems at once."""
     return vmap_groups(influence_gram, 0, 1)(params, problems)

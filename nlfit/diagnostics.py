@@ -70,7 +70,7 @@ from functools import cached_property
 
 import numpy as np
 
-from nlfit.numerics import cost, norms, on_real, padded_size
+from nlfit.numerics import cost, in_range, norms, on_real, padded_size, sum_squares, uniform
 from nlfit.solvers.status import Status
 from nlfit.warning import FitWarning
 
@@ -131,11 +131,10 @@ class Evidence:
         from nlfit.problem import robust_scaling_numpy
 
         real, residuals, held, params = self.real, self.residuals, self.held, self.params
-        scaled_y = _scaled_response(self.problems, real)
         with np.errstate(all="ignore"):
             real_residuals = on_real(residuals, real)
-            rss = np.sum(real_residuals**2, axis=1)
-            rounding = (1e3 * np.finfo(float).eps) ** 2 * np.sum(scaled_y**2, axis=1)
+            rss = sum_squares(real_residuals)
+            rounding = (1e3 * np.finfo(float).eps) ** 2 * _response_squares(self.problems, real)
             above = rss > rounding
             columns = norms(self.factor, axis=1)
             residual_norm = norms(real_residuals, axis=1)
@@ -312,6 +311,16 @@ def undetermined(factor, rss, dof, params, nonlinear, free) -> tuple[np.ndarray,
     return np.any(pairs, axis=-1), relative
 
 
+def _response_squares(problems, real) -> np.ndarray:
+    """(G,) sum of (y / (sigma scale))^2 over the real rows; without a quotient per row where
+    each group has one sigma (``numerics.uniform``)."""
+    same = uniform(problems.sigma, real)
+    raw = None if same is None else sum_squares(problems.y)
+    if raw is None or not in_range(raw):
+        return sum_squares(_scaled_response(problems, real))
+    return raw / (same * np.asarray(problems.scale)) ** 2
+
+
 def _scaled_response(problems, real) -> np.ndarray:
     """y / (sigma scale) on the real rows: the response in the units of the scaled residuals."""
     with np.errstate(all="ignore"):
@@ -329,6 +338,13 @@ def best_constants(problems, real) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(problems.y)
     sigma = np.asarray(problems.sigma)
     scale = np.asarray(problems.scale)[:, None]
+    same = uniform(sigma, real) if problems.loss == "linear" else None
+    if same is not None:  # one sigma per group, every row real: the plain mean, and one pass over the centred values
+        with np.errstate(all="ignore"):
+            mean = np.mean(y, axis=1)
+            raw = sum_squares(y - mean[:, None])
+        if in_range(raw):
+            return mean, 0.5 * raw / (same * scale[:, 0]) ** 2
     with np.errstate(all="ignore"):
         reference = np.max(np.where(real, sigma, 0.0), axis=1, keepdims=True)
         weights = np.where(real, (reference / sigma) ** 2, 0.0)  # 1/sigma^2, normalized: no overflow for sigma ~ 1e-300

@@ -392,18 +392,10 @@ def ill_conditioned(gram: np.ndarray, free: np.ndarray) -> bool:
     """Whether J^T J (of the free parameters, equilibrated) has a condition number above
     ``prepare.GRAM_CONDITION``, or is not finite: the fused sums' steps are then not accurate
     enough to end a fit on."""
+    from nlfit.numerics import gram_condition
     from nlfit.prepare import GRAM_CONDITION
 
-    gram = np.asarray(gram, dtype=np.float64)
-    if not np.all(np.isfinite(gram)):
-        return True
-    moving = np.asarray(free, dtype=bool) & (np.diag(gram) > 0)  # a parameter held at a bound has a zero column here
-    if not np.any(moving):
-        return False
-    gram = gram[np.ix_(moving, moving)]
-    diagonal = np.sqrt(np.diag(gram))
-    values = np.linalg.eigvalsh(gram / np.outer(diagonal, diagonal))
-    return bool(values[0] <= values[-1] / GRAM_CONDITION)
+    return not gram_condition(gram, free) < GRAM_CONDITION
 
 
 def _gram_at(params, problems, jac_mode: str) -> np.ndarray:

@@ -13,12 +13,67 @@ SHAPE_GROWTH = 1.25  # a single fit's rows are padded to the next of sizes growi
 SMALLEST_SHAPE = 16
 
 
+ALIGNMENT = 64  # bytes: XLA:CPU takes a numpy array at this alignment as it is, and copies any other on every call
+
+
+def aligned(values: np.ndarray) -> np.ndarray:
+    """``values`` as float64 at ALIGNMENT bytes (a copy only where they are not): a compiled
+    call then reads them in place. numpy's own arrays are aligned to 16 bytes, and each call
+    copied them (10^7 values: 55 ms each, on every call of a large fit)."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if values.ctypes.data % ALIGNMENT == 0:
+        return values
+    raw = np.empty(values.size + ALIGNMENT // values.itemsize, dtype=np.float64)
+    start = (-raw.ctypes.data % ALIGNMENT) // values.itemsize
+    out = raw[start : start + values.size].reshape(values.shape)
+    out[...] = values
+    return out
+
+
 def norms(values: np.ndarray, axis: int) -> np.ndarray:
-    """Euclidean norms scaled by the largest entry (no overflow or underflow of the squares)."""
+    """Euclidean norms scaled by the largest entry (no overflow or underflow of the squares).
+    Where every sum of squares is safely inside the float range, the scaling changes nothing,
+    and the sums are taken in one pass with no temporary arrays (10^7 values: 4 ms, not 31)."""
+    values = np.asarray(values, dtype=np.float64)
+    along = np.moveaxis(values, axis, -1)
+    with np.errstate(all="ignore"):
+        squares = np.einsum("...i,...i->...", along, along)
+    if in_range(squares):
+        return np.sqrt(squares)
     with np.errstate(all="ignore"):  # NaN or inf entries give NaN or inf, without warnings
         largest = np.max(np.abs(values), axis=axis, keepdims=True)
         safe = np.where((largest > 0) & np.isfinite(largest), largest, 1.0)
         return np.squeeze(largest, axis) * np.sqrt(np.sum((values / safe) ** 2, axis=axis))
+
+
+def gram_condition(gram: np.ndarray, free: np.ndarray) -> float:
+    """The condition number of J^T J over the parameters that move (free, nonzero column),
+    equilibrated (unit diagonal): cond(J)^2 of the scaled Jacobian, up to a factor of n.
+    inf where the matrix is not finite or is singular; 1 where nothing moves."""
+    gram = np.asarray(gram, dtype=np.float64)
+    if not np.all(np.isfinite(gram)):
+        return float("inf")
+    moving = np.asarray(free, dtype=bool) & (np.diag(gram) > 0)  # a parameter held at a bound has a zero column here
+    if not np.any(moving):
+        return 1.0
+    gram = gram[np.ix_(moving, moving)]
+    diagonal = np.sqrt(np.diag(gram))
+    values = np.linalg.eigvalsh(gram / np.outer(diagonal, diagonal))
+    return float(values[-1] / values[0]) if values[0] > 0 else float("inf")
+
+
+def in_range(squares: np.ndarray) -> bool:
+    """Whether sums of squares are all finite and far from under- and overflow: no square of
+    an entry that matters can then have over- or underflowed (zero, from all-zero or tiny
+    entries, is out of range too)."""
+    with np.errstate(invalid="ignore"):
+        return bool(np.all((squares > 1e-280) & (squares < 1e280)))
+
+
+def sum_squares(values: np.ndarray) -> np.ndarray:
+    """Sums of squares along the last axis, in one pass with no temporary array."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.einsum("...i,...i->...", values, values)
 
 
 def on_real(values: np.ndarray, real: np.ndarray, fill: float = 0.0) -> np.ndarray:
@@ -52,8 +107,25 @@ def residual_scales(y: np.ndarray, sigma: np.ndarray, real: np.ndarray) -> np.nd
     """(G,) ``nlfit.problem.residual_scale`` of every group at once: the power of two at or
     below max |y / sigma| over its real, finite values (at least the smallest normal
     number), 1 where that maximum is zero."""
+    y = np.asarray(y, dtype=np.float64)
     with np.errstate(all="ignore"):
-        values = np.abs(np.asarray(y, dtype=np.float64) / np.asarray(sigma, dtype=np.float64))
-        largest = np.max(np.where(real & np.isfinite(values), values, 0.0), axis=1)
+        same = uniform(sigma, real)
+        largest = None
+        if same is not None:  # one sigma per group, every row real: max |y| / sigma, without a quotient per row
+            largest = np.maximum(np.max(y, axis=1), -np.min(y, axis=1)) / same
+        if largest is None or not np.all(np.isfinite(largest)):  # (a NaN or inf y is left out below)
+            values = np.abs(y / np.asarray(sigma, dtype=np.float64))
+            largest = np.max(np.where(real & np.isfinite(values), values, 0.0), axis=1)
         power = np.maximum(2.0 ** np.floor(np.log2(np.where(largest > 0, largest, 1.0))), np.finfo(np.float64).tiny)
     return np.where(largest > 0, power, 1.0)
+
+
+def uniform(sigma: np.ndarray, real: np.ndarray) -> np.ndarray | None:
+    """(G,) each group's sigma where every row is real and each group's sigma is one value
+    (no --sigma column: all ones), else None. Two passes with no temporary arrays: sums over
+    large data then need no per-row weights."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if sigma.ndim != 2 or sigma.shape[1] == 0 or not np.all(real):
+        return None
+    low, high = np.min(sigma, axis=1), np.max(sigma, axis=1)
+    return low if np.all(low == high) and np.all(np.isfinite(low)) and np.all(low > 0) else None

@@ -23,13 +23,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from nlfit import diagnostics, refine, stats
-from nlfit.numerics import LARGE_DATA_POINTS, cost, on_real
+from nlfit.numerics import LARGE_DATA_POINTS, cost, gram_condition, on_real
 from nlfit.result import STAT_ORDER, Fits
 from nlfit.solvers.status import Status
 from nlfit.solvers.subproblems import SMALL_PARAMETERS
 from nlfit.warning import FitWarning
 
 POLISH_STEPS = 3
+# The condition number of the equilibrated J^T J up to which a large fit's statistics come from
+# the Cholesky factor of the solver's own J^T J (``_from_gram``) instead of a streaming QR pass.
+# The standard errors of the two differ by about 1.5e-16 times it (measured on polynomials of
+# degree 2-8 over [-1, 1] to [0, 10], 10^5 and 10^6 rows: 5e-11 at 2e5, 3e-8 at 1.9e8), so at
+# 1e6 by about 1e-10: the digits a user reads are the same, and the pass is saved.
+STATS_CONDITION = 1e6
 
 
 @dataclass
@@ -106,10 +112,31 @@ def linearize(context: Context, state, statuses):
         return jac * weight[:, :, None], residuals, np.einsum("gmi,gmj->gij", influence, influence), np.einsum("gmn,gm->gn", jac, first * residuals)
     if context.factorization == "qr" and jac_mode != "fd" and not stale and state.local.r_factor is not None:
         residuals, factor, grad = np.asarray(state.local.residuals), np.asarray(state.local.r_factor), np.asarray(state.local.grad)
+    elif not stale and jac_mode != "fd" and not robust and (fused := _from_gram(context, state)) is not None:
+        residuals, factor, grad = fused
     else:
         residuals, factor, _, grad = (np.asarray(v) for v in derivatives.qr_linearize_batch(params, problems, "fwd"))
     middle = np.asarray(derivatives.influence_gram_batch(params, problems)) if robust else None
     return factor, residuals, middle, grad
+
+
+def _from_gram(context: Context, state):
+    """(residuals, R, gradient) of a large fit from the solver's last J^T J (the fused sums'
+    iterations keep it, at the reported point): R is its Cholesky factor, and only the
+    residuals take a pass over the data. None where a streaming QR must give R instead: no
+    J^T J kept, a parameter fixed or held at a bound, or a condition number above
+    STATS_CONDITION."""
+    from nlfit import derivatives
+
+    gram, free = state.local.gram, state.local.free
+    if gram is None or free is None or not np.all(np.asarray(free) == 1):
+        return None
+    gram = np.asarray(gram, dtype=np.float64)
+    moving = np.ones(gram.shape[-1], dtype=bool)
+    if not all(gram_condition(one, moving) <= STATS_CONDITION for one in gram):
+        return None
+    factor = np.swapaxes(np.linalg.cholesky(gram), -1, -2)  # upper: R^T R = J^T J
+    return np.asarray(derivatives.residuals_batch(state.params, context.problems)), factor, np.asarray(state.local.grad)
 
 
 def square_factor(factor: np.ndarray, real: np.ndarray) -> np.ndarray:

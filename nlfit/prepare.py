@@ -29,7 +29,7 @@ from nlfit.errors import InputError, ModelError, OptionError
 from nlfit.io.dataset import Dataset
 from nlfit.models import padded, tape
 from nlfit.models.registry import model_for
-from nlfit.numerics import LARGE_DATA_POINTS, padded_size, residual_scales
+from nlfit.numerics import LARGE_DATA_POINTS, aligned, padded_size, residual_scales
 from nlfit.options import FitOptions
 from nlfit.start import box, choose_start, default_start
 
@@ -331,6 +331,8 @@ class Prepared:
 
         sigma = self.dataset.sigma
         xs, ys, sigmas, real = self.grouped.pad(members, np.asarray(self.dataset.x), self.y_fitted, sigma, width)
+        if np.size(ys) >= LARGE_DATA_POINTS:  # read in place by every compiled call, not copied by each
+            xs, ys, sigmas = aligned(xs), aligned(ys), aligned(sigmas)
         scales = residual_scales(ys, sigmas, real)
         size = len(members)
         grouped = self.keys is not None

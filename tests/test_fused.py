@@ -1,6 +1,7 @@
 """A single fit of many points iterates on the fused sums (r^T r, J^T r, J^T J of one pass,
-no residual vector kept: ``Direction.keep_residuals``); the statistics still come from the
-R factor of the streaming QR. Its results agree with the QR path's."""
+no residual vector kept: ``Direction.keep_residuals``); the statistics come from the Cholesky
+factor of its last J^T J where that is well conditioned, else from the R factor of the
+streaming QR. Its results agree with the QR path's."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import NIST_DIR
 
-from nlfit import fit, prepare, read_dataset
+from nlfit import fit, numerics, prepare, read_dataset
 from nlfit.io.dataset import Dataset
 from nlfit.options import FitOptions
 
@@ -156,3 +157,31 @@ def test_a_large_fit_takes_the_models_default_start_from_evenly_spaced_rows(monk
     result = fit(Dataset(x=x, y=y, x_names=("x",), y_name="y"), "rational")
     assert result.success and max(sizes) == start.START_ROWS
     np.testing.assert_allclose(result.params, [1.0, 0.0, 10.0], rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize(("lo", "hi", "degree", "from_gram"), [(-1.0, 1.0, 4, True), (0.0, 1.0, 5, False)])
+def test_a_fused_fits_statistics_come_from_its_own_gram_matrix_where_it_is_well_conditioned(monkeypatch, lo, hi, degree, from_gram):
+    """At or below ``postprocess.STATS_CONDITION`` (polynomial:4 on [-1, 1]: about 1e2) the
+    statistics of a fused fit take the Cholesky factor of the solver's last J^T J, with no QR
+    pass; above it (polynomial:5 on [0, 1]: about 6e6) the streaming QR's R. Either way the
+    standard errors equal the QR fit's to 1e-8."""
+    from nlfit import derivatives, postprocess
+
+    data = _large_polynomial(lo, hi)
+    spec = f"polynomial:{degree}"
+    qr = fit(data, spec, starts=1, factorization="qr")
+    passes = []
+    original = derivatives.qr_linearize_batch
+    monkeypatch.setattr(derivatives, "qr_linearize_batch", lambda *args, **kwargs: passes.append(1) or original(*args, **kwargs))
+    conditions = []
+    monkeypatch.setattr(postprocess, "gram_condition", lambda gram, free: conditions.append(numerics.gram_condition(gram, free)) or conditions[-1])
+    assert _fused(data, spec, starts=1, factorization="gram")
+    fused = fit(data, spec, starts=1, factorization="gram")
+    assert fused.success and qr.success
+    assert (max(conditions) <= postprocess.STATS_CONDITION) == from_gram
+    assert passes == ([] if from_gram else [1])
+    # the normal equations' steps: accurate to about eps cond(J^T J) (polynomial:5 on [0, 1]: 4e-10)
+    assert _relative(fused.params, qr.params) <= max(1e-10, 100 * np.finfo(float).eps * max(conditions))
+    assert np.max(np.abs(fused.stderr - qr.stderr) / qr.stderr) <= 1e-8
+    assert fused.loss == pytest.approx(qr.loss, rel=1e-12)
+    assert fused.stats["r2"] == pytest.approx(qr.stats["r2"], rel=1e-12)

@@ -296,6 +296,9 @@ def run_chunk(states: State, problems, settings: Settings, limit, stop_at, *, di
     if shape == (1, 1) and not direction.keep_residuals:  # one large fit: no vmap (over a batch of one, XLA fused its passes worse)
 
         def step_all(states, problems):
+            # tied to the state, the data are not loop invariants: XLA would hoist what the
+            # model computes from x alone out of the loop, writing and re-reading vectors of m values
+            problems, states = jax.lax.optimization_barrier((problems, states))
             alone = one(jax.tree.map(lambda leaf: leaf[0, 0], states), jax.tree.map(lambda leaf: leaf[0], problems))
             return jax.tree.map(lambda leaf: leaf[None, None], alone)
 

@@ -1,0 +1,88 @@
+"""The array helpers under the checks and the statistics (``nlfit.numerics``) and the sums of
+the checks over large data: the one-pass forms give what the careful forms give, and fall
+back to them wherever the one-pass form could over- or underflow."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from nlfit import diagnostics, numerics
+
+
+def _careful_norms(values, axis):
+    largest = np.max(np.abs(values), axis=axis, keepdims=True)
+    return np.squeeze(largest, axis) * np.sqrt(np.sum((values / largest) ** 2, axis=axis))
+
+
+@pytest.mark.parametrize("size", [1.0, 1e-200, 1e200])
+def test_norms_are_the_scaled_norms_at_any_magnitude(size):
+    values = np.random.default_rng(0).normal(size=(3, 50, 4)) * size
+    for axis in (0, 1, 2):
+        np.testing.assert_allclose(numerics.norms(values, axis=axis), _careful_norms(values, axis), rtol=1e-14)
+    assert np.all(numerics.norms(np.zeros((2, 5)), axis=1) == 0.0)
+    with_nan = np.array([[1.0, np.nan], [3.0, 4.0]])
+    norms = numerics.norms(with_nan, axis=1)
+    assert np.isnan(norms[0]) and norms[1] == pytest.approx(5.0, rel=1e-15)
+
+
+def test_uniform_sigma_is_one_value_per_group_on_real_rows_only():
+    real = np.ones((2, 4), dtype=bool)
+    np.testing.assert_array_equal(numerics.uniform(np.array([[1.0] * 4, [2.5] * 4]), real), [1.0, 2.5])
+    assert numerics.uniform(np.array([[1.0, 1.0, 2.0, 1.0], [1.0] * 4]), real) is None
+    padded = real.copy()
+    padded[1, 3] = False  # a padded row (sigma = inf): the per-row forms are needed
+    assert numerics.uniform(np.array([[1.0] * 4, [1.0, 1.0, 1.0, np.inf]]), padded) is None
+    assert numerics.uniform(np.zeros((1, 0)), np.ones((1, 0), dtype=bool)) is None
+
+
+def test_residual_scales_of_one_sigma_are_those_of_the_quotients():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(3, 40)) * np.array([[1.0], [1e-3], [7e5]])
+    real = np.ones_like(y, dtype=bool)
+    for sigma_value in (1.0, 0.3):
+        sigma = np.full_like(y, sigma_value)
+        expected = 2.0 ** np.floor(np.log2(np.max(np.abs(y / sigma), axis=1)))
+        np.testing.assert_array_equal(numerics.residual_scales(y, sigma, real), expected)
+    y[0, 5], y[1, 7] = np.nan, np.inf  # non-finite values are left out, as before
+    expected = 2.0 ** np.floor(np.log2(np.max(np.where(np.isfinite(y), np.abs(y), 0.0), axis=1)))
+    np.testing.assert_array_equal(numerics.residual_scales(y, np.ones_like(y), real), expected)
+
+
+def _problems(y, sigma, scale):
+    return SimpleNamespace(y=y, sigma=sigma, scale=scale, loss="linear", f_scale=np.ones(len(y)))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6, 1e200])
+def test_the_best_constant_and_the_rounding_level_of_one_sigma_are_the_weighted_ones(offset):
+    """With one sigma per group and every row real, the plain mean and one pass over the
+    centred values; the same as the weighted sums over the rows (computed here with one
+    padded row more, which takes the per-row forms)."""
+    rng = np.random.default_rng(2)
+    y = offset + rng.normal(size=(2, 30)) * max(1.0, offset * 1e-3)
+    scale = np.array([1.0, 4.0]) * max(1.0, offset)
+    sigma = np.full_like(y, 0.5)
+    real = np.ones_like(y, dtype=bool)
+    constants, losses = diagnostics.best_constants(_problems(y, sigma, scale), real)
+    padded_y, padded_sigma = np.pad(y, ((0, 0), (0, 1)), mode="edge"), np.pad(sigma, ((0, 0), (0, 1)), constant_values=np.inf)
+    padded_real = np.pad(real, ((0, 0), (0, 1)))
+    weighted = _problems(padded_y, padded_sigma, scale)
+    expected_constants, expected_losses = diagnostics.best_constants(weighted, padded_real)
+    np.testing.assert_allclose(constants, expected_constants, rtol=1e-14)
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-9)
+    assert np.all(np.isfinite(losses))
+    rounding = diagnostics._response_squares(_problems(y, sigma, scale), real)
+    np.testing.assert_allclose(rounding, diagnostics._response_squares(weighted, padded_real), rtol=1e-13)
+    assert np.all(np.isfinite(rounding) & (rounding > 0))
+
+
+def test_aligned_arrays_are_read_in_place():
+    values = np.arange(1001, dtype=np.float64)[1:]  # 8 bytes past an allocation: not at 64
+    out = numerics.aligned(values)
+    assert out.ctypes.data % numerics.ALIGNMENT == 0
+    np.testing.assert_array_equal(out, values)
+    assert numerics.aligned(out) is out
+    matrix = numerics.aligned(np.ones((1, 7, 2)))
+    assert matrix.shape == (1, 7, 2) and matrix.ctypes.data % numerics.ALIGNMENT == 0
