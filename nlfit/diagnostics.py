@@ -342,7 +342,7 @@ def best_constants(problems, real) -> tuple[np.ndarray, np.ndarray]:
     if same is not None:  # one sigma per group, every row real: the plain mean, and one pass over the centred values
         with np.errstate(all="ignore"):
             mean = np.mean(y, axis=1)
-            raw = sum_squares(y - mean[:, None])
+            raw = sum_squares(y, mean)
         if in_range(raw):
             return mean, 0.5 * raw / (same * scale[:, 0]) ** 2
     with np.errstate(all="ignore"):

@@ -29,7 +29,7 @@ from nlfit.errors import InputError, ModelError, OptionError
 from nlfit.io.dataset import Dataset
 from nlfit.models import padded, tape
 from nlfit.models.registry import model_for
-from nlfit.numerics import LARGE_DATA_POINTS, aligned, padded_size, residual_scales
+from nlfit.numerics import LARGE_DATA_POINTS, aligned, aligned_full, padded_size, residual_scales
 from nlfit.options import FitOptions
 from nlfit.start import box, choose_start, default_start
 
@@ -123,15 +123,29 @@ def solver_config(options: FitOptions, model, lower, upper, rows: int, groups: i
 
 @dataclass
 class Grouped:
-    """The rows of each group, without padding: group g holds rows ``order[begin[g]:begin[g] + counts[g]]``."""
+    """The rows of each group, without padding: group g holds rows ``order[begin[g]:begin[g] + counts[g]]``;
+    ``order`` None: the rows in their own order (one fit of every row: no index of m values is built)."""
 
     keys: list[str]
-    order: np.ndarray
+    order: np.ndarray | None
     begin: np.ndarray
     counts: np.ndarray
 
+    def index(self) -> np.ndarray:
+        return np.arange(int(self.counts.sum())) if self.order is None else self.order
+
     def rows(self, g: int) -> np.ndarray:
-        return self.order[self.begin[g] : self.begin[g] + self.counts[g]]
+        return self.index()[self.begin[g] : self.begin[g] + self.counts[g]]
+
+    def run(self, g: int) -> slice | None:
+        """Group g's rows as one slice of the data, where they are one run in their order."""
+        begin, count = int(self.begin[g]), int(self.counts[g])
+        if self.order is None:
+            return slice(begin, begin + count)
+        rows = self.order[begin : begin + count]
+        if count and rows[0] + count - 1 == rows[-1] and np.all(np.diff(rows) == 1):
+            return slice(int(rows[0]), int(rows[0]) + count)
+        return None
 
     def pad(self, members: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, width: int | None = None):
         """x (B, L[, k]), y (B, L), sigma (B, L) and the real-row mask (B, L) of the groups
@@ -141,18 +155,18 @@ class Grouped:
         counts = self.counts[members]
         width = int(counts.max()) if width is None else width
         if len(members) == 1 and counts[0] == width and width > 0 and sigma is None:  # one group, no padding: its rows as they are
-            rows = self.rows(int(members[0]))
-            if rows[0] + width - 1 == rows[-1] and np.all(np.diff(rows) == 1):  # contiguous: views, no copy
-                part = slice(int(rows[0]), int(rows[0]) + width)
-                return np.asarray(x)[part][None], np.asarray(y)[part][None], np.ones((1, width)), np.ones((1, width), dtype=bool)
+            part = self.run(int(members[0]))
+            if part is not None:  # contiguous: views, no copy
+                return np.asarray(x)[part][None], np.asarray(y)[part][None], aligned_full((1, width), 1.0), np.ones((1, width), dtype=bool)
+        order = self.index()
         offsets = np.arange(width)[None, :]
         real = offsets < counts[:, None]
         position = self.begin[members][:, None] + np.where(real, offsets, 0)
         x, y = np.asarray(x), np.asarray(y)
         source = np.ones_like(y) if sigma is None else np.asarray(sigma)
-        if not len(self.order):  # no group has rows (a Dask partition of groups that lost them all): one stand-in point
+        if not len(order):  # no group has rows (a Dask partition of groups that lost them all): one stand-in point
             x, y, source = np.zeros((1, *x.shape[1:])), np.zeros(1), np.ones(1)
-        index = np.where(counts[:, None] > 0, self.order[np.minimum(position, max(len(self.order) - 1, 0))] if len(self.order) else 0, 0)
+        index = np.where(counts[:, None] > 0, order[np.minimum(position, max(len(order) - 1, 0))] if len(order) else 0, 0)
         return x[index], y[index], np.where(real, source[index], np.inf), real
 
 
@@ -376,7 +390,7 @@ def prepare(dataset: Dataset, model, options: FitOptions, p0=None, *, grouped: b
         rows = group_rows(dataset)
         starts, given = _group_starts(model, dataset, rows, y_fitted, p0, group_starts)
     else:
-        rows = Grouped(["0"], np.arange(dataset.n_points), np.array([0]), np.array([dataset.n_points]))
+        rows = Grouped(["0"], None, np.array([0]), np.array([dataset.n_points]))
         start, given = choose_start(model, dataset, p0, file_start)
         starts = np.asarray(start, dtype=np.float64)[None]
     jac_mode = derivatives.resolve_mode(options.jac, int(rows.counts.max()), n_params)

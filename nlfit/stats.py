@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nlfit import quantiles
-from nlfit.numerics import on_real
+from nlfit.numerics import on_real, sum_squares
 from nlfit.warning import FitWarning
 
 CORRELATION_WARNING = 0.99
@@ -92,7 +92,7 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
     scale = np.asarray(scale, dtype=np.float64)
     real = np.ones(residuals.shape, dtype=bool) if real is None else np.asarray(real, dtype=bool)
     absolute = bool(absolute_sigma) and sigma is not None
-    rss_scaled = np.sum(on_real(residuals, real) ** 2, axis=1)
+    rss_scaled = sum_squares(on_real(residuals, real))
     values = _fit_quality(rss_scaled, y, sigma, counts, scale, real, n_params, absolute)
     nan = np.full((groups, n_params), np.nan)
     result = Statistics(
@@ -136,9 +136,7 @@ def _fit_quality(rss_scaled, y, sigma, counts, scale, real, n_params: int, absol
     # The weighted mean with weights 1/sigma^2 normalized by the largest sigma (no overflow for
     # sigma near 1e-300), and the total sum of squares in the units of the scaled residuals.
     if sigma_values is None and np.all(real):  # the same sums without the masks and weights of 1 (one pass fewer each)
-        centred = y - np.sum(y, axis=1, keepdims=True) / y.shape[1]
-        centred /= scale[:, None]
-        tss_scaled = np.sum(np.square(centred, out=centred), axis=1)
+        tss_scaled = sum_squares(y, np.sum(y, axis=1) / y.shape[1]) / scale**2
     else:
         sigma_values = np.ones_like(y) if sigma_values is None else sigma_values
         reference = np.max(np.where(real, sigma_values, 0.0), axis=1, keepdims=True)

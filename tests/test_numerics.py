@@ -86,3 +86,18 @@ def test_aligned_arrays_are_read_in_place():
     assert numerics.aligned(out) is out
     matrix = numerics.aligned(np.ones((1, 7, 2)))
     assert matrix.shape == (1, 7, 2) and matrix.ctypes.data % numerics.ALIGNMENT == 0
+
+
+@pytest.mark.parametrize("shape", [(2, 3 * numerics.SQUARES_CHUNK + 5), (5000, 30), (3, 0), (7,)])
+def test_sums_of_squares_in_chunks_are_numpys(shape):
+    values = np.random.default_rng(3).normal(size=shape)
+    np.testing.assert_allclose(numerics.sum_squares(values), np.sum(values**2, axis=-1), rtol=1e-14)
+    assert numerics.sum_squares(values).shape == shape[:-1]
+
+
+def test_sums_of_squares_about_a_centre_are_numpys():
+    values = np.random.default_rng(4).normal(size=(3, 2 * numerics.SQUARES_CHUNK + 1)) + 1e3
+    centre = np.mean(values, axis=1)
+    np.testing.assert_allclose(numerics.sum_squares(values, centre), np.sum((values - centre[:, None]) ** 2, axis=1), rtol=1e-12)
+    small = values[:, :40]
+    np.testing.assert_allclose(numerics.sum_squares(small, centre), np.sum((small - centre[:, None]) ** 2, axis=1), rtol=1e-12)
