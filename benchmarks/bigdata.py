@@ -118,12 +118,45 @@ def _peak(command: list[str]) -> tuple[float, float, str]:
         return seconds, int(rss.read()) / 1024, out.read()
 
 
+def _with_worker(command: list[str], folder: str) -> tuple[float, float]:
+    """(wall seconds of the second of two runs, the worker's peak RSS in MB) of ``command``
+    served by a resident worker of its own (``NLFIT_WORKER_DIR`` in ``folder``), which is
+    started first and stopped after."""
+    place = os.path.join(folder, "worker")
+    os.makedirs(place, mode=0o700, exist_ok=True)
+    env = {key: value for key, value in os.environ.items() if key != "NLFIT_WORKER"}
+    env["NLFIT_WORKER_DIR"] = place
+    subprocess.run([command[0], "worker", "start"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(2):
+            began = time.perf_counter()
+            subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seconds = time.perf_counter() - began
+        peak = 0.0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    if place.encode() not in handle.read():
+                        continue
+                with open(f"/proc/{pid}/status") as handle:
+                    for line in handle:
+                        if line.startswith("VmHWM:"):
+                            peak = max(peak, int(line.split()[1]) / 1024)
+            except OSError:
+                continue
+    finally:
+        subprocess.run([command[0], "worker", "stop"], env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return seconds, peak
+
+
 def commands(m: int, tol: float) -> None:
     """Whole commands, each in a fresh process (imports, read, fit, output): ``nlfit fit FILE
     --model rational --p0 1,0,10 --starts 1 -f json`` against the pandas + scipy script of ``scipy_script.py``
     (read_csv or read_parquet, least_squares lm with the analytic Jacobian), from CSV and from
     Parquet, twice each (the second run reported: the file in the page cache, nlfit's programs
-    compiled). Peak RSS: each command's own."""
+    compiled). Peak RSS: each command's own. Then nlfit's command again as users run it by
+    default, served by its resident worker (``nlfit.worker``: JAX, pandas and the compiled
+    programs already loaded), with that worker's peak RSS."""
     import pandas as pd
 
     x, y = data(m)
@@ -142,6 +175,11 @@ def commands(m: int, tol: float) -> None:
             print(
                 f"command from {kind} ({os.path.getsize(path) / 1e6:.0f} MB): nlfit {ours_seconds:.2f} s, script {theirs_seconds:.2f} s: "
                 f"{theirs_seconds / ours_seconds:.2f}x;  peak RSS nlfit {ours_peak:.0f} MB, script {theirs_peak:.0f} MB"
+            )
+            served, worker_peak = _with_worker(ours, folder)
+            print(
+                f"  the same nlfit command served by its resident worker (as users run it; started before, second run): {served:.2f} s: "
+                f"{theirs_seconds / served:.2f}x the script;  the worker's peak RSS {worker_peak:.0f} MB"
             )
 
 
