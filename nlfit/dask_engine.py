@@ -410,8 +410,12 @@ def _fit_partition(frame, context: dict):
     frame = frame.sort_values("pos", kind="stable")
     empty = frame["empty"].to_numpy(dtype=bool)
     keys_all = frame["key"].to_numpy(dtype=object)
-    # a placeholder stands for a group only where no file kept a row of it, once (its first)
-    placeholder = empty & ~np.isin(keys_all, keys_all[~empty]) & ~pd.Series(np.where(empty, keys_all, None)).duplicated().to_numpy()
+    # a placeholder stands for a group only where no file kept a row of it, once (its first);
+    # membership by hashing (np.isin compares object keys pairwise: hours for a million rows)
+    placeholder = np.zeros(len(empty), dtype=bool)
+    if np.any(empty):
+        lone = keys_all[empty]
+        placeholder[empty] = ~pd.Index(lone).isin(pd.unique(keys_all[~empty])) & ~pd.Series(lone).duplicated().to_numpy()
     frame = frame[~empty | placeholder]
     empty = frame["empty"].to_numpy(dtype=bool)
     rows = frame[~empty]
