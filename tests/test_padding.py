@@ -78,3 +78,21 @@ def test_a_nist_file_is_padded_and_keeps_its_certified_answer():
     assert lre(result.params, data.nist.certified) >= 7.0, result.params
     assert lre(result.stderr, data.nist.certified_sd) >= 5.0, result.stderr
     assert lre([result.stats["rss"]], [data.nist.certified_rss]) >= 7.0
+
+
+def test_blocks_of_other_numbers_of_groups_share_their_size():
+    """A bucket's blocks have a size on the ladder (at most the largest for the width), so
+    fits of about as many groups, such as the partitions of a Dask job, share one compiled
+    solver; every group is in one block, the last filled up with copies of its last group."""
+    from nlfit.prepare import BLOCK_RESIDUALS, blocks
+
+    sizes = set()
+    for groups in (24_990, 25_000, 25_013, 24_873):
+        cut = blocks(np.arange(groups), 100)
+        assert len({len(block) for block in cut}) == 1 and len(cut[0]) <= BLOCK_RESIDUALS // 100
+        every = np.concatenate(cut)
+        np.testing.assert_array_equal(every[:groups], np.arange(groups))
+        assert np.all(every[groups:] == groups - 1)
+        sizes.add(len(cut[0]))
+    assert len(sizes) == 1
+    assert [len(block) for block in blocks(np.arange(300), 100)] == [300]  # one block: as it is
