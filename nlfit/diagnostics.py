@@ -70,7 +70,7 @@ from functools import cached_property
 
 import numpy as np
 
-from nlfit.numerics import cost, in_range, norms, on_real, padded_size, sum_squares, uniform
+from nlfit.numerics import cost, divided_squares, norms, on_real, padded_size, sum_squares, uniform
 from nlfit.solvers.status import Status
 from nlfit.warning import FitWarning
 
@@ -315,10 +315,8 @@ def _response_squares(problems, real) -> np.ndarray:
     """(G,) sum of (y / (sigma scale))^2 over the real rows; without a quotient per row where
     each group has one sigma (``numerics.uniform``)."""
     same = uniform(problems.sigma, real)
-    raw = None if same is None else sum_squares(problems.y)
-    if raw is None or not in_range(raw):
-        return sum_squares(_scaled_response(problems, real))
-    return raw / (same * np.asarray(problems.scale)) ** 2
+    squares = None if same is None else divided_squares(sum_squares(problems.y), same * np.asarray(problems.scale))
+    return sum_squares(_scaled_response(problems, real)) if squares is None else squares
 
 
 def _scaled_response(problems, real) -> np.ndarray:
@@ -342,9 +340,9 @@ def best_constants(problems, real) -> tuple[np.ndarray, np.ndarray]:
     if same is not None:  # one sigma per group, every row real: the plain mean, and one pass over the centred values
         with np.errstate(all="ignore"):
             mean = np.mean(y, axis=1)
-            raw = sum_squares(y, mean)
-        if in_range(raw):
-            return mean, 0.5 * raw / (same * scale[:, 0]) ** 2
+        squares = divided_squares(sum_squares(y, mean), same * scale[:, 0])
+        if squares is not None:
+            return mean, 0.5 * squares
     with np.errstate(all="ignore"):
         reference = np.max(np.where(real, sigma, 0.0), axis=1, keepdims=True)
         weights = np.where(real, (reference / sigma) ** 2, 0.0)  # 1/sigma^2, normalized: no overflow for sigma ~ 1e-300

@@ -81,6 +81,19 @@ def in_range(squares: np.ndarray) -> bool:
 SQUARES_CHUNK = 1 << 16  # values squared at a time by ``sum_squares``: a temporary that stays in the cache
 
 
+def divided_squares(raw: np.ndarray, factor: np.ndarray) -> np.ndarray | None:
+    """``raw / factor**2`` for sums of squares ``raw`` of values that ``factor`` scales, where
+    both ``raw`` and ``factor**2`` are safely inside the float range (``in_range``) and the
+    quotient is finite; None where it cannot be trusted (the caller then divides each value
+    first)."""
+    with np.errstate(all="ignore"):
+        squared = np.asarray(factor, dtype=np.float64) ** 2
+        if not (in_range(raw) and in_range(squared)):
+            return None
+        quotient = raw / squared
+    return quotient if np.all(np.isfinite(quotient)) else None
+
+
 def sum_squares(values: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
     """Sums of squares along the last axis (of ``values - centre[..., None]`` where a centre
     is given), pairwise within chunks of SQUARES_CHUNK values (the accuracy of ``np.sum``),

@@ -124,8 +124,8 @@ def _from_gram(context: Context, state):
     """(residuals, R, gradient) of a large fit from the solver's last J^T J (the fused sums'
     iterations keep it, at the reported point): R is its Cholesky factor, and only the
     residuals take a pass over the data. None where a streaming QR must give R instead: no
-    J^T J kept, a parameter fixed or held at a bound, or a condition number above
-    STATS_CONDITION."""
+    J^T J kept, a parameter fixed or held at a bound, a column of J that is zero, or a
+    condition number above STATS_CONDITION."""
     from nlfit import derivatives
 
     gram, free = state.local.gram, state.local.free
@@ -133,9 +133,14 @@ def _from_gram(context: Context, state):
         return None
     gram = np.asarray(gram, dtype=np.float64)
     moving = np.ones(gram.shape[-1], dtype=bool)
+    if not np.all(np.diagonal(gram, axis1=-2, axis2=-1) > 0):  # a column of J that is zero: the QR names what is not identifiable
+        return None
     if not all(gram_condition(one, moving) <= STATS_CONDITION for one in gram):
         return None
-    factor = np.swapaxes(np.linalg.cholesky(gram), -1, -2)  # upper: R^T R = J^T J
+    try:
+        factor = np.swapaxes(np.linalg.cholesky(gram), -1, -2)  # upper: R^T R = J^T J
+    except np.linalg.LinAlgError:
+        return None
     return np.asarray(derivatives.residuals_batch(state.params, context.problems)), factor, np.asarray(state.local.grad)
 
 

@@ -185,3 +185,14 @@ def test_a_fused_fits_statistics_come_from_its_own_gram_matrix_where_it_is_well_
     assert np.max(np.abs(fused.stderr - qr.stderr) / qr.stderr) <= 1e-8
     assert fused.loss == pytest.approx(qr.loss, rel=1e-12)
     assert fused.stats["r2"] == pytest.approx(qr.stats["r2"], rel=1e-12)
+
+
+def test_a_large_fit_of_a_parameter_the_model_ignores_is_flagged_not_crashed():
+    """A zero column of J (the model does not depend on c) at 100,000 rows: the statistics
+    come from the streaming QR, which names what is not identifiable; no Cholesky of a
+    singular J^T J."""
+    x = np.linspace(0.0, 1.0, 100_000)
+    y = 1.0 + 2.0 * x + np.random.default_rng(6).normal(0.0, 0.05, x.size)
+    result = fit(Dataset(x=x, y=y, x_names=("x",), y_name="y"), "a + b*x + 0*c", p0={"a": 1.0, "b": 1.0, "c": 1.0}, starts=1)
+    assert not result.success
+    assert {"not-identifiable", "plateau"} & {warning.kind for warning in result.warnings}

@@ -101,3 +101,32 @@ def test_sums_of_squares_about_a_centre_are_numpys():
     np.testing.assert_allclose(numerics.sum_squares(values, centre), np.sum((values - centre[:, None]) ** 2, axis=1), rtol=1e-12)
     small = values[:, :40]
     np.testing.assert_allclose(numerics.sum_squares(small, centre), np.sum((small - centre[:, None]) ** 2, axis=1), rtol=1e-12)
+
+
+def test_the_best_constant_of_huge_values_close_together_is_not_lost_to_overflow():
+    """The sums of squares of the deviations are in range while (sigma scale)^2 is not: the
+    per-row forms, not a loss of 0 (and no overflow warning)."""
+    y = np.where(np.arange(16) % 2 == 0, 1e155, np.nextafter(1e155, np.inf))[None, :]
+    scale = numerics.residual_scales(y, np.ones_like(y), np.ones_like(y, dtype=bool))
+    problems = _problems(y, np.ones_like(y), scale)
+    constants, losses = diagnostics.best_constants(problems, np.ones_like(y, dtype=bool))
+    weighted = _problems(np.pad(y, ((0, 0), (0, 1)), mode="edge"), np.pad(np.ones_like(y), ((0, 0), (0, 1)), constant_values=np.inf), scale)
+    expected_constants, expected_losses = diagnostics.best_constants(weighted, np.pad(np.ones_like(y, dtype=bool), ((0, 0), (0, 1))))
+    assert losses[0] > 0
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-9)
+    np.testing.assert_allclose(constants, expected_constants, rtol=1e-15)
+
+
+@pytest.mark.parametrize("magnitude", [1e155, 1e200, 1e-160, 1e-200])
+def test_r_squared_does_not_depend_on_the_datas_magnitude(magnitude):
+    """The total sum of squares of the statistics, at magnitudes whose squares over- or
+    underflow: R^2 and its adjusted form as at magnitude 1."""
+    from nlfit import fit
+    from nlfit.io.dataset import Dataset
+
+    x = np.linspace(0.0, 1.0, 192)  # a size on the padding ladder: every row real, the one-pass sums
+    y = 1.0 + 2.0 * x + np.random.default_rng(5).normal(0.0, 0.1, x.size)
+    plain = fit(Dataset(x=x, y=y, x_names=("x",), y_name="y"), "polynomial:1")
+    scaled = fit(Dataset(x=x, y=y * magnitude, x_names=("x",), y_name="y"), "polynomial:1")
+    for name in ("r2", "r2_adj"):
+        assert scaled.stats[name] == pytest.approx(plain.stats[name], rel=1e-12), name

@@ -199,27 +199,6 @@ def fit(
         run_fit(inputs, {**options, "glob": False}, plans)  # the patterns are expanded once, here
 
 
-def import_beside() -> None:
-    """Import JAX in a thread while the data are read: the parser runs without the GIL, and
-    the import (about 0.4 s) then costs a fit little. Signals reach the main thread only, so
-    the import cannot be interrupted midway; ``nlfit._jax`` configures JAX afterwards, in the
-    main thread, before any array is made (importing JAX makes none)."""
-    import sys
-    import threading
-
-    if "jax" in sys.modules:
-        return
-    import pandas  # noqa: F401  (the reader's own imports first: no two threads import the same modules)
-
-    def load() -> None:
-        try:
-            import jax.numpy  # noqa: F401
-        except Exception:  # the main thread's own import reports it
-            pass
-
-    threading.Thread(target=load, name="nlfit-import-jax", daemon=True).start()
-
-
 def check_plan(options: dict, plans: list[FitOptions]) -> None:
     """The checks of the command line that need no data, once for every executor."""
     grouped = bool(options.get("group_by"))
@@ -335,7 +314,6 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     x_columns = [c.strip() for c in str(options["x"]).split(",")] if options.get("x") else None
     if dask_groups(options):
         return run_groups_dask(data, x_columns, plans, output_format, options)
-    import_beside()
     dataset = read_dataset(
         data,
         x_columns=x_columns,
