@@ -112,10 +112,11 @@ def sum_squares(values: np.ndarray, centre: np.ndarray | None = None) -> np.ndar
 
 
 def _sum_squares_into(total: np.ndarray, rows: np.ndarray, centres: np.ndarray, length: int) -> None:
-    if length >= SQUARES_CHUNK:
-        for begin in range(0, length, SQUARES_CHUNK):
-            part = rows[:, begin : begin + SQUARES_CHUNK] - centres[:, None]
-            total += np.sum(part * part, axis=1)
+    if length >= SQUARES_CHUNK:  # long rows: one row's chunk at a time (the temporary stays SQUARES_CHUNK values)
+        for row in range(rows.shape[0]):
+            for begin in range(0, length, SQUARES_CHUNK):
+                part = rows[row, begin : begin + SQUARES_CHUNK] - centres[row]
+                total[row] += np.sum(part * part)
     else:
         step = max(1, SQUARES_CHUNK // max(length, 1))
         for begin in range(0, rows.shape[0], step):
