@@ -70,7 +70,7 @@ from functools import cached_property
 
 import numpy as np
 
-from nlfit.numerics import cost, divided_squares, norms, on_real, padded_size, sum_squares, uniform
+from nlfit.numerics import centred_squares, cost, divided_squares, norms, on_real, padded_size, sum_squares, uniform
 from nlfit.solvers.status import Status
 from nlfit.warning import FitWarning
 
@@ -338,9 +338,7 @@ def best_constants(problems, real) -> tuple[np.ndarray, np.ndarray]:
     scale = np.asarray(problems.scale)[:, None]
     same = uniform(sigma, real) if problems.loss == "linear" else None
     if same is not None:  # one sigma per group, every row real: the plain mean, and one pass over the centred values
-        with np.errstate(all="ignore"):
-            mean = np.mean(y, axis=1)
-        squares = divided_squares(sum_squares(y, mean), same * scale[:, 0])
+        mean, squares = centred_squares(y, same * scale[:, 0])
         if squares is not None:
             return mean, 0.5 * squares
     with np.errstate(all="ignore"):

@@ -94,6 +94,15 @@ def divided_squares(raw: np.ndarray, factor: np.ndarray) -> np.ndarray | None:
     return quotient if np.all(np.isfinite(quotient)) else None
 
 
+def centred_squares(y: np.ndarray, factor: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(mean (G,), sum of ((y - mean) / factor)^2 (G,)) of each row of y (G, L), every value
+    weighted alike, in one pass over y; the sums None where they would over- or underflow
+    (``divided_squares``: the caller then scales each value first)."""
+    with np.errstate(all="ignore"):
+        mean = np.sum(y, axis=1) / y.shape[1]
+    return mean, divided_squares(sum_squares(y, mean), factor)
+
+
 def sum_squares(values: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
     """Sums of squares along the last axis (of ``values - centre[..., None]`` where a centre
     is given), pairwise within chunks of SQUARES_CHUNK values (the accuracy of ``np.sum``),

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nlfit import quantiles
-from nlfit.numerics import divided_squares, on_real, sum_squares
+from nlfit.numerics import centred_squares, on_real, sum_squares
 from nlfit.warning import FitWarning
 
 CORRELATION_WARNING = 0.99
@@ -136,7 +136,7 @@ def _fit_quality(rss_scaled, y, sigma, counts, scale, real, n_params: int, absol
     # The weighted mean with weights 1/sigma^2 normalized by the largest sigma (no overflow for
     # sigma near 1e-300), and the total sum of squares in the units of the scaled residuals.
     plain = sigma_values is None and np.all(real)  # the same sums without the masks and weights of 1 (one pass fewer each)
-    tss_scaled = divided_squares(sum_squares(y, np.sum(y, axis=1) / y.shape[1]), scale) if plain else None
+    tss_scaled = centred_squares(y, scale)[1] if plain else None
     if plain and tss_scaled is None:  # sums that would over- or underflow: each value scaled first
         centred = y - np.sum(y, axis=1, keepdims=True) / y.shape[1]
         centred /= scale[:, None]
