@@ -182,11 +182,19 @@ def gram(params, problem: Problem, mode: str, with_residuals: bool = True):
     model_r, scale = robust_scaling(r, problem)
     if problem.loss != "linear":
         columns = [column * scale for column in columns]
+    matrix, grad, *rest = normal_sums(columns, model_r, [] if with_residuals else [r * r])
+    return r if with_residuals else rest[0], matrix, grad
+
+
+def normal_sums(columns, r, more=()):
+    """J^T J and J^T r from J's columns (a list of n vectors), and the sums of ``more``
+    vectors, all in one pass over the points (``_sums``)."""
+    n = len(columns)
     pairs = [(i, j) for i in range(n) for j in range(i, n)]
-    sums = _sums([columns[i] * columns[j] for i, j in pairs] + [column * model_r for column in columns] + ([] if with_residuals else [r * r]))
+    sums = _sums([columns[i] * columns[j] for i, j in pairs] + [column * r for column in columns] + list(more))
     entries = dict(zip(pairs, sums, strict=False))
     matrix = jnp.stack([jnp.stack([entries[min(i, j), max(i, j)] for j in range(n)]) for i in range(n)])
-    return r if with_residuals else sums[-1], matrix, jnp.stack(sums[len(pairs) : len(pairs) + n])
+    return matrix, jnp.stack(sums[len(pairs) : len(pairs) + n]), *sums[len(pairs) + n :]
 
 
 def _sums(terms):

@@ -205,32 +205,76 @@ def gauss_newton_polish(problems, params, residuals, jac, statuses, jac_mode: st
     (for example on the rounding of rescaled data). Parameters held at a bound or fixed do
     not move. One compiled call for all groups. Returns (params, residuals, jac).
 
-    ``closed_form``: the steps from the equilibrated normal equations by the closed-form
-    Cholesky of ``nlfit.solvers.subproblems`` (the batches of many small fits whose solver
-    used them too: a tenth of the cost of an SVD per group and step), else by least squares
-    on J itself (``lstsq``: single fits, ill-conditioned problems)."""
+    ``closed_form``: the steps from the equilibrated normal equations, summed in one pass
+    over the points and solved by the closed-form Cholesky of ``nlfit.solvers.subproblems``
+    (``_polish_normal``: the batches of many small fits whose solver used them too), else by
+    least squares on J itself (``lstsq``: single fits, ill-conditioned problems)."""
     from nlfit.programs import compiled
 
     converged = np.isin(statuses, (Status.GTOL, Status.FTOL, Status.XTOL))
     if not np.any(converged):
         return params, residuals, jac
     mode = "rev" if jac_mode == "rev" else "fwd"
-    out = compiled(_polish_groups, ("mode", "closed_form"), int(np.prod(np.shape(residuals))), optimize=problems.tape is not None)(
-        params, residuals, jac, converged, problems, mode=mode, closed_form=closed_form
+    program = _polish_normal if closed_form else _polish_groups
+    out = compiled(program, ("mode",), int(np.prod(np.shape(residuals))), optimize=problems.tape is not None)(
+        params, residuals, jac, converged, problems, mode=mode
     )
     return tuple(np.asarray(v) for v in out)
 
 
-def _polish_groups(params, residuals, jac, converged, problems, *, mode, closed_form=False):
+def _polish_normal(params, residuals, jac, converged, problems, *, mode):
+    """``_polish_groups`` on the normal equations, for the many small fits whose solver used
+    them: each step takes one pass that sums J^T J, J^T r and r^T r (``derivatives.gram``,
+    one variadic reduction over the points) instead of forming J and multiplying it by
+    itself (under ``vmap``, XLA:CPU runs a batch of tiny matrix products as one small
+    product per group: 50 ms against 10 ms for 2,621 rational groups of 100 points). J
+    itself is formed once, at the end, where a step was taken. The same acceptance rule:
+    the cosine between a column and r is g_j / (sqrt(A_jj) |r|)."""
+    from nlfit import derivatives
+    from nlfit._jax import jax, jnp
+    from nlfit.problem import vmap_groups
+    from nlfit.solvers.subproblems import normal_damped_step
+
+    eps = jnp.finfo(jnp.float64).eps
+
+    def cosine(matrix, grad, r, free):
+        norms = jnp.sqrt(jnp.maximum(jnp.diagonal(matrix), 0.0)) * jnp.sqrt(jnp.sum(r * r))
+        return jnp.max(jnp.where((free > 0) & (norms > 0), jnp.abs(grad) / jnp.where(norms > 0, norms, 1.0), 0.0))
+
+    def one(p, r, j, ok, problem):
+        matrix, grad = derivatives.normal_sums([j[:, a] for a in range(p.shape[0])], r)
+
+        def body(_, carry):
+            p, r, matrix, grad, done, moved = carry
+            free = ((p > problem.lower) & (p < problem.upper)).astype(matrix.dtype)
+            held = matrix * free[:, None] * free[None, :]
+            norms = jnp.sqrt(jnp.maximum(jnp.diagonal(held), 0.0))
+            norms = jnp.where(norms > 0, norms, 1.0)
+            step = normal_damped_step(held / (norms[:, None] * norms[None, :]), grad * free / norms, 0.0) / norms
+            trial = jnp.clip(p + step, problem.lower, problem.upper)
+            r_new, matrix_new, grad_new = derivatives.gram(trial, problem, mode)
+            decrease = jnp.sum((r - r_new) * (r + r_new))  # elementwise: keeps the digits a difference of sums loses
+            level = 16 * eps * jnp.sum(r * r)
+            flatter = cosine(matrix_new, grad_new, r_new, free) < cosine(matrix, grad, r, free)
+            finite = jnp.isfinite(decrease) & jnp.all(jnp.isfinite(matrix_new))
+            good = ~done & finite & ((decrease > 0) | ((decrease >= -level) & flatter))
+            keep = lambda new, old: jnp.where(good, new, old)  # noqa: E731
+            return keep(trial, p), keep(r_new, r), keep(matrix_new, matrix), keep(grad_new, grad), done | ~good, moved | good
+
+        usable = ok & jnp.all(jnp.isfinite(j)) & jnp.all(jnp.isfinite(r))
+        p, r, _, _, _, moved = jax.lax.fori_loop(0, POLISH_STEPS, body, (p, r, matrix, grad, ~usable, False))
+        return p, r, jnp.where(moved, derivatives.jacobian(p, problem, mode)[1], j)
+
+    return vmap_groups(one, 0, 4)(params, residuals, jac, converged, problems)
+
+
+def _polish_groups(params, residuals, jac, converged, problems, *, mode):
     from nlfit import derivatives
     from nlfit._jax import jax, jnp
     from nlfit.problem import vmap_groups
     from nlfit.solvers.directions import column_norms
-    from nlfit.solvers.subproblems import normal_damped_step
 
     def solve(scaled, r):
-        if closed_form:
-            return normal_damped_step(scaled.T @ scaled, scaled.T @ r, 0.0)
         return -jnp.linalg.lstsq(scaled, r)[0]
 
     eps = jnp.finfo(jnp.float64).eps

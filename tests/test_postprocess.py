@@ -199,3 +199,46 @@ def test_an_all_missing_group_and_a_two_row_group_keep_their_rows(tmp_path):
         else:
             table = [line.split(",") for line in done.stdout.splitlines()]
             assert [r[0] for r in table[1:]] == ["full", "gone", "two"] and table[2][8] == "no-data"
+
+
+def test_the_polish_on_the_normal_equations_equals_the_one_on_j():
+    """The Gauss-Newton polish of many small fits sums J^T J in one pass per step
+    (``_polish_normal``) instead of forming J; from the same near-minimum points it reaches
+    the same minimum as the polish by least squares on J, keeps a parameter held at its bound
+    and a group that did not converge where they are, and hands back J at its points."""
+    from nlfit import derivatives
+    from nlfit.models.registry import build_model
+    from nlfit.problem import Problem
+
+    rng = np.random.default_rng(3)
+    groups, x = 4, np.linspace(-1.0, 1.0, 40)
+    truth = np.column_stack([rng.uniform(0.8, 1.2, groups), rng.uniform(-0.2, 0.2, groups), rng.uniform(8, 12, groups)])
+    y = 1.0 / (truth[:, :1] + truth[:, 1:2] * x + truth[:, 2:3] * x * x) + rng.normal(0, 0.01, (groups, x.size))
+    lower, upper = np.full((groups, 3), -np.inf), np.full((groups, 3), np.inf)
+    lower[2, 1] = upper[2, 1] = 0.05  # group 2: b held at a bound
+    problems = Problem(
+        x=np.tile(x, (groups, 1)),
+        y=y,
+        sigma=np.ones_like(y),
+        model=build_model("rational", x),
+        lower=lower,
+        upper=upper,
+        f_scale=np.ones(groups),
+        scale=np.ones(groups),
+    )
+    params = truth * (1 + 1e-4 * rng.standard_normal(truth.shape))  # short of the minimum, as a solver stops
+    params[2, 1] = 0.05
+    residuals, jac = (np.asarray(v) for v in derivatives.jacobian_batch(params, problems, "fwd"))
+    statuses = np.array([Status.FTOL, Status.GTOL, Status.FTOL, Status.MAX_ITER])
+    on_j = postprocess.gauss_newton_polish(problems, params.copy(), residuals, jac, statuses, "fwd", closed_form=False)
+    normal = postprocess.gauss_newton_polish(problems, params.copy(), residuals, jac, statuses, "fwd", closed_form=True)
+    np.testing.assert_allclose(normal[0], on_j[0], rtol=1e-10)
+    np.testing.assert_allclose(normal[1], on_j[1], rtol=1e-8, atol=1e-14)
+    assert normal[0][2, 1] == 0.05  # held
+    np.testing.assert_array_equal(normal[0][3], params[3])  # not converged: not polished
+    np.testing.assert_array_equal(normal[2][3], jac[3])
+    moved, moved_jac = (np.asarray(v) for v in derivatives.jacobian_batch(normal[0], problems, "fwd"))
+    np.testing.assert_allclose(normal[2][:3], moved_jac[:3], rtol=1e-12)
+    np.testing.assert_allclose(normal[1], moved, rtol=1e-12)
+    before, after = np.sum(residuals**2, axis=1), np.sum(normal[1] ** 2, axis=1)
+    assert np.all(after[:3] < before[:3])  # the steps were taken (1e-4 short is far above rounding)
