@@ -156,7 +156,7 @@ def compare(params, problem: Problem, rows: int | None = None, columns=None) -> 
     return {"jacobians": jacobians, "differences": differences, "cond": cond, "nonfinite": nonfinite}
 
 
-def gram(params, problem: Problem, mode: str, with_residuals: bool = True):
+def gram(params, problem: Problem, mode: str, with_residuals: bool = True, current=None):
     """Residuals r, the Gram matrix G = J^T J and the gradient g = J^T r, without keeping J
     (for a robust loss, of the rescaled J~ and r~; r itself is returned unscaled). With
     ``with_residuals`` False (the linear loss), r^T r in place of r: every output is then a sum of
@@ -167,6 +167,11 @@ def gram(params, problem: Problem, mode: str, with_residuals: bool = True):
     never stored: the memory is O(m) and XLA fuses the sums into passes over the data. This
     is the form the solvers use for large m, where forming J (and its SVD) costs several
     times the passes the normal equations need.
+
+    ``current`` (with ``with_residuals`` False): also sum (c - r)(c + r), c the residuals at
+    ``current``, in the same pass, returned last: twice the decrease of the loss from
+    ``current`` to ``params``, taken elementwise (``globalization.decrease``), so that a trial
+    point's decrease and its linearization cost one pass over the data, not two.
     """
     n = params.shape[0]
     if mode == "fd":
@@ -182,8 +187,12 @@ def gram(params, problem: Problem, mode: str, with_residuals: bool = True):
     model_r, scale = robust_scaling(r, problem)
     if problem.loss != "linear":
         columns = [column * scale for column in columns]
-    matrix, grad, *rest = normal_sums(columns, model_r, [] if with_residuals else [r * r])
-    return r if with_residuals else rest[0], matrix, grad
+    more = [] if with_residuals else [r * r]
+    if current is not None:
+        before = residuals(current, problem)
+        more.append((before - r) * (before + r))
+    matrix, grad, *rest = normal_sums(columns, model_r, more)
+    return (r if with_residuals else rest[0], matrix, grad, *rest[1:])
 
 
 def normal_sums(columns, r, more=()):

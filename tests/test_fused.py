@@ -24,16 +24,22 @@ def _fused(data, spec, p0=None, **options) -> bool:
     return not batch.config.direction.keep_residuals
 
 
-@pytest.mark.parametrize("spec", ["rational", "polynomial:7"])
-def test_the_fused_sums_and_the_qr_agree_at_100000_rows(spec):
+@pytest.mark.parametrize(
+    ("spec", "method", "globalization"),
+    [("rational", "lm", None), ("polynomial:7", "lm", None), ("rational", "lm", "none"), ("rational", "gn", "line-search")],
+)
+def test_the_fused_sums_and_the_qr_agree_at_100000_rows(spec, method, globalization):
+    """The trust region and a step taken as it comes evaluate their trial by the pass that
+    linearizes there (``Direction.linearize_trial``); a line search by passes of its own."""
     x = np.linspace(-1.0, 1.0, 100_000)
     rng = np.random.default_rng(1)
     y = 1.0 / (1.0 + 10.0 * x * x) + rng.normal(0.0, 0.05, x.size) if spec == "rational" else np.cos(3.0 * x) + rng.normal(0.0, 0.05, x.size)
     data = Dataset(x=x, y=y, x_names=("x",), y_name="y")
     p0 = [1.0, 0.0, 10.0] if spec == "rational" else None
-    assert _fused(data, spec, p0=p0, starts=1, factorization="gram") and not _fused(data, spec, p0=p0, starts=1, factorization="qr")
-    fused = fit(data, spec, p0=p0, starts=1, factorization="gram")
-    qr = fit(data, spec, p0=p0, starts=1, factorization="qr")
+    options = {"starts": 1, "method": method, "globalization": globalization}
+    assert _fused(data, spec, p0=p0, factorization="gram", **options) and not _fused(data, spec, p0=p0, factorization="qr", **options)
+    fused = fit(data, spec, p0=p0, factorization="gram", **options)
+    qr = fit(data, spec, p0=p0, factorization="qr", **options)
     assert fused.success and qr.success
     assert _relative(fused.params, qr.params) <= 1e-10
     assert np.max(np.abs(fused.stderr - qr.stderr) / qr.stderr) <= 1e-8

@@ -122,7 +122,8 @@ class Direction:
     # sums (r^T r, J^T r, J^T J) of one fused pass over the data: a single fit of many points,
     # where storing r (and selecting it each iteration) cost more passes than the sums
     # (``nlfit.prepare.solver_config``). The decrease of a step is then taken from both
-    # points' residuals recomputed in one pass (``globalization._decrease``).
+    # points' residuals recomputed in the pass that linearizes at the trial point
+    # (``linearize_trial``), or in a pass of its own (``globalization.decrease``).
     keep_residuals: bool = True
     name = "direction"
     damped = False  # True when the step depends on a damping parameter (LM)
@@ -139,10 +140,8 @@ class Direction:
             free = free_mask(params, grad, problem)
             model_r = robust_scaling(r, problem)[0] if robust else None
             return Local(r, jnp.sum(cost_terms(r, problem)), grad * free, r_factor=factor * free[None, :], qtr=qtr, model_residuals=model_r, free=free)
-        if self.factorization in ("gram", "cholesky") and not self.keep_residuals and not robust:
-            rss, gram, grad = derivatives.gram(params, problem, jac_mode, with_residuals=False)
-            free = free_mask(params, grad, problem)
-            return Local(jnp.zeros((0,)), 0.5 * rss, grad * free, gram=gram * jnp.outer(free, free), free=free)
+        if self.fuses_trial(problem):
+            return self._fused(problem, params, derivatives.gram(params, problem, jac_mode, with_residuals=False))
         if self.factorization in ("gram", "cholesky"):
             r, gram, grad = derivatives.gram(params, problem, jac_mode)
             free = free_mask(params, grad, problem)
@@ -155,6 +154,25 @@ class Direction:
         free = free_mask(params, jac.T @ model_r, problem)
         jac = jac * free[None, :]
         return Local(r, jnp.sum(cost_terms(r, problem)), jac.T @ model_r, jac=jac, model_residuals=model_r if robust else None, free=free)
+
+    def fuses_trial(self, problem: Problem) -> bool:
+        """Whether the linearization is the fused sums of one pass and no residual vector is
+        kept (a large fit, the plain loss): a trial point's decrease then comes from the
+        same pass as its linearization (``linearize_trial``)."""
+        return self.factorization in ("gram", "cholesky") and not self.keep_residuals and problem.loss == "linear"
+
+    def linearize_trial(self, problem: Problem, trial, current, jac_mode: str):
+        """(the Local at ``trial``, loss(current) - loss(trial)) from one pass over the data
+        (``fuses_trial`` problems only); a decrease that is not finite is -inf."""
+        rss, gram, grad, twice = derivatives.gram(trial, problem, jac_mode, with_residuals=False, current=current)
+        decrease = 0.5 * twice
+        return self._fused(problem, trial, (rss, gram, grad)), jnp.where(jnp.isfinite(decrease), decrease, -jnp.inf)
+
+    @staticmethod
+    def _fused(problem: Problem, params, sums) -> Local:
+        rss, gram, grad = sums
+        free = free_mask(params, grad, problem)
+        return Local(jnp.zeros((0,)), 0.5 * rss, grad * free, gram=gram * jnp.outer(free, free), free=free)
 
     def update_scale(self, scale, local: Local):
         """D <- sqrt(D max(D, ||J_j||)): Moré's running maximum of the column norms, relaxed
@@ -293,6 +311,9 @@ class Newton(Direction):
         hess = derivatives.hessian(params, problem) * jnp.outer(local.free, local.free)
         return local._replace(hess=hess)
 
+    def fuses_trial(self, problem):  # its linearization adds the Hessian: not the fused sums alone
+        return False
+
     def _hessian_form(self, local, scale):
         scaled_hess = local.hess / (scale[:, None] * scale[None, :])
         return subproblems.eigen_form_from_hessian(scaled_hess, local.grad / scale)
@@ -324,6 +345,9 @@ class SteepestDescent(Direction):
         r, loss, grad = derivatives.value_and_grad(params, problem)
         free = free_mask(params, grad, problem)
         return Local(residuals=r, loss=loss, grad=grad * free, free=free)
+
+    def fuses_trial(self, problem):  # its linearization is the gradient alone
+        return False
 
     def update_scale(self, scale, local):
         return scale

@@ -57,9 +57,10 @@ class Proposal(NamedTuple):
     velocity: jax.Array
     nfev: jax.Array
     stalled: jax.Array  # no acceptable step can be found any more
+    trial_local: object = None  # the Local at trial_params where the evaluation gave it (else the loop linearizes)
 
 
-def _decrease(params, problem, current_residuals, current_params):
+def decrease(params, problem, current_residuals, current_params):
     """loss(current) - loss(params), computed as 1/2 sum (r - r_t)(r + r_t).
 
     The two losses are sums of m squares that can agree to all their digits near a
@@ -94,7 +95,11 @@ class Globalization:
     # region, in the D-scaled norm) or "step_length" (a learning rate, a line search's step).
     size_field = "step_length"
 
-    def propose(self, direction, problem, state, settings, key) -> Proposal:
+    def propose(self, direction, problem, state, settings, key, evaluate) -> Proposal:
+        """The step of this iteration and whether it is taken. ``evaluate(trial)`` gives
+        (loss(params) - loss(trial), the Local at trial or None): a globalization that tries
+        one point per iteration calls it; one that tries several (a line search) takes the
+        decreases alone (``decrease``)."""
         raise NotImplementedError
 
     @staticmethod
@@ -110,14 +115,14 @@ class Globalization:
 class NoGlobalization(Globalization):
     name = "none"
 
-    def propose(self, direction, problem, state, settings, key):
+    def propose(self, direction, problem, state, settings, key, evaluate):
         local = state.local
         d = direction.full_step(problem, state.params, local, state.scale, state.damping, key)
         alpha = jnp.asarray(1.0) if direction.natural_step else settings.step
         velocity = settings.momentum * state.velocity + alpha * d
         trial = project(state.params + velocity, problem)  # bounds: the nearest point of the box
         step = trial - state.params
-        actual = _decrease(trial, problem, local.residuals, state.params)
+        actual, trial_local = evaluate(trial)
         finite = jnp.isfinite(actual)
         accepted = direction.accepts(actual)
         damping, nu = direction.adapt_damping(state.damping, state.nu, accepted)
@@ -125,14 +130,15 @@ class NoGlobalization(Globalization):
         stalled = ~finite if exhausted is None else exhausted
         predicted = direction.predicted_decrease(problem, state.params, local, step)
         velocity = jnp.where(accepted, velocity, jnp.zeros_like(velocity))
-        return self.proposal(state, step, trial, actual, accepted, predicted, damping=damping, nu=nu, step_length=alpha, velocity=velocity, stalled=stalled)
+        changed = {"damping": damping, "nu": nu, "step_length": alpha, "velocity": velocity, "stalled": stalled, "trial_local": trial_local}
+        return self.proposal(state, step, trial, actual, accepted, predicted, **changed)
 
 
 @dataclass(frozen=True)
 class LineSearch(Globalization):
     name = "line-search"
 
-    def propose(self, direction, problem, state, settings, key):
+    def propose(self, direction, problem, state, settings, key, evaluate):
         local = state.local
         d = direction.descent_step(problem, state.params, local, state.scale, state.damping, key)
         slope = jnp.dot(local.grad, d)
@@ -154,9 +160,9 @@ class LineSearch(Globalization):
         def body(carry):
             alpha, _, count = carry
             alpha = 0.5 * alpha
-            return alpha, _decrease(state.params + moved(alpha), problem, local.residuals, state.params), count + 1
+            return alpha, decrease(state.params + moved(alpha), problem, local.residuals, state.params), count + 1
 
-        first_decrease = _decrease(state.params + moved(first), problem, local.residuals, state.params)
+        first_decrease = decrease(state.params + moved(first), problem, local.residuals, state.params)
         alpha, actual, backtracks = jax.lax.while_loop(cond, body, (first, first_decrease, 0))
         accepted = armijo(alpha, actual) & (jnp.dot(local.grad, moved(alpha)) < 0)
         step = moved(alpha)
@@ -179,12 +185,12 @@ class TrustRegion(Globalization):
     name = "trust-region"
     size_field = "radius"
 
-    def propose(self, direction, problem, state, settings, key):
+    def propose(self, direction, problem, state, settings, key, evaluate):
         local = state.local
         step, damping = direction.trust_region_step(problem, state.params, local, state.scale, state.radius)
         trial = project(state.params + step, problem)
         step = trial - state.params
-        actual = _decrease(trial, problem, local.residuals, state.params)
+        actual, trial_local = evaluate(trial)
         predicted = direction.predicted_decrease(problem, state.params, local, step)
         rho = jnp.where(jnp.isfinite(actual), _gain_ratio(actual, predicted), -jnp.inf)
         scaled_norm = jnp.linalg.norm(state.scale * step)
@@ -193,7 +199,8 @@ class TrustRegion(Globalization):
             0.25 * jnp.minimum(scaled_norm, state.radius),
             jnp.where(rho > 0.75, jnp.maximum(state.radius, 2.0 * scaled_norm), state.radius),
         )
-        return self.proposal(state, step, trial, actual, rho > ACCEPT_RATIO, predicted, damping=direction.region_damping(damping, state.damping), radius=radius)
+        damping = direction.region_damping(damping, state.damping)
+        return self.proposal(state, step, trial, actual, rho > ACCEPT_RATIO, predicted, damping=damping, radius=radius, trial_local=trial_local)
 
 
 def make_globalization(name: str) -> Globalization:
