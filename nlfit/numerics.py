@@ -144,7 +144,7 @@ def cost(residuals: np.ndarray, loss: str, f_scale: np.ndarray) -> np.ndarray:
     from nlfit.problem import rho
 
     if loss == "linear":
-        return 0.5 * np.sum(residuals**2, axis=1)
+        return 0.5 * sum_squares(residuals)
     scale = f_scale[:, None]
     return 0.5 * f_scale**2 * np.sum(rho((residuals / scale) ** 2, loss, np)[0], axis=1)
 

@@ -64,7 +64,7 @@ def finish(context: Context, solved, *, data_columns: dict, keys=None, fit_const
     ``notes`` ({g: [FitWarning]}): warnings from before the solve (the reader's), kept first."""
     statuses = np.asarray(solved.statuses)
     factor, residuals, middle, grad = linearize(context, solved.state, statuses)
-    params, residuals, factor, grad = polish(context, np.array(solved.state.params), np.array(residuals), factor, grad, statuses)
+    params, residuals, factor, grad = polish(context, np.array(solved.state.params), residuals, factor, grad, statuses)
     factor = square_factor(factor, context.real)
     lower, upper = np.asarray(context.problems.lower), np.asarray(context.problems.upper)
     fixed = lower == upper
@@ -163,12 +163,15 @@ def polish(context: Context, params, residuals, factor, grad, statuses):
     (``gauss_newton_polish``), then the extended-precision refinement near an exact fit.
     Returns (params, residuals, factor, grad)."""
     problems = context.problems
-    if context.small and problems.loss == "linear":
+    if not context.small:  # a large fit's residuals are read, never written: not copied (10^7 rows: 80 MB)
+        return params, residuals, factor, grad
+    residuals = np.array(residuals)  # written in place by the refinement
+    if problems.loss == "linear":
         closed_form = context.factorization == "cholesky" and params.shape[1] <= SMALL_PARAMETERS
         params, residuals, factor = gauss_newton_polish(problems, params, residuals, factor, statuses, context.jac_mode, closed_form)
         params, residuals = np.array(params), np.array(residuals)
         grad = np.einsum("gmn,gm->gn", factor, residuals)
-    if context.small and refine.applies(context.model, problems.loss, int(np.max(context.counts))):
+    if refine.applies(context.model, problems.loss, int(np.max(context.counts))):
         params, residuals = _refine_exact(context, params, residuals, factor, statuses)
     return params, residuals, factor, grad
 
