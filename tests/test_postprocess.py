@@ -242,3 +242,23 @@ def test_the_polish_on_the_normal_equations_equals_the_one_on_j():
     np.testing.assert_allclose(normal[1], moved, rtol=1e-12)
     before, after = np.sum(residuals**2, axis=1), np.sum(normal[1] ** 2, axis=1)
     assert np.all(after[:3] < before[:3])  # the steps were taken (1e-4 short is far above rounding)
+
+
+def test_the_pole_grid_of_a_long_unsorted_fit_equals_the_sorted_ones():
+    """One long fit's grid takes only the ranks it picks (a partition, not a sort); groups
+    with missing or non-finite values are sorted as before: the same grid either way."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1, 50_000))
+    grid, valid = diagnostics._grids(x, np.ones(x.shape, dtype=bool))
+    expected, expected_valid = diagnostics._grids(np.sort(x, axis=1), np.ones(x.shape, dtype=bool))
+    np.testing.assert_array_equal(grid, expected)
+    np.testing.assert_array_equal(valid, expected_valid)
+    assert grid.shape[1] == (diagnostics.GRID_VALUES - 1) * diagnostics.GRID_STEPS + 1
+    short = rng.normal(size=(3, 40))
+    real = np.ones(short.shape, dtype=bool)
+    real[1, 5:9], short[2, 3] = False, np.nan
+    grid, valid = diagnostics._grids(short, real)
+    usable = np.sort(np.where(real & np.isfinite(short), short, np.inf), axis=1)
+    expected, expected_valid = diagnostics._grids(usable, np.isfinite(usable))
+    np.testing.assert_array_equal(grid, expected)
+    np.testing.assert_array_equal(valid, expected_valid)
