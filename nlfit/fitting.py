@@ -94,14 +94,11 @@ def subsample(problems, counts: np.ndarray, rows: int):
     """``rows`` evenly spaced real points of every group (G, L) -> (G, rows)."""
     import dataclasses
 
-    from nlfit._jax import jnp
-
     index = np.rint(np.linspace(0.0, 1.0, rows)[None, :] * (np.asarray(counts)[:, None] - 1)).astype(np.int64)
-    gather = jnp.asarray(index)
 
-    def pick(values):
-        values = jnp.asarray(values)
-        return jnp.take_along_axis(values, gather.reshape(gather.shape + (1,) * (values.ndim - 2)), axis=1)
+    def pick(values):  # on the host: only the picked rows are read (an eager JAX gather first copied all of them in)
+        values = np.asarray(values)
+        return np.take_along_axis(values, index.reshape(index.shape + (1,) * (values.ndim - 2)), axis=1)
 
     return dataclasses.replace(problems, x=pick(problems.x), y=pick(problems.y), sigma=pick(problems.sigma))
 
@@ -151,7 +148,7 @@ def data_keys(problems, counts) -> list[int]:
     for g, count in enumerate(np.asarray(counts)):
         key = 0
         for values in arrays:
-            key = zlib.crc32(np.ascontiguousarray(values[g, : int(count)]).tobytes(), key)
+            key = zlib.crc32(memoryview(np.ascontiguousarray(values[g, : int(count)])).cast("B"), key)  # the bytes in place, not copied
         keys.append(key)
     return keys
 
