@@ -38,15 +38,15 @@ COLUMNS = 3  # id, x, y: 8 bytes each in uncompressed Parquet
 FILE_BYTES = 64 * 2**20  # about this much per part file
 
 
-def generate(folder: Path, size_gb: float, points: int, kind: str, seed: int = 0) -> tuple[int, int, int]:
-    """Part files in ``folder``; returns (groups, rows, bytes on disk)."""
+def generate(folder: Path, size_gb: float, points: int, kind: str, seed: int = 0, files: int | None = None) -> tuple[int, int, int]:
+    """Part files in ``folder`` (about FILE_BYTES each, or ``files`` of them); returns (groups, rows, bytes on disk)."""
     import pyarrow as pa
 
     target = size_gb * 1e9
     bytes_per_row = 8 * COLUMNS if kind == "parquet" else 44  # CSV: 'id,x,y' with full-precision numbers
     rows_total = int(target / bytes_per_row)
     groups = max(1, rows_total // points)
-    per_file = max(1, int(FILE_BYTES / bytes_per_row / points))  # groups per file
+    per_file = max(1, int(FILE_BYTES / bytes_per_row / points)) if files is None else max(1, -(-groups // files))  # groups per file
     rng = np.random.default_rng(seed)
     x = np.linspace(-1.0, 1.0, points)
     written = 0
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     parser.add_argument("--points", type=int, default=100, help="points per group (default 100)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--files", type=int, help="write the data as this many part files (default: about 64 MB each)")
     parser.add_argument("--dir", help="write the data here (kept); default: a temporary folder, removed at the end")
     parser.add_argument("--output-dir", action="store_true", help="results as part files (-o DIR/) instead of stdout to /dev/null")
     parser.add_argument("--skip-local", action="store_true", help="do not run --engine local (all the data in one process)")
@@ -116,7 +117,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         began = time.perf_counter()
-        groups, rows, size = generate(folder, args.size_gb, args.points, args.format)
+        groups, rows, size = generate(folder, args.size_gb, args.points, args.format, files=args.files)
         files = len(list(folder.glob(f"part-*.{args.format}")))
         print(f"data: {size / 1e9:.2f} GB on disk ({args.format}, {files} files), {rows:,} rows, {groups:,} groups of {args.points} points")
         print(f"  written in {time.perf_counter() - began:.1f} s to {folder}")

@@ -163,11 +163,11 @@ class Grouped:
         real = offsets < counts[:, None]
         position = self.begin[members][:, None] + np.where(real, offsets, 0)
         x, y = np.asarray(x), np.asarray(y)
-        source = np.ones_like(y) if sigma is None else np.asarray(sigma)
+        source = None if sigma is None else np.asarray(sigma)
         if not len(order):  # no group has rows (a Dask partition of groups that lost them all): one stand-in point
-            x, y, source = np.zeros((1, *x.shape[1:])), np.zeros(1), np.ones(1)
+            x, y, source = np.zeros((1, *x.shape[1:])), np.zeros(1), None
         index = np.where(counts[:, None] > 0, order[np.minimum(position, max(len(order) - 1, 0))] if len(order) else 0, 0)
-        return x[index], y[index], np.where(real, source[index], np.inf), real
+        return x[index], y[index], np.where(real, 1.0 if source is None else source[index], np.inf), real
 
 
 def group_rows(dataset: Dataset) -> Grouped:
@@ -422,16 +422,54 @@ def _group_starts(model, dataset: Dataset, rows: Grouped, y_fitted: np.ndarray, 
     if not getattr(model, "data_dependent_start", True) and (p0 is None or not isinstance(p0, dict)):
         start = choose_start(model, Dataset(x=x_all[:1], y=y_fitted[:1], x_names=dataset.x_names, y_name=dataset.y_name), p0)[0]
         return np.tile(np.asarray(start, dtype=np.float64), (groups, 1)), p0 is not None
-    starts = []
-    for g in range(groups):  # the model's default start depends on each group's data
+    starts = np.full((groups, n_params), np.nan)
+    pending = np.ones(groups, dtype=bool)  # groups whose start is still to be chosen one by one
+    if dataset.nist is None and (p0 is None or isinstance(p0, dict)):
+        batched = _default_starts(model, rows, x_all, y_fitted, n_params)
+        if batched is not None:
+            starts, pending = batched
+            if isinstance(p0, dict) and not np.all(pending):  # the named values over the default (checked as one group's would be)
+                g = int(np.flatnonzero(~pending)[0])
+                given = choose_start(model, Dataset(x=x_all[rows.rows(g)], y=y_fitted[rows.rows(g)], x_names=dataset.x_names, y_name=dataset.y_name), p0)[0]
+                names = list(model.param_names)
+                for name in p0:
+                    starts[~pending, names.index(name)] = given[names.index(name)]
+    for g in np.flatnonzero(pending):  # the model's default start depends on each group's data
         member_rows = rows.rows(g)
         member = Dataset(x=x_all[member_rows], y=y_fitted[member_rows], x_names=dataset.x_names, y_name=dataset.y_name)
         try:
             with np.errstate(all="ignore"):
-                starts.append(choose_start(model, member, p0)[0])
+                starts[g] = choose_start(model, member, p0)[0]
         except (np.linalg.LinAlgError, ValueError):
-            starts.append(np.ones(n_params))  # a group whose default start cannot be computed (bad data)
-    return np.nan_to_num(np.array(starts, dtype=np.float64), nan=1.0, posinf=1.0, neginf=1.0).reshape(groups, n_params), p0 is not None
+            starts[g] = np.ones(n_params)  # a group whose default start cannot be computed (bad data)
+    return np.nan_to_num(starts, nan=1.0, posinf=1.0, neginf=1.0), p0 is not None
+
+
+START_VALUES = 1 << 20  # values (groups x points) whose default starts are computed at once
+
+
+def _default_starts(model, rows: Grouped, x_all, y_fitted, n_params: int):
+    """(starts (G, n), pending (G,)): the model's default starts of the groups of each size
+    bucket at once (``Model.default_p0_groups``), in slices of at most START_VALUES values;
+    pending marks the groups left to go one by one (fewer rows than parameters, or more than
+    ``start.START_ROWS``, whose start comes from a subsample). None without a batched form."""
+    from nlfit.start import START_ROWS
+
+    if model.default_p0_groups(np.zeros((1, 1)), np.ones((1, 1)), np.ones((1, 1), dtype=bool)) is None:
+        return None
+    starts, pending = np.full((len(rows.counts), n_params), np.nan), np.ones(len(rows.counts), dtype=bool)
+    for bucket in size_buckets(rows.counts):
+        bucket = bucket[(rows.counts[bucket] >= n_params) & (rows.counts[bucket] <= START_ROWS)]
+        if not len(bucket):
+            continue
+        step = max(1, START_VALUES // int(rows.counts[bucket].max()))
+        for begin in range(0, len(bucket), step):
+            members = bucket[begin : begin + step]
+            x, y, _, real = rows.pad(members, x_all, y_fitted, None)
+            found = model.default_p0_groups(x, y, real)
+            if found is not None:
+                starts[members], pending[members] = found, False
+    return starts, pending
 
 
 def _place_starts(model, starts: np.ndarray, lower, upper, fix, given: bool) -> np.ndarray:

@@ -45,6 +45,13 @@ class Model(ABC):
         """A start computed from the data, or None when the user must give one."""
         return np.zeros(len(self.param_names)) if self.is_linear else None
 
+    def default_p0_groups(self, x: np.ndarray, y: np.ndarray, real: np.ndarray) -> np.ndarray | None:
+        """``default_p0`` of B groups at once: x (B, L[, k]), y and the real-row mask (B, L)
+        -> (B, n); None where the model has no such form (its groups then start one by one)."""
+        if type(self).default_p0 is Model.default_p0 and self.is_linear:  # zeros, whatever the data
+            return np.zeros((len(y), len(self.param_names)))
+        return None
+
     def long_double_values(self):
         """A function (params, x) -> the model's values in ``np.longdouble`` (numpy), or None
         when the model has none (the default). A model that has one is polished near an exact

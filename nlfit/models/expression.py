@@ -483,6 +483,11 @@ class FormulaModel(Model):
         """gnuplot's convention: every parameter not given starts at 1."""
         return np.ones(len(self.parameter_names))
 
+    def default_p0_groups(self, x, y, real):
+        if type(self).default_p0 is not FormulaModel.default_p0:  # a subclass with a start of its own (a named model's rule)
+            return None
+        return np.ones((len(y), len(self.parameter_names)))
+
     def long_double_values(self):
         return functools.partial(evaluate_numpy, self, dtype=np.longdouble)
 
