@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nlfit import cores
 from nlfit.errors import InputError, OptionError, excerpt, printable
 from nlfit.options import FitOptions
 
@@ -436,7 +437,12 @@ def _fit_partition(frame, context: dict):
         dropped_by_group={k: int(v) for k, v in frame.groupby("key", sort=False, observed=True)["lost"].sum().items() if v},
     )
     model = _model(context["spec"], plan.x_columns, plan.y_column, survey.x_min, survey.x_max)
-    result = fit_groups(dataset, model, p0=context["p0"], options=context["options"], processes=False)  # Dask runs the partitions side by side
+    # Dask runs as many tasks side by side as its workers have threads (a local cluster: one per
+    # core): a task is one thread's work, so no helper process, post-processing thread or
+    # second XLA device of its own (2 workers on 2 cores each spread over 2 devices and ran
+    # 2 helper threads: 8 busy threads on 2 cores)
+    with cores.limited(1):
+        result = fit_groups(dataset, model, p0=context["p0"], options=context["options"], processes=False)
     codes, uniques = pd.factorize(frame["key"].to_numpy(dtype=object), sort=False)
     first = np.unique(codes, return_index=True)[1]  # each group's first row: in result.keys order
     if [str(k) for k in uniques] != list(result.keys):
