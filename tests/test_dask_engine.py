@@ -94,6 +94,38 @@ def test_csv_and_parquet_parts_equal_local_and_fill_an_output_folder(tmp_path, s
     for kind in ("csv", "parquet"):
         _dask_equals_local(tmp_path / kind, scheduler, table, kind)
     _output_folder(tmp_path / "folder", scheduler, table, monkeypatch)
+    _whole_files(tmp_path / "whole", scheduler, table)
+
+
+def _survey(paths, scheduler):
+    from distributed import Client
+
+    from nlfit import dask_engine
+    from nlfit.options import FitOptions
+
+    with Client(scheduler) as client:
+        return dask_engine.Job(client, dask_engine.plan([str(p) for p in paths], "id", formula=FORMULA), FORMULA, None, FitOptions()).survey()
+
+
+def _whole_files(folder, scheduler, table):
+    """Files that each hold their groups whole are fitted as they are, without the shuffle
+    (the survey says so); the rows still equal the local engine's, in its order."""
+    folder.mkdir()
+    groups = list(dict.fromkeys(key for key, _, _ in table))
+    paths = []
+    for i in range(4):  # two files per worker: no shuffle
+        mine = set(groups[i::4])
+        paths.append(folder / f"part{i}.parquet")
+        _write_parquet(paths[-1], [row for row in table if row[0] in mine])
+    assert _survey(paths, scheduler).whole_files
+    split = sorted((folder.parent / "parquet").glob("*.parquet"))
+    assert not _survey(split, scheduler).whole_files  # the interleaved files of _dask_equals_local: shuffled
+    local = _fit(paths, "-f", "json")
+    done = _fit(paths, "--engine", "dask", "--scheduler", scheduler, "-f", "json")
+    assert local.exit_code == done.exit_code == 1, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == GROUPS + 2 and next(r for r in rows if r["group"] == "gone")["status"] == "no-data"
+    _same([json.loads(line) for line in local.stdout.splitlines()], rows)
 
 
 def _dask_equals_local(folder, scheduler, table, kind):
