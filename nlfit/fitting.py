@@ -148,7 +148,7 @@ def data_keys(problems, counts) -> list[int]:
     for g, count in enumerate(np.asarray(counts)):
         key = 0
         for values in arrays:
-            key = zlib.crc32(memoryview(np.ascontiguousarray(values[g, : int(count)])).cast("B"), key)  # the bytes in place, not copied
+            key = zlib.crc32(memoryview(np.ascontiguousarray(values[g, : int(count)]).reshape(-1)).cast("B"), key)  # the bytes in place, not copied
         keys.append(key)
     return keys
 

@@ -202,3 +202,22 @@ def test_a_large_fit_of_a_parameter_the_model_ignores_is_flagged_not_crashed():
     result = fit(Dataset(x=x, y=y, x_names=("x",), y_name="y"), "a + b*x + 0*c", p0={"a": 1.0, "b": 1.0, "c": 1.0}, starts=1)
     assert not result.success
     assert {"not-identifiable", "plateau"} & {warning.kind for warning in result.warnings}
+
+
+def test_only_directions_whose_linearization_is_the_sums_alone_fuse_the_trial():
+    """Newton adds the Hessian and gradient descent takes the gradient alone: their trial
+    decrease is a pass of its own, while Levenberg-Marquardt and Gauss-Newton fuse it; with
+    no residual vector kept, none of the normal-equation forms stores r."""
+    from nlfit.models.registry import build_model
+    from nlfit.problem import Problem
+    from nlfit.solvers.directions import make_direction
+
+    x = np.linspace(-1.0, 1.0, 40)
+    problem = Problem(
+        x=x, y=1.0 / (1.0 + 10.0 * x * x), sigma=np.ones_like(x), model=build_model("rational", x), lower=np.full(3, -np.inf), upper=np.full(3, np.inf)
+    )
+    for method, fuses in (("lm", True), ("gn", True), ("newton", False), ("gd", False)):
+        direction = make_direction(method, None, "gram", keep_residuals=False)
+        assert direction.fuses_trial(problem) is fuses
+        if method != "gd":
+            assert direction.linearize(problem, np.array([1.0, 0.0, 10.0]), "fwd").residuals.shape == (0,)

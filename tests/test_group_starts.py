@@ -56,3 +56,24 @@ def test_a_model_without_a_batched_start_goes_group_by_group(uneven):
     model = model_for("logistic", uneven)
     assert model.default_p0_groups(np.zeros((2, 3)), np.ones((2, 3)), np.ones((2, 3), dtype=bool)) is None
     assert prepare._default_starts(model, prepare.group_rows(uneven), np.asarray(uneven.x), np.asarray(uneven.y), 3) is None
+
+
+def test_data_keys_hash_each_groups_bytes_in_place():
+    """The seed of a group's random starts: the CRC of its rows' bytes, taken in place; equal
+    to the CRC of a copy for one and several predictors, and for a group with no rows."""
+    import zlib
+    from types import SimpleNamespace
+
+    from nlfit.fitting import data_keys
+
+    rng = np.random.default_rng(5)
+    for shape in [(3, 6), (3, 6, 2)]:
+        problems = SimpleNamespace(x=rng.normal(size=shape), y=rng.normal(size=shape[:2]), sigma=np.ones(shape[:2]))
+        counts = np.array([6, 0, 4])
+        expected = []
+        for g, count in enumerate(counts):
+            key = 0
+            for values in (problems.x, problems.y, problems.sigma):
+                key = zlib.crc32(np.ascontiguousarray(values[g, :count]).tobytes(), key)
+            expected.append(key)
+        assert data_keys(problems, counts) == expected

@@ -107,3 +107,15 @@ def test_without_pyarrow_the_error_says_what_to_install(tmp_path, frames, monkey
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import fails as if not installed
     with pytest.raises(InputError, match=r"reading it needs pyarrow \(pip install 'nlfit\[parquet\]'\)"):
         read_dataset(str(tmp_path / "d.parquet"))
+
+
+def test_a_used_column_named_twice_is_one_line_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = pa.array(np.linspace(0.0, 1.0, 8))
+    y = pa.array(np.exp(-np.linspace(0.0, 1.0, 8)))
+    pq.write_table(pa.Table.from_arrays([x, y, y], names=["x", "y", "y"]), tmp_path / "dup.parquet")
+    done = runner.invoke(app, ["fit", str(tmp_path / "dup.parquet"), "-m", "a*exp(-b*x)", "--starts", "1"])
+    assert done.exit_code == 2 and "column 'y' appears more than once" in done.stderr
+    assert done.stderr.startswith("nlfit: error: ") and len(done.stderr.strip().splitlines()) == 1

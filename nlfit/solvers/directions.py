@@ -140,7 +140,7 @@ class Direction:
             free = free_mask(params, grad, problem)
             model_r = robust_scaling(r, problem)[0] if robust else None
             return Local(r, jnp.sum(cost_terms(r, problem)), grad * free, r_factor=factor * free[None, :], qtr=qtr, model_residuals=model_r, free=free)
-        if self.fuses_trial(problem):
+        if self.sums_only(problem):
             return self._fused(problem, params, derivatives.gram(params, problem, jac_mode, with_residuals=False))
         if self.factorization in ("gram", "cholesky"):
             r, gram, grad = derivatives.gram(params, problem, jac_mode)
@@ -155,11 +155,15 @@ class Direction:
         jac = jac * free[None, :]
         return Local(r, jnp.sum(cost_terms(r, problem)), jac.T @ model_r, jac=jac, model_residuals=model_r if robust else None, free=free)
 
-    def fuses_trial(self, problem: Problem) -> bool:
+    def sums_only(self, problem: Problem) -> bool:
         """Whether the linearization is the fused sums of one pass and no residual vector is
-        kept (a large fit, the plain loss): a trial point's decrease then comes from the
-        same pass as its linearization (``linearize_trial``)."""
+        kept (a large fit, the plain loss)."""
         return self.factorization in ("gram", "cholesky") and not self.keep_residuals and problem.loss == "linear"
+
+    def fuses_trial(self, problem: Problem) -> bool:
+        """Whether a trial point's decrease comes from the pass that linearizes there
+        (``linearize_trial``): where the linearization is those sums alone."""
+        return self.sums_only(problem)
 
     def linearize_trial(self, problem: Problem, trial, current, jac_mode: str):
         """(the Local at ``trial``, loss(current) - loss(trial)) from one pass over the data
@@ -311,7 +315,7 @@ class Newton(Direction):
         hess = derivatives.hessian(params, problem) * jnp.outer(local.free, local.free)
         return local._replace(hess=hess)
 
-    def fuses_trial(self, problem):  # its linearization adds the Hessian: not the fused sums alone
+    def fuses_trial(self, problem):  # its linearization adds the Hessian to the sums: a pass of its own
         return False
 
     def _hessian_form(self, local, scale):
