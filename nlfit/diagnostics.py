@@ -137,10 +137,12 @@ class Evidence:
             rounding = (1e3 * np.finfo(float).eps) ** 2 * _response_squares(self.problems, real)
             above = rss > rounding
             columns = norms(self.factor, axis=1)
-            residual_norm = norms(real_residuals, axis=1)
+            residual_norm = norms(real_residuals, axis=1, squares=rss)  # no second pass where rss is in range
             dead = (~held) & (columns * np.maximum(np.abs(params), 1.0) <= PLATEAU * residual_norm[:, None]) & above[:, None]
-            model_residuals = robust_scaling_numpy(real_residuals, self.problems.loss, np.asarray(self.problems.f_scale))
-            size = norms(model_residuals, axis=1)
+            if self.problems.loss == "linear":  # r~ is r itself
+                size = residual_norm
+            else:
+                size = norms(robust_scaling_numpy(real_residuals, self.problems.loss, np.asarray(self.problems.f_scale)), axis=1)
             ratio = np.abs(self.grad) / (np.where(columns > 0, columns, 1.0) * size[:, None])
             measure = np.max(np.where(~held & (columns > 0), ratio, 0.0), axis=1)
             steep = above & (size > 0) & (measure > STATIONARY)
@@ -416,7 +418,8 @@ def _grids(x: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     between neighbouring sorted values, and the values themselves (at most GRID_VALUES of
     them, evenly picked). Returns (grids (G, W), valid (G, W)); a repeated value gives an
     empty interval, whose points are that value again."""
-    clean = np.all(real) and bool(np.isfinite(np.sum(x)))  # every value usable: taken as they are (no copy of 10^7 rows)
+    with np.errstate(all="ignore"):  # a sum that overflows, or inf - inf, only means "not clean"
+        clean = np.all(real) and bool(np.isfinite(np.sum(x)))  # every value usable: taken as they are (no copy of 10^7 rows)
     values = x if clean else np.where(real & np.isfinite(x), x, np.inf)
     counts = np.full(len(values), values.shape[1]) if clean else np.count_nonzero(np.isfinite(values), axis=1)
     width = int(min(max(counts.max(), 1), GRID_VALUES))

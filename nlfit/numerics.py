@@ -39,13 +39,14 @@ def aligned_full(shape: tuple, value: float | None) -> np.ndarray:
     return out
 
 
-def norms(values: np.ndarray, axis: int) -> np.ndarray:
+def norms(values: np.ndarray, axis: int, squares: np.ndarray | None = None) -> np.ndarray:
     """Euclidean norms scaled by the largest entry (no overflow or underflow of the squares).
     Where every sum of squares is safely inside the float range, the scaling changes nothing,
-    and the sums are taken in one pass with no temporary array of the data's size (``sum_squares``)."""
+    and the sums are taken in one pass with no temporary array of the data's size (``sum_squares``;
+    ``squares``: those sums, where the caller has them already)."""
     values = np.asarray(values, dtype=np.float64)
     with np.errstate(all="ignore"):
-        squares = sum_squares(np.moveaxis(values, axis, -1))
+        squares = sum_squares(np.moveaxis(values, axis, -1)) if squares is None else squares
     if in_range(squares):
         return np.sqrt(squares)
     with np.errstate(all="ignore"):  # NaN or inf entries give NaN or inf, without warnings

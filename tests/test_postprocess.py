@@ -203,7 +203,7 @@ def test_an_all_missing_group_and_a_two_row_group_keep_their_rows(tmp_path):
 
 def test_the_polish_on_the_normal_equations_equals_the_one_on_j():
     """The Gauss-Newton polish of many small fits sums J^T J in one pass per step
-    (``_polish_normal``) instead of forming J; from the same near-minimum points it reaches
+    (``_polish_groups`` with ``normal``) instead of forming J; from the same near-minimum points it reaches
     the same minimum as the polish by least squares on J, keeps a parameter held at its bound
     and a group that did not converge where they are, and hands back J at its points."""
     from nlfit import derivatives
