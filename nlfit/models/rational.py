@@ -25,37 +25,49 @@ from nlfit._jax import jnp
 from nlfit.models.base import Model
 
 
-def _one_group(batched, x, y, fallback: int) -> np.ndarray:
-    """A batched default start (``default_p0_groups``) for one group's data: a single fit and
-    each group of a grouped fit start from the same numbers."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    found = batched(x[None], y[None], np.ones((1, len(y)), dtype=bool))
-    return np.ones(fallback) if found is None else found[0]
+def _powers(x, degree, start=0):
+    return np.column_stack([x**k for k in range(start, degree + 1)]) if degree >= start else np.zeros((len(x), 0))
+
+
+def _linearized(x, y, columns, rhs, fallback: int):
+    """Least-squares solution of the linearized equations, solved in t = x / s with s a power
+    of two near max |x| (so x = 1e300 does not overflow x^2), then mapped back: a column
+    built from t^k gets its coefficient divided by s^k. ``columns(t)`` -> (design, powers).
+    A system that still is not finite gives the start 1 for every parameter (no crash, and
+    no LAPACK message on the terminal)."""
+    largest = float(np.max(np.abs(x))) if np.size(x) else 1.0
+    scale = 2.0 ** np.round(np.log2(largest)) if np.isfinite(largest) and largest > 0 else 1.0
+    with np.errstate(all="ignore"):
+        design, powers = columns(np.asarray(x) / scale)
+        target = rhs
+        if np.all(np.isfinite(design)) and np.all(np.isfinite(target)):
+            try:
+                solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+                solution = solution / scale ** np.asarray(powers, dtype=float)
+                if np.all(np.isfinite(solution)):
+                    return solution
+            except np.linalg.LinAlgError:
+                pass
+    return np.ones(fallback)
 
 
 def _linearized_groups(x, y, real, columns, rhs, fallback: int):
-    """Least-squares solutions of the linearized equations of B groups at once: x, y and the
-    real-row mask (B, L); ``columns(t, y)`` -> (design (B, L, n), powers), ``rhs(y)`` -> (B, L).
-    Each is solved in t = x / s with s a power of two near max |x| (so x = 1e300 does not
-    overflow x^2), then mapped back: a column built from t^k gets its coefficient divided by
-    s^k. One SVD of each design, all in one call (lstsq's solution: singular values below
-    eps max(rows, n) of the largest dropped), instead of a Python call per group (100,000
-    groups: 9 s). A system that is not finite gives the start 1 for every parameter (no
-    crash, and no LAPACK message on the terminal). None where x has several columns, or
-    where LAPACK fails on one of them (the caller then goes group by group)."""
+    """``_linearized`` of B groups at once: x, y and the real-row mask (B, L); ``columns(t, y)``
+    -> (design (B, L, n), powers), ``rhs(y)`` -> (B, L). One SVD of each design, all in one
+    call (lstsq's solution: singular values below eps max(rows, n) of the largest dropped),
+    instead of a Python call per group (100,000 groups: 9 s). None where x has several
+    columns, or where LAPACK fails on one of them (the caller then goes group by group)."""
     if np.ndim(x) != 2:
         return None
     real = np.asarray(real, dtype=bool)
     with np.errstate(all="ignore"):
-        largest = np.max(np.where(real, np.abs(x), 0.0), axis=1, initial=0.0)
+        largest = np.max(np.where(real, np.abs(x), 0.0), axis=1)
         usable = np.isfinite(largest) & (largest > 0)
         scale = np.where(usable, 2.0 ** np.round(np.log2(np.where(usable, largest, 1.0))), 1.0)
         design, powers = columns(np.asarray(x) / scale[:, None], y)
         design, target = np.where(real[..., None], design, 0.0), np.where(real, rhs(y), 0.0)
         finite = np.all(np.isfinite(design), axis=(1, 2)) & np.all(np.isfinite(target), axis=1)
         design, target = np.where(finite[:, None, None], design, 0.0), np.where(finite[:, None], target, 0.0)
-        if design.shape[1] == 0:  # no rows: the minimum-norm solution of no equations
-            return np.zeros((len(design), design.shape[2]))
         try:
             left, singular, right = np.linalg.svd(design, full_matrices=False)
         except np.linalg.LinAlgError:
@@ -87,7 +99,7 @@ class ReciprocalQuadratic(Model):
         return [params[0] + params[1] * x + params[2] * x * x]
 
     def default_p0(self, x, y):
-        return _one_group(self.default_p0_groups, x, y, 3)
+        return _linearized(x, y, lambda t: (_powers(t, 2) * y[:, None], [0, 1, 2]), np.ones_like(y), 3)
 
     def default_p0_groups(self, x, y, real):
         """``default_p0`` of B groups (B, L) at once (``_linearized_groups``)."""
@@ -130,7 +142,13 @@ class RationalPQ(Model):
         return [1.0 + denominator] if q else []
 
     def default_p0(self, x, y):
-        return _one_group(self.default_p0_groups, x, y, self.numerator_degree + self.denominator_degree + 1)
+        p, q = self.numerator_degree, self.denominator_degree
+
+        def columns(t):
+            design = np.hstack([_powers(t, p), -_powers(t, q, 1) * y[:, None]])
+            return design, [*range(p + 1), *range(1, q + 1)]
+
+        return _linearized(x, y, columns, y, p + q + 1)
 
     def default_p0_groups(self, x, y, real):
         """``default_p0`` of B groups (B, L) at once (``_linearized_groups``)."""
