@@ -302,6 +302,50 @@ def progress_reporter(options: dict, single: bool):
     return ProgressLine(stderr_console()) if single else GroupProgress(stderr_console())
 
 
+def import_jax_beside() -> None:
+    """Import JAX in a thread while the data are read: pyarrow's reader and the hash run
+    without the GIL, so the import (0.3-0.5 s of a fresh process) overlaps them. What would
+    make the two threads unsafe is done first, here:
+
+    - the reader's own imports (pyarrow), so that the threads import no module in common;
+    - the two environment variables JAX's import sets, to the values it would set
+      (``TF_CPP_MIN_LOG_LEVEL``, and ``TPU_SKIP_MDS_QUERY`` where no TPU is attached, JAX's
+      own test): it then only replaces a value, and never grows the environment while the
+      reader's libraries may read it. Where a TPU may be attached, JAX is imported the usual way.
+
+    Signals reach the main thread only: the import cannot be interrupted midway, and an exit
+    meanwhile ends the process with ``os._exit``. ``nlfit._jax`` configures JAX afterwards, in
+    the main thread, before any array is made (importing JAX makes none)."""
+    import glob
+    import os
+    import sys
+    import threading
+
+    if "jax" in sys.modules:
+        return
+    try:
+        import pyarrow.csv  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        pass
+    try:
+        vendors = {open(path).read().strip() for path in glob.glob("/sys/bus/pci/devices/*/vendor")}  # noqa: SIM115
+    except OSError:
+        return
+    if "0x1ae0" in vendors:  # Google's PCI vendor: perhaps a TPU, whose variables JAX sets otherwise
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+
+    def load() -> None:
+        try:
+            import jax.numpy  # noqa: F401
+        except Exception:  # the main thread's own import reports it
+            pass
+
+    threading.Thread(target=load, name="nlfit-import-jax", daemon=True).start()
+
+
 def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> None:
     from nlfit.io.read import missing_warning, read_dataset
     from nlfit.report.formats import choose
@@ -314,6 +358,7 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     x_columns = [c.strip() for c in str(options["x"]).split(",")] if options.get("x") else None
     if dask_groups(options):
         return run_groups_dask(data, x_columns, plans, output_format, options)
+    import_jax_beside()
     dataset = read_dataset(
         data,
         x_columns=x_columns,

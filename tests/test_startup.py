@@ -1,0 +1,48 @@
+"""A fresh ``nlfit fit`` imports JAX in a thread beside the read (cli.fit.import_jax_beside),
+only where that is safe: the reader's imports done first, and the environment variables JAX's
+import sets already set to its values (so the threads never grow the environment together)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+PROBE = """
+import glob, json, os, sys, threading
+vendors = sys.argv[1]
+if vendors:
+    glob.glob = lambda pattern: [vendors]
+seen = {}
+start = threading.Thread.start
+def spy(self):
+    if self.name == "nlfit-import-jax":
+        seen["env"] = {k: os.environ.get(k) for k in ("TF_CPP_MIN_LOG_LEVEL", "TPU_SKIP_MDS_QUERY")}
+        seen["pyarrow"] = "pyarrow.parquet" in sys.modules and "pyarrow.csv" in sys.modules
+        seen["jax"] = "jax" in sys.modules
+    return start(self)
+threading.Thread.start = spy
+from nlfit.cli.fit import import_jax_beside
+import_jax_beside()
+import nlfit._jax
+print(json.dumps(seen))
+"""
+
+
+def _probe(vendor_file: str = "") -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TPU_SKIP_MDS_QUERY")}
+    done = subprocess.run([sys.executable, "-c", PROBE, vendor_file], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_jax_is_imported_beside_the_read_once_the_environment_is_set():
+    seen = _probe()
+    assert seen == {"env": {"TF_CPP_MIN_LOG_LEVEL": "1", "TPU_SKIP_MDS_QUERY": "1"}, "pyarrow": True, "jax": False}
+
+
+def test_where_a_tpu_may_be_attached_jax_is_imported_the_usual_way(tmp_path):
+    google = tmp_path / "vendor"
+    google.write_text("0x1ae0\n")
+    assert _probe(str(google)) == {}
