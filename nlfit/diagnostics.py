@@ -93,7 +93,8 @@ class Evidence:
     (fixed or at a bound), the solver's ``iterations``, the statistics' ``r2`` column, the
     multistart ``members`` and ``summaries`` (None for one start), and ``fit_constant``
     (the auxiliary fit of the worse-than-a-constant check, passed in by the caller; None: the
-    check only warns). ``prepared()`` adds what several checks share."""
+    check only warns), and ``rss``, the residuals' sums of squares over the real rows where the
+    caller has them. ``prepared()`` adds what several checks share."""
 
     model: object
     problems: object
@@ -112,6 +113,7 @@ class Evidence:
     members: object = None
     summaries: list | None = None
     fit_constant: object = None
+    rss: np.ndarray | None = None
 
     @cached_property
     def names(self) -> list[str]:
@@ -133,7 +135,7 @@ class Evidence:
         real, residuals, held, params = self.real, self.residuals, self.held, self.params
         with np.errstate(all="ignore"):
             real_residuals = on_real(residuals, real)
-            rss = sum_squares(real_residuals)
+            rss = sum_squares(real_residuals) if self.rss is None else self.rss
             rounding = (1e3 * np.finfo(float).eps) ** 2 * _response_squares(self.problems, real)
             above = rss > rounding
             columns = norms(self.factor, axis=1)

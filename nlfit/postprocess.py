@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nlfit import diagnostics, refine, stats
-from nlfit.numerics import LARGE_DATA_POINTS, cost, gram_condition, on_real
+from nlfit.numerics import LARGE_DATA_POINTS, cost, gram_condition, on_real, sum_squares
 from nlfit.result import STAT_ORDER, Fits
 from nlfit.solvers.status import Status
 from nlfit.solvers.subproblems import SMALL_PARAMETERS
@@ -69,13 +69,17 @@ def finish(context: Context, solved, *, data_columns: dict, keys=None, fit_const
     lower, upper = np.asarray(context.problems.lower), np.asarray(context.problems.upper)
     fixed = lower == upper
     held = fixed | (params <= lower) | (params >= upper)
-    table = statistics(context, factor, residuals, params, held, middle)
     with np.errstate(over="ignore", invalid="ignore"):  # a loss beyond the float range is reported as such (inf or NaN)
-        scaled_losses = cost(on_real(residuals, context.real), context.problems.loss, np.asarray(context.problems.f_scale, dtype=np.float64))
+        real_residuals = on_real(residuals, context.real)
+        rss = sum_squares(real_residuals)  # one pass, for the loss, the statistics and the checks
+        linear = context.problems.loss == "linear"
+        scaled_losses = 0.5 * rss if linear else cost(real_residuals, context.problems.loss, np.asarray(context.problems.f_scale, dtype=np.float64))
+    table = statistics(context, factor, residuals, params, held, middle, rss)
+    with np.errstate(over="ignore", invalid="ignore"):
         table.values["loss"] = scaled_losses * np.asarray(context.problems.scale, dtype=np.float64) ** 2
     evidence = diagnostics.Evidence(
         context.model, context.problems, params, np.asarray(solved.starts), residuals, factor, grad, scaled_losses, statuses, np.asarray(context.counts),
-        context.real, held, np.asarray(solved.state.iteration), table.values["r2"], solved.members, summaries, fit_constant,
+        context.real, held, np.asarray(solved.state.iteration), table.values["r2"], solved.members, summaries, fit_constant, rss,
     )  # fmt: skip
     found = checks(evidence, table.warnings, params, lower, upper, fixed)
     statuses, termination, found = verdicts(statuses, found)
@@ -297,9 +301,10 @@ def _polish_groups(params, residuals, jac, converged, problems, *, mode, normal)
     return vmap_groups(one, 0, 4)(params, residuals, jac, converged, problems)
 
 
-def statistics(context: Context, factor, residuals, params, held, middle) -> stats.Statistics:
+def statistics(context: Context, factor, residuals, params, held, middle, rss=None) -> stats.Statistics:
     """``nlfit.stats.compute`` over the estimated parameters of each pattern of held ones
-    (one call per pattern, not per group); held parameters get NaN."""
+    (one call per pattern, not per group); held parameters get NaN. ``rss`` (G,): the scaled
+    residuals' sums of squares over the real rows, where the caller has them."""
     problems = context.problems
     groups, n_params = params.shape
     names = list(context.model.param_names)
@@ -328,6 +333,7 @@ def statistics(context: Context, factor, residuals, params, held, middle) -> sta
             rows(np.asarray(problems.y), members), rows(sigma, members) if context.sigma_given else None, np.asarray(context.counts)[members],
             np.asarray(problems.scale, dtype=np.float64)[members], rows(context.real, members), absolute_sigma=context.options.absolute_sigma,
             conf_level=context.options.conf_level, sandwich_middle=None if middle is None else middle[members][:, estimated][:, :, estimated],
+            rss_scaled=None if rss is None else rss[members],
         )  # fmt: skip
         grid = np.ix_(members, estimated, estimated)
         for name in ("stderr", "tvalues", "intervals"):

@@ -73,6 +73,7 @@ def compute(
     absolute_sigma: bool = False,
     conf_level: float = 0.95,
     sandwich_middle: np.ndarray | None = None,
+    rss_scaled: np.ndarray | None = None,
 ) -> Statistics:
     """Statistics of G fits.
 
@@ -80,19 +81,20 @@ def compute(
     with R^T R = J^T J (M = p). ``residuals`` (G, L) scaled; ``y`` (G, L) the fitted response
     (unscaled); ``sigma`` (G, L) or None; ``counts`` (G,) the real points; ``scale`` (G,) the
     residual scales; ``real`` (G, L) marks real points (padding of grouped fits is not);
-    ``sandwich_middle`` (G, p, p): B for a robust loss (scaled units).
+    ``sandwich_middle`` (G, p, p): B for a robust loss (scaled units); ``rss_scaled`` (G,):
+    the residuals' sum of squares over the real rows, where the caller has it (a pass fewer).
     """
     with np.errstate(all="ignore"):  # overflow in extreme data shows as None/inf, not as warnings
-        return _compute(jac, residuals, params, list(param_names), y, sigma, counts, scale, real, absolute_sigma, conf_level, sandwich_middle)
+        return _compute(jac, residuals, params, list(param_names), y, sigma, counts, scale, real, absolute_sigma, conf_level, sandwich_middle, rss_scaled)
 
 
-def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absolute_sigma, conf_level, middle) -> Statistics:
+def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absolute_sigma, conf_level, middle, rss_scaled=None) -> Statistics:
     groups, n_params = params.shape
     counts = np.asarray(counts, dtype=np.int64)
     scale = np.asarray(scale, dtype=np.float64)
     real = np.ones(residuals.shape, dtype=bool) if real is None else np.asarray(real, dtype=bool)
     absolute = bool(absolute_sigma) and sigma is not None
-    rss_scaled = sum_squares(on_real(residuals, real))
+    rss_scaled = sum_squares(on_real(residuals, real)) if rss_scaled is None else np.asarray(rss_scaled, dtype=np.float64)
     values = _fit_quality(rss_scaled, y, sigma, counts, scale, real, n_params, absolute)
     nan = np.full((groups, n_params), np.nan)
     result = Statistics(
