@@ -302,9 +302,10 @@ def progress_reporter(options: dict, single: bool):
     return ProgressLine(stderr_console()) if single else GroupProgress(stderr_console())
 
 
-def import_jax_beside() -> None:
+def import_jax_beside(report: bool = False) -> None:
     """Import JAX in a thread while the data are read: pyarrow's reader and the hash run
-    without the GIL, so the import (0.3-0.5 s of a fresh process) overlaps them. What would
+    without the GIL, so the import (0.3-0.5 s of a fresh process) overlaps them; with
+    ``report`` (a report on stderr will be printed), rich's console after it (0.06 s). What would
     make the two threads unsafe is done first, here:
 
     - the reader's own imports (pyarrow), so that the threads import no module in common;
@@ -340,6 +341,9 @@ def import_jax_beside() -> None:
     def load() -> None:
         try:
             import jax.numpy  # noqa: F401
+
+            if report:
+                import rich.console  # noqa: F401
         except Exception:  # the main thread's own import reports it
             pass
 
@@ -358,7 +362,7 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     x_columns = [c.strip() for c in str(options["x"]).split(",")] if options.get("x") else None
     if dask_groups(options):
         return run_groups_dask(data, x_columns, plans, output_format, options)
-    import_jax_beside()
+    import_jax_beside(report=options["quiet"] == 0)
     dataset = read_dataset(
         data,
         x_columns=x_columns,
