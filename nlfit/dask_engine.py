@@ -19,9 +19,11 @@ on one machine. The client reads headers and results, never the data.
    already formatted (an NDJSON line or a CSV line), with its group's first ``pos``.
 5. The result rows (one per group: small next to the data) are sorted on that ``pos``
    (the local engine's order: first appearance) into partitions of at most RESULT_ROWS
-   rows, and pulled one partition at a time, in order: to stdout, to ``-o FILE`` (a
-   temporary file renamed at the end), or with ``-o DIR/`` into one part file per
-   partition (``part-00000.ndjson`` or ``.csv``, each written atomically).
+   rows; without the shuffle, the files' partitions are in that order already, and are not
+   sorted again. They are pulled one partition at a time, in order, in pieces of at most
+   RESULT_ROWS rows: to stdout, to ``-o FILE`` (a temporary file renamed at the end), or
+   with ``-o DIR/`` into one part file per piece (``part-00000.ndjson`` or ``.csv``, each
+   written atomically).
 
 Files are read twice (the survey, then the fit) rather than held in the workers' memory.
 """
@@ -221,19 +223,27 @@ class Job:
         # every group lies whole in one partition: the files themselves where each holds its
         # groups whole and there are enough of them to keep the workers busy, else a shuffle
         # on the key (on one machine it cost 6 s of 28 for 100,000 groups in 20 files)
-        parts = frames if survey.whole_files and len(self.plan.files) >= 2 * workers else frames.shuffle("key", npartitions=count)
+        in_files = survey.whole_files and len(self.plan.files) >= 2 * workers
+        parts = frames if in_files else frames.shuffle("key", npartitions=count)
         fitted = parts.map_partitions(_fit_partition, context, meta=_result_meta(), align_dataframes=False)
-        fitted = self.client.persist(fitted)  # fitted once; the sort below reads it twice (its quantiles, then the rows)
-        wait(fitted)
-        ordered = self.client.persist(fitted.sort_values("pos", npartitions=max(1, -(-survey.groups // RESULT_ROWS))))
-        del fitted
-        pending = [self.client.compute(part) for part in ordered.to_delayed()]
-        del ordered
+        if in_files:
+            # the files' own partitions, in file order, each of its groups in order of first
+            # appearance: the rows are in the local order already, and need no sort (a shuffle
+            # of every result row); each is pulled as it is done, in pieces of RESULT_ROWS
+            pending = [self.client.compute(part) for part in fitted.to_delayed()]
+            del fitted
+        else:
+            fitted = self.client.persist(fitted)  # fitted once; the sort below reads it twice (its quantiles, then the rows)
+            wait(fitted)
+            ordered = self.client.persist(fitted.sort_values("pos", npartitions=max(1, -(-survey.groups // RESULT_ROWS))))
+            del fitted
+            pending = [self.client.compute(part) for part in ordered.to_delayed()]
+            del ordered
         for index in range(len(pending)):
             part = pending[index].result()
             pending[index] = None  # released: its rows are on the client now
-            if len(part):
-                yield part
+            for begin in range(0, len(part), RESULT_ROWS):
+                yield part.iloc[begin : begin + RESULT_ROWS]
 
 
 def check_directory(path: str) -> None:

@@ -94,7 +94,7 @@ def test_csv_and_parquet_parts_equal_local_and_fill_an_output_folder(tmp_path, s
     for kind in ("csv", "parquet"):
         _dask_equals_local(tmp_path / kind, scheduler, table, kind)
     _output_folder(tmp_path / "folder", scheduler, table, monkeypatch)
-    _whole_files(tmp_path / "whole", scheduler, table)
+    _whole_files(tmp_path / "whole", scheduler, table, monkeypatch)
 
 
 def _survey(paths, scheduler):
@@ -107,9 +107,10 @@ def _survey(paths, scheduler):
         return dask_engine.Job(client, dask_engine.plan([str(p) for p in paths], "id", formula=FORMULA), FORMULA, None, FitOptions()).survey()
 
 
-def _whole_files(folder, scheduler, table):
+def _whole_files(folder, scheduler, table, monkeypatch):
     """Files that each hold their groups whole are fitted as they are, without the shuffle
-    (the survey says so); the rows still equal the local engine's, in its order."""
+    (the survey says so) and without the sort of the result rows; the rows still equal the
+    local engine's, in its order, and -o DIR/ still gets parts of at most RESULT_ROWS."""
     folder.mkdir()
     groups = list(dict.fromkeys(key for key, _, _ in table))
     paths = []
@@ -126,6 +127,15 @@ def _whole_files(folder, scheduler, table):
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(rows) == GROUPS + 2 and next(r for r in rows if r["group"] == "gone")["status"] == "no-data"
     _same([json.loads(line) for line in local.stdout.splitlines()], rows)
+    import nlfit.dask_engine
+
+    monkeypatch.setattr(nlfit.dask_engine, "RESULT_ROWS", 2)
+    out = folder / "out"
+    done = _fit(paths, "--engine", "dask", "--scheduler", scheduler, "-f", "json", "-o", f"{out}/", "-q")
+    assert done.exit_code == 1, done.stderr
+    texts = [p.read_text().splitlines() for p in sorted(out.iterdir())]
+    assert all(1 <= len(t) <= 2 for t in texts) and len(texts) >= GROUPS // 2
+    assert [json.loads(line)["group"] for t in texts for line in t] == [r["group"] for r in rows]
 
 
 def _dask_equals_local(folder, scheduler, table, kind):
