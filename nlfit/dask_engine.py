@@ -62,6 +62,13 @@ LOCAL_CLUSTER = {
     "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
     "silence_logs": logging.ERROR,
 }
+# The memory settings of nlfit's own workers (glibc's malloc; set before each worker process
+# starts, ``distributed.nanny.pre-spawn-environ``; a variable already set in the environment
+# wins): freed memory up to 1 GiB is kept for the next partition, and blocks below 32 MiB
+# come from the heap. Dask's own (MALLOC_TRIM_THRESHOLD_=65536: every freed block goes back to
+# the system) made each partition's arrays fault their pages in anew; 100,000 groups in 20
+# Parquet files on 2 workers took 15.3-16.5 s with it, 8.8-9.6 s without.
+WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 25)}
 
 
 @dataclass(frozen=True)
@@ -103,13 +110,24 @@ def plan(files: list[str], group_column: str, x_columns=None, y_column=None, sig
     return Plan(tuple(files), tuple(headers[0].names), tuple(x), y, sigma, group, separator, missing)
 
 
+def local_cluster(workers: int):
+    """The LocalCluster ``--engine dask`` starts without ``--scheduler``: ``workers``
+    single-threaded worker processes (LOCAL_CLUSTER) with nlfit's memory settings
+    (WORKER_MALLOC)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_MALLOC.items()}):
+        return LocalCluster(**LOCAL_CLUSTER, n_workers=workers)
+
+
 @contextlib.contextmanager
 def connect(scheduler: str | None, workers: int | None = None):
     """A client of the scheduler at ``scheduler``, or of a LocalCluster (``workers``
     single-threaded worker processes, default one per core, on 127.0.0.1, no dashboard)
     started here and closed after."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise InputError("--engine dask needs dask: pip install 'nlfit[dask]'") from None
     if scheduler and workers:
@@ -119,7 +137,7 @@ def connect(scheduler: str | None, workers: int | None = None):
         if scheduler:
             client = Client(scheduler, timeout="10s")
         else:
-            cluster = LocalCluster(**LOCAL_CLUSTER, n_workers=workers or os.cpu_count() or 1)
+            cluster = local_cluster(workers or os.cpu_count() or 1)
             client = Client(cluster)
     except (OSError, TimeoutError, ValueError) as exc:
         if cluster is not None:
@@ -183,8 +201,10 @@ class Job:
 
         frames, facts = self._frames()
         # size -> groups of that size in each partition of the group sizes (summed here: a
-        # plain .value_counts() after the groupby trips a dask bug once the sizes are split)
-        histogram = frames.groupby("key").size().map_partitions(_histogram, meta=pd.Series([], dtype="int64", name="count"))
+        # plain .value_counts() after the groupby trips a dask bug once the sizes are split).
+        # The sizes in one partition (a tree reduction: one count per group, on a worker):
+        # for many groups Dask otherwise chose a shuffle (100,000 groups: 1.0-1.4 s of 2.4-2.9)
+        histogram = frames.groupby("key").size(split_out=1).map_partitions(_histogram, meta=pd.Series([], dtype="int64", name="count"))
         histogram, facts = dask.compute(histogram, facts)  # each file read once
         sizes = {int(k): int(v) for k, v in histogram.groupby(level=0).sum().items()}
         rows, dropped = int(facts["rows"].sum()), int(facts["dropped"].sum())

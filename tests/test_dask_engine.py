@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 
 import numpy as np
 import pytest
@@ -199,11 +200,15 @@ def test_headers_are_checked_on_the_client_with_the_local_errors(tmp_path, table
     assert stdin.exit_code == 2 and "stdin" in stdin.stderr and "Traceback" not in stdin.stderr
 
 
-def test_threads_sets_the_local_clusters_workers_and_nothing_else(tmp_path, table):
+def test_threads_sets_the_local_clusters_workers_and_nothing_else(tmp_path, table, monkeypatch):
     from nlfit import dask_engine
 
+    for name in dask_engine.WORKER_MALLOC:  # a value in the environment wins (another cluster of this process may have set Dask's)
+        monkeypatch.delenv(name, raising=False)
     with dask_engine.connect(None, 1) as client:
         assert len(client.scheduler_info()["workers"]) == 1
+        settings = client.run(lambda: {name: os.environ.get(name) for name in dask_engine.WORKER_MALLOC})
+        assert list(settings.values()) == [dask_engine.WORKER_MALLOC]  # the workers keep the memory they free
     path = tmp_path / "a.csv"
     _write_csv(path, table[:30], "bom")
     for flags, message in [
