@@ -14,7 +14,9 @@ CLI as a subprocess against it:
 the same fit with ``--engine local`` (which reads everything into one process). It reports
 the data size, the client's peak RSS (``os.wait4``: the subprocess and nothing else; goal:
 under 10 % of the data), the workers' peak RSS (``getrusage`` in each worker), and the wall
-times. Run by hand:
+times. With ``--own-cluster``, also the command a user on one machine types, without
+``--scheduler``: nlfit starts its own cluster, and its start and stop are in the time.
+Run by hand:
 
     python benchmarks/dask_scale.py --size-gb 0.05
     python benchmarks/dask_scale.py --size-gb 2 --skip-local
@@ -115,6 +117,7 @@ def main() -> None:
     parser.add_argument("--dir", help="write the data here (kept); default: a temporary folder, removed at the end")
     parser.add_argument("--output-dir", action="store_true", help="results as part files (-o DIR/) instead of stdout to /dev/null")
     parser.add_argument("--skip-local", action="store_true", help="do not run --engine local (all the data in one process)")
+    parser.add_argument("--own-cluster", action="store_true", help="also time --engine dask without --scheduler (nlfit starts and stops its own cluster)")
     args = parser.parse_args()
 
     from distributed import Client
@@ -153,6 +156,14 @@ def main() -> None:
             print(f"  wall time           {local_wall:8.1f} s   ({groups / local_wall:,.0f} groups/s), exit code {local_code}")
             print(f"  peak RSS            {mb(local_peak):>10}")
             print(f"  dask / local wall   {wall / local_wall:8.2f}")
+        if args.own_cluster:
+            with open(os.devnull, "wb") as sink:
+                own_wall, own_peak, own_code = run([*base, "--engine", "dask"], sink)
+            print("dask, its own cluster (nlfit starts and stops it: the one-machine user's command):")
+            print(f"  wall time           {own_wall:8.1f} s   ({groups / own_wall:,.0f} groups/s), exit code {own_code}")
+            print(f"  peak RSS            {mb(own_peak):>10}   (the command and its cluster's processes)")
+            if not args.skip_local:
+                print(f"  own cluster / local {own_wall / local_wall:8.2f}")
     finally:
         if not args.dir:
             shutil.rmtree(folder, ignore_errors=True)

@@ -61,6 +61,7 @@ LOCAL_CLUSTER = {
     "dashboard_address": None,
     "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
     "silence_logs": logging.ERROR,
+    "preload": ["nlfit.dask_preload"],  # each worker imports the reader, then the solver beside its first reads
 }
 # The memory settings of nlfit's own workers (glibc's malloc; set before each worker process
 # starts, ``distributed.nanny.pre-spawn-environ``; a variable already set in the environment

@@ -46,3 +46,23 @@ def test_where_a_tpu_may_be_attached_jax_is_imported_the_usual_way(tmp_path):
     google = tmp_path / "vendor"
     google.write_text("0x1ae0\n")
     assert _probe(str(google)) == {}
+
+
+def test_a_dask_workers_preload_imports_the_reader_then_the_solver_beside():
+    """nlfit's own Dask workers load ``nlfit.dask_preload``: the reader before any task, the
+    solver's modules in a thread (joined here: no timing involved)."""
+    from nlfit.dask_engine import LOCAL_CLUSTER
+
+    assert LOCAL_CLUSTER["preload"] == ["nlfit.dask_preload"]
+    code = (
+        "import sys, threading; started = []; start = threading.Thread.start\n"
+        "def spy(self):\n    started.append(self); return start(self)\n"
+        "threading.Thread.start = spy\n"
+        "from nlfit.dask_preload import dask_setup; dask_setup(None)\n"
+        "reader = 'nlfit.io.read' in sys.modules and 'pyarrow.parquet' in sys.modules\n"
+        "[t.join() for t in started if t.name == 'nlfit-warm']\n"
+        "print(reader, [t.name for t in started], all(m in sys.modules for m in ('nlfit._jax', 'nlfit.batch')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "['nlfit-warm']", "True"]

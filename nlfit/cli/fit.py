@@ -303,51 +303,17 @@ def progress_reporter(options: dict, single: bool):
 
 
 def import_jax_beside(report: bool = False) -> None:
-    """Import JAX in a thread while the data are read: pyarrow's reader and the hash run
-    without the GIL, so the import (0.3-0.5 s of a fresh process) overlaps them; with
-    ``report`` (a report on stderr will be printed), rich's console after it (0.06 s). What would
-    make the two threads unsafe is done first, here:
-
-    - the reader's own imports (pyarrow), so that the threads import no module in common;
-    - the two environment variables JAX's import sets, to the values it would set
-      (``TF_CPP_MIN_LOG_LEVEL``, and ``TPU_SKIP_MDS_QUERY`` where no TPU is attached, JAX's
-      own test): it then only replaces a value, and never grows the environment while the
-      reader's libraries may read it. Where a TPU may be attached, JAX is imported the usual way.
-
-    Signals reach the main thread only: the import cannot be interrupted midway, and an exit
-    meanwhile ends the process with ``os._exit``. ``nlfit._jax`` configures JAX afterwards, in
-    the main thread, before any array is made (importing JAX makes none)."""
-    import glob
-    import os
-    import sys
-    import threading
-
-    if "jax" in sys.modules:
-        return
+    """Import JAX in a thread while the data are read (``nlfit.startup``), after the
+    reader's own imports (pyarrow); with ``report`` (a report on stderr will be printed),
+    rich's console after it (0.06 s)."""
     try:
         import pyarrow.csv  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
         pass
-    try:
-        vendors = {open(path).read().strip() for path in glob.glob("/sys/bus/pci/devices/*/vendor")}  # noqa: SIM115
-    except OSError:
-        return
-    if "0x1ae0" in vendors:  # Google's PCI vendor: perhaps a TPU, whose variables JAX sets otherwise
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    from nlfit.startup import import_beside
 
-    def load() -> None:
-        try:
-            import jax.numpy  # noqa: F401
-
-            if report:
-                import rich.console  # noqa: F401
-        except Exception:  # the main thread's own import reports it
-            pass
-
-    threading.Thread(target=load, name="nlfit-import-jax", daemon=True).start()
+    import_beside(["jax.numpy", *(["rich.console"] if report else [])], "nlfit-import-jax")
 
 
 def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> None:
