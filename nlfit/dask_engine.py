@@ -20,10 +20,10 @@ on one machine. The client reads headers and results, never the data.
 5. The result rows (one per group: small next to the data) are sorted on that ``pos``
    (the local engine's order: first appearance) into partitions of at most RESULT_ROWS
    rows; without the shuffle, the files' partitions are in that order already, and are not
-   sorted again. They are pulled one partition at a time, in order, in pieces of at most
-   RESULT_ROWS rows: to stdout, to ``-o FILE`` (a temporary file renamed at the end), or
-   with ``-o DIR/`` into one part file per piece (``part-00000.ndjson`` or ``.csv``, each
-   written atomically).
+   sorted again, only cut into pieces of at most RESULT_ROWS rows on their workers. They are
+   pulled one at a time, in order: to stdout, to ``-o FILE`` (a temporary file renamed at
+   the end), or with ``-o DIR/`` into one part file per piece (``part-00000.ndjson`` or
+   ``.csv``, each written atomically).
 
 Files are read twice (the survey, then the fit) rather than held in the workers' memory.
 """
@@ -164,6 +164,7 @@ class Survey:
     x_min: tuple[float, ...]
     x_max: tuple[float, ...]
     whole_files: bool = False  # no group has rows (or a placeholder) in two files: each file holds its groups whole
+    file_groups: tuple[int, ...] = ()  # each file's own number of groups (placeholders included)
 
 
 def tally(counts, part) -> None:
@@ -218,7 +219,8 @@ class Job:
         x_max = [np.max(read[f"x{i}_max"].to_numpy()) for i in columns]
         groups = sum(sizes.values())
         whole = int(facts["groups"].sum()) == groups  # the files' own group counts add up to the whole's: no group spans two
-        self._survey = Survey(groups, max(sizes), sizes, rows, dropped, tuple(map(float, x_min)), tuple(map(float, x_max)), whole)
+        own = tuple(int(g) for g in facts["groups"])
+        self._survey = Survey(groups, max(sizes), sizes, rows, dropped, tuple(map(float, x_min)), tuple(map(float, x_max)), whole, own)
         self._options, self.param_names = self.client.submit(resolve, self.model_spec, self.plan, self._survey, self.options, pure=False).result()
         return self._survey
 
@@ -250,8 +252,9 @@ class Job:
         if in_files:
             # the files' own partitions, in file order, each of its groups in order of first
             # appearance: the rows are in the local order already, and need no sort (a shuffle
-            # of every result row); each is pulled as it is done, in pieces of RESULT_ROWS
-            pending = [self.client.compute(part) for part in fitted.to_delayed()]
+            # of every result row). Each partition is cut on its worker into pieces of
+            # RESULT_ROWS rows (its row count is its file's group count), pulled in order.
+            pending = self.client.compute(_pieces(fitted.to_delayed(), survey.file_groups), sync=False)
             del fitted
         else:
             fitted = self.client.persist(fitted)  # fitted once; the sort below reads it twice (its quantiles, then the rows)
@@ -263,8 +266,25 @@ class Job:
         for index in range(len(pending)):
             part = pending[index].result()
             pending[index] = None  # released: its rows are on the client now
-            for begin in range(0, len(part), RESULT_ROWS):
-                yield part.iloc[begin : begin + RESULT_ROWS]
+            if len(part):
+                yield part
+
+
+def _pieces(parts: list, counts: tuple[int, ...]) -> list:
+    """Delayed pieces of at most RESULT_ROWS rows of each delayed partition in ``parts``,
+    ``counts`` its rows (the last piece of a partition takes whatever is left)."""
+    import dask
+
+    pieces = []
+    for part, count in zip(parts, counts, strict=True):
+        begins = range(0, max(count, 1), RESULT_ROWS)
+        for i, begin in enumerate(begins):
+            pieces.append(dask.delayed(_rows, pure=True)(part, begin, None if i == len(begins) - 1 else begin + RESULT_ROWS))
+    return pieces
+
+
+def _rows(frame, begin: int, end: int | None):
+    return frame.iloc[begin:end]
 
 
 def check_directory(path: str) -> None:
