@@ -266,8 +266,8 @@ class Job:
         for index in range(len(pending)):
             part = pending[index].result()
             pending[index] = None  # released: its rows are on the client now
-            if len(part):
-                yield part
+            for begin in range(0, len(part), RESULT_ROWS):  # the sort's partitions are about RESULT_ROWS rows, not at most
+                yield part.iloc[begin : begin + RESULT_ROWS]
 
 
 def _pieces(parts: list, counts: tuple[int, ...]) -> list:

@@ -4,8 +4,12 @@ the GIL (pyarrow's reader, the hash of the input).
 
 What would make the two threads unsafe is done first, by the caller and here:
 
-- the other thread's own imports (the reader's: pyarrow, pandas), so that the threads import
-  no module in common;
+- the other thread's large imports where it knows them (the reader's pyarrow, a worker's
+  reader), so that the threads mostly import different modules. Modules both still need
+  (numpy's submodules, a few of the standard library's, nlfit's own) are imported once,
+  whichever thread comes first, the other waiting on CPython's lock for that module. Two such
+  waits could only block each other through an import cycle, and nlfit's modules have none
+  (``tests/test_imports.py``);
 - the two environment variables JAX's import sets, to the values it would set
   (``TF_CPP_MIN_LOG_LEVEL``, and ``TPU_SKIP_MDS_QUERY`` where no TPU is attached, JAX's own
   test): it then only replaces a value, and never grows the environment while the other

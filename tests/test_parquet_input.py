@@ -174,3 +174,26 @@ def test_a_numeric_parquet_fit_does_not_import_pandas(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"], out.stderr
+
+
+def test_a_non_finite_number_in_numeric_columns_is_the_usual_one_line_error(tmp_path, monkeypatch):
+    """Columns taken from arrow (no pandas) name a non-finite cell as the pandas way does:
+    Parquet, and a CSV file read by pyarrow; a column whose sum overflows is read without a
+    warning (the suite turns RuntimeWarnings into errors)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nlfit.io import read
+
+    pq.write_table(pa.table({"x": [0.0, 1.0, 2.0], "y": [1.0, float("-inf"), 3.0]}), tmp_path / "inf.parquet")
+    (tmp_path / "inf.csv").write_text("x,y\n0,1\n1,2\n2,inf\n")
+    monkeypatch.setattr(read, "ARROW_BYTES", 0)  # the CSV by pyarrow, as a large one
+    for name, row, cell in (("inf.parquet", 2, "-inf"), ("inf.csv", 3, "inf")):
+        with pytest.raises(InputError) as caught:
+            read_dataset(str(tmp_path / name))
+        assert f"row {row}" in str(caught.value) and f"column 'y' is not a finite number: '{cell}'" in str(caught.value)
+    done = runner.invoke(app, ["fit", str(tmp_path / "inf.parquet"), "-m", "rational", "-q"])
+    assert done.exit_code == 2 and "is not a finite number: '-inf'" in done.stderr and "internal error" not in done.stderr
+    x = np.linspace(0.0, 1.0, 40)
+    pq.write_table(pa.table({"x": x, "y": 1e307 * (1.0 + x)}), tmp_path / "huge.parquet")
+    np.testing.assert_array_equal(read_dataset(str(tmp_path / "huge.parquet")).y, 1e307 * (1.0 + x))

@@ -1141,7 +1141,7 @@ class _Columns:
         table, arrays = held.pop(), {}
         for name in dict.fromkeys(used):
             dtype = np.dtype(_ARROW_NUMBERS[str(table.schema.field(name).type)])
-            chunks = table.column(name).chunks
+            chunks = [chunk for chunk in table.column(name).chunks if len(chunk)]  # an empty chunk may have no data buffer
             parts = [np.frombuffer(chunk.buffers()[1], dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize) for chunk in chunks]
             if len(parts) == 1 and dtype == np.float64:
                 arrays[name] = parts[0]  # arrow's buffer as it is (read-only)
@@ -1397,7 +1397,9 @@ def _numeric_column(frame, column: str, allow_nonfinite: bool = False, missing: 
     raw = frame[column]
     if isinstance(raw, np.ndarray) or _numbers(raw):
         numbers = raw if isinstance(raw, np.ndarray) else raw.to_numpy(dtype=np.float64)
-        if np.isfinite(np.sum(numbers)):  # one pass: a sum is finite only if every term is
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(np.sum(numbers))  # one pass: a sum is finite only if every term is (one that overflows: the masks below)
+        if finite:
             return numbers, np.zeros(numbers.shape, dtype=bool), None
         gaps = np.isnan(numbers)  # NaN here only comes from a missing cell: 'nan' text is not parsed as a number by the C parser
         text = None
@@ -1422,7 +1424,7 @@ def _numeric_column(frame, column: str, allow_nonfinite: bool = False, missing: 
     index = int(np.flatnonzero(problems)[0])
     if gaps[index]:
         return numbers, gaps, (index, column, "is missing (--missing drop skips such rows)")
-    cell = str(raw.iloc[index]).strip() if text is None else text.iloc[index]
+    cell = (str(raw[index]) if isinstance(raw, np.ndarray) else str(raw.iloc[index]).strip()) if text is None else text.iloc[index]
     if wrong[index]:
         return numbers, gaps, (index, column, f"is not a number: {excerpt(cell, quoted=True)}{_number_hint(cell)}")
     return numbers, gaps, (index, column, f"is not a finite number: {excerpt(cell, quoted=True)}")
