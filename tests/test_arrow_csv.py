@@ -62,6 +62,7 @@ def test_plain_file_with_groups_and_missing_values(tmp_path, monkeypatch):
         'x,y\n1,"2"\n3,4\n5,6\n',  # a quoted number
         "x y\n1 2\n3 4\n5 6\n",  # whitespace-separated
         "id,x,y\n a,1,2\n b,3,4\n a,5,6\n",  # a blank before a group key
+        "id,x,y\na,1,2\nb,3,nan\na,5,6\nb,7,8\n",  # 'nan' text: its group's non-finite value, not a dropped row
     ],
 )
 def test_odd_files_read_the_same_either_way(text, tmp_path, monkeypatch):
@@ -74,7 +75,7 @@ def test_odd_files_read_the_same_either_way(text, tmp_path, monkeypatch):
         assert not by_arrow  # pyarrow would keep the blank in ' a' (pandas skips it) / cannot split on blanks
 
 
-@pytest.mark.parametrize("text", ["x,y\n1,2\n3,oops\n5,6\n", "x,y\n1,2\n3,4,5\n5,6\n"])
+@pytest.mark.parametrize("text", ["x,y\n1,2\n3,oops\n5,6\n", "x,y\n1,2\n3,4,5\n5,6\n", "x,y\n1,2\n3,nan\n5,6\n"])
 def test_errors_are_pandas_own(text, tmp_path, monkeypatch):
     path = tmp_path / "bad.csv"
     path.write_text(text)

@@ -994,6 +994,8 @@ class _Source:
             return None
         if group_column and arrow_compute.any(arrow_compute.match_substring_regex(table.column(group_column), r"^[ \t]")).as_py():
             return None  # pandas skips the blanks after a delimiter (skipinitialspace); pyarrow keeps them
+        if any(arrow_compute.any(arrow_compute.is_nan(table.column(name))).as_py() for name in numeric):
+            return None  # text such as 'nan': pyarrow reads a NaN (a missing cell, dropped); pandas keeps the text, an error or its group's non-finite value
         if group_column is None and _Columns.numeric(table, used):
             held = [table]
             del table
