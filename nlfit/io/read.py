@@ -64,6 +64,7 @@ import numpy as np
 
 from nlfit.errors import InputError, OptionError, excerpt, printable
 from nlfit.io.dataset import Dataset
+from nlfit.numerics import aligned_full
 
 # Cells that mean "no value". 'nan' and 'inf' are numbers (a program's NaN), not missing.
 NA_TEXT = ["", "NA", "N/A", "n/a", "NULL", "null", "None"]
@@ -1146,9 +1147,9 @@ class _Columns:
             chunks = [chunk for chunk in table.column(name).chunks if len(chunk)]  # an empty chunk may have no data buffer
             parts = [np.frombuffer(chunk.buffers()[1], dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize) for chunk in chunks]
             if len(parts) == 1 and dtype == np.float64:
-                arrays[name] = parts[0]  # arrow's buffer as it is (read-only)
-            else:
-                arrays[name] = np.concatenate(parts, out=_aligned(sum(map(len, parts)))) if parts else np.empty(0)
+                arrays[name] = parts[0]  # arrow's buffer as it is (on 64 bytes, as arrow allocates)
+            else:  # one copy, on 64 bytes (numpy's own arrays are on 16): JAX then takes it as it is
+                arrays[name] = np.concatenate(parts, out=aligned_full((sum(map(len, parts)),), None)) if parts else np.empty(0)
             del chunks, parts
             table = table.drop_columns([name])
         return cls(arrays)
@@ -1167,14 +1168,6 @@ class _Columns:
 
 # arrow's numeric types (str of the type) -> their numpy dtype; booleans are bits, not bytes
 _ARROW_NUMBERS = {"double": "f8", "float": "f4", **{f"int{b}": f"i{b // 8}" for b in (8, 16, 32, 64)}, **{f"uint{b}": f"u{b // 8}" for b in (8, 16, 32, 64)}}
-
-
-def _aligned(size: int) -> np.ndarray:
-    """An empty float64 array whose data start on 64 bytes, as arrow's buffers do: JAX takes
-    such an array as it is, and copies one that is not (numpy aligns on 16)."""
-    raw = np.empty(size * 8 + 64, dtype=np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start : start + size * 8].view(np.float64)
 
 
 def _arrow_buffer(data: bytes):
