@@ -11,7 +11,7 @@ import sys
 
 PROBE = """
 import glob, json, os, sys, threading
-vendors = sys.argv[1]
+vendors, data = sys.argv[1], sys.argv[2]
 if vendors:
     glob.glob = lambda pattern: [vendors]
 seen = {}
@@ -24,28 +24,44 @@ def spy(self):
     return start(self)
 threading.Thread.start = spy
 from nlfit.cli.fit import import_jax_beside
-import_jax_beside()
+import_jax_beside(data)
 import nlfit._jax
 print(json.dumps(seen))
 """
 
 
-def _probe(vendor_file: str = "") -> dict:
+def _probe(data, vendor_file: str = "") -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TPU_SKIP_MDS_QUERY")}
-    done = subprocess.run([sys.executable, "-c", PROBE, vendor_file], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", PROBE, vendor_file, str(data)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
 
-def test_jax_is_imported_beside_the_read_once_the_environment_is_set():
-    seen = _probe()
+def _large(tmp_path):
+    from nlfit.io.read import ARROW_BYTES
+
+    path = tmp_path / "large.csv"
+    with open(path, "wb") as handle:
+        handle.truncate(ARROW_BYTES)  # its size is all that counts here (a sparse file)
+    return path
+
+
+def test_jax_is_imported_beside_the_read_once_the_environment_is_set(tmp_path):
+    seen = _probe(_large(tmp_path))
     assert seen == {"env": {"TF_CPP_MIN_LOG_LEVEL": "1", "TPU_SKIP_MDS_QUERY": "1"}, "pyarrow": True, "jax": False}
+
+
+def test_a_small_file_or_stdin_gets_no_import_thread(tmp_path):
+    small = tmp_path / "small.csv"
+    small.write_text("x,y\n1,2\n")
+    assert _probe(small) == {}  # pandas parses it, holding the GIL: nothing to overlap
+    assert _probe("-") == {}
 
 
 def test_where_a_tpu_may_be_attached_jax_is_imported_the_usual_way(tmp_path):
     google = tmp_path / "vendor"
     google.write_text("0x1ae0\n")
-    assert _probe(str(google)) == {}
+    assert _probe(_large(tmp_path), str(google)) == {}
 
 
 def test_a_dask_workers_preload_imports_the_reader_then_the_solver_beside():

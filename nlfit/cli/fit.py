@@ -302,10 +302,21 @@ def progress_reporter(options: dict, single: bool):
     return ProgressLine(stderr_console()) if single else GroupProgress(stderr_console())
 
 
-def import_jax_beside(report: bool = False) -> None:
+def import_jax_beside(data: str | list[str], report: bool = False) -> None:
     """Import JAX in a thread while the data are read (``nlfit.startup``), after the
     reader's own imports (pyarrow); with ``report`` (a report on stderr will be printed),
-    rich's console after it (0.06 s)."""
+    rich's console after it (0.06 s). Only for an input that pyarrow reads without the GIL
+    for long enough to matter (a file of ``ARROW_BYTES`` or more; not stdin): a small file's
+    pandas parse holds the GIL, and it would only pay the extra imports."""
+    import os
+
+    from nlfit.io.read import ARROW_BYTES
+
+    try:
+        if not any(name != "-" and os.path.getsize(name) >= ARROW_BYTES for name in ([data] if isinstance(data, str) else data)):
+            return
+    except OSError:
+        return  # the reader says what is wrong with the name
     try:
         import pyarrow.csv  # noqa: F401
         import pyarrow.parquet  # noqa: F401
@@ -328,7 +339,7 @@ def run_fit(data: str | list[str], options: dict, plans: list[FitOptions]) -> No
     x_columns = [c.strip() for c in str(options["x"]).split(",")] if options.get("x") else None
     if dask_groups(options):
         return run_groups_dask(data, x_columns, plans, output_format, options)
-    import_jax_beside(report=options["quiet"] == 0)
+    import_jax_beside(data, report=options["quiet"] == 0)
     dataset = read_dataset(
         data,
         x_columns=x_columns,
