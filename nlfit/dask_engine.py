@@ -163,8 +163,13 @@ class Survey:
     dropped: int
     x_min: tuple[float, ...]
     x_max: tuple[float, ...]
-    whole_files: bool = False  # no group has rows (or a placeholder) in two files: each file holds its groups whole
     file_groups: tuple[int, ...] = ()  # each file's own number of groups (placeholders included)
+
+    @property
+    def whole_files(self) -> bool:
+        """No group has rows (or a placeholder) in two files: the files' own group counts add
+        up to the whole's, so each file holds its groups whole."""
+        return bool(self.file_groups) and sum(self.file_groups) == self.groups
 
 
 def tally(counts, part) -> None:
@@ -217,10 +222,8 @@ class Job:
         columns = range(len(self.plan.x_columns))
         x_min = [np.min(read[f"x{i}_min"].to_numpy()) for i in columns]  # NaN spreads, as np.min over all the data does
         x_max = [np.max(read[f"x{i}_max"].to_numpy()) for i in columns]
-        groups = sum(sizes.values())
-        whole = int(facts["groups"].sum()) == groups  # the files' own group counts add up to the whole's: no group spans two
         own = tuple(int(g) for g in facts["groups"])
-        self._survey = Survey(groups, max(sizes), sizes, rows, dropped, tuple(map(float, x_min)), tuple(map(float, x_max)), whole, own)
+        self._survey = Survey(sum(sizes.values()), max(sizes), sizes, rows, dropped, tuple(map(float, x_min)), tuple(map(float, x_max)), own)
         self._options, self.param_names = self.client.submit(resolve, self.model_spec, self.plan, self._survey, self.options, pure=False).result()
         return self._survey
 
