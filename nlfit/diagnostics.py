@@ -418,10 +418,14 @@ def starts_summaries(model, problems, members, real) -> list[dict | None]:
 def _grids(x: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For G groups' predictor values (G, L): GRID_STEPS - 1 points inside each interval
     between neighbouring sorted values, and the values themselves (at most GRID_VALUES of
-    them, evenly picked). Returns (grids (G, W), valid (G, W)); a repeated value gives an
-    empty interval, whose points are that value again."""
+    them, evenly picked). Returns (grids (G, W), valid (G, W)), read-only views of one row
+    where every group has the same x; a repeated value gives an empty interval, whose points
+    are that value again."""
     with np.errstate(all="ignore"):  # a sum that overflows, or inf - inf, only means "not clean"
         clean = np.all(real) and bool(np.isfinite(np.sum(x)))  # every value usable: taken as they are (no copy of 10^7 rows)
+    if clean and len(x) > 1 and np.array_equal(x, np.broadcast_to(x[:1], x.shape)):  # every group on the same x (a design): one grid
+        grids, valid = _grids(x[:1], real[:1])
+        return np.broadcast_to(grids, (len(x), grids.shape[1])), np.broadcast_to(valid, (len(x), valid.shape[1]))
     values = x if clean else np.where(real & np.isfinite(x), x, np.inf)
     counts = np.full(len(values), values.shape[1]) if clean else np.count_nonzero(np.isfinite(values), axis=1)
     width = int(min(max(counts.max(), 1), GRID_VALUES))
@@ -452,7 +456,7 @@ def _pole_findings(model, problems, params, real) -> dict:
     grids, valid = _grids(x, real)
     if grids.shape[1] < 2 or not np.any(valid):
         return out
-    values, denominators = _evaluate(model, params.reshape(groups * starts, -1), np.repeat(grids, starts, axis=0))
+    values, denominators = _evaluate(model, params.reshape(groups * starts, -1), grids if starts == 1 else np.repeat(grids, starts, axis=0))
     values = values.reshape(groups, starts, grids.shape[1])
     denominators = denominators.reshape(groups, starts, denominators.shape[1], grids.shape[1])
     pairs = valid[:, None, None, :-1] & valid[:, None, None, 1:]

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from nlfit import diagnostics, postprocess, stats
 from nlfit.io.dataset import Dataset
 from nlfit.io.rows import csv_lines, json_rows
+from nlfit.models.registry import build_model
 from nlfit.prepare import group_rows
 from nlfit.result import STAT_ORDER, Fits
 from nlfit.solvers.status import Status
@@ -262,3 +263,24 @@ def test_the_pole_grid_of_a_long_unsorted_fit_equals_the_sorted_ones():
     expected, expected_valid = diagnostics._grids(usable, np.isfinite(usable))
     np.testing.assert_array_equal(grid, expected)
     np.testing.assert_array_equal(valid, expected_valid)
+
+
+def test_groups_on_one_design_share_one_pole_grid_and_find_the_same_poles():
+    """Every group on the same x: one grid for all (a view), equal to each group's own; the
+    pole check then names the same groups as it does group by group."""
+    x = np.tile(np.linspace(-1.0, 1.0, 30)[::-1], (4, 1))  # descending: each grid is sorted first
+    real = np.ones(x.shape, dtype=bool)
+    grid, valid = diagnostics._grids(x, real)
+    assert not grid.flags.writeable and grid.shape[0] == 4
+    for g in range(4):
+        own, own_valid = diagnostics._grids(x[g : g + 1].copy(), real[:1])
+        np.testing.assert_array_equal(grid[g : g + 1], own)
+        np.testing.assert_array_equal(valid[g : g + 1], own_valid)
+    model = build_model("a/(x-b)", x[0])
+    problems = SimpleNamespace(x=x)
+    params = np.array([[1.0, 0.3], [1.0, 2.0], [1.0, -0.55], [1.0, -3.0]])  # poles at 0.3 and -0.55 lie inside [-1, 1]
+    together = diagnostics._pole_findings(model, problems, params[:, None, :], real)
+    alone = {g: diagnostics._pole_findings(model, SimpleNamespace(x=x[g : g + 1].copy()), params[g : g + 1, None, :], real[:1]) for g in range(4)}
+    assert sorted(g for g, _ in together) == [0, 2] == sorted(g for g, found in alone.items() if found)
+    for (g, _), found in together.items():
+        assert [w.message for w in found] == [w.message for w in alone[g][(0, 0)]]
