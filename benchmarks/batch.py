@@ -17,7 +17,8 @@ runs each size once before the timed run. Timed, for each size:
 - nlfit: what ``nlfit fit FILE.parquet --group-by id -f json`` does after its imports:
   ``read_dataset`` of the Parquet file, ``GroupFits`` (LM, trust region, the defaults but
   ``--starts`` as given; default 1, the scipy loop's one start) and the NDJSON rows (with
-  the short provenance), written to /dev/null. "solve" is the time inside the batched
+  the short provenance, by the CLI's own ``block_rows``: a helper process formats the rows
+  of the blocks it solves, as in the CLI), written to /dev/null. "solve" is the time inside the batched
   solve alone (``nlfit.fitting.solve_groups``), beside it; "helpers" where the run used
   helper processes (``nlfit.procs``: from 10^6 points on, with more than one core), whose
   solves this process does not see. Both sizes should then use them (e.g. ``--groups 50000
@@ -35,6 +36,7 @@ nlfit's loss exceeds scipy's by more than a relative 1e-12.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -129,6 +131,7 @@ def run_nlfit(name: str, files: list[tuple[str, str]], starts_option: str) -> li
     import nlfit.fitting
     from nlfit import procs, provenance
     from nlfit.batch import GroupFits, concatenate
+    from nlfit.cli.fit import block_rows
     from nlfit.io.read import read_dataset
     from nlfit.options import FitOptions
     from nlfit.report.formats import Json
@@ -165,7 +168,8 @@ def run_nlfit(name: str, files: list[tuple[str, str]], starts_option: str) -> li
             stamp = {"provenance": provenance.compact(provenance.build(data.inputs, {}, options))}
             parts, written = [], 0
             with open(os.devnull, "w") as sink:
-                for block, (part, text) in fits.blocks(lambda part, stamp=stamp: (part, "".join(Json().group_lines(part, stamp)))):
+                for block, (part, lines) in fits.blocks(functools.partial(block_rows, Json(), stamp)):  # as the CLI: helpers format their own rows
+                    text = "".join(lines)
                     sink.write(text)
                     written += len(text)
                     parts.append((block, part))
