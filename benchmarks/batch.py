@@ -1,6 +1,6 @@
 """Grouped fits: Parquet in, NDJSON out, against a scipy loop's compute, on 1 core and on all.
 
-    python benchmarks/batch.py [--groups 10000 100000] [--problems rational gauss2d] [--scipy-groups ...]
+    python benchmarks/batch.py [--groups 10000 100000] [--problems rational gauss2d] [--scipy-groups ...] [--repeat N]
 
 Problems (the same data for both, seed 0), written as long Parquet files (id, x..., y):
 
@@ -28,7 +28,9 @@ runs each size once before the timed run. Timed, for each size:
   per group, pinned to core 0.
 
 Reported: fits/s at each size, and the marginal rate between the two sizes (what one more
-group costs: fixed costs removed), nlfit's over scipy's; the largest relative parameter
+group costs: fixed costs removed), nlfit's over scipy's, and all cores' over 1 core's (with
+``--repeat N``, N pairs of runs, 1 core then all, and the median and range of the ratio: on a
+shared machine the speed drifts from one run to the next); the largest relative parameter
 difference from scipy over the groups where both converged, and in how many of those groups
 nlfit's loss exceeds scipy's by more than a relative 1e-12.
 """
@@ -244,6 +246,7 @@ def main() -> None:
     parser.add_argument("--scipy-groups", type=int, nargs="+", default=None, help="the scipy loop's sizes (default: --groups)")
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--starts", default="1", help="nlfit's --starts (1: one start, as the scipy loop; auto: nlfit's default)")
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of 1-core and all-core runs, alternating (the ratio's median and range)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -263,21 +266,27 @@ def main() -> None:
             theirs_files = [f for f, g in zip(files, sizes, strict=True) if g in scipy_sizes]
             theirs = measure("scipy", name, theirs_files, args.starts, True)
             scipy_rate = margin(scipy_sizes, [t["seconds"] for t in theirs]) if len(scipy_sizes) > 1 else scipy_sizes[0] / theirs[0]["seconds"]
-            rates = {}
-            for label, pin in (("1", True), ("all", False)):
-                ours = measure("nlfit", name, ours_files, args.starts, pin)
-                for groups, a in zip(args.groups, ours, strict=True):
-                    reference = theirs[scipy_sizes.index(groups)] if groups in scipy_sizes else theirs[-1]
-                    both, gap, worse = accuracy(a, reference)
-                    rate = groups / a["seconds"]
-                    solved = "helpers" if a["helpers"] else f"{groups / a['solve']:.0f}"
-                    print(f"{name:9s} {label:>5s} {groups:7d} {rate:13.0f} {solved:>13s} {'':13s} {'':7s} {both:8d} {gap:13.1e} {worse:10d}")
-                if len(args.groups) > 1:
-                    rates[label] = margin(args.groups, [a["seconds"] for a in ours])
-                    solve = "helpers" if any(a["helpers"] for a in ours) else f"{margin(args.groups, [a['solve'] for a in ours]):.0f}"
-                    print(f"{name:9s} {label:>5s} {'margin':>7s} {rates[label]:13.0f} {solve:>13s} {scipy_rate:13.0f} {rates[label] / scipy_rate:6.1f}x")
-            if len(rates) == 2:
-                print(f"{name:9s} all cores / 1 core (marginal fits/s): {rates['all'] / rates['1']:.2f}x")
+            ratios = []
+            for _ in range(args.repeat):  # the 1-core and all-core runs alternate: the machine's speed drifts between runs
+                rates = {}
+                for label, pin in (("1", True), ("all", False)):
+                    ours = measure("nlfit", name, ours_files, args.starts, pin)
+                    for groups, a in zip(args.groups, ours, strict=True):
+                        reference = theirs[scipy_sizes.index(groups)] if groups in scipy_sizes else theirs[-1]
+                        both, gap, worse = accuracy(a, reference)
+                        rate = groups / a["seconds"]
+                        solved = "helpers" if a["helpers"] else f"{groups / a['solve']:.0f}"
+                        print(f"{name:9s} {label:>5s} {groups:7d} {rate:13.0f} {solved:>13s} {'':13s} {'':7s} {both:8d} {gap:13.1e} {worse:10d}")
+                    if len(args.groups) > 1:
+                        rates[label] = margin(args.groups, [a["seconds"] for a in ours])
+                        solve = "helpers" if any(a["helpers"] for a in ours) else f"{margin(args.groups, [a['solve'] for a in ours]):.0f}"
+                        print(f"{name:9s} {label:>5s} {'margin':>7s} {rates[label]:13.0f} {solve:>13s} {scipy_rate:13.0f} {rates[label] / scipy_rate:6.1f}x")
+                if len(rates) == 2:
+                    ratios.append(rates["all"] / rates["1"])
+                    print(f"{name:9s} all cores / 1 core (marginal fits/s): {ratios[-1]:.2f}x")
+            if len(ratios) > 1:
+                spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
+                print(f"{name:9s} all cores / 1 core over {len(ratios)} alternating pairs: median {np.median(ratios):.2f}x, {spread}")
 
 
 if __name__ == "__main__":
