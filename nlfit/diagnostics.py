@@ -93,8 +93,10 @@ class Evidence:
     (fixed or at a bound), the solver's ``iterations``, the statistics' ``r2`` column, the
     multistart ``members`` and ``summaries`` (None for one start), and ``fit_constant``
     (the auxiliary fit of the worse-than-a-constant check, passed in by the caller; None: the
-    check only warns), and ``rss``, the residuals' sums of squares over the real rows where the
-    caller has them. ``prepared()`` adds what several checks share."""
+    check only warns), ``rss``, the residuals' sums of squares over the real rows where the
+    caller has them, and ``svd``, the statistics' SVD of the factor with unit columns where no
+    parameter is held (``nlfit.stats.Statistics.svd``). ``prepared()`` adds what several checks
+    share."""
 
     model: object
     problems: object
@@ -114,6 +116,7 @@ class Evidence:
     summaries: list | None = None
     fit_constant: object = None
     rss: np.ndarray | None = None
+    svd: tuple | None = None
 
     @cached_property
     def names(self) -> list[str]:
@@ -200,7 +203,8 @@ def undetermined_pairs(ev: Evidence) -> dict:
     """A pair of parameters, one of them nonlinear, that the data do not determine (a warning)."""
     rows_factor = np.where(ev.real[:, :, None], ev.factor, 0.0) if ev.factor.shape[1] == ev.real.shape[1] else ev.factor
     nonlinear = ~np.asarray(ev.model.linear_params, dtype=bool)
-    loose, relative = undetermined(rows_factor, ev.shared["rss"], np.asarray(ev.counts) - ev.shared["estimated"], ev.params, nonlinear, ~ev.held)
+    svd = ev.svd if ev.svd is not None and not np.any(ev.held) and rows_factor is ev.factor else None  # the statistics' SVD is of the same (square) factor
+    loose, relative = undetermined(rows_factor, ev.shared["rss"], np.asarray(ev.counts) - ev.shared["estimated"], ev.params, nonlinear, ~ev.held, svd)
     found = {}
     for g in np.flatnonzero(ev.fitted & np.any(loose, axis=1)):
         which = np.flatnonzero(loose[g])
@@ -286,12 +290,14 @@ def check(ev: Evidence, checks=CHECKS) -> dict:
     return found
 
 
-def undetermined(factor, rss, dof, params, nonlinear, free) -> tuple[np.ndarray, np.ndarray]:
+def undetermined(factor, rss, dof, params, nonlinear, free, svd=None) -> tuple[np.ndarray, np.ndarray]:
     """(flags (..., n), relative standard errors (..., n)): the parameters of a pair that
     is not determined (module docstring). ``factor`` (..., M, n): the scaled Jacobian or a
     factor F with F^T F = J^T J; ``rss`` (...): the scaled residual sum of squares; ``dof``
     (...): degrees of freedom; ``params`` (..., n); ``nonlinear`` (n,): which parameters
-    enter the model nonlinearly; ``free`` (..., n): estimated (not fixed, not at a bound)."""
+    enter the model nonlinearly; ``free`` (..., n): estimated (not fixed, not at a bound);
+    ``svd``: (singular values, V^T) of ``factor`` with its columns scaled to unit norm, where
+    the caller has them and every parameter is free (the statistics compute the same SVD)."""
     factor = np.asarray(factor, dtype=np.float64)
     free = np.broadcast_to(np.asarray(free, dtype=bool), np.shape(params))
     rows, n = factor.shape[-2:]
@@ -300,7 +306,7 @@ def undetermined(factor, rss, dof, params, nonlinear, free) -> tuple[np.ndarray,
         lengths = norms(columns, axis=-2)
         usable = np.all(np.isfinite(columns), axis=(-2, -1)) & np.all(np.isfinite(params), axis=-1) & (np.asarray(dof) > 0) & np.isfinite(rss)
         unit = np.where(usable[..., None, None], columns / np.where(lengths > 0, lengths, 1.0)[..., None, :], 0.0)
-        _, singular, vt = np.linalg.svd(unit, full_matrices=False)
+        singular, vt = np.linalg.svd(unit, full_matrices=False)[1:] if svd is None else svd
         floor = np.finfo(float).eps * max(rows, n) * singular[..., :1]
         usable &= floor[..., 0] > 0
         root = np.swapaxes(vt, -1, -2) / np.where(usable[..., None], np.maximum(singular, floor), 1.0)[..., None, :]  # rows: parameters

@@ -79,7 +79,7 @@ def finish(context: Context, solved, *, data_columns: dict, keys=None, fit_const
         table.values["loss"] = scaled_losses * np.asarray(context.problems.scale, dtype=np.float64) ** 2
     evidence = diagnostics.Evidence(
         context.model, context.problems, params, np.asarray(solved.starts), residuals, factor, grad, scaled_losses, statuses, np.asarray(context.counts),
-        context.real, held, np.asarray(solved.state.iteration), table.values["r2"], solved.members, summaries, fit_constant, rss,
+        context.real, held, np.asarray(solved.state.iteration), table.values["r2"], solved.members, summaries, fit_constant, rss, table.svd,
     )  # fmt: skip
     found = checks(evidence, table.warnings, params, lower, upper, fixed)
     statuses, termination, found = verdicts(statuses, found)
@@ -340,6 +340,8 @@ def statistics(context: Context, factor, residuals, params, held, middle, rss=No
             getattr(out, name)[np.ix_(members, estimated)] = getattr(sub, name)
         out.covariance[grid], out.correlation[grid] = sub.covariance, sub.correlation
         out.has_covariance[members] = sub.has_covariance
+        if len(patterns) == 1 and estimated.size == n_params:  # every parameter of every group estimated: the checks reuse the SVD
+            out.svd = sub.svd
         for name, column in sub.values.items():
             out.values.setdefault(name, np.zeros(groups, dtype=column.dtype))[members] = column
         for position, found in sub.warnings.items():

@@ -58,6 +58,7 @@ class Statistics:
     rank: np.ndarray  # (G,)
     values: dict  # one column (G,) per statistic: rss, sigma, r2, ... (NaN where not defined)
     warnings: dict = field(default_factory=dict)  # {g: [FitWarning, ...]} for the fits that have any
+    svd: tuple | None = None  # (singular (G, p), V^T (G, p, p)) of the factor with its columns scaled to unit norm (zero where not finite)
 
 
 def compute(
@@ -112,6 +113,7 @@ def _compute(jac, residuals, params, names, y, sigma, counts, scale, real, absol
         return result
     dof = counts - n_params
     finite, column, keep, singular, vt = _rank(jac, counts, names, result)
+    result.svd = (singular, vt)
     usable = finite & (result.rank == n_params) & (np.full(groups, absolute) | (dof > 0))
     for g in np.flatnonzero(finite & (result.rank == n_params) & ~usable):
         _warn(result.warnings, g, FitWarning("no-dof", f"{counts[g]} points for {n_params} parameters: no degrees of freedom, no standard errors"))

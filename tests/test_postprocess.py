@@ -284,3 +284,26 @@ def test_groups_on_one_design_share_one_pole_grid_and_find_the_same_poles():
     assert sorted(g for g, _ in together) == [0, 2] == sorted(g for g, found in alone.items() if found)
     for (g, _), found in together.items():
         assert [w.message for w in found] == [w.message for w in alone[g][(0, 0)]]
+
+
+def test_the_undetermined_check_reuses_the_statistics_svd_and_finds_the_same_pairs():
+    """Where no parameter is held, the statistics' SVD of the factor with unit columns is the
+    one the undetermined-pairs check needs: given it, the check flags the same parameters and
+    gives the same relative standard errors as from its own SVD."""
+    rng = np.random.default_rng(5)
+    x = np.linspace(0.0, 1.0, 40)
+    factors = []
+    for g in range(4):
+        slope = 1e-7 if g % 2 == 0 else 1.0  # groups 0 and 2: b and c only move together (a valley)
+        jac = np.column_stack([np.ones_like(x), x, x * (1 + slope * rng.normal(size=x.size))])
+        factors.append(np.linalg.qr(jac, mode="r"))
+    factor = np.array(factors)
+    params = np.array([[1.0, 1e-3, -1e-3], [1.0, 2.0, 3.0], [1.0, 1e-3, -1e-3], [1.0, 2.0, 3.0]])
+    rss, counts = np.full(4, 0.4), np.full(4, x.size)
+    nonlinear, free = np.array([False, True, True]), np.ones((4, 3), dtype=bool)
+    table = stats.compute(factor, np.zeros((4, x.size)), params, ["a", "b", "c"], np.ones((4, x.size)), None, counts, np.ones(4))
+    own = diagnostics.undetermined(factor, rss, counts - 3, params, nonlinear, free)
+    shared = diagnostics.undetermined(factor, rss, counts - 3, params, nonlinear, free, table.svd)
+    np.testing.assert_array_equal(own[0], shared[0])
+    assert own[0][:, 1:].tolist() == [[True, True], [False, False], [True, True], [False, False]]  # the test has teeth: both kinds of group
+    np.testing.assert_allclose(shared[1], own[1], rtol=1e-9)
