@@ -306,4 +306,7 @@ def test_the_undetermined_check_reuses_the_statistics_svd_and_finds_the_same_pai
     shared = diagnostics.undetermined(factor, rss, counts - 3, params, nonlinear, free, table.svd)
     np.testing.assert_array_equal(own[0], shared[0])
     assert own[0][:, 1:].tolist() == [[True, True], [False, False], [True, True], [False, False]]  # the test has teeth: both kinds of group
-    np.testing.assert_allclose(shared[1], own[1], rtol=1e-9)
+    # the two SVDs are of the same matrix up to the rounding of its column scales (a few eps):
+    # the relative errors then agree to about eps times the condition number, not to the last bit
+    tolerance = 100 * np.finfo(float).eps * np.max(np.linalg.cond(factor))
+    np.testing.assert_allclose(shared[1], own[1], rtol=tolerance)
