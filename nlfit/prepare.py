@@ -26,7 +26,7 @@ import numpy as np
 
 from nlfit import multistart
 from nlfit.errors import InputError, ModelError, OptionError
-from nlfit.io.dataset import Dataset
+from nlfit.io.dataset import Dataset, group_codes
 from nlfit.models import padded, tape
 from nlfit.models.registry import model_for
 from nlfit.numerics import LARGE_DATA_POINTS, aligned, aligned_full, padded_size, residual_scales
@@ -175,15 +175,20 @@ def group_rows(dataset: Dataset) -> Grouped:
     dropped (``Dataset.empty_groups``) among them, with no rows."""
     import pandas as pd
 
-    codes, found = pd.factorize(dataset.groups, sort=False)
-    keys = [str(k) for k in found]
+    known = group_codes(dataset.groups)  # the reader's, where it kept every row
+    if known is not None:
+        codes, keys = known[0], list(known[1])
+    else:
+        codes, found = pd.factorize(dataset.groups, sort=False)
+        keys = [str(k) for k in found]
     present = set(keys)
     empty = [(key, row) for key, row in dict(reversed(list(dataset.empty_groups or ()))).items() if key not in present]  # each once, at its first row
     empty.sort(key=lambda item: item[1])
     if not keys and not empty:
         raise InputError("--group-by: the data has no rows")
     counts = np.bincount(codes, minlength=len(keys))
-    order = np.argsort(codes, kind="stable")
+    contiguous = len(codes) < 2 or bool(np.all(codes[1:] >= codes[:-1]))  # each group's rows together, in order: the common file
+    order = np.arange(len(codes)) if contiguous else np.argsort(codes, kind="stable")
     begin = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     if empty:  # every group at the row where it first appears in the input
         first = np.unique(codes, return_index=True)[1] if len(keys) else np.zeros(0, dtype=np.int64)

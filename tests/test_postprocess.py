@@ -177,6 +177,48 @@ def test_groups_whose_rows_were_all_dropped_keep_their_place():
     assert np.all(np.isinf(sigma[~real])) and ys[3].tolist() == [2.0, 3.0, 4.0]
 
 
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [3, 3, 1, 1, 1, 7],  # integers, each group's rows together
+        [" a", "b", "a", "b", "a ", "c"],  # groups interleaved; ' a', 'a' and 'a ' are one key
+        [2.5, 1.0, 2.5, 1.0],
+    ],
+)
+def test_group_rows_reuse_the_readers_codes_and_find_the_same_groups(tmp_path, keys):
+    import dataclasses
+
+    from nlfit.io import dataset as dataset_module
+    from nlfit.io.read import read_dataset
+
+    path = tmp_path / "g.csv"
+    path.write_text("id,x,y\n" + "".join(f"{k},{i},{2 * i}\n" for i, k in enumerate(keys)))
+    data = read_dataset(str(path), group_column="id")
+    assert dataset_module.group_codes(data.groups) is not None and not data.groups.flags.writeable
+    reused = group_rows(data)
+    copy = dataclasses.replace(data, groups=data.groups.copy())  # another array: factorized afresh
+    assert dataset_module.group_codes(copy.groups) is None
+    afresh = group_rows(copy)
+    assert reused.keys == afresh.keys == list(dict.fromkeys(str(k).strip() for k in keys))
+    for field in ("order", "begin", "counts"):
+        np.testing.assert_array_equal(getattr(reused, field), getattr(afresh, field))
+    assert [data.y[reused.order[b : b + c]].tolist() for b, c in zip(reused.begin, reused.counts, strict=True)] == [
+        [2.0 * i for i, k in enumerate(keys) if str(k).strip() == key] for key in reused.keys
+    ]
+
+
+def test_a_read_that_dropped_rows_leaves_the_grouping_to_the_fit(tmp_path):
+    from nlfit.io import dataset as dataset_module
+    from nlfit.io.read import read_dataset
+
+    path = tmp_path / "g.csv"
+    path.write_text("id,x,y\na,0,\nb,1,2\na,2,4\nb,3,6\n")  # group a's first row has no y
+    data = read_dataset(str(path), group_column="id")
+    assert data.dropped == 1 and dataset_module.group_codes(data.groups) is None
+    grouped = group_rows(data)
+    assert grouped.keys == ["b", "a"] and grouped.counts.tolist() == [2, 1]
+
+
 def test_an_all_missing_group_and_a_two_row_group_keep_their_rows(tmp_path):
     from nlfit.cli.app import app
 

@@ -71,3 +71,28 @@ class Dataset:
             return self.y
         index = self.x_names.index(name)
         return self.x if self.x.ndim == 1 else self.x[:, index]
+
+
+# The codes of a group column the reader has already factorized, so that the fit does not
+# factorize the 10^7 text keys again (``nlfit.prepare.group_rows``: 0.5-0.6 s of hashing at
+# 10^7 rows). Keyed by the keys array itself, which is made read-only: an entry is found only
+# for that very array, and dropped with it.
+_GROUP_CODES: dict[int, tuple] = {}
+
+
+def remember_group_codes(groups: np.ndarray, codes: np.ndarray, names: list) -> None:
+    """Record that ``groups`` (one key per row) is ``names[codes]``, with ``names`` in order of
+    first appearance, as ``pandas.factorize(groups, sort=False)`` gives them."""
+    import weakref
+
+    groups.flags.writeable = False
+    _GROUP_CODES[id(groups)] = (weakref.ref(groups), codes, names)
+    weakref.finalize(groups, _GROUP_CODES.pop, id(groups), None)
+
+
+def group_codes(groups: np.ndarray) -> tuple | None:
+    """(codes, names) recorded for this very ``groups`` array, or None."""
+    entry = _GROUP_CODES.get(id(groups))
+    if entry is None or entry[0]() is not groups:
+        return None
+    return entry[1], entry[2]

@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from nlfit.errors import InputError, OptionError, excerpt, printable
-from nlfit.io.dataset import Dataset
+from nlfit.io.dataset import Dataset, remember_group_codes
 from nlfit.numerics import aligned_full
 
 # Cells that mean "no value". 'nan' and 'inf' are numbers (a program's NaN), not missing.
@@ -1316,7 +1316,7 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
         if missing == "error" and gaps.any():
             raise InputError(f"{locate(int(np.flatnonzero(gaps)[0]))}, column '{excerpt(group_column)}' is missing")
         absent |= gaps
-        groups = _key_text(raw)
+        groups, codes, names = _key_text(raw)
     dropped = int(absent.sum())
     kept = None
     empty_groups: tuple = ()
@@ -1333,6 +1333,8 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
         kept = np.flatnonzero(~absent)
         values = {c: v[kept] for c, v in values.items()}
         groups = None if groups is None else groups[kept]
+    elif groups is not None:  # every row kept: the fit reuses the codes (groups first seen among the kept rows, as here)
+        remember_group_codes(groups, codes, names)
     x = np.column_stack([values[c] for c in x_columns]) if len(x_columns) > 1 else values[x_columns[0]]
     sigma = None
     if sigma_column:
@@ -1357,15 +1359,20 @@ def _select(frame, x_columns, y_column, sigma_column, label, nist, group_column=
     )
 
 
-def _key_text(raw) -> np.ndarray:
-    """The group column as text, one key per row (stripped): each distinct value is
-    converted once (a million rows of 10,000 integer keys: the conversion of 10,000)."""
+def _key_text(raw) -> tuple:
+    """(keys, codes, names): the group column as text, one key per row (stripped), with each
+    distinct value converted once (a million rows of 10,000 integer keys: the conversion of
+    10,000); and keys = names[codes], names the distinct keys in order of first appearance
+    (two values with one text, ' a' and 'a', are one key). A missing key reads "nan", as
+    astype(str) gives (its row is dropped), and has the code -1."""
     import pandas as pd
 
     codes, uniques = pd.factorize(raw, sort=False, use_na_sentinel=True)
     text = pd.Index(uniques).astype(str).str.strip().to_numpy(dtype=object)
-    keys = np.append(text, "nan")[codes]  # a missing key (code -1) reads "nan", as astype(str) gives; its row is dropped
-    return keys
+    keys = np.append(text, "nan")[codes]
+    merged, names = pd.factorize(text, sort=False)  # first appearance among the uniques: among the rows
+    table = np.append(merged, -1).astype(np.int32 if len(text) < 2**31 - 1 else np.int64)  # 4 bytes a row where they suffice
+    return keys, table[codes], [str(name) for name in names]
 
 
 def _emptied_groups(groups: np.ndarray, absent: np.ndarray, key_missing: np.ndarray) -> tuple:
