@@ -106,21 +106,29 @@ def test_engine_without_group_by_is_an_error(runge_csv):
 
 
 def test_a_large_batch_matches_its_groups_fitted_alone(monkeypatch):
-    """From 2 x SMALLEST_COMPACTED groups on, the solve gathers the groups still running into
+    """From COMPACTION x SMALLEST_COMPACTED groups on, the solve gathers the groups still running into
     ever smaller working sets (``loop.Compacted``). Every group's fit is still the one of the
     batch solved whole, and of fitting the group alone: the slowest groups, which ran in the
     smallest sets, and a few others are fitted alone with the same solver (LM, Cholesky steps)."""
     from nlfit.solvers import loop
 
     rng = np.random.default_rng(11)
-    groups, x = 2 * loop.SMALLEST_COMPACTED + 37, np.linspace(-1.0, 1.0, 40)
+    groups, x = loop.COMPACTION * loop.SMALLEST_COMPACTED + 37, np.linspace(-1.0, 1.0, 40)
     truth = np.column_stack([rng.uniform(0.5, 1.5, groups), rng.uniform(-0.3, 0.3, groups), rng.uniform(1, 25, groups)])
     y = 1.0 / (truth[:, :1] + truth[:, 1:2] * x + truth[:, 2:3] * x * x) + rng.normal(0, 0.01, (groups, x.size))
     data = Dataset(x=np.tile(x, groups), y=y.ravel(), x_names=("x",), y_name="y", groups=np.repeat(np.arange(groups), x.size).astype(str))
     options = {"model_spec": "1/(c0 + c1*x + c2*x^2)", "p0": [1.0, 0.0, 10.0], "starts": 1}
+    sizes = []
+    shrink = loop.Compacted._shrink
+
+    def spy(self, statuses):
+        shrink(self, statuses)
+        sizes.append(self.size)
+
+    monkeypatch.setattr(loop.Compacted, "_shrink", spy)
     batch = fit_groups(data, **options)
     iterations = np.array([r.counts["iterations"] for r in batch.results])
-    assert iterations.max() > 2 * np.median(iterations)  # the working set did shrink
+    assert iterations.max() > 2 * np.median(iterations) and min(sizes) < max(sizes)  # the working set did shrink
     monkeypatch.setattr(loop, "SMALLEST_COMPACTED", 10**9)
     whole = fit_groups(data, **options)
     # Each working-set size is its own compiled program, vectorized its own way: the last bits

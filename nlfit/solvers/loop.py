@@ -356,8 +356,18 @@ def run_turns(states: State, turns, own, problems, settings: Settings, limit, *,
     return states, (records if record else None), counts
 
 
-# Groups below which a batch is not halved further: a smaller shape saves less than its compile.
+# Groups below which a batch is not shrunk further: a smaller shape saves less than its compile.
 SMALLEST_COMPACTED = 64
+# The factor by which a working set shrinks (``Compacted``): a quarter, not a half. Each size is
+# a compiled loop that a new process loads (and a new model compiles) once; halving gave a
+# block of 2,621 groups six sizes down to 64, a quarter gives three. Measured on 2 cores:
+# 100,000 rational groups with an empty compile cache, 31.6-33.5 s with halves, 18.2-22.8 s
+# with quarters (48 stored programs, 24); a helper process's first block waited 1.2 s for
+# its 25 loads with halves. The solve itself did not get slower: benchmarks/batch_stages.py
+# (20,000 groups, one core) gave 22.3 and 20.0 us a rational fit against 23.1 and 22.7, and
+# 22.1 and 22.4 us a 2D Gaussian against 22.1 and 21.8: the groups still running after the
+# first iterations are few, so a set a quarter full costs about what a half-full one does.
+COMPACTION = 4
 # The starts of a single fit (their iterations differ most: rational on 200 points, 5 to 108)
 # run in working sets of one width, a quarter of the starts and at least TURN_WIDTH
 # (``Turns``). An iteration's cost grows with the width (rational, 200 points, 16 iterations,
@@ -387,9 +397,10 @@ def turn_width(starts: int) -> int:
 
 
 class Compacted:
-    """``run_chunk`` on the groups of a batch that still run: when at most half of the
-    current working set is running, the running ones (padded with stopped ones) are gathered
-    into a working set half the size (not below SMALLEST_COMPACTED), so that the iterations
+    """``run_chunk`` on the groups of a batch that still run: when at most a quarter
+    (1/COMPACTION) of the current working set is running, the running ones (padded with
+    stopped ones) are gathered into a working set a quarter the size (or smaller by further
+    quarters, not below SMALLEST_COMPACTED), so that the iterations
     of the slowest groups no longer pay for the whole batch. The loop stops itself at the first
     iteration where the set can shrink (``run_chunk``'s ``stop_at``). One compiled shape per
     size, shared by every block of a batch. The state handed in and returned is always the
@@ -411,8 +422,8 @@ class Compacted:
     def _shrink(self, statuses: np.ndarray) -> None:
         running = np.any(statuses == Status.RUNNING, axis=1)
         size = self.size
-        while size // 2 >= max(int(np.count_nonzero(running)), self.smallest):
-            size //= 2
+        while size // COMPACTION >= max(int(np.count_nonzero(running)), self.smallest):
+            size //= COMPACTION
         if size == self.size:
             return
         live, stopped = np.flatnonzero(running), np.flatnonzero(~running)
@@ -423,8 +434,8 @@ class Compacted:
     def __call__(self, state: State, problems, settings, limit, **options):
         self._shrink(np.asarray(state.status))
         stop_at = NO_STOP.copy()
-        if self.size // 2 >= self.smallest:  # the loop ends where _shrink can act
-            stop_at[0] = self.size // 2
+        if self.size // COMPACTION >= self.smallest:  # the loop ends where _shrink can act
+            stop_at[0] = self.size // COMPACTION
         if self.index is None:
             return self.chunk(state, problems, settings, limit, stop_at, **options)
         index = jax.device_put(self.index)
