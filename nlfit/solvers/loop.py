@@ -367,6 +367,8 @@ SMALLEST_COMPACTED = 64
 # (20,000 groups, one core) gave 22.3 and 20.0 us a rational fit against 23.1 and 22.7, and
 # 22.1 and 22.4 us a 2D Gaussian against 22.1 and 21.8: the groups still running after the
 # first iterations are few, so a set a quarter full costs about what a half-full one does.
+# A block below COMPACTION x SMALLEST_COMPACTED groups (256) runs whole: halves shrank one of
+# 128-255 groups once, to 64-127.
 COMPACTION = 4
 # The starts of a single fit (their iterations differ most: rational on 200 points, 5 to 108)
 # run in working sets of one width, a quarter of the starts and at least TURN_WIDTH
@@ -632,7 +634,7 @@ def _chunk(
 
     def compact(problems_here, whole: bool = True):  # finished members dropped from the working set
         size = int(np.shape(problems_here.y)[0])
-        if not record and size >= 2 * SMALLEST_COMPACTED:  # the groups of a batch
+        if not record and size >= COMPACTION * SMALLEST_COMPACTED:  # the groups of a batch large enough to shrink once
             return Compacted(function, problems_here, size)
         width = turn_width(starts)
         screen_after = SCREEN_AFTER if screen and starts // STARTS_FACTOR >= 2 else None
