@@ -237,68 +237,87 @@ def _polish_groups(params, residuals, jac, converged, problems, *, mode, normal)
     as one small product per group: 50 ms against 7 ms for 2,621 rational groups of 100
     points), and J is formed once, at the end, where a step was taken. The cosine between a
     column of J and r is g_j / (sqrt(A_jj) |r|) there."""
+    from nlfit.problem import vmap_groups
+
+    def one(p, r, j, ok, problem):
+        return _polish_one(p, r, j, ok, problem, mode, normal)
+
+    return vmap_groups(one, 0, 4)(params, residuals, jac, converged, problems)
+
+
+def _polish_one(p, r, j, ok, problem, mode, normal):
+    """``_polish_groups`` for one group: up to POLISH_STEPS steps, each kept where it lowers
+    the sum of squares, or leaves it level within rounding and turns r away from the columns."""
     from nlfit import derivatives
     from nlfit._jax import jax, jnp
-    from nlfit.problem import vmap_groups
+
+    eps = jnp.finfo(jnp.float64).eps
+    lin = derivatives.normal_sums([j[:, a] for a in range(p.shape[0])], r) if normal else j
+
+    def body(_, carry):
+        p, r, lin, done, moved = carry
+        free = ((p > problem.lower) & (p < problem.upper)).astype(r.dtype)
+        trial = jnp.clip(p + _polish_step(lin, r, free, normal), problem.lower, problem.upper)
+        r_new, lin_new = _linearization(trial, problem, mode, normal)
+        decrease = jnp.sum((r - r_new) * (r + r_new))  # elementwise: keeps the digits a difference of sums loses
+        level = 16 * eps * jnp.sum(r * r)
+        flatter = _largest_cosine(lin_new, r_new, free, normal) < _largest_cosine(lin, r, free, normal)
+        finite = jnp.isfinite(decrease)
+        for leaf in jax.tree.leaves(lin_new):
+            finite &= jnp.all(jnp.isfinite(leaf))
+        good = ~done & finite & ((decrease > 0) | ((decrease >= -level) & flatter))
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(good, a, b), new, old)  # noqa: E731
+        return keep(trial, p), keep(r_new, r), keep(lin_new, lin), done | ~good, moved | good
+
+    usable = ok & jnp.all(jnp.isfinite(j)) & jnp.all(jnp.isfinite(r))
+    p, r, lin, _, moved = jax.lax.fori_loop(0, POLISH_STEPS, body, (p, r, lin, ~usable, False))
+    if not normal:
+        return p, r, lin
+    return p, r, jnp.where(moved, derivatives.jacobian(p, problem, mode)[1], j)
+
+
+def _polish_step(lin, r, free, normal):
+    """The Gauss-Newton step of the parameters that may move (``free``), columns equilibrated."""
+    from nlfit._jax import jnp
     from nlfit.solvers.directions import column_norms
     from nlfit.solvers.subproblems import normal_damped_step
 
-    eps = jnp.finfo(jnp.float64).eps
-
-    def step(lin, r, free):  # the Gauss-Newton step of the parameters that may move, columns equilibrated
-        if normal:
-            matrix, grad = lin
-            held = matrix * free[:, None] * free[None, :]
-            norms = jnp.sqrt(jnp.maximum(jnp.diagonal(held), 0.0))
-            norms = jnp.where(norms > 0, norms, 1.0)
-            return normal_damped_step(held / (norms[:, None] * norms[None, :]), grad * free / norms, 0.0) / norms
-        columns = lin * free[None, :]
-        norms = column_norms(columns)
+    if normal:
+        matrix, grad = lin
+        held = matrix * free[:, None] * free[None, :]
+        norms = jnp.sqrt(jnp.maximum(jnp.diagonal(held), 0.0))
         norms = jnp.where(norms > 0, norms, 1.0)
-        return -jnp.linalg.lstsq(columns / norms[None, :], r)[0] / norms
+        return normal_damped_step(held / (norms[:, None] * norms[None, :]), grad * free / norms, 0.0) / norms
+    columns = lin * free[None, :]
+    norms = column_norms(columns)
+    norms = jnp.where(norms > 0, norms, 1.0)
+    return -jnp.linalg.lstsq(columns / norms[None, :], r)[0] / norms
 
-    def linearize(p, problem):  # (r, the linearization) at p
-        if normal:
-            r, matrix, grad = derivatives.gram(p, problem, mode)
-            return r, (matrix, grad)
-        return derivatives.jacobian(p, problem, mode)
 
-    def cosine(lin, r, free):  # the largest cosine between a moving column of J and r
-        if normal:
-            matrix, grad = lin
-            norms = jnp.sqrt(jnp.maximum(jnp.diagonal(matrix), 0.0)) * jnp.sqrt(jnp.sum(r * r))
-            return jnp.max(jnp.where((free > 0) & (norms > 0), jnp.abs(grad) / jnp.where(norms > 0, norms, 1.0), 0.0))
-        columns = lin * free[None, :]
-        norms = column_norms(columns)
-        size = column_norms(r[:, None])[0]
-        unit = columns / jnp.where(norms > 0, norms, 1.0)[None, :]
-        return jnp.max(jnp.abs(unit.T @ (r / jnp.where(size > 0, size, 1.0))))
+def _linearization(p, problem, mode, normal):
+    """(r, the linearization) at p: J, or with ``normal`` (J^T J, J^T r)."""
+    from nlfit import derivatives
 
-    def one(p, r, j, ok, problem):
-        lin = derivatives.normal_sums([j[:, a] for a in range(p.shape[0])], r) if normal else j
+    if normal:
+        r, matrix, grad = derivatives.gram(p, problem, mode)
+        return r, (matrix, grad)
+    return derivatives.jacobian(p, problem, mode)
 
-        def body(_, carry):
-            p, r, lin, done, moved = carry
-            free = ((p > problem.lower) & (p < problem.upper)).astype(r.dtype)
-            trial = jnp.clip(p + step(lin, r, free), problem.lower, problem.upper)
-            r_new, lin_new = linearize(trial, problem)
-            decrease = jnp.sum((r - r_new) * (r + r_new))  # elementwise: keeps the digits a difference of sums loses
-            level = 16 * eps * jnp.sum(r * r)
-            flatter = cosine(lin_new, r_new, free) < cosine(lin, r, free)
-            finite = jnp.isfinite(decrease)
-            for leaf in jax.tree.leaves(lin_new):
-                finite &= jnp.all(jnp.isfinite(leaf))
-            good = ~done & finite & ((decrease > 0) | ((decrease >= -level) & flatter))
-            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(good, a, b), new, old)  # noqa: E731
-            return keep(trial, p), keep(r_new, r), keep(lin_new, lin), done | ~good, moved | good
 
-        usable = ok & jnp.all(jnp.isfinite(j)) & jnp.all(jnp.isfinite(r))
-        p, r, lin, _, moved = jax.lax.fori_loop(0, POLISH_STEPS, body, (p, r, lin, ~usable, False))
-        if not normal:
-            return p, r, lin
-        return p, r, jnp.where(moved, derivatives.jacobian(p, problem, mode)[1], j)
+def _largest_cosine(lin, r, free, normal):
+    """The largest cosine between a moving column of J and r."""
+    from nlfit._jax import jnp
+    from nlfit.solvers.directions import column_norms
 
-    return vmap_groups(one, 0, 4)(params, residuals, jac, converged, problems)
+    if normal:
+        matrix, grad = lin
+        norms = jnp.sqrt(jnp.maximum(jnp.diagonal(matrix), 0.0)) * jnp.sqrt(jnp.sum(r * r))
+        return jnp.max(jnp.where((free > 0) & (norms > 0), jnp.abs(grad) / jnp.where(norms > 0, norms, 1.0), 0.0))
+    columns = lin * free[None, :]
+    norms = column_norms(columns)
+    size = column_norms(r[:, None])[0]
+    unit = columns / jnp.where(norms > 0, norms, 1.0)[None, :]
+    return jnp.max(jnp.abs(unit.T @ (r / jnp.where(size > 0, size, 1.0))))
 
 
 def statistics(context: Context, factor, residuals, params, held, middle, rss=None) -> stats.Statistics:
