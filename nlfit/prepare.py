@@ -348,6 +348,57 @@ class Prepared:
     def batch(self, step: Step) -> Batch:
         return self._batch(step.members, step.width, step.distinct, step.config)
 
+    def rows_of(self, step: Step) -> tuple[dict, Step]:
+        """The data that ``batch(step)`` reads, the rows of the step's groups alone, and the
+        step renumbered over those groups: ``without_rows().with_rows(data)`` builds the same
+        batch from them (what a helper process gets for each block it solves: ``nlfit.procs``)."""
+        own, members = np.unique(step.members, return_inverse=True)  # repeated members (a filled last block) once
+        counts = self.grouped.counts[own]
+        begin = np.zeros(len(own), dtype=np.int64)
+        np.cumsum(counts[:-1], out=begin[1:])
+        total = int(counts.sum())
+        rows = self.grouped.index()[np.repeat(self.grouped.begin[own] - begin, counts) + np.arange(total)]
+        data = self.dataset
+        keys = [self.keys[g] for g in own]
+        lost = data.dropped_by_group
+        part = {
+            "x": np.asarray(data.x)[rows],
+            "y": np.asarray(data.y)[rows],
+            "sigma": None if data.sigma is None else np.asarray(data.sigma)[rows],
+            "y_fitted": self.y_fitted[rows],
+            "keys": keys,
+            "counts": counts,
+            "begin": begin,
+            "starts": self.starts[own],
+            "dropped_by_group": {key: lost[key] for key in keys if key in lost} if lost else {},
+        }
+        return part, dataclasses.replace(step, members=members.reshape(step.members.shape))
+
+    def without_rows(self) -> Prepared:
+        """This grouped fit without its data (for ``with_rows``): the model, options, bounds
+        and the facts of the whole (dropped rows, files), but no row or group."""
+        data = self.dataset
+        empty = {
+            "x": np.asarray(data.x)[:0],
+            "y": np.asarray(data.y)[:0],
+            "sigma": None if data.sigma is None else np.asarray(data.sigma)[:0],
+            "y_fitted": self.y_fitted[:0],
+            "keys": [],
+            "counts": self.grouped.counts[:0],
+            "begin": self.grouped.begin[:0],
+            "starts": self.starts[:0],
+            "dropped_by_group": {},
+        }
+        return self.with_rows(empty)
+
+    def with_rows(self, part: dict) -> Prepared:
+        """This fit over the groups of ``part`` (``rows_of``) alone, their rows in group order."""
+        data = dataclasses.replace(
+            self.dataset, x=part["x"], y=part["y"], sigma=part["sigma"], groups=None, kept_rows=None, empty_groups=(), dropped_by_group=part["dropped_by_group"]
+        )
+        grouped = Grouped(part["keys"], None, part["begin"], part["counts"])
+        return dataclasses.replace(self, dataset=data, grouped=grouped, keys=part["keys"], starts=part["starts"], y_fitted=part["y_fitted"])
+
     def _batch(self, members: np.ndarray, width: int, distinct: int, config: SolverConfig) -> Batch:
         from nlfit.problem import Problem
 

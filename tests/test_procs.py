@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -18,11 +19,14 @@ import pytest
 from conftest import started
 from typer.testing import CliRunner
 
+from nlfit import prepare as prepare_module
 from nlfit import procs
 from nlfit.batch import GroupFits
 from nlfit.cli.app import app
 from nlfit.cli.fit import block_rows
 from nlfit.io.dataset import Dataset
+from nlfit.io.read import read_dataset
+from nlfit.options import FitOptions
 from nlfit.report.formats import Json
 
 FORMULA = "a*exp(-b*x)"
@@ -82,6 +86,48 @@ def test_a_helper_process_solves_every_block_as_this_process_does(monkeypatch):
     assert helpers.remote_then is not None  # the CLI's row formatting runs in the helper
     _assert_same(values, reference)
     assert all(process.returncode == 0 for process in helpers.processes)
+
+
+def test_a_blocks_own_rows_build_the_batch_the_whole_data_builds(tmp_path, monkeypatch):
+    """What a helper is sent for a block (``Prepared.rows_of``), put on the fit without its
+    data (``without_rows().with_rows``), builds the batch the main process builds from all
+    the rows: interleaved groups, per-point sigma, two predictors, a group whose rows were
+    all dropped, one that lost a row, and a last block filled with copies of its last group."""
+    rng = np.random.default_rng(5)
+    lines = ["k,u,v,y,s"]
+    for row in range(200):
+        key = f"g{row % 7}"  # interleaved: group g's rows are every 7th
+        u, v = rng.uniform(0, 1, 2)
+        y = "" if key == "g3" or row == 12 else f"{1 + u + 2 * v + rng.normal(0, 0.01):.6f}"  # g3 all gone, g5 one row
+        lines.append(f"{key},{u:.6f},{v:.6f},{y},{rng.uniform(0.01, 0.02):.6f}")
+    path = tmp_path / "groups.csv"
+    path.write_text("\n".join(lines) + "\n")
+    data = read_dataset(str(path), x_columns=["u", "v"], y_column="y", sigma_column="s", group_column="k")
+    monkeypatch.setattr(prepare_module, "BLOCK_GROUPS", 4)  # 6 groups with rows: two blocks, the last with copies; g3 alone
+    whole = prepare_module.prepare(data, "a + b*u + c*v", FitOptions(), p0=[1, 1, 1], grouped=True)
+    steps = whole.plan()
+    assert len(steps) == 3 and any(step.distinct < len(step.members) for step in steps)
+    bare = pickle.loads(pickle.dumps(whole.without_rows()))
+    assert bare.dataset.n_points == 0 and bare.dataset.dropped == whole.dataset.dropped == 30  # g3 29 rows, g5 one
+    warned, empty = [], []
+    for step in steps:
+        rows, renumbered = whole.rows_of(step)
+        assert len(rows["y"]) == int(whole.grouped.counts[np.unique(step.members)].sum())  # its groups' rows, no more
+        ours, theirs = bare.with_rows(rows).batch(renumbered), whole.batch(step)
+        assert ours.keys == theirs.keys and ours.distinct == theirs.distinct and ours.config == theirs.config
+        np.testing.assert_array_equal(ours.real, theirs.real)
+        np.testing.assert_array_equal(ours.counts, theirs.counts)
+        np.testing.assert_array_equal(ours.starts, theirs.starts)
+        real = theirs.real
+        np.testing.assert_array_equal(ours.problems.x[real], theirs.problems.x[real])
+        np.testing.assert_array_equal(ours.problems.y[real], theirs.problems.y[real])
+        for name in ("sigma", "scale", "f_scale", "lower", "upper"):
+            np.testing.assert_array_equal(getattr(ours.problems, name), getattr(theirs.problems, name))
+        warnings = bare.with_rows(rows).reader_warnings(ours)
+        assert warnings == whole.reader_warnings(theirs)
+        warned += [ours.keys[i] for i in warnings]
+        empty += [key for key, count in zip(ours.keys, ours.counts, strict=True) if count == 0]
+    assert sorted(warned) == ["g3", "g5"] and empty == ["g3"]  # the rows each lost, g3 all of them
 
 
 @pytest.mark.parametrize("command", [(sys.executable, "-c", "import sys; sys.exit(3)"), ("/nonexistent/python",)], ids=["ends", "cannot-start"])
