@@ -178,11 +178,14 @@ class Helpers:
             return self.next - 1
 
     def _serve(self, process, payload: tuple) -> None:
-        """One helper's thread: send the fit, then a block at a time, until none is left."""
+        """One helper's thread: send the fit without its rows, wait until the helper is ready (its
+        imports done), then hand it a block at a time with its rows, until none is left."""
         index = None
         try:
             pickle.dump(payload, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             process.stdin.flush()
+            if pickle.load(process.stdout)[0] != "ready":  # a block is taken only once the helper can start on it
+                return
             while (index := self._take(main=False)) is not None:
                 deadline, stopped = self._timing()
                 rows, step = self.prepared.rows_of(self.steps[index])
@@ -385,6 +388,8 @@ def main() -> int:
 
         jax.devices()
         whole, then = pickle.load(source)
+        pickle.dump(("ready", None), answers)  # imported and set up: the main process may hand it a block
+        answers.flush()
         while True:
             index, step, rows, deadline, stopped, began = pickle.load(source)
             prepared = whole.with_rows(rows)
