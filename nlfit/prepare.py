@@ -351,7 +351,9 @@ class Prepared:
     def rows_of(self, step: Step) -> tuple[dict, Step]:
         """The data that ``batch(step)`` reads, the rows of the step's groups alone, and the
         step renumbered over those groups: ``without_rows().with_rows(data)`` builds the same
-        batch from them (what a helper process gets for each block it solves: ``nlfit.procs``)."""
+        batch from them (what a helper process gets for each block it solves: ``nlfit.procs``),
+        but for the padded points of a group without rows, which nothing reads (they repeat
+        the first row of the data they are cut from, or stand at 0 where it has none)."""
         own, members = np.unique(step.members, return_inverse=True)  # repeated members (a filled last block) once
         counts = self.grouped.counts[own]
         begin = np.zeros(len(own), dtype=np.int64)

@@ -156,6 +156,7 @@ class Helpers:
         self.processes = started[:count] + spawn(count - len(started[:count]), devices)
         for extra in started[count:]:  # started early for a plan of fewer blocks: not needed
             end_helper(extra)
+        self.serving = len(self.processes)  # helpers whose thread still hands out blocks
         self.threads = [threading.Thread(target=self._serve, args=(process, payload), name="nlfit-helper", daemon=True) for process in self.processes]
         for thread in self.threads:
             thread.start()
@@ -172,7 +173,7 @@ class Helpers:
         with self.lock:
             if main and self.handed_back:
                 return self.handed_back.pop(0)
-            if self.next >= len(self.steps) or (main and not share):
+            if self.next >= len(self.steps) or (main and not share and self.serving):  # no helper left: this thread does the rest
                 return None
             self.next += 1
             return self.next - 1
@@ -209,6 +210,7 @@ class Helpers:
             with self.lock:
                 if index is not None:
                     self.handed_back.append(index)
+                self.serving -= 1
                 self.lock.notify_all()
             try:
                 process.stdin.close()
@@ -235,7 +237,8 @@ class Helpers:
 
     def run(self, on_progress=None, share: bool = True):
         """Every block's value, in plan order. ``share``: this thread solves blocks too (else
-        it solves only the blocks a helper hands back). A signal ends no block early here:
+        it solves only the blocks a helper hands back, and every block once no helper is left). A
+        signal ends no block early here:
         it is acted on as in :func:`run_step` (every later block comes back unsolved)."""
         following, total = 0, int(sum(step.distinct for step in self.steps))
         while following < len(self.steps):

@@ -130,12 +130,22 @@ def test_a_blocks_own_rows_build_the_batch_the_whole_data_builds(tmp_path, monke
     assert sorted(warned) == ["g3", "g5"] and empty == ["g3"]  # the rows each lost, g3 all of them
 
 
-@pytest.mark.parametrize("command", [(sys.executable, "-c", "import sys; sys.exit(3)"), ("/nonexistent/python",)], ids=["ends", "cannot-start"])
+# A fake helper that reads the fit and says it is ready, as nlfit.procs.main does, then SCRIPT.
+READY = "import pickle, sys; pickle.load(sys.stdin.buffer); pickle.dump(('ready', None), sys.stdout.buffer); sys.stdout.buffer.flush(); "
+
+
+@pytest.mark.parametrize(
+    "command",
+    [(sys.executable, "-c", "import sys; sys.exit(3)"), (sys.executable, "-c", READY + "pickle.load(sys.stdin.buffer); sys.exit(3)"), ("/nonexistent/python",)],
+    ids=["ends-at-once", "ends-holding-a-block", "cannot-start"],
+)
 def test_a_block_a_helper_cannot_do_is_done_here(monkeypatch, command):
+    """This process does every block itself (``share=False``) only once no helper is left:
+    a block is done here because the helper handed it back, or because no helper could take it."""
     data = _dataset()
     reference = _one_process(data, monkeypatch)
     monkeypatch.setattr(procs, "COMMAND", command)
-    steps, values, helpers = _with_helpers(data, share=True)
+    steps, values, helpers = _with_helpers(data, share=False)
     assert set(helpers.served.values()) == {"main"} and len(helpers.served) == len(steps)
     _assert_same(values, reference)
 
@@ -160,7 +170,7 @@ def test_a_signal_during_post_processing_keeps_every_block_and_is_reported(monke
         return original(prepared, batch, *args, **kwargs)
 
     monkeypatch.setattr(procs, "finish_block", finishing)
-    monkeypatch.setattr(procs, "COMMAND", (sys.executable, "-c", "import sys; sys.stdin.read()"))  # a helper that never answers
+    monkeypatch.setattr(procs, "COMMAND", (sys.executable, "-c", READY + "sys.stdin.buffer.read()"))  # takes a block, never answers
     signals.install()
     try:
         steps, values, helpers = _with_helpers(data, share=True)
@@ -170,7 +180,7 @@ def test_a_signal_during_post_processing_keeps_every_block_and_is_reported(monke
         sys.unraisablehook = hook
         signals.reset()
     assert fired and helpers.signalled and len(values) == len(steps) == 2
-    mine = next(i for i, step in enumerate(steps) if step.members[0] == fired[0])  # the block this process solved (the helper held the other)
+    mine = next(i for i, step in enumerate(steps) if step.members[0] == fired[0])  # solved here (the other: held by the helper, or taken here after the signal)
     np.testing.assert_array_equal(values[mine][0].status, reference[mine][0].status)  # solved before the signal: kept
     np.testing.assert_allclose(values[mine][0].params, reference[mine][0].params, rtol=1e-10)
     assert {row["status"] for row in _without_seconds(values[1 - mine][1])} == {"interrupted"}  # handed back after it: not solved
