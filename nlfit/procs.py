@@ -6,13 +6,13 @@ the GIL and the memory bus; on two cores that gained 1.1-1.2x (``nlfit.batch``'s
 threads). Two processes share neither the GIL nor JAX's runtime. So a large grouped fit
 starts one helper process per further core (``python -m nlfit.procs``):
 
-- it gets the prepared fit once without its data (the model, options and plan of blocks,
-  pickled through its stdin), then for each block it is to solve the block's number and the
-  rows of its groups alone (``Prepared.rows_of``), and answers with the block's value: its
-  :class:`nlfit.result.Fits` and whatever the caller's ``then`` (a picklable function of the
-  Fits: the CLI's row formatting) made of it. A helper so starts solving as soon as it has
-  imported, and holds one block's rows, not a copy of the whole data (sending all of it
-  first took 0.3-0.4 s for 10^7 rows, while the helper waited);
+- it gets the prepared fit once without its data (the model, options and bounds, pickled
+  through its stdin) and says it is ready; then, for each block it takes, it gets the block's
+  number and the rows of its groups alone (``Prepared.rows_of``), and answers with the
+  block's value: its :class:`nlfit.result.Fits` and whatever the caller's ``then`` (a
+  picklable function of the Fits: the CLI's row formatting) made of it. A helper so starts
+  solving as soon as it has imported, and holds one block's rows, not a copy of the whole
+  data (sending all of it first took 0.3-0.4 s for 10^7 rows, while the helper waited);
 - the main process solves blocks too; whichever process is free takes the next block, and
   the blocks come out in plan order, so the rows are the same text as from one process;
 - the cores are shared out: each process (the main one and each helper) gets
@@ -237,9 +237,9 @@ class Helpers:
 
     def run(self, on_progress=None, share: bool = True):
         """Every block's value, in plan order. ``share``: this thread solves blocks too (else
-        it solves only the blocks a helper hands back, and every block once no helper is left). A
-        signal ends no block early here:
-        it is acted on as in :func:`run_step` (every later block comes back unsolved)."""
+        it solves only the blocks a helper hands back, and every block once no helper is left).
+        A signal ends no block early here: it is acted on as in :func:`run_step` (every later
+        block comes back unsolved)."""
         following, total = 0, int(sum(step.distinct for step in self.steps))
         while following < len(self.steps):
             index = None
