@@ -355,15 +355,23 @@ class Prepared:
         but for the padded points of a group without rows, which nothing reads (they repeat
         the first row of the data they are cut from, or stand at 0 where it has none)."""
         own, members = np.unique(step.members, return_inverse=True)  # repeated members (a filled last block) once
+        return self._part(own), dataclasses.replace(step, members=members.reshape(step.members.shape))
+
+    def without_rows(self) -> Prepared:
+        """This grouped fit without its data (for ``with_rows``): the model, options, bounds
+        and the facts of the whole (dropped rows, files), but no row or group."""
+        return self.with_rows(self._part(np.zeros(0, dtype=np.int64)))
+
+    def _part(self, own: np.ndarray) -> dict:
+        """The groups ``own`` (positions in ``keys``, increasing) and their rows, in group order."""
         counts = self.grouped.counts[own]
         begin = np.zeros(len(own), dtype=np.int64)
         np.cumsum(counts[:-1], out=begin[1:])
-        total = int(counts.sum())
-        rows = self.grouped.index()[np.repeat(self.grouped.begin[own] - begin, counts) + np.arange(total)]
+        rows = self.grouped.index()[np.repeat(self.grouped.begin[own] - begin, counts) + np.arange(int(counts.sum()))]
         data = self.dataset
         keys = [self.keys[g] for g in own]
         lost = data.dropped_by_group
-        part = {
+        return {
             "x": np.asarray(data.x)[rows],
             "y": np.asarray(data.y)[rows],
             "sigma": None if data.sigma is None else np.asarray(data.sigma)[rows],
@@ -374,24 +382,6 @@ class Prepared:
             "starts": self.starts[own],
             "dropped_by_group": {key: lost[key] for key in keys if key in lost} if lost else {},
         }
-        return part, dataclasses.replace(step, members=members.reshape(step.members.shape))
-
-    def without_rows(self) -> Prepared:
-        """This grouped fit without its data (for ``with_rows``): the model, options, bounds
-        and the facts of the whole (dropped rows, files), but no row or group."""
-        data = self.dataset
-        empty = {
-            "x": np.asarray(data.x)[:0],
-            "y": np.asarray(data.y)[:0],
-            "sigma": None if data.sigma is None else np.asarray(data.sigma)[:0],
-            "y_fitted": self.y_fitted[:0],
-            "keys": [],
-            "counts": self.grouped.counts[:0],
-            "begin": self.grouped.begin[:0],
-            "starts": self.starts[:0],
-            "dropped_by_group": {},
-        }
-        return self.with_rows(empty)
 
     def with_rows(self, part: dict) -> Prepared:
         """This fit over the groups of ``part`` (``rows_of``) alone, their rows in group order."""

@@ -1372,7 +1372,7 @@ def _key_text(raw) -> tuple:
     keys = np.append(text, "nan")[codes]
     merged, names = pd.factorize(text, sort=False)  # first appearance among the uniques: among the rows
     table = np.append(merged, -1).astype(np.int32 if len(text) < 2**31 - 1 else np.int64)  # 4 bytes a row where they suffice
-    return keys, table[codes], [str(name) for name in names]
+    return keys, table[codes], names.tolist()  # the texts themselves: str already
 
 
 def _emptied_groups(groups: np.ndarray, absent: np.ndarray, key_missing: np.ndarray) -> tuple:
