@@ -268,11 +268,11 @@ class Tally:
             lines = [w.message for w in fits.warnings[g] if w.kind not in SAID_BEFORE]
             self.add_warnings(fits.keys[g] if fits.keys is not None else g, lines)
 
-    def add(self, group, success: bool, interrupted: bool, warnings) -> None:
-        self.rows += 1
-        self.failed += not success
+    def add_rows(self, rows: int, failed: int, interrupted: bool) -> None:
+        """``rows`` more rows, ``failed`` of them failed (their warnings: ``add_warnings``)."""
+        self.rows += rows
+        self.failed += failed
         self.interrupted |= bool(interrupted)
-        self.add_warnings(group, warnings)
 
     def add_warnings(self, group, lines) -> None:
         for line in lines:

@@ -8,32 +8,39 @@ on one machine. The client reads headers and results, never the data.
    delimiter detection, comments, BOM, missing-value and number rules). A row carries
    ``pos`` = (file index << ROW_BITS) + its row among the kept rows of its file, which
    orders the rows as the concatenated input does.
-3. Survey (computed on the workers; a few numbers come back): the histogram of group sizes,
-   the rows dropped for a missing value, the range of each predictor. From it one worker
-   resolves what the local engine resolves over all the groups at once (``resolve``): the
-   ``--starts auto`` count (widest group, number of groups), the Jacobian mode, the
-   factorization when every size bucket gets the same, and the model's domain (Chebyshev).
+3. Survey (computed on the workers; a few numbers come back): each file's rows kept and
+   dropped, the histogram of its group sizes and the range of each predictor, and whether
+   any group key lies in two files (the keys' hashes, counted on a worker). Where none does,
+   the files' histograms add up to the whole's; else the group sizes are counted over all
+   the files (a tree reduction). From it one worker resolves what the local engine resolves
+   over all the groups at once (``resolve``): the ``--starts auto`` count (widest group,
+   number of groups), the Jacobian mode, the factorization when every size bucket gets the
+   same, and the model's domain (Chebyshev).
 4. Shuffle on the group key (not needed, and skipped, where the survey found that each
    file holds its groups whole and there are at least two files per worker): every group
-   lies whole in one partition, whose groups one worker fits with ``nlfit.batch.fit_groups`` (the vmapped solver), one result row each,
-   already formatted (an NDJSON line or a CSV line), with its group's first ``pos``.
+   lies whole in one partition, whose groups one worker fits with ``nlfit.batch.fit_groups``
+   (the vmapped solver), one result row each, already formatted (an NDJSON line or a CSV
+   line), with its group's first ``pos``.
 5. The result rows (one per group: small next to the data) are sorted on that ``pos``
-   (the local engine's order: first appearance) into partitions of at most RESULT_ROWS
-   rows; without the shuffle, the files' partitions are in that order already, and are not
-   sorted again, only cut into pieces of at most RESULT_ROWS rows on their workers. They are
-   pulled one at a time, in order: to stdout, to ``-o FILE`` (a temporary file renamed at
-   the end), or with ``-o DIR/`` into one part file per piece (``part-00000.ndjson`` or
-   ``.csv``, each written atomically).
+   (the local engine's order: first appearance) into partitions of about RESULT_ROWS rows;
+   without the shuffle, the files' partitions are in that order already, and are not sorted
+   again. On the workers they are cut into pieces (``Piece``) of at most RESULT_ROWS rows:
+   their text, joined, and their counts. The pieces are pulled in order: to stdout, to ``-o
+   FILE`` (a temporary file renamed at the end), or with ``-o DIR/`` into one part file per
+   piece (``part-00000.ndjson`` or ``.csv``, each written atomically).
 
-Files are read twice (the survey, then the fit) rather than held in the workers' memory.
+Each file's partition stays on its worker from the survey to the fit where the workers'
+memory allows (``Job._keep``); else each file is read twice (the survey, then the fit).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
 import logging
+import operator
 import os
 import re
 import stat
@@ -172,16 +179,28 @@ class Survey:
         return bool(self.file_groups) and sum(self.file_groups) == self.groups
 
 
-def tally(counts, part) -> None:
-    """Add the rows of a result partition to ``counts`` (a :class:`nlfit.batch.Tally`)."""
-    successes, interrupted = part["success"].to_numpy(dtype=bool), part["interrupted"].to_numpy(dtype=bool)
-    for group, success, stopped, text in zip(part["group"], successes, interrupted, part["warnings"], strict=True):
-        counts.add(group, success, stopped, json.loads(text) if text else [])
+@dataclass(frozen=True)
+class Piece:
+    """At most RESULT_ROWS result rows, made on a worker: their text (NDJSON or CSV lines, in
+    group order) and what the client counts of them."""
+
+    text: str
+    rows: int
+    failed: int
+    interrupted: bool
+    warnings: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, its lines): only the groups that have some
+
+
+def tally(counts, piece: Piece) -> None:
+    """Add the rows of ``piece`` to ``counts`` (a :class:`nlfit.batch.Tally`)."""
+    counts.add_rows(piece.rows, piece.failed, piece.interrupted)
+    for group, lines in piece.warnings:
+        counts.add_warnings(group, lines)
 
 
 class Job:
     """One grouped fit on a cluster: ``survey`` (once: it also resolves the options and the
-    parameter names), then ``parts`` (the result rows in group order, partition by partition)."""
+    parameter names), then ``parts`` (the result rows in group order, piece by piece)."""
 
     def __init__(self, client, plan: Plan, model_spec: str, p0, options: FitOptions, stamp: dict | None = None):
         self.client, self.plan, self.model_spec, self.p0, self.options = client, plan, model_spec, p0, options
@@ -189,54 +208,65 @@ class Job:
         self.param_names: tuple[str, ...] = ()
         self._survey: Survey | None = None
         self._options = options
+        self._kept: list | None = None  # futures of the files' partitions, held on the workers since the survey
 
     def _frames(self):
-        """The files as one dask DataFrame, each file a partition read on a worker, and the
-        delayed facts of each file (rows, dropped, predictor range)."""
+        """The files as one dask DataFrame, each file a partition: those the survey kept, or
+        each file read again on a worker."""
         import dask
         import dask.dataframe as dd
 
-        reads = [dask.delayed(_read, pure=True, nout=2)(i, name, self.plan) for i, name in enumerate(self.plan.files)]
-        frames = dd.from_delayed([r[0] for r in reads], meta=_meta(self.plan), verify_meta=False)
-        facts = dd.from_delayed([r[1] for r in reads], meta=_facts_meta(self.plan), verify_meta=False)
-        return frames, facts
+        if self._kept is not None:
+            return dd.from_delayed(self._kept, meta=_meta(self.plan), verify_meta=False)
+        reads = [dask.delayed(_read, pure=True, nout=4)(i, name, self.plan) for i, name in enumerate(self.plan.files)]
+        return dd.from_delayed([r[0] for r in reads], meta=_meta(self.plan), verify_meta=False)
+
+    def _keep(self) -> bool:
+        """Whether the files' partitions may stay on the workers from the survey to the fit
+        (each file then read once): where 4x the files' size is at most a quarter of the
+        workers' memory (a partition takes about 1.7x its uncompressed Parquet file)."""
+        limits = [w.get("memory_limit") or 0 for w in self.client.scheduler_info().get("workers", {}).values()]
+        if not limits or not all(limits):
+            return False
+        size = 0
+        for name in self.plan.files:
+            with contextlib.suppress(OSError):
+                size += os.path.getsize(name)
+        return 4 * size <= sum(limits) / 4
 
     def survey(self) -> Survey:
         """Group sizes, dropped rows, predictor ranges: computed by the workers."""
-        import dask
-        import pandas as pd
-
-        frames, facts = self._frames()
-        # size -> groups of that size in each partition of the group sizes (summed here: a
-        # plain .value_counts() after the groupby trips a dask bug once the sizes are split).
-        # The sizes in one partition (a tree reduction: one count per group, on a worker):
-        # for many groups Dask otherwise chose a shuffle (100,000 groups: 1.0-1.4 s of 2.4-2.9)
-        histogram = frames.groupby("key").size(split_out=1).map_partitions(_histogram, meta=pd.Series([], dtype="int64", name="count"))
-        histogram, facts = dask.compute(histogram, facts)  # each file read once
-        sizes = {int(k): int(v) for k, v in histogram.groupby(level=0).sum().items()}
-        rows, dropped = int(facts["rows"].sum()), int(facts["dropped"].sum())
+        client, plan = self.client, self.plan
+        keep = self._keep()
+        reads = [client.submit(_read, i, name, plan, keep, pure=False) for i, name in enumerate(plan.files)]
+        facts = client.gather([client.submit(operator.itemgetter(1), r, pure=False) for r in reads])
+        # whether each file holds its groups whole: no key in two files (equal keys hash
+        # equal), counted on a worker; a hash shared by two keys only costs the histogram below
+        distinct = client.submit(_distinct, [client.submit(operator.itemgetter(2), r, pure=False) for r in reads], pure=False)
+        if keep:
+            self._kept = [client.submit(operator.itemgetter(0), r, pure=False) for r in reads]
+        own = tuple(f["groups"] for f in facts)
+        if distinct.result() == sum(own):  # every group in one file: the files' histograms add up
+            sizes = functools.reduce(operator.add, (collections.Counter(f["sizes"]) for f in facts), collections.Counter())
+        else:
+            sizes = _sizes([client.submit(operator.itemgetter(3), r, pure=False) for r in reads], client)
+        del reads
+        rows, dropped = sum(f["rows"] for f in facts), sum(f["dropped"] for f in facts)
         if rows == 0:  # read_dataset's error (each file alone may lose all its rows)
-            used = ", ".join(excerpt(c) for c in dict.fromkeys([*self.plan.x_columns, self.plan.y_column, self.plan.sigma_column]) if c)
-            raise InputError(f"{printable(self.plan.label)}: every row ({dropped}) has a missing value in the used columns ({used})")
-        read = facts[facts["rows"] > 0]
-        columns = range(len(self.plan.x_columns))
-        x_min = [np.min(read[f"x{i}_min"].to_numpy()) for i in columns]  # NaN spreads, as np.min over all the data does
-        x_max = [np.max(read[f"x{i}_max"].to_numpy()) for i in columns]
-        own = tuple(int(g) for g in facts["groups"])
-        self._survey = Survey(sum(sizes.values()), max(sizes), sizes, rows, dropped, tuple(map(float, x_min)), tuple(map(float, x_max)), own)
-        self._options, self.param_names = self.client.submit(resolve, self.model_spec, self.plan, self._survey, self.options, pure=False).result()
+            used = ", ".join(excerpt(c) for c in dict.fromkeys([*plan.x_columns, plan.y_column, plan.sigma_column]) if c)
+            raise InputError(f"{printable(plan.label)}: every row ({dropped}) has a missing value in the used columns ({used})")
+        read = [f for f in facts if f["rows"] > 0]
+        x_min = [float(np.min([f["x_min"][i] for f in read])) for i in range(len(plan.x_columns))]  # NaN spreads, as np.min over all the data does
+        x_max = [float(np.max([f["x_max"][i] for f in read])) for i in range(len(plan.x_columns))]
+        sizes = {int(k): int(v) for k, v in sizes.items()}
+        self._survey = Survey(sum(sizes.values()), max(sizes), sizes, rows, dropped, tuple(x_min), tuple(x_max), own)
+        self._options, self.param_names = client.submit(resolve, self.model_spec, plan, self._survey, self.options, pure=False).result()
         return self._survey
 
     def parts(self, output_format: str):
-        """The result rows in group order, one pandas DataFrame (a partition) at a time:
-        ``pos``, ``group``, ``text`` (the NDJSON or CSV line), ``success``, ``interrupted``,
-        ``warnings`` (a JSON list, or empty)."""
-        from distributed import wait
-
+        """The result rows in group order, as :class:`Piece` s of at most RESULT_ROWS rows."""
         survey = self._survey or self.survey()
-        frames, _ = self._frames()
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
-        count = max(1, min(survey.groups, max(len(self.plan.files), 2 * workers)))
         context = {
             "plan": self.plan,
             "survey": survey,
@@ -245,49 +275,56 @@ class Job:
             "options": self._options,
             "format": output_format,
             "stamp": self.stamp,
+            "piece_rows": RESULT_ROWS,
         }
         # every group lies whole in one partition: the files themselves where each holds its
         # groups whole and there are enough of them to keep the workers busy, else a shuffle
         # on the key (on one machine it cost 6 s of 28 for 100,000 groups in 20 files)
-        in_files = survey.whole_files and len(self.plan.files) >= 2 * workers
-        parts = frames if in_files else frames.shuffle("key", npartitions=count)
-        fitted = parts.map_partitions(_fit_partition, context, meta=_result_meta(), align_dataframes=False)
-        if in_files:
+        if survey.whole_files and len(self.plan.files) >= 2 * workers:
             # the files' own partitions, in file order, each of its groups in order of first
-            # appearance: the rows are in the local order already, and need no sort (a shuffle
-            # of every result row). Each partition is cut on its worker into pieces of
-            # RESULT_ROWS rows (its row count is its file's group count), pulled in order.
-            pending = self.client.compute(_pieces(fitted.to_delayed(), survey.file_groups), sync=False)
-            del fitted
+            # appearance: the rows are in the local order already, and need no sort (a
+            # shuffle of every result row); each file's pieces are cut on its worker
+            kept = self._kept or [None] * len(self.plan.files)
+            pending = [
+                self.client.submit(_fit_file, i, name, frame, context, pure=False) for i, (name, frame) in enumerate(zip(self.plan.files, kept, strict=True))
+            ]
         else:
-            fitted = self.client.persist(fitted)  # fitted once; the sort below reads it twice (its quantiles, then the rows)
-            wait(fitted)
-            ordered = self.client.persist(fitted.sort_values("pos", npartitions=max(1, -(-survey.groups // RESULT_ROWS))))
-            del fitted
-            pending = [self.client.compute(part) for part in ordered.to_delayed()]
-            del ordered
+            pending = self._sorted(survey, context, workers)
+        self._kept = kept = None  # each partition is released once fitted
         for index in range(len(pending)):
-            part = pending[index].result()
+            pieces = pending[index].result()
             pending[index] = None  # released: its rows are on the client now
-            for begin in range(0, len(part), RESULT_ROWS):  # the sort's partitions are about RESULT_ROWS rows, not at most
-                yield part.iloc[begin : begin + RESULT_ROWS]
+            yield from pieces
+
+    def _sorted(self, survey: Survey, context: dict, workers: int) -> list:
+        """Futures of the pieces, in order, where the groups are shuffled into whole ones
+        first: fitted, then the result rows sorted on ``pos`` (the order of first appearance)."""
+        import dask
+        from distributed import wait
+
+        count = max(1, min(survey.groups, max(len(self.plan.files), 2 * workers)))
+        fitted = self._frames().shuffle("key", npartitions=count).map_partitions(_fit_partition, context, meta=_result_meta(), align_dataframes=False)
+        fitted = self.client.persist(fitted)  # fitted once; the sort below reads it twice (its quantiles, then the rows)
+        wait(fitted)
+        ordered = self.client.persist(fitted.sort_values("pos", npartitions=max(1, -(-survey.groups // RESULT_ROWS))))
+        del fitted
+        return [self.client.compute(dask.delayed(_cut)(part, context["piece_rows"])) for part in ordered.to_delayed()]
 
 
-def _pieces(parts: list, counts: tuple[int, ...]) -> list:
-    """Delayed pieces of at most RESULT_ROWS rows of each delayed partition in ``parts``,
-    ``counts`` its rows (the last piece of a partition takes whatever is left)."""
-    import dask
+def _sizes(counts: list, client) -> dict:
+    """The histogram of group sizes (size -> groups of that size) from ``counts``, futures
+    of each file's rows per group (``_read``'s fourth item), where groups span files: their
+    sum per group, a tree reduction on the workers (for many groups Dask otherwise chose a
+    shuffle: 100,000 groups, 1.0-1.4 s of 2.4-2.9), then each partition of the sums' sizes
+    counted there (summed here: a plain .value_counts() after the groupby trips a dask bug
+    once the sums are split)."""
+    import dask.dataframe as dd
+    import pandas as pd
 
-    pieces = []
-    for part, count in zip(parts, counts, strict=True):
-        begins = range(0, max(count, 1), RESULT_ROWS)
-        for i, begin in enumerate(begins):
-            pieces.append(dask.delayed(_rows, pure=True)(part, begin, None if i == len(begins) - 1 else begin + RESULT_ROWS))
-    return pieces
-
-
-def _rows(frame, begin: int, end: int | None):
-    return frame.iloc[begin:end]
+    meta = pd.DataFrame({"key": pd.Series([], dtype="string[pyarrow]"), "rows": pd.Series([], dtype="int64")})
+    sums = dd.from_delayed(counts, meta=meta, verify_meta=False).groupby("key")["rows"].sum(split_out=1)
+    histogram = sums.map_partitions(_histogram, meta=pd.Series([], dtype="int64", name="count"))
+    return client.compute(histogram).result().groupby(level=0).sum().to_dict()
 
 
 def check_directory(path: str) -> None:
@@ -307,7 +344,7 @@ def check_directory(path: str) -> None:
 
 
 def write_parts(path: str, parts, output_format, param_names) -> int:
-    """Each partition of rows to its own part file in ``path`` (made if needed), each
+    """Each piece of rows to its own part file in ``path`` (made if needed), each
     written atomically (a temporary file renamed; a signal waits for the rename), named
     ``part-00000.ndjson`` (or ``.csv``) on; returns how many were written."""
     from nlfit import signals
@@ -332,13 +369,12 @@ def write_parts(path: str, parts, output_format, param_names) -> int:
     return written
 
 
-def part_text(part, output_format, param_names, header: bool) -> str:
-    """The rows of a partition as text: NDJSON lines, or CSV lines (after the header when
+def part_text(piece: Piece, output_format, param_names, header: bool) -> str:
+    """The rows of a piece as text: NDJSON lines, or CSV lines (after the header when
     ``header``)."""
-    body = "".join(part["text"])
     if output_format.name == "json":
-        return body
-    return (csv_header(param_names) if header else "") + body
+        return piece.text
+    return (csv_header(param_names) if header else "") + piece.text
 
 
 def csv_header(param_names) -> str:
@@ -369,17 +405,6 @@ def _histogram(sizes):
     return sizes.value_counts()
 
 
-def _facts_meta(plan: Plan):
-    """One row per file: its rows kept and dropped, its groups, and the range of each predictor."""
-    import pandas as pd
-
-    columns = {"rows": pd.Series([], dtype="int64"), "dropped": pd.Series([], dtype="int64"), "groups": pd.Series([], dtype="int64")}
-    for i in range(len(plan.x_columns)):
-        columns[f"x{i}_min"] = pd.Series([], dtype="float64")
-        columns[f"x{i}_max"] = pd.Series([], dtype="float64")
-    return pd.DataFrame(columns)
-
-
 def _result_meta():
     import pandas as pd
 
@@ -395,8 +420,10 @@ def _result_meta():
     )
 
 
-def _read(index: int, name: str, plan: Plan):
-    """File ``index`` as a partition (key, x0.., y, sigma, pos) and its facts."""
+def _read(index: int, name: str, plan: Plan, keep: bool = True):
+    """File ``index`` as a partition (key, x0.., y, sigma, pos; None unless ``keep``), its
+    facts (rows kept and dropped, groups, the histogram of its group sizes, the range of each
+    predictor), the hashes of its group keys and its rows per group (``key``, ``rows``)."""
     import pandas as pd
 
     from nlfit.io.read import read_part
@@ -419,11 +446,24 @@ def _read(index: int, name: str, plan: Plan):
     columns["pos"] = (np.int64(index) << ROW_BITS) + np.concatenate([places, np.array([r for _, r in empty], dtype=np.int64)])
     columns["empty"] = np.concatenate([np.zeros(rows, dtype=bool), np.ones(len(empty), dtype=bool)])
     columns["lost"] = _lost_rows(keys, dataset.dropped_by_group)
-    facts = {"rows": [rows], "dropped": [int(dataset.dropped)], "groups": [len(columns["key"].unique())]}
-    for i in range(x.shape[1]):
-        facts[f"x{i}_min"] = [x[:, i].min() if rows else np.nan]
-        facts[f"x{i}_max"] = [x[:, i].max() if rows else np.nan]
-    return pd.DataFrame(columns), pd.DataFrame(facts)
+    codes, uniques = pd.factorize(columns["key"], sort=False)
+    sizes = np.bincount(codes, minlength=len(uniques))  # rows of each group here (a placeholder: one)
+    facts = {
+        "rows": rows,
+        "dropped": int(dataset.dropped),
+        "groups": len(uniques),
+        "sizes": dict(zip(*(v.tolist() for v in np.unique(sizes, return_counts=True)), strict=True)),
+        "x_min": [float(x[:, i].min()) if rows else np.nan for i in range(x.shape[1])],
+        "x_max": [float(x[:, i].max()) if rows else np.nan for i in range(x.shape[1])],
+    }
+    hashes = pd.util.hash_array(np.asarray(uniques, dtype=object))
+    counts = pd.DataFrame({"key": pd.array(uniques, dtype="string[pyarrow]"), "rows": sizes.astype(np.int64)})
+    return (pd.DataFrame(columns) if keep else None), facts, hashes, counts
+
+
+def _distinct(hashes: list) -> int:
+    """How many distinct values the arrays ``hashes`` hold together."""
+    return len(np.unique(np.concatenate(hashes))) if hashes else 0
 
 
 def _lost_rows(keys: np.ndarray, dropped: dict) -> np.ndarray:
@@ -458,8 +498,46 @@ def resolve(spec: str, plan: Plan, survey: Survey, options: FitOptions):
     return settle_options(options, model, survey.sizes), tuple(model.param_names)
 
 
+def _fit_file(index: int, name: str, frame, context: dict) -> list[Piece]:
+    """Fit every group of file ``index`` (its partition kept since the survey, or read again
+    when ``frame`` is None), which holds its groups whole; its result rows cut into pieces."""
+    if frame is None:
+        frame = _read(index, name, context["plan"])[0]
+    return _cut(_fitted(frame, context), context["piece_rows"])
+
+
 def _fit_partition(frame, context: dict):
     """Fit every group of one shuffled partition; one result row per group."""
+    import pandas as pd
+
+    columns = _fitted(frame, context)
+    if columns is None:
+        return _result_meta()
+    for name in ("group", "text", "warnings"):
+        columns[name] = pd.array(columns[name], dtype="string[pyarrow]")
+    return pd.DataFrame(columns)
+
+
+def _cut(fitted, rows: int) -> list[Piece]:
+    """Result rows (``_fitted``'s columns, or a partition of ``_fit_partition``'s rows) as
+    pieces of at most ``rows`` rows, in their order."""
+    if fitted is None or len(fitted["group"]) == 0:
+        return []
+    columns = {name: list(fitted[name]) for name in ("group", "text", "warnings")}
+    success, interrupted = np.asarray(fitted["success"], dtype=bool), np.asarray(fitted["interrupted"], dtype=bool)
+    pieces = []
+    for begin in range(0, len(success), rows):
+        end = begin + rows
+        said = tuple((str(g), tuple(json.loads(w))) for g, w in zip(columns["group"][begin:end], columns["warnings"][begin:end], strict=True) if w)
+        ok = success[begin:end]
+        pieces.append(Piece("".join(columns["text"][begin:end]), len(ok), int(np.count_nonzero(~ok)), bool(np.any(interrupted[begin:end])), said))
+    return pieces
+
+
+def _fitted(frame, context: dict) -> dict | None:
+    """Fit every group of a partition whose groups are whole: the result rows' columns
+    (``pos``, ``group``, ``text``, ``success``, ``interrupted``, ``warnings``), one row per
+    group in order of first appearance; None for an empty partition."""
     import pandas as pd
 
     from nlfit.batch import SAID_BEFORE, fit_groups
@@ -468,9 +546,10 @@ def _fit_partition(frame, context: dict):
     from nlfit.solvers.status import Status
 
     if frame.empty:
-        return _result_meta()
+        return None
     plan, survey = context["plan"], context["survey"]
-    frame = frame.sort_values("pos", kind="stable")
+    if not frame["pos"].is_monotonic_increasing:  # a file's own partition is in order already
+        frame = frame.sort_values("pos", kind="stable")
     empty = frame["empty"].to_numpy(dtype=bool)
     keys_all = frame["key"].to_numpy(dtype=object)
     # a placeholder stands for a group only where no file kept a row of it, once (its first);
@@ -516,13 +595,11 @@ def _fit_partition(frame, context: dict):
     texts = choose(context["format"]).group_lines(fits, None if context.get("stamp") is None else {"provenance": context["stamp"]})
     said = [[w.message for w in fits.warnings.get(g, ()) if w.kind not in SAID_BEFORE] for g in range(len(fits))]
     warnings = [json.dumps(lines) if lines else "" for lines in said]
-    return pd.DataFrame(
-        {
-            "pos": frame["pos"].to_numpy()[first],
-            "group": pd.array(list(result.keys), dtype="string[pyarrow]"),
-            "text": pd.array(texts, dtype="string[pyarrow]"),
-            "success": fits.success,
-            "interrupted": fits.status == Status.INTERRUPTED,
-            "warnings": pd.array(warnings, dtype="string[pyarrow]"),
-        }
-    )
+    return {
+        "pos": frame["pos"].to_numpy()[first],
+        "group": list(result.keys),
+        "text": texts,
+        "success": np.asarray(fits.success, dtype=bool),
+        "interrupted": np.asarray(fits.status == Status.INTERRUPTED),
+        "warnings": warnings,
+    }

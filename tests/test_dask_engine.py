@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import operator
 import os
 
 import numpy as np
@@ -99,13 +100,21 @@ def test_csv_and_parquet_parts_equal_local_and_fill_an_output_folder(tmp_path, s
 
 
 def _survey(paths, scheduler):
+    """The survey of ``paths``, after checking its group sizes against those counted over
+    all the files at once (the tree reduction: what the survey does where groups span files)."""
     from distributed import Client
 
     from nlfit import dask_engine
     from nlfit.options import FitOptions
 
     with Client(scheduler) as client:
-        return dask_engine.Job(client, dask_engine.plan([str(p) for p in paths], "id", formula=FORMULA), FORMULA, None, FitOptions()).survey()
+        job = dask_engine.Job(client, dask_engine.plan([str(p) for p in paths], "id", formula=FORMULA), FORMULA, None, FitOptions())
+        survey = job.survey()
+        assert job._kept is not None  # small files: held on the workers from the survey to the fit
+        reads = [client.submit(dask_engine._read, i, name, job.plan) for i, name in enumerate(job.plan.files)]
+        summed = dask_engine._sizes([client.submit(operator.itemgetter(3), r) for r in reads], client)
+        assert summed == survey.sizes and sum(survey.sizes.values()) == survey.groups
+        return survey
 
 
 def _whole_files(folder, scheduler, table, monkeypatch):
@@ -130,6 +139,11 @@ def _whole_files(folder, scheduler, table, monkeypatch):
     _same([json.loads(line) for line in local.stdout.splitlines()], rows)
     import nlfit.dask_engine
 
+    monkeypatch.setattr(nlfit.dask_engine.Job, "_keep", lambda self: False)  # each file read again for the fit
+    again = _fit(paths, "--engine", "dask", "--scheduler", scheduler, "-f", "json")
+    assert again.exit_code == 1, again.stderr
+    _same(rows, [json.loads(line) for line in again.stdout.splitlines()])
+    monkeypatch.undo()
     monkeypatch.setattr(nlfit.dask_engine, "RESULT_ROWS", 2)
     out = folder / "out"
     done = _fit(paths, "--engine", "dask", "--scheduler", scheduler, "-f", "json", "-o", f"{out}/", "-q")
@@ -164,6 +178,7 @@ def _output_folder(folder, scheduler, table, monkeypatch):
 
     folder.mkdir()
     monkeypatch.setattr(nlfit.dask_engine, "RESULT_ROWS", 4)  # 14 groups: several partitions
+    monkeypatch.setattr(nlfit.dask_engine.Job, "_keep", lambda self: False)  # the shuffle reads each file again
     paths = []
     for i, part in enumerate(_split(table, 3)):
         paths.append(folder / f"in{i}.parquet")
@@ -182,6 +197,7 @@ def _output_folder(folder, scheduler, table, monkeypatch):
     again = _fit(paths, "--engine", "dask", "--scheduler", scheduler, "-o", str(out))  # an existing folder: parts from this run would mix
     assert again.exit_code == 2 and "already holds part files" in again.stderr
     assert sorted(out.iterdir()) == parts
+    monkeypatch.undo()
 
 
 def test_headers_are_checked_on_the_client_with_the_local_errors(tmp_path, table):
