@@ -19,9 +19,11 @@ the data size, the client's peak RSS (``os.wait4``: the subprocess and nothing e
 under 10 % of the data), the workers' peak RSS (``getrusage`` in each worker), and the wall
 times. With ``--own-cluster``, also the command a user on one machine types, without
 ``--scheduler``: nlfit starts its own cluster, and its start and stop are in the time.
-Run by hand:
+With ``--repeat N`` the warm dask command, the local one (and the own-cluster one) run N
+times, alternating, and the ratios are of their medians. Run by hand:
 
     python benchmarks/dask_scale.py --size-gb 0.05
+    python benchmarks/dask_scale.py --size-gb 0.24 --files 20 --repeat 3 --own-cluster
     python benchmarks/dask_scale.py --size-gb 2 --skip-local
 """
 
@@ -106,6 +108,23 @@ def worker_peaks(client) -> list[int]:
     return sorted(client.run(peak).values())
 
 
+def median(runs) -> float:
+    return float(np.median([r[0] for r in runs]))
+
+
+def times(runs) -> str:
+    walls = [r[0] for r in runs]
+    return f"{median(runs):8.1f} s median of {len(walls)} ({', '.join(f'{w:.1f}' for w in walls)} s)"
+
+
+def codes(runs) -> str:
+    return "/".join(str(r[2]) for r in runs)
+
+
+def pairs(ours, local) -> str:
+    return ", ".join(f"{a[0] / b[0]:.2f}" for a, b in zip(ours, local, strict=True))
+
+
 def mb(value: float) -> str:
     return f"{value / 2**20:,.0f} MB"
 
@@ -120,6 +139,7 @@ def main() -> None:
     parser.add_argument("--dir", help="write the data here (kept); default: a temporary folder, removed at the end")
     parser.add_argument("--output-dir", action="store_true", help="results as part files (-o DIR/) instead of stdout to /dev/null")
     parser.add_argument("--skip-local", action="store_true", help="do not run --engine local (all the data in one process)")
+    parser.add_argument("--repeat", type=int, default=1, help="run the warm dask, local (and own-cluster) commands this many times, alternating (default 1)")
     parser.add_argument("--own-cluster", action="store_true", help="also time --engine dask without --scheduler (nlfit starts and stops its own cluster)")
     args = parser.parse_args()
 
@@ -145,33 +165,38 @@ def main() -> None:
             with open(os.devnull, "wb") as sink:
                 wall, client_peak, code = run(command, sink)
             peaks = worker_peaks(client)
-            again = [*command[:-1], f"{results}-again/"] if args.output_dir else command  # the part files of each run in a folder of its own
-            with open(os.devnull, "wb") as sink:
-                warm_wall, warm_peak, warm_code = run(again, sink)
+            warm, local, own = [], [], []
+            for repeat in range(args.repeat):  # alternating, so that the machine's drift touches each command alike
+                again = [*command[:-1], f"{results}-again{repeat}/"] if args.output_dir else command  # each run's part files in a folder of its own
+                with open(os.devnull, "wb") as sink:
+                    warm.append(run(again, sink))
+                if not args.skip_local:
+                    with open(os.devnull, "wb") as sink:
+                        local.append(run([*base, "--engine", "local"], sink))
+                if args.own_cluster:
+                    with open(os.devnull, "wb") as sink:
+                        own.append(run([*base, "--engine", "dask"], sink))
         print(f"dask ({args.workers} workers x 1 thread, LocalCluster started by the benchmark):")
         print(f"  wall time           {wall:8.1f} s   ({groups / wall:,.0f} groups/s), exit code {code}")
         print(f"  client peak RSS     {mb(client_peak):>10}   ({100 * client_peak / size:.1f} % of the data; goal < 10 %)")
         print(f"  worker peak RSS     {', '.join(mb(p) for p in peaks)}")
         print("  the same command again on the same cluster (its workers warm, as a long-lived --scheduler's after its first command):")
-        print(f"  wall time           {warm_wall:8.1f} s   ({groups / warm_wall:,.0f} groups/s), exit code {warm_code}, client peak RSS {mb(warm_peak)}")
+        print(f"  wall time           {times(warm)}, exit codes {codes(warm)}, client peak RSS {mb(max(r[1] for r in warm))}")
         if args.output_dir:
             parts = sorted(results.iterdir())
             print(f"  part files          {len(parts)} ({sum(p.stat().st_size for p in parts) / 1e9:.2f} GB)")
-        if not args.skip_local:
-            with open(os.devnull, "wb") as sink:
-                local_wall, local_peak, local_code = run([*base, "--engine", "local"], sink)
+        if local:
             print("local (one process):")
-            print(f"  wall time           {local_wall:8.1f} s   ({groups / local_wall:,.0f} groups/s), exit code {local_code}")
-            print(f"  peak RSS            {mb(local_peak):>10}")
-            print(f"  dask / local wall   {wall / local_wall:8.2f}   (the command again, on warm workers: {warm_wall / local_wall:.2f})")
-        if args.own_cluster:
-            with open(os.devnull, "wb") as sink:
-                own_wall, own_peak, own_code = run([*base, "--engine", "dask"], sink)
+            print(f"  wall time           {times(local)}, exit codes {codes(local)}")
+            print(f"  peak RSS            {mb(max(r[1] for r in local)):>10}")
+            print(f"  dask / local wall   {wall / median(local):8.2f}   (the first dask command, new workers, over the local median)")
+            print(f"  warm / local wall   {median(warm) / median(local):8.2f}   (medians; each pair: {pairs(warm, local)})")
+        if own:
             print("dask, its own cluster (nlfit starts and stops it: the one-machine user's command):")
-            print(f"  wall time           {own_wall:8.1f} s   ({groups / own_wall:,.0f} groups/s), exit code {own_code}")
-            print(f"  peak RSS            {mb(own_peak):>10}   (the command and its cluster's processes)")
-            if not args.skip_local:
-                print(f"  own cluster / local {own_wall / local_wall:8.2f}")
+            print(f"  wall time           {times(own)}, exit codes {codes(own)}")
+            print(f"  peak RSS            {mb(max(r[1] for r in own)):>10}   (the command and its cluster's processes)")
+            if local:
+                print(f"  own cluster / local {median(own) / median(local):8.2f}   (medians; each pair: {pairs(own, local)})")
     finally:
         if not args.dir:
             shutil.rmtree(folder, ignore_errors=True)

@@ -234,3 +234,34 @@ def test_threads_sets_the_local_clusters_workers_and_nothing_else(tmp_path, tabl
     ]:
         done = CliRunner().invoke(app, ["fit", str(path), "-m", FORMULA, *flags])
         assert done.exit_code == 2 and message in done.stderr and "Traceback" not in done.stderr, (flags, done.stderr)
+
+
+def test_a_shuffled_partition_keeps_one_place_per_group_as_the_local_engine(tmp_path):
+    """The fit of a shuffled partition (no cluster: ``_fit_partition`` on the files' own
+    partitions, concatenated in a scrambled order): a group that lost every row in one file
+    but has rows in another is placed at its first kept row, a group that lost every row in
+    both files once, at its first row; the rows, their order and places are the local engine's."""
+    import pandas as pd
+
+    from nlfit import dask_engine
+    from nlfit.options import FitOptions
+
+    x = np.linspace(0.0, 4.0, POINTS)
+    first = [("late", 0.5, None), ("none", 0.5, None)] + [("a", float(v), float(1.5 * np.exp(-0.7 * v))) for v in x] + [("late", 1.5, None)]
+    second = [("none", 2.0, None)] + [("late", float(v), float(1.2 * np.exp(-0.5 * v))) for v in x]
+    paths = [tmp_path / "one.csv", tmp_path / "two.csv"]
+    for path, rows in zip(paths, (first, second), strict=True):
+        _write_csv(path, rows, "semicolon")
+    plan = dask_engine.plan([str(p) for p in paths], "id", formula=FORMULA)
+    reads = [dask_engine._read(i, name, plan) for i, name in enumerate(plan.files)]
+    frame = pd.concat([r[0] for r in reads], ignore_index=True)
+    frame = frame.iloc[np.random.default_rng(3).permutation(len(frame))]
+    survey = dask_engine.Survey(3, POINTS, {1: 1, POINTS: 2}, 2 * POINTS, 4, (0.0,), (4.0,), (2, 2))
+    options, _ = dask_engine.resolve(FORMULA, plan, survey, FitOptions())
+    context = {"plan": plan, "survey": survey, "spec": FORMULA, "p0": {"a": 1.0, "b": 1.0}, "options": options, "format": "json", "stamp": None}
+    done = dask_engine._fit_partition(frame, context)
+    local = [json.loads(line) for line in _fit(paths, "-f", "json").stdout.splitlines()]
+    rows = [json.loads(text) for text in done["text"]]
+    assert list(done["group"]) == [r["group"] for r in rows] == [r["group"] for r in local]
+    assert sorted(done["group"]) == ["a", "late", "none"]
+    _same(local, rows)
