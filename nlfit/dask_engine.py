@@ -283,18 +283,25 @@ class Job:
         if survey.whole_files and len(self.plan.files) >= 2 * workers:
             # the files' own partitions, in file order, each of its groups in order of first
             # appearance: the rows are in the local order already, and need no sort (a
-            # shuffle of every result row); each file's pieces are cut on its worker
+            # shuffle of every result row). Each file's rows are cut on its worker into pieces,
+            # as many as its groups (its result rows) make, each pulled alone: the client
+            # holds one piece at a time, however large a file
             kept = self._kept or [None] * len(self.plan.files)
-            pending = [
-                self.client.submit(_fit_file, i, name, frame, context, pure=False) for i, (name, frame) in enumerate(zip(self.plan.files, kept, strict=True))
-            ]
+            pending = []
+            for i, (name, frame, groups) in enumerate(zip(self.plan.files, kept, survey.file_groups, strict=True)):
+                fitted = self.client.submit(_fit_file, i, name, frame, context, pure=False)
+                pending += [self.client.submit(operator.getitem, fitted, k, pure=False) for k in range(-(-groups // RESULT_ROWS))]
+            del fitted
         else:
             pending = self._sorted(survey, context, workers)
         self._kept = kept = None  # each partition is released once fitted
         for index in range(len(pending)):
-            pieces = pending[index].result()
+            piece = pending[index].result()
             pending[index] = None  # released: its rows are on the client now
-            yield from pieces
+            if isinstance(piece, list):  # a sorted partition's pieces (about RESULT_ROWS rows: one or two)
+                yield from piece
+            else:
+                yield piece
 
     def _sorted(self, survey: Survey, context: dict, workers: int) -> list:
         """Futures of the pieces, in order, where the groups are shuffled into whole ones
