@@ -29,8 +29,10 @@ on one machine. The client reads headers and results, never the data.
    FILE`` (a temporary file renamed at the end), or with ``-o DIR/`` into one part file per
    piece (``part-00000.ndjson`` or ``.csv``, each written atomically).
 
-Each file's partition stays on its worker from the survey to the fit where the workers'
-memory allows (``Job._keep``); else each file is read twice (the survey, then the fit).
+Each file's partition stays on the worker that read it, from the survey to the fit, while
+that worker's process holds less than HOLD_SHARE of its memory limit (``_may_hold``: decided
+on the worker, from what it holds, not from the sizes of compressed files); the other files
+are read again for the fit.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from nlfit.errors import InputError, OptionError, excerpt, printable
 from nlfit.options import FitOptions
 
 ROW_BITS = 40  # pos = file index << ROW_BITS | row: 2**40 rows per file, 2**23 files
+HOLD_SHARE = 0.25  # a worker holds the partitions it read for the fit while its process uses less than this share of its memory limit
 RESULT_ROWS = 2000  # result rows per pulled partition (and part file): about 4 MB of NDJSON
 PART_NAME = re.compile(r"part-\d{5,}\.(ndjson|csv)")
 # The LocalCluster started without --scheduler: single-threaded worker processes on
@@ -208,43 +211,27 @@ class Job:
         self.param_names: tuple[str, ...] = ()
         self._survey: Survey | None = None
         self._options = options
-        self._kept: list | None = None  # futures of the files' partitions, held on the workers since the survey
+        self._kept: list | None = None  # futures of the files' partitions held on the workers since the survey (or None)
 
     def _frames(self):
-        """The files as one dask DataFrame, each file a partition: those the survey kept, or
-        each file read again on a worker."""
+        """The files as one dask DataFrame, each file a partition: the one its worker held since
+        the survey, or the file read again."""
         import dask
         import dask.dataframe as dd
 
-        if self._kept is not None:
-            return dd.from_delayed(self._kept, meta=_meta(self.plan), verify_meta=False)
-        reads = [dask.delayed(_read, pure=True, nout=4)(i, name, self.plan) for i, name in enumerate(self.plan.files)]
-        return dd.from_delayed([r[0] for r in reads], meta=_meta(self.plan), verify_meta=False)
-
-    def _keep(self) -> bool:
-        """Whether the files' partitions may stay on the workers from the survey to the fit
-        (each file then read once): where 4x the files' size is at most a quarter of the
-        workers' memory (a partition takes about 1.7x its uncompressed Parquet file)."""
-        limits = [w.get("memory_limit") or 0 for w in self.client.scheduler_info().get("workers", {}).values()]
-        if not limits or not all(limits):
-            return False
-        size = 0
-        for name in self.plan.files:
-            with contextlib.suppress(OSError):
-                size += os.path.getsize(name)
-        return 4 * size <= sum(limits) / 4
+        kept = self._kept or [None] * len(self.plan.files)
+        frames = [dask.delayed(_partition, pure=True)(i, name, self.plan, frame) for i, (name, frame) in enumerate(zip(self.plan.files, kept, strict=True))]
+        return dd.from_delayed(frames, meta=_meta(self.plan), verify_meta=False)
 
     def survey(self) -> Survey:
         """Group sizes, dropped rows, predictor ranges: computed by the workers."""
         client, plan = self.client, self.plan
-        keep = self._keep()
-        reads = [client.submit(_read, i, name, plan, keep, pure=False) for i, name in enumerate(plan.files)]
+        reads = [client.submit(_read, i, name, plan, HOLD_SHARE, pure=False) for i, name in enumerate(plan.files)]
         facts = client.gather([client.submit(operator.itemgetter(1), r, pure=False) for r in reads])
         # whether each file holds its groups whole: no key in two files (equal keys hash
         # equal), counted on a worker; a hash shared by two keys only costs the histogram below
         distinct = client.submit(_distinct, [client.submit(operator.itemgetter(2), r, pure=False) for r in reads], pure=False)
-        if keep:
-            self._kept = [client.submit(operator.itemgetter(0), r, pure=False) for r in reads]
+        self._kept = [client.submit(operator.itemgetter(0), r, pure=False) for r in reads]  # a partition, or None where its worker had no room
         own = tuple(f["groups"] for f in facts)
         if distinct.result() == sum(own):  # every group in one file: the files' histograms add up
             sizes = functools.reduce(operator.add, (collections.Counter(f["sizes"]) for f in facts), collections.Counter())
@@ -427,8 +414,9 @@ def _result_meta():
     )
 
 
-def _read(index: int, name: str, plan: Plan, keep: bool = True):
-    """File ``index`` as a partition (key, x0.., y, sigma, pos; None unless ``keep``), its
+def _read(index: int, name: str, plan: Plan, hold: float = 1.0):
+    """File ``index`` as a partition (key, x0.., y, sigma, pos; None where this worker may not
+    hold it: ``_may_hold(hold)``), its
     facts (rows kept and dropped, groups, the histogram of its group sizes, the range of each
     predictor), the hashes of its group keys and its rows per group (``key``, ``rows``)."""
     import pandas as pd
@@ -439,7 +427,7 @@ def _read(index: int, name: str, plan: Plan, keep: bool = True):
         name, list(plan.names), plan.files[0], list(plan.x_columns), plan.y_column, plan.sigma_column, plan.group_column, sep=plan.sep, missing=plan.missing
     )
     rows = dataset.n_points
-    x = np.asarray(dataset.x, dtype=np.float64).reshape(rows, -1)
+    x = np.asarray(dataset.x, dtype=np.float64).reshape(rows, len(plan.x_columns))  # (not -1: a file may keep no row)
     empty = list(dataset.empty_groups)  # groups whose every row was dropped: one placeholder row each, at the group's first row
     places = np.arange(rows, dtype=np.int64) if dataset.kept_rows is None else np.asarray(dataset.kept_rows, dtype=np.int64)
     keys = np.concatenate([np.asarray(dataset.groups, dtype=object), np.array([k for k, _ in empty], dtype=object)])
@@ -465,7 +453,29 @@ def _read(index: int, name: str, plan: Plan, keep: bool = True):
     }
     hashes = pd.util.hash_array(np.asarray(uniques, dtype=object))
     counts = pd.DataFrame({"key": pd.array(uniques, dtype="string[pyarrow]"), "rows": sizes.astype(np.int64)})
-    return (pd.DataFrame(columns) if keep else None), facts, hashes, counts
+    frame = pd.DataFrame(columns)
+    return (frame if _may_hold(hold) else None), facts, hashes, counts
+
+
+def _may_hold(share: float) -> bool:
+    """Whether this worker may keep a partition it has just read until the fit: while its
+    process (the partition included) uses less than ``share`` of its memory limit; always
+    outside a worker (1.0: the caller keeps what it reads)."""
+    if share >= 1.0:
+        return True
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return False
+    limit = getattr(worker.memory_manager, "memory_limit", None)
+    return bool(limit) and worker.monitor.get_process_memory() < share * limit
+
+
+def _partition(index: int, name: str, plan: Plan, frame):
+    """File ``index``'s partition: ``frame`` as held since the survey, or the file read again."""
+    return _read(index, name, plan)[0] if frame is None else frame
 
 
 def _distinct(hashes: list) -> int:
@@ -508,9 +518,7 @@ def resolve(spec: str, plan: Plan, survey: Survey, options: FitOptions):
 def _fit_file(index: int, name: str, frame, context: dict) -> list[Piece]:
     """Fit every group of file ``index`` (its partition kept since the survey, or read again
     when ``frame`` is None), which holds its groups whole; its result rows cut into pieces."""
-    if frame is None:
-        frame = _read(index, name, context["plan"])[0]
-    return _cut(_fitted(frame, context), context["piece_rows"])
+    return _cut(_fitted(_partition(index, name, context["plan"], frame), context), context["piece_rows"])
 
 
 def _fit_partition(frame, context: dict):
@@ -561,6 +569,11 @@ def _fitted(frame, context: dict) -> dict | None:
     # the keys as codes (factorized on the Arrow column), each key a Python string once
     codes_all, names = pd.factorize(frame["key"].array, sort=False)
     names = np.asarray(names, dtype=object)
+    # the rows each group lost in each file, carried by its first row there (a placeholder's
+    # too, which goes below where the group has rows in another file): added up per group
+    lost = frame["lost"].to_numpy()
+    some = lost != 0  # few rows
+    dropped_by_group = {names[c]: int(v) for c, v in pd.Series(lost[some]).groupby(codes_all[some], sort=False).sum().items() if v}
     # a placeholder stands for a group only where no file kept a row of it, once (its first)
     placeholder = np.zeros(len(empty), dtype=bool)
     if np.any(empty):
@@ -578,8 +591,6 @@ def _fitted(frame, context: dict) -> dict | None:
     keys = keys_all[~empty]
     row_codes, row_found = pd.factorize(codes_all[~empty], sort=False)  # the fit's groups: first appearance among the kept rows
     remember_group_codes(keys, row_codes, names[row_found].tolist())
-    lost = frame["lost"].to_numpy()
-    some = lost != 0  # the rows that carry a count of dropped rows: few
     x = rows[[f"x{i}" for i in range(len(plan.x_columns))]].to_numpy(dtype=np.float64)
     dataset = Dataset(
         x=x[:, 0] if x.shape[1] == 1 else x,
@@ -593,7 +604,7 @@ def _fitted(frame, context: dict) -> dict | None:
         dropped=survey.dropped,
         empty_groups=tuple(zip(keys_all[empty].tolist(), frame["pos"].to_numpy()[empty].tolist(), strict=True)),
         kept_rows=rows["pos"].to_numpy(),
-        dropped_by_group={k: int(v) for k, v in pd.Series(lost[some]).groupby(keys_all[some], sort=False).sum().items() if v},
+        dropped_by_group=dropped_by_group,
     )
     model = _model(context["spec"], plan.x_columns, plan.y_column, survey.x_min, survey.x_max)
     # Dask runs as many tasks side by side as its workers have threads (a local cluster: one per

@@ -85,6 +85,7 @@ def _same(local, dask_rows):
     for ours, theirs in zip(local, dask_rows, strict=True):
         assert theirs["status"] == ours["status"]
         assert theirs["counts"] == ours["counts"]
+        assert theirs["warnings"] == ours["warnings"]
         for name in ("a", "b"):
             if ours["params"][name]["value"] is not None:
                 assert theirs["params"][name]["value"] == pytest.approx(ours["params"][name]["value"], rel=1e-12)
@@ -110,7 +111,7 @@ def _survey(paths, scheduler):
     with Client(scheduler) as client:
         job = dask_engine.Job(client, dask_engine.plan([str(p) for p in paths], "id", formula=FORMULA), FORMULA, None, FitOptions())
         survey = job.survey()
-        assert job._kept is not None  # small files: held on the workers from the survey to the fit
+        assert all(client.submit(lambda frame: frame is not None, k).result() for k in job._kept)  # small files: held for the fit
         reads = [client.submit(dask_engine._read, i, name, job.plan) for i, name in enumerate(job.plan.files)]
         summed = dask_engine._sizes([client.submit(operator.itemgetter(3), r) for r in reads], client)
         assert summed == survey.sizes and sum(survey.sizes.values()) == survey.groups
@@ -139,11 +140,18 @@ def _whole_files(folder, scheduler, table, monkeypatch):
     _same([json.loads(line) for line in local.stdout.splitlines()], rows)
     import nlfit.dask_engine
 
-    monkeypatch.setattr(nlfit.dask_engine.Job, "_keep", lambda self: False)  # each file read again for the fit
+    monkeypatch.setattr(nlfit.dask_engine, "HOLD_SHARE", 0.0)  # no worker holds a partition: each file read again for the fit
     again = _fit(paths, "--engine", "dask", "--scheduler", scheduler, "-f", "json")
     assert again.exit_code == 1, again.stderr
     _same(rows, [json.loads(line) for line in again.stdout.splitlines()])
     monkeypatch.undo()
+    lost = folder / "lost.csv"  # a file whose every row has a missing value, among whole files
+    _write_csv(lost, [("z0", 1.0, None), ("z0", 2.0, None), ("z1", 1.0, None)], "tab")
+    local = _fit([*paths, lost], "-f", "json")
+    done = _fit([*paths, lost], "--engine", "dask", "--scheduler", scheduler, "-f", "json")
+    assert local.exit_code == done.exit_code == 1, done.stderr
+    assert [r["group"] for r in map(json.loads, done.stdout.splitlines())][-2:] == ["z0", "z1"]
+    _same([json.loads(line) for line in local.stdout.splitlines()], [json.loads(line) for line in done.stdout.splitlines()])
     monkeypatch.setattr(nlfit.dask_engine, "RESULT_ROWS", 2)
     out = folder / "out"
     done = _fit(paths, "--engine", "dask", "--scheduler", scheduler, "-f", "json", "-o", f"{out}/", "-q")
@@ -178,7 +186,7 @@ def _output_folder(folder, scheduler, table, monkeypatch):
 
     folder.mkdir()
     monkeypatch.setattr(nlfit.dask_engine, "RESULT_ROWS", 4)  # 14 groups: several partitions
-    monkeypatch.setattr(nlfit.dask_engine.Job, "_keep", lambda self: False)  # the shuffle reads each file again
+    monkeypatch.setattr(nlfit.dask_engine, "HOLD_SHARE", 0.0)  # the shuffle reads each file again
     paths = []
     for i, part in enumerate(_split(table, 3)):
         paths.append(folder / f"in{i}.parquet")
