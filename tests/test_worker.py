@@ -92,8 +92,9 @@ def worker(tmp_path_factory):
 
 @pytest.fixture
 def own_worker(tmp_path):
-    """A worker of the test's own, for a test that replaces, kills or limits it."""
-    with _started_worker(tmp_path / "cache") as env:
+    """A worker of the test's own, for a test that replaces or kills it (on the suite's
+    compilation cache, as the shared worker)."""
+    with _started_worker(cache_dir() or tmp_path / "cache") as env:
         yield env
 
 
@@ -570,7 +571,7 @@ def test_a_worker_holding_too_many_memory_mappings_retires_after_its_command(tmp
     no longer compile. A worker over its limit (here 1) serves the command, lets the client
     rename its output, and exits; the next command still gets its result."""
     _data(tmp_path)
-    with _started_worker(tmp_path / "cache", {"NLFIT_WORKER_MAX_MAPS": "1"}) as env:
+    with _started_worker(cache_dir() or tmp_path / "cache", {"NLFIT_WORKER_MAX_MAPS": "1"}) as env:
         path = client.socket_path(env["NLFIT_WORKER_DIR"], _identity(env))
         pid = client.control(path, "status")["pid"]
         gone = os.pidfd_open(pid)
