@@ -277,18 +277,15 @@ class Job:
             pending = []
             for i, (name, frame, groups) in enumerate(zip(self.plan.files, kept, survey.file_groups, strict=True)):
                 fitted = self.client.submit(_fit_file, i, name, frame, context, pure=False)
-                pending += [self.client.submit(operator.getitem, fitted, k, pure=False) for k in range(-(-groups // RESULT_ROWS))]
+                pending += [self.client.submit(operator.getitem, fitted, slice(k, k + 1), pure=False) for k in range(-(-groups // RESULT_ROWS))]
             del fitted
         else:
             pending = self._sorted(survey, context, workers)
         self._kept = kept = None  # each partition is released once fitted
-        for index in range(len(pending)):
-            piece = pending[index].result()
+        for index in range(len(pending)):  # each a list of pieces: one, or a sorted partition's (about RESULT_ROWS rows: one or two)
+            pieces = pending[index].result()
             pending[index] = None  # released: its rows are on the client now
-            if isinstance(piece, list):  # a sorted partition's pieces (about RESULT_ROWS rows: one or two)
-                yield from piece
-            else:
-                yield piece
+            yield from pieces
 
     def _sorted(self, survey: Survey, context: dict, workers: int) -> list:
         """Futures of the pieces, in order, where the groups are shuffled into whole ones
